@@ -1,0 +1,1 @@
+"""The per-domain controller: creates, supervises and stops one container."""

@@ -1,0 +1,1 @@
+"""The FUSE control filesystem: the daemon's face to users."""
