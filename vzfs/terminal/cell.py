@@ -1,0 +1,31 @@
+"""One character cell of the terminal screen, as the emulator hands it to the renderer.
+
+The emulator resolves every colour (default, 16-colour, 256-colour and true colour)
+to a 24-bit ``0xRRGGBB`` integer, so the renderer never needs a palette. Attributes
+are bit flags; REVERSE is left for the renderer to apply so that the cursor and
+selection can be drawn the same way.
+"""
+
+from typing import NamedTuple
+
+BOLD = 1
+ITALIC = 2
+UNDERLINE = 4
+REVERSE = 8
+STRIKETHROUGH = 16
+BLINK = 32
+WIDE = 64          # left half of a double-width character; the next cell is WIDE_CONT
+WIDE_CONT = 128    # right half of a double-width character; its char is ""
+
+DEFAULT_FG = 0xAAAAAA   # the VGA console's light grey
+DEFAULT_BG = 0x000000
+
+
+class Cell(NamedTuple):
+    char: str    # one character plus any combining marks; "" for WIDE_CONT
+    fg: int      # 0xRRGGBB
+    bg: int      # 0xRRGGBB
+    flags: int   # BOLD | ITALIC | …
+
+
+BLANK = Cell(" ", DEFAULT_FG, DEFAULT_BG, 0)
