@@ -1,0 +1,7 @@
+"""`python -m vzfs` is the `vzfs` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

@@ -1,0 +1,122 @@
+"""The `vzfs` command: mount, umount, enter. The CLI's error boundary prints a sentence and exits non-zero."""
+
+import argparse
+import errno
+import os
+import signal
+import sys
+import time
+
+from .errors import VzfsError
+
+DEFAULT_MOUNTPOINT = "/run/vzfs"
+DEFAULT_STATE_DIR = "/var/lib/vzfs"
+
+
+def cmd_mount(args: argparse.Namespace) -> int:
+    from . import daemon
+    mountpoint = os.path.abspath(args.mountpoint)
+    state_dir = os.path.abspath(args.state_dir)
+    daemon.prepare(mountpoint, state_dir)
+    if args.foreground:
+        daemon.serve(mountpoint, state_dir, True, None)
+        return 0
+    rfd, wfd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(rfd)
+        os.setsid()
+        devnull = os.open(os.devnull, os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)
+        os.close(devnull)
+        code = 0
+        try:
+            daemon.serve(mountpoint, state_dir, False, wfd)
+        except VzfsError as exc:
+            os.write(wfd, exc.sentence.encode())
+            code = 1
+        except BaseException as exc:      # the detached daemon's last boundary
+            try:
+                os.write(wfd, f"the daemon failed: {exc!r}".encode())
+            except OSError:
+                pass
+            code = 1
+        os._exit(code)
+    os.close(wfd)
+    report = b""
+    while chunk := os.read(rfd, 4096):
+        report += chunk
+    os.close(rfd)
+    if report != b"ok":
+        os.waitpid(pid, 0)
+        raise VzfsError(errno.EIO, report.decode(errors="replace") or
+                        "the daemon exited before it was serving (see STATE_DIR/vzfs.log)")
+    return 0
+
+
+def _daemon_pid(mountpoint: str) -> int | None:
+    try:
+        with open(os.path.join(mountpoint, "version")) as f:
+            for line in f:
+                key, _, value = line.partition(" ")
+                if key == "daemon_pid":
+                    return int(value)
+    except OSError:
+        return None
+    return None
+
+
+def cmd_umount(args: argparse.Namespace) -> int:
+    from . import daemon
+    from .kernel import syscalls
+    mountpoint = os.path.abspath(args.mountpoint)
+    if not daemon.is_vzfs_mount(mountpoint):
+        raise VzfsError(errno.EINVAL, f"cannot unmount {mountpoint}: vzfs is not mounted there")
+    pid = _daemon_pid(mountpoint)
+    if pid is None:
+        # The daemon is gone and left its mount behind ("Transport endpoint is
+        # not connected"): detach it.
+        syscalls.umount(mountpoint, 2)
+        return 0
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if not daemon.is_vzfs_mount(mountpoint):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return 0
+        time.sleep(0.02)
+    raise VzfsError(errno.EBUSY, f"cannot unmount {mountpoint}: the daemon (pid {pid}) "
+                                 "did not stop in 15 s")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="vzfs", description="Containers managed through a filesystem.")
+    sub = p.add_subparsers(dest="command", required=True)
+    m = sub.add_parser("mount", help="serve the control filesystem")
+    m.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
+    m.add_argument("--foreground", action="store_true")
+    m.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
+    m.set_defaults(func=cmd_mount)
+    u = sub.add_parser("umount", help="stop serving; running domains keep running")
+    u.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
+    u.set_defaults(func=cmd_umount)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except VzfsError as exc:
+        print(f"vzfs: {exc.sentence}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"vzfs: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

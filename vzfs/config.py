@@ -1,0 +1,274 @@
+"""A domain's definition: TOML text in, a validated `DomainConfig` out, and back.
+
+Pure: no I/O. `parse()` validates the whole document and raises VzfsError(EINVAL)
+with a sentence naming the key; `dumps()` writes the canonical form that the
+`config` file shows and the state dir stores.
+"""
+
+import dataclasses
+import re
+import signal
+import tomllib
+from errno import EINVAL
+from typing import Any
+
+import tomli_w
+
+from .errors import VzfsError
+
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
+HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
+                         r"(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*\Z")
+SIZE_RE = re.compile(r"(\d+)\s*([KMGT]?)i?B?\Z", re.IGNORECASE)
+_SIZE_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+MAX_ID = 2**31 - 1
+FIRST_ID = 101           # OpenVZ's first container id
+
+
+@dataclasses.dataclass(frozen=True)
+class Limits:
+    memory: int | None = None      # bytes
+    cpus: float | None = None
+    pids: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Mount:
+    source: str
+    target: str
+    options: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Vnc:
+    listen: str = "127.0.0.1"
+    port: int = 0
+    password: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class DomainConfig:
+    id: int
+    hostname: str
+    init: tuple[str, ...] = ("/sbin/init",)
+    autostart: bool = False
+    stop_signal: int = int(signal.SIGPWR)
+    stop_timeout: float = 10.0
+    rootfs_path: str | None = None        # None: STATE_DIR/private/ID
+    rootfs_template: str | None = "busybox"
+    limits: Limits = Limits()
+    mounts: tuple[Mount, ...] = ()
+    vnc: Vnc = Vnc()
+    memory_text: str | None = None        # memory as the user wrote it, for dumps()
+
+
+def is_valid_name(name: str) -> bool:
+    return bool(NAME_RE.match(name)) and not name.startswith("cgroup.")
+
+
+def parse_size(text: str, key: str) -> int:
+    m = SIZE_RE.match(text.strip())
+    if not m or int(m.group(1)) == 0:
+        raise _invalid(key, f"{text!r} is not a size (use e.g. 256M or 2G)")
+    return int(m.group(1)) * _SIZE_UNITS[m.group(2).upper()]
+
+
+def parse_signal(value: Any, key: str) -> int:
+    if isinstance(value, int) and not isinstance(value, bool):
+        if 1 <= value < signal.NSIG:
+            return value
+    elif isinstance(value, str):
+        name = value.strip().upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        sig = getattr(signal.Signals, name, None) if name in signal.Signals.__members__ else None
+        if sig is not None:
+            return int(sig)
+    raise _invalid(key, f"{value!r} is not a signal (use e.g. SIGPWR or SIGTERM)")
+
+
+def _invalid(key: str, why: str) -> VzfsError:
+    return VzfsError(EINVAL, f"{key}: {why}")
+
+
+def _take(table: dict[str, Any], key: str, types: type | tuple[type, ...], where: str) -> Any:
+    value = table.pop(key, None)
+    if value is None:
+        return None
+    if isinstance(value, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+        raise _invalid(where + key, f"expected {_type_name(types)}, got a boolean")
+    if not isinstance(value, types):
+        raise _invalid(where + key, f"expected {_type_name(types)}, got {type(value).__name__}")
+    return value
+
+
+def _type_name(types: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false",
+             list: "a list", dict: "a table"}
+    if isinstance(types, tuple):
+        return " or ".join(names.get(t, t.__name__) for t in types)
+    return names.get(types, types.__name__)
+
+
+def _no_leftovers(table: dict[str, Any], where: str) -> None:
+    if table:
+        key = sorted(table)[0]
+        raise _invalid(where + key, "unknown key")
+
+
+def parse(text: str | bytes, *, name: str, default_id: int | None) -> DomainConfig:
+    """Validate a whole TOML definition; *default_id* fills a missing id."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise VzfsError(EINVAL, f"config is not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise VzfsError(EINVAL, f"config is not valid TOML: {exc}") from exc
+    return from_dict(doc, name=name, default_id=default_id)
+
+
+def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None) -> DomainConfig:
+    doc = dict(doc)
+    dom_id = _take(doc, "id", int, "")
+    if dom_id is None:
+        if default_id is None:
+            raise _invalid("id", "missing")
+        dom_id = default_id
+    if not 1 <= dom_id <= MAX_ID:
+        raise _invalid("id", f"{dom_id} is out of range 1..{MAX_ID}")
+    hostname = _take(doc, "hostname", str, "")
+    if hostname is None:
+        hostname = name if HOSTNAME_RE.match(name) else "localhost"
+    if len(hostname) > 64 or not HOSTNAME_RE.match(hostname):
+        raise _invalid("hostname", f"{hostname!r} is not a valid host name")
+    init = _take(doc, "init", list, "")
+    if init is None:
+        init = ["/sbin/init"]
+    if not init or not all(isinstance(a, str) for a in init):
+        raise _invalid("init", "expected a non-empty list of strings")
+    if not init[0].startswith("/"):
+        raise _invalid("init", f"{init[0]!r} must be an absolute path inside the container")
+    if any("\0" in a for a in init):
+        raise _invalid("init", "arguments must not contain NUL")
+    autostart = _take(doc, "autostart", bool, "")
+    stop_signal = doc.pop("stop_signal", None)
+    stop_signal = int(signal.SIGPWR) if stop_signal is None else parse_signal(stop_signal, "stop_signal")
+    stop_timeout = _take(doc, "stop_timeout", (int, float), "")
+    if stop_timeout is None:
+        stop_timeout = 10.0
+    if not 0 <= stop_timeout <= 3600:
+        raise _invalid("stop_timeout", f"{stop_timeout} is out of range 0..3600 seconds")
+
+    rootfs = _take(doc, "rootfs", dict, "") or {}
+    rootfs = dict(rootfs)
+    rootfs_path = _take(rootfs, "path", str, "rootfs.")
+    if rootfs_path is not None and (not rootfs_path.startswith("/") or "\0" in rootfs_path):
+        raise _invalid("rootfs.path", f"{rootfs_path!r} must be an absolute path")
+    if rootfs_path is not None:
+        rootfs_path = rootfs_path.rstrip("/") or "/"
+        if rootfs_path == "/":
+            raise _invalid("rootfs.path", "the host's / cannot be a container's root")
+    template = rootfs.pop("template", "busybox") if "template" in rootfs else "busybox"
+    if template is not None and not isinstance(template, str):
+        raise _invalid("rootfs.template", "expected a string")
+    if template == "":
+        template = None
+    if template is not None and not NAME_RE.match(template):
+        raise _invalid("rootfs.template", f"{template!r} is not a template name")
+    _no_leftovers(rootfs, "rootfs.")
+
+    limits_t = dict(_take(doc, "limits", dict, "") or {})
+    memory_text = limits_t.pop("memory", None)
+    memory = None
+    if memory_text is not None:
+        if isinstance(memory_text, int) and not isinstance(memory_text, bool):
+            memory, memory_text = memory_text, str(memory_text)
+            if memory <= 0:
+                raise _invalid("limits.memory", "must be positive")
+        elif isinstance(memory_text, str):
+            memory = parse_size(memory_text, "limits.memory")
+        else:
+            raise _invalid("limits.memory", "expected a size such as \"256M\"")
+        if memory < 4 << 20:
+            raise _invalid("limits.memory", f"{memory_text!r} is below the 4M minimum")
+    cpus = _take(limits_t, "cpus", (int, float), "limits.")
+    if cpus is not None and not 0.01 <= cpus <= 4096:
+        raise _invalid("limits.cpus", f"{cpus} is out of range 0.01..4096")
+    pids = _take(limits_t, "pids", int, "limits.")
+    if pids is not None and not 1 <= pids <= 4194304:
+        raise _invalid("limits.pids", f"{pids} is out of range 1..4194304")
+    _no_leftovers(limits_t, "limits.")
+
+    mounts = []
+    raw_mounts = _take(doc, "mount", list, "") or []
+    for i, m in enumerate(raw_mounts):
+        where = f"mount[{i}]."
+        if not isinstance(m, dict):
+            raise _invalid(f"mount[{i}]", "expected a table with source and target")
+        m = dict(m)
+        source = _take(m, "source", str, where)
+        target = _take(m, "target", str, where)
+        options = _take(m, "options", str, where) or ""
+        if not source:
+            raise _invalid(where + "source", "missing")
+        if not target or not target.startswith("/"):
+            raise _invalid(where + "target", "must be an absolute path inside the container")
+        _no_leftovers(m, where)
+        mounts.append(Mount(source, target, options))
+
+    vnc_t = dict(_take(doc, "vnc", dict, "") or {})
+    listen = _take(vnc_t, "listen", str, "vnc.") or "127.0.0.1"
+    port = _take(vnc_t, "port", int, "vnc.") or 0
+    if not 0 <= port <= 65535:
+        raise _invalid("vnc.port", f"{port} is out of range 0..65535")
+    password = _take(vnc_t, "password", str, "vnc.") or ""
+    _no_leftovers(vnc_t, "vnc.")
+    _no_leftovers(doc, "")
+
+    return DomainConfig(
+        id=dom_id, hostname=hostname, init=tuple(init), autostart=bool(autostart),
+        stop_signal=stop_signal, stop_timeout=float(stop_timeout),
+        rootfs_path=rootfs_path, rootfs_template=template,
+        limits=Limits(memory=memory, cpus=float(cpus) if cpus is not None else None, pids=pids),
+        mounts=tuple(mounts), vnc=Vnc(listen, port, password), memory_text=memory_text,
+    )
+
+
+def to_dict(cfg: DomainConfig) -> dict[str, Any]:
+    doc: dict[str, Any] = {
+        "id": cfg.id,
+        "hostname": cfg.hostname,
+        "init": list(cfg.init),
+        "autostart": cfg.autostart,
+        "stop_signal": signal.Signals(cfg.stop_signal).name,
+        "stop_timeout": cfg.stop_timeout,
+    }
+    rootfs: dict[str, Any] = {}
+    if cfg.rootfs_path is not None:
+        rootfs["path"] = cfg.rootfs_path
+    rootfs["template"] = cfg.rootfs_template or ""
+    doc["rootfs"] = rootfs
+    limits: dict[str, Any] = {}
+    if cfg.limits.memory is not None:
+        limits["memory"] = cfg.memory_text or str(cfg.limits.memory)
+    if cfg.limits.cpus is not None:
+        limits["cpus"] = cfg.limits.cpus
+    if cfg.limits.pids is not None:
+        limits["pids"] = cfg.limits.pids
+    doc["limits"] = limits
+    doc["vnc"] = {"listen": cfg.vnc.listen, "port": cfg.vnc.port, "password": cfg.vnc.password}
+    if cfg.mounts:
+        doc["mount"] = [{"source": m.source, "target": m.target, "options": m.options}
+                        for m in cfg.mounts]
+    return doc
+
+
+def dumps(cfg: DomainConfig) -> str:
+    return tomli_w.dumps(to_dict(cfg))
+
+
+def default(name: str, dom_id: int) -> DomainConfig:
+    return from_dict({}, name=name, default_id=dom_id)

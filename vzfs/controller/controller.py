@@ -1,0 +1,305 @@
+"""The per-domain controller process: creates the container, supervises it, obeys the daemon.
+
+One controller runs per running domain. It is forked from the zygote (so it
+starts without importing anything), lives in its own session, and outlives the
+daemon: the daemon talks to it over a unix socket in the domain's directory and
+finds it again after a restart. When the domain ends, the controller records the
+outcome in `last_exit.json`, tells every connected daemon, and exits.
+"""
+
+import errno
+import json
+import os
+import signal
+import socket
+import time
+import traceback
+from typing import Any, NoReturn
+
+import trio
+
+from .. import config as configmod
+from ..kernel import cgroups
+from . import container, paths
+from .protocol import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
+
+SCROLLBACK = 256 * 1024
+REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
+HALT_SIGNAL = signal.SIGINT        # … and with SIGINT for halt and power-off
+
+
+def describe_exit(status: int) -> tuple[str, str]:
+    """Classify init's wait status: ("stopped"|"rebooted"|"crashed", words)."""
+    if os.WIFSIGNALED(status):
+        sig = os.WTERMSIG(status)
+        if sig == HALT_SIGNAL:
+            return "stopped", "init halted the system"
+        if sig == REBOOT_SIGNAL:
+            return "rebooted", "init rebooted the system"
+        return "crashed", f"init was killed by signal {sig} ({signal.Signals(sig).name})"
+    code = os.WEXITSTATUS(status)
+    if code == 0:
+        return "stopped", "init exited with status 0"
+    return "crashed", f"init exited with status {code}"
+
+
+class Controller:
+    def __init__(self, request: dict[str, Any]) -> None:
+        self.name: str = request["name"]
+        self.state_dir: str = request["state_dir"]
+        self.cfg = configmod.from_dict(request["config"], name=self.name, default_id=None)
+        self.rootfs: str = request["rootfs"]
+        self.layout = cgroups.Layout(**request["layout"])
+        self.cgroup = cgroups.Cgroup(self.layout, request["cgroup"])
+        self.pid = 0
+        self.started_at = 0.0
+        self.state = "starting"
+        self.stop_requested = False
+        self.exited = trio.Event()
+        self.exit_state = ""
+        self.exit_reason = ""
+        self.streams: set[trio.SocketStream] = set()
+        self.scrollback = bytearray()
+        self.master = -1
+        self.slave = -1
+        self.dir_fd = os.open(paths.domain_dir(self.state_dir, self.name),
+                              os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    # -- start (synchronous: runs before trio.run, in a single-threaded process) --
+    def start(self) -> None:
+        self.master, self.slave = os.openpty()
+        os.set_inheritable(self.master, False)
+        os.set_inheritable(self.slave, False)
+        os.set_blocking(self.master, False)
+        self.cgroup.create()
+        limits = self.cfg.limits
+        self.cgroup.set_limits(limits.memory, limits.cpus, limits.pids)
+        self._spawn()
+
+    def _spawn(self) -> None:
+        spec = container.ContainerSpec(
+            name=self.name, rootfs=self.rootfs, hostname=self.cfg.hostname,
+            init=self.cfg.init, console=os.ttyname(self.slave), cgroup=self.cgroup)
+        self.pid = container.spawn(spec)
+        self.started_at = time.time()
+        self.state = "running"
+
+    def listen(self) -> trio.socket.SocketType:
+        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+        path = paths.socket_path_via(self.dir_fd)
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        old = os.umask(0o077)
+        try:
+            sock._sock.bind(path)     # bind is instant for AF_UNIX
+        finally:
+            os.umask(old)
+        sock.listen(16)
+        return sock
+
+    # -- the supervised life --------------------------------------------------
+    async def main(self, daemon_fd: int, listener: trio.socket.SocketType) -> None:
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            first = trio.SocketStream(trio.socket.from_stdlib_socket(
+                socket.socket(fileno=daemon_fd)))
+            nursery.start_soon(self._serve_stream, first, self._status())
+            nursery.start_soon(self._accept, listener)
+            nursery.start_soon(self._drain_console)
+            nursery.start_soon(self._wait_init)
+            await self.exited.wait()
+            await self._broadcast({"event": "exited", "state": self.exit_state,
+                                   "reason": self.exit_reason})
+            # Give replies queued on the exit a moment to leave, then end.
+            with trio.move_on_after(0.5):
+                await trio.sleep(0.05)
+            nursery.cancel_scope.cancel()
+
+    def _status(self) -> Message:
+        return {"event": "status", "state": self.state, "pid": self.pid,
+                "started_at": self.started_at, "controller_pid": os.getpid()}
+
+    async def _accept(self, listener: trio.socket.SocketType) -> None:
+        while True:
+            conn, _ = await listener.accept()
+            self.nursery.start_soon(self._serve_stream, trio.SocketStream(conn), None)
+
+    async def _broadcast(self, msg: Message) -> None:
+        data = encode(msg)
+        for stream in list(self.streams):
+            try:
+                with trio.move_on_after(1):
+                    await stream.send_all(data)
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self.streams.discard(stream)
+
+    async def _serve_stream(self, stream: trio.SocketStream, hello: Message | None) -> None:
+        self.streams.add(stream)
+        decoder = Decoder()
+        try:
+            if hello is not None:
+                await stream.send_all(encode(hello))
+            async for data in stream:
+                for msg in decoder.feed(data):
+                    self.nursery.start_soon(self._handle, stream, msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
+            pass
+        finally:
+            self.streams.discard(stream)
+
+    async def _handle(self, stream: trio.SocketStream, msg: Message) -> None:
+        op = msg.get("op")
+        req_id = msg.get("id")
+        if op == "status":
+            reply = reply_ok(req_id, **self._status())
+        elif op in ("stop", "kill"):
+            if op == "stop":
+                self._begin_stop(float(msg.get("timeout_s", self.cfg.stop_timeout)),
+                                 int(msg.get("signal", self.cfg.stop_signal)))
+            else:
+                self._kill()
+            await self.exited.wait()
+            reply = reply_ok(req_id, state=self.exit_state, reason=self.exit_reason)
+        elif op == "stats":
+            reply = reply_ok(req_id, **self.cgroup.stats())
+        else:
+            reply = reply_error(req_id, errno.EINVAL, f"unknown controller request {op!r}")
+        try:
+            await stream.send_all(encode(reply))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass
+
+    def _begin_stop(self, timeout: float, sig: int) -> None:
+        if self.stop_requested or self.exited.is_set():
+            return
+        self.stop_requested = True
+        self.state = "stopping"
+        self._signal_init(sig)
+        self.nursery.start_soon(self._stop_escalation, timeout, sig)
+
+    async def _stop_escalation(self, timeout: float, sig: int) -> None:
+        # INTERFACE.md: the stop signal, then SIGTERM, then SIGKILL at the timeout.
+        if sig != signal.SIGTERM:
+            await trio.sleep(timeout / 2)
+            self._signal_init(signal.SIGTERM)
+            await trio.sleep(timeout / 2)
+        else:
+            await trio.sleep(timeout)
+        self._kill()
+
+    def _kill(self) -> None:
+        self.stop_requested = True
+        self.state = "stopping"
+        self._signal_init(signal.SIGKILL)
+        self.cgroup.kill_all()
+
+    def _signal_init(self, sig: int) -> None:
+        try:
+            os.kill(self.pid, sig)
+        except ProcessLookupError:
+            pass
+
+    async def _drain_console(self) -> None:
+        # Until the console issue serves it, the output is kept in a bounded
+        # scrollback so that a chatty container never blocks on a full pty.
+        while True:
+            await trio.lowlevel.wait_readable(self.master)
+            try:
+                data = os.read(self.master, 65536)
+            except BlockingIOError:
+                continue
+            except OSError:        # EIO: no slave open right now
+                await trio.sleep(0.05)
+                continue
+            self.scrollback += data
+            if len(self.scrollback) > SCROLLBACK:
+                del self.scrollback[:len(self.scrollback) - SCROLLBACK]
+
+    async def _wait_init(self) -> None:
+        while True:
+            pidfd = os.pidfd_open(self.pid)
+            try:
+                await trio.lowlevel.wait_readable(pidfd)
+            finally:
+                os.close(pidfd)
+            _, status = os.waitpid(self.pid, 0)
+            kind, reason = describe_exit(status)
+            if kind == "rebooted" and not self.stop_requested:
+                self._cleanup_processes()
+                try:
+                    self._spawn()
+                except OSError as exc:
+                    kind, reason = "crashed", f"reboot failed: {exc.strerror or exc}"
+                else:
+                    await self._broadcast({"event": "rebooted", "pid": self.pid,
+                                           "started_at": self.started_at})
+                    continue
+            if kind == "rebooted":
+                kind = "stopped"
+            if self.stop_requested:
+                kind = "stopped"
+            self._finish(kind, reason)
+            return
+
+    def _cleanup_processes(self) -> None:
+        # Init is gone, so the kernel has killed its pid namespace; make sure
+        # nothing lingers in the cgroup either.
+        self.cgroup.kill_all()
+
+    def _finish(self, kind: str, reason: str) -> None:
+        self._cleanup_processes()
+        try:
+            self.cgroup.remove()
+        except OSError:
+            pass
+        self.exit_state, self.exit_reason = kind, reason
+        self.state = kind
+        record = {"state": kind, "reason": reason, "time": time.time(), "pid": self.pid}
+        path = paths.last_exit_file(self.state_dir, self.name)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(record, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+        try:
+            os.unlink(paths.socket_path_via(self.dir_fd))
+        except FileNotFoundError:
+            pass
+        self.exited.set()
+
+
+def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
+    """The controller's life, in the process the zygote forked. Never returns."""
+    code = 0
+    try:
+        os.setsid()
+        ctl = Controller(request)
+        try:
+            try:
+                os.unlink(paths.last_exit_file(ctl.state_dir, ctl.name))
+            except FileNotFoundError:
+                pass
+            ctl.start()
+        except OSError as exc:
+            try:
+                ctl.cgroup.remove()
+            except OSError:
+                pass
+            reason = exc.strerror or str(exc)
+            os.write(daemon_fd, encode({"event": "start_failed",
+                                        "errno": exc.errno or errno.EIO, "error": reason}))
+            os._exit(0)
+
+        async def _main() -> None:
+            listener = ctl.listen()
+            await ctl.main(daemon_fd, listener)
+
+        trio.run(_main)
+    except BaseException:       # the process's last boundary: never return into the zygote
+        code = 1
+        traceback.print_exc()
+    finally:
+        os._exit(code)

@@ -1,0 +1,104 @@
+"""The domain lifecycle state machine: which verb is allowed in which state, and where it leads.
+
+Theory of operation
+-------------------
+A domain is in exactly one of the states of INTERFACE.md (`stopped`, `starting`,
+`running`, …). Two kinds of input move it:
+
+* verbs a user writes to `state` (`start`, `stop`, `kill`, …) — VERBS below says,
+  for each (state, verb), the transitional state the domain enters while the verb
+  is carried out. A pair missing from the table is refused with EBUSY (the verb
+  exists but not now) — or EINVAL for words that are not verbs at all.
+* outcomes reported by the controller (`started`, `start_failed`, `exited`…) —
+  OUTCOMES says where each leads from each transitional state.
+
+The table is data so that the documentation, the refusal sentences and the
+tests are all derived from one place (the model is h11's `_state.py`).
+"""
+
+import enum
+from errno import EBUSY, EINVAL
+
+from ..errors import VzfsError
+
+
+class State(enum.Enum):
+    STOPPED = "stopped"
+    STARTING = "starting"
+    RUNNING = "running"
+    PAUSED = "paused"
+    SUSPENDED = "suspended"
+    MIGRATING = "migrating"
+    STOPPING = "stopping"
+    CRASHED = "crashed"
+
+
+S = State
+
+# (state, verb) -> the state the domain is in while the verb is carried out.
+VERBS: dict[tuple[State, str], State] = {
+    (S.STOPPED, "start"): S.STARTING,
+    (S.CRASHED, "start"): S.STARTING,
+    (S.RUNNING, "stop"): S.STOPPING,
+    (S.PAUSED, "stop"): S.STOPPING,
+    (S.RUNNING, "kill"): S.STOPPING,
+    (S.PAUSED, "kill"): S.STOPPING,
+    (S.STOPPING, "kill"): S.STOPPING,     # cut a graceful stop short
+    (S.STARTING, "kill"): S.STOPPING,
+    (S.RUNNING, "restart"): S.STOPPING,
+    (S.RUNNING, "pause"): S.PAUSED,
+    (S.PAUSED, "resume"): S.RUNNING,
+    (S.RUNNING, "suspend"): S.SUSPENDED,
+    (S.SUSPENDED, "start"): S.STARTING,
+    (S.SUSPENDED, "resume"): S.STARTING,
+}
+
+# Verbs that are part of the contract but not available in this build: refused
+# with EINVAL and a sentence that says so, whatever the state.
+UNAVAILABLE: dict[str, str] = {
+    "pause": "pausing needs the checkpoint support, which this version does not have yet",
+    "resume": "resuming needs the checkpoint support, which this version does not have yet",
+    "suspend": "suspending needs the checkpoint support, which this version does not have yet",
+}
+
+ALL_VERBS = frozenset(verb for _, verb in VERBS)
+
+# (transitional state, outcome) -> resting state.
+OUTCOMES: dict[tuple[State, str], State] = {
+    (S.STARTING, "started"): S.RUNNING,
+    (S.STARTING, "start_failed"): S.STOPPED,
+    (S.STARTING, "exited"): S.STOPPED,
+    (S.STOPPING, "exited"): S.STOPPED,
+    (S.RUNNING, "exited"): S.STOPPED,       # a clean poweroff from inside
+    (S.RUNNING, "crashed"): S.CRASHED,
+    (S.PAUSED, "crashed"): S.CRASHED,
+    (S.STARTING, "crashed"): S.CRASHED,
+    (S.STOPPING, "crashed"): S.STOPPED,     # we asked it to go: any exit is a stop
+    (S.RUNNING, "rebooted"): S.RUNNING,
+}
+
+
+def _why_not(state: State, verb: str) -> str:
+    if verb == "start" and state in (S.RUNNING, S.PAUSED, S.STARTING):
+        return f"it is already {state.value}"
+    if verb in ("stop", "kill", "restart", "pause", "suspend") and state in (S.STOPPED, S.CRASHED):
+        return f"it is not running (state {state.value})"
+    return f"it is {state.value}"
+
+
+def begin(name: str, state: State, verb: str) -> State:
+    """Check *verb* against *state*; return the transitional state or raise VzfsError."""
+    if verb not in ALL_VERBS:
+        raise VzfsError(EINVAL, f"cannot {verb!r} domain {name}: unknown verb "
+                                f"(verbs: {', '.join(sorted(ALL_VERBS))})")
+    if verb in UNAVAILABLE:
+        raise VzfsError(EINVAL, f"cannot {verb} domain {name}: {UNAVAILABLE[verb]}")
+    try:
+        return VERBS[(state, verb)]
+    except KeyError:
+        raise VzfsError(EBUSY, f"cannot {verb} domain {name}: {_why_not(state, verb)}") from None
+
+
+def outcome(state: State, event: str) -> State:
+    """Where a controller-reported *event* leads from *state* (unlisted: stays)."""
+    return OUTCOMES.get((state, event), state)

@@ -1,0 +1,123 @@
+"""The daemon: mounts the control filesystem, owns the registry, forks the zygote.
+
+Start order matters: the zygote is forked before trio runs and before /dev/fuse
+is opened, so controllers inherit neither; running controllers are re-attached
+before the first request is served, so nobody sees a running domain as stopped.
+"""
+
+import errno
+import fcntl
+import logging
+import logging.handlers
+import os
+import signal
+import sys
+
+import pyfuse3
+import trio
+
+from .controller import zygote
+from .errors import VzfsError
+from .fs.operations import Operations
+from .kernel import cgroups
+from .registry import Registry
+
+log = logging.getLogger("vzfs")
+
+DEFAULT_MOUNTPOINT = "/run/vzfs"
+DEFAULT_STATE_DIR = "/var/lib/vzfs"
+LOG_BYTES = 1 << 20
+
+
+def is_vzfs_mount(mountpoint: str) -> bool:
+    real = os.path.realpath(mountpoint)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) > 4 and fields[4] == real and right.split()[:1] == ["fuse.vzfs"]:
+                return True
+    return False
+
+
+def _setup_logging(state_dir: str, foreground: bool) -> None:
+    # Bounded logs: one file of LOG_BYTES and one rotated copy, no logrotate needed.
+    handler: logging.Handler = logging.handlers.RotatingFileHandler(
+        os.path.join(state_dir, "vzfs.log"), maxBytes=LOG_BYTES, backupCount=1)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    if foreground:
+        root.addHandler(logging.StreamHandler(sys.stderr))
+    root.setLevel(logging.INFO)
+
+
+def _lock_state_dir(state_dir: str) -> int:
+    fd = os.open(os.path.join(state_dir, "daemon.lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise VzfsError(errno.EBUSY, f"cannot serve state dir {state_dir}: another vzfs daemon "
+                                     "is serving it") from None
+    return fd
+
+
+def prepare(mountpoint: str, state_dir: str) -> None:
+    """Checks that can fail before the daemon detaches, so `vzfs mount` reports them."""
+    if not os.path.isdir(mountpoint):
+        if mountpoint == DEFAULT_MOUNTPOINT:
+            os.makedirs(mountpoint, mode=0o755, exist_ok=True)
+        else:
+            raise VzfsError(errno.ENOENT, f"cannot mount on {mountpoint}: no such directory")
+    if is_vzfs_mount(mountpoint):
+        raise VzfsError(errno.EBUSY, f"cannot mount on {mountpoint}: vzfs is already mounted there")
+    if not os.path.exists("/dev/fuse"):
+        raise VzfsError(errno.ENODEV, "cannot mount: /dev/fuse is missing (modprobe fuse)")
+    os.makedirs(state_dir, mode=0o700, exist_ok=True)
+
+
+def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | None) -> None:
+    """Run the daemon until unmounted or signalled; write b"ok" to *ready_fd* once serving."""
+    state_dir = os.path.abspath(state_dir)
+    _setup_logging(state_dir, foreground)
+    lock_fd = _lock_state_dir(state_dir)
+    layout = cgroups.detect()
+    registry = Registry(state_dir, layout, None)
+    registry.load()
+    keep = {lock_fd} | ({ready_fd} if ready_fd is not None else set())
+    registry.zygote = zygote.start(close_fds=keep)
+    ops = Operations(registry)
+    options = set(pyfuse3.default_options)
+    options |= {"fsname=vzfs", "subtype=vzfs"}
+    pyfuse3.init(ops, mountpoint, options)
+    log.info("serving %s from state dir %s (cgroup %s)", mountpoint, state_dir, layout.mode)
+    try:
+        trio.run(_main, registry, ready_fd)
+    finally:
+        pyfuse3.close(unmount=True)
+        log.info("stopped serving %s", mountpoint)
+
+
+async def _main(registry: Registry, ready_fd: int | None) -> None:
+    async with trio.open_nursery() as nursery:
+        registry.nursery = nursery
+        await registry.attach_all()
+        nursery.start_soon(_stop_on_signal)
+
+        async def fuse_loop() -> None:
+            await pyfuse3.main()
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(fuse_loop)
+        if ready_fd is not None:
+            os.write(ready_fd, b"ok")
+            os.close(ready_fd)
+
+
+async def _stop_on_signal() -> None:
+    with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
+        async for sig in signals:
+            log.info("signal %s: unmounting; running domains keep running", sig)
+            pyfuse3.terminate()
+            return

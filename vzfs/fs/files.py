@@ -1,0 +1,112 @@
+"""The control files, as a declarative table: name, mode, how to show, how to store.
+
+Every show returns the whole file content (newline-terminated values, or empty);
+every store takes the bytes of one write(2), does the command, and returns only
+once it has taken effect — or raises VzfsError and changes nothing
+(sysfs/cgroup-v2 conventions: parse → validate → look up → check state → act).
+"""
+
+import dataclasses
+import errno
+import os
+import platform
+from collections.abc import Awaitable, Callable
+
+from .. import __version__
+from .. import config as configmod
+from ..errors import VzfsError
+from ..registry import Domain, Registry
+
+Show = Callable[[Registry, Domain], str]
+Store = Callable[[Registry, Domain, bytes], Awaitable[None]]
+
+
+@dataclasses.dataclass(frozen=True)
+class ControlFile:
+    name: str
+    show: Show
+    store: Store | None = None
+    # A whole-document file (config): the writes of one open file accumulate and
+    # are validated together, so a writer that splits a large file still works.
+    whole: bool = False
+
+    @property
+    def mode(self) -> int:
+        return 0o644 if self.store else 0o444
+
+
+def one_word(data: bytes, what: str) -> str:
+    try:
+        text = data.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        raise VzfsError(errno.EINVAL, f"{what}: the write is not UTF-8 text") from None
+    if not text:
+        raise VzfsError(errno.EINVAL, f"{what}: the write is empty (write a verb, e.g. start)")
+    if len(text.split()) != 1:
+        raise VzfsError(errno.EINVAL, f"{what}: write one verb, got {text!r}")
+    return text
+
+
+async def store_state(reg: Registry, dom: Domain, data: bytes) -> None:
+    verb = one_word(data, f"cannot change the state of domain {dom.name}")
+    await reg.command(dom, verb)
+
+
+async def store_config(reg: Registry, dom: Domain, data: bytes) -> None:
+    reg.replace_config(dom, data)
+
+
+def show_stats(reg: Registry, dom: Domain) -> str:
+    return "".join(f"{k} {v}\n" for k, v in reg.stats(dom).items())
+
+
+def _line(value: object) -> str:
+    return "" if value is None or value == "" else f"{value}\n"
+
+
+DOMAIN_FILES: tuple[ControlFile, ...] = (
+    ControlFile("config", lambda reg, dom: configmod.dumps(dom.config), store_config, whole=True),
+    ControlFile("state", lambda reg, dom: dom.state.value + "\n", store_state),
+    ControlFile("id", lambda reg, dom: f"{dom.config.id}\n"),
+    ControlFile("pid", lambda reg, dom: _line(dom.pid)),
+    ControlFile("stats", show_stats),
+    ControlFile("error", lambda reg, dom: _line(dom.error)),
+)
+
+
+README = """\
+vzfs — containers managed through this filesystem. See vzfs(5) for the whole contract.
+
+  version             vzfs, kernel, cgroup mode, checkpoint engine
+  templates/          rootfs templates (cat one to see where it lives)
+  domains/            mkdir NAME defines a domain; rmdir NAME undefines a stopped one
+  domains/NAME/
+    config    rw      the definition in TOML; write a whole new one to replace it
+    state     rw      read: stopped starting running stopping crashed …
+                      write a verb: start stop kill restart
+    id        r       the numeric domain id
+    pid       r       host pid of the container's init (empty when not running)
+    stats     r       cpu_ns, memory_bytes, pids, uptime_s
+    error     r       why the last command on this domain failed (empty when none)
+
+One write is one command; it returns when done. A refused command changes
+nothing, fails with an errno (EINVAL, EBUSY, EEXIST, ENOENT, EIO…) and `error`
+says why. Example:
+  mkdir domains/web1 && echo start > domains/web1/state && cat domains/web1/pid
+"""
+
+
+def version_text(reg: Registry) -> str:
+    return (f"vzfs {__version__}\n"
+            f"kernel {platform.release()}\n"
+            f"cgroup {reg.layout.mode}\n"
+            f"checkpoint none\n"
+            f"state_dir {reg.state_dir}\n"
+            f"daemon_pid {os.getpid()}\n")
+
+
+def template_text(reg: Registry, name: str) -> str:
+    from .. import templates
+    return (f"name {name}\n"
+            f"path {templates.template_dir(reg.state_dir, name)}\n"
+            f"source {templates.find_busybox()}\n")

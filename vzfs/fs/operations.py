@@ -1,0 +1,318 @@
+"""The FUSE operations — and the only FUSE error boundary.
+
+pyfuse3 tears the whole filesystem down when anything but FUSEError escapes a
+handler, so every handler runs under `boundary`: VzfsError becomes its errno
+(the sentence having been put in the domain's `error` by the handler), OSError
+its errno, anything else EIO plus a log line. Cancellation passes through.
+
+Inodes: 1 is the root, small fixed numbers are the top-level entries, and each
+domain gets a block of inode numbers (its directory, then one per control file)
+that is never reused while the daemon runs.
+"""
+
+import dataclasses
+import errno
+import functools
+import logging
+import os
+import stat
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import pyfuse3
+
+from ..errors import VzfsError
+from ..registry import Domain, Registry
+from . import files
+from .files import ControlFile
+
+log = logging.getLogger(__name__)
+
+ROOT = pyfuse3.ROOT_INODE
+INO_README, INO_VERSION, INO_TEMPLATES, INO_DOMAINS = 2, 3, 4, 5
+TEMPLATE_BASE = 64
+DOMAIN_BASE = 1024
+DOMAIN_BLOCK = 64
+ENTRY_TIMEOUT = 60.0
+ATTR_TIMEOUT = 1.0
+FILE_SIZE = 4096          # what sysfs reports; reads are direct, so it is only a hint
+
+F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def boundary(fn: F) -> F:
+    @functools.wraps(fn)
+    async def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return await fn(*args, **kwargs)
+        except pyfuse3.FUSEError:
+            raise
+        except VzfsError as exc:
+            raise pyfuse3.FUSEError(exc.errno) from exc
+        except OSError as exc:
+            raise pyfuse3.FUSEError(exc.errno or errno.EIO) from exc
+        except Exception:
+            log.exception("FUSE %s failed", fn.__name__)
+            raise pyfuse3.FUSEError(errno.EIO) from None
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclasses.dataclass
+class Handle:
+    inode: int
+    domain: Domain | None
+    cfile: ControlFile | None
+    static: Callable[[], str] | None
+    content: bytes | None = None
+    pending: bytearray | None = None
+
+
+class Operations(pyfuse3.Operations):
+    supports_dot_lookup = False
+    enable_writeback_cache = False
+    enable_acl = False
+
+    def __init__(self, registry: Registry) -> None:
+        super().__init__()
+        self.reg = registry
+        self.started = time.time()
+        self.templates = sorted(__import__("vzfs.templates", fromlist=["available"])
+                                .available(registry.state_dir))
+        self.dom_base: dict[str, int] = {}
+        self.ino_dom: dict[int, Domain] = {}
+        self.next_base = DOMAIN_BASE
+        self.handles: dict[int, Handle] = {}
+        self.next_fh = 1
+        for dom in registry.domains.values():
+            self._assign(dom)
+
+    # -- inode bookkeeping -------------------------------------------------------
+    def _assign(self, dom: Domain) -> int:
+        base = self.next_base
+        self.next_base += DOMAIN_BLOCK
+        self.dom_base[dom.name] = base
+        self.ino_dom[base] = dom
+        return base
+
+    def _forget_domain(self, name: str) -> None:
+        base = self.dom_base.pop(name, None)
+        if base is not None:
+            self.ino_dom.pop(base, None)
+
+    def _resolve(self, inode: int) -> tuple[Domain | None, ControlFile | None]:
+        """Domain and control file of a domain inode, or (None, None)."""
+        if inode < DOMAIN_BASE:
+            return None, None
+        base = inode - (inode - DOMAIN_BASE) % DOMAIN_BLOCK
+        dom = self.ino_dom.get(base)
+        if dom is None or self.reg.domains.get(dom.name) is not dom:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        index = inode - base - 1
+        if index < 0:
+            return dom, None
+        if index >= len(files.DOMAIN_FILES):
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        return dom, files.DOMAIN_FILES[index]
+
+    def _attrs(self, inode: int, mode: int, mtime: float, size: int = 0) -> pyfuse3.EntryAttributes:
+        a = pyfuse3.EntryAttributes()
+        a.st_ino = inode
+        a.st_mode = mode
+        a.st_nlink = 2 if stat.S_ISDIR(mode) else 1
+        a.st_uid = 0
+        a.st_gid = 0
+        a.st_size = size
+        a.st_blksize = 4096
+        ns = int(mtime * 1e9)
+        a.st_atime_ns = a.st_mtime_ns = a.st_ctime_ns = ns
+        a.entry_timeout = ENTRY_TIMEOUT
+        a.attr_timeout = ATTR_TIMEOUT
+        return a
+
+    def _getattr(self, inode: int) -> pyfuse3.EntryAttributes:
+        if inode == ROOT:
+            return self._attrs(inode, stat.S_IFDIR | 0o755, self.started)
+        if inode in (INO_README, INO_VERSION):
+            return self._attrs(inode, stat.S_IFREG | 0o444, self.started, FILE_SIZE)
+        if inode == INO_TEMPLATES:
+            return self._attrs(inode, stat.S_IFDIR | 0o755, self.started)
+        if inode == INO_DOMAINS:
+            return self._attrs(inode, stat.S_IFDIR | 0o755, self.started)
+        if TEMPLATE_BASE <= inode < TEMPLATE_BASE + len(self.templates):
+            return self._attrs(inode, stat.S_IFREG | 0o444, self.started, FILE_SIZE)
+        dom, cfile = self._resolve(inode)
+        if dom is None:
+            raise pyfuse3.FUSEError(errno.ENOENT)
+        if cfile is None:
+            return self._attrs(inode, stat.S_IFDIR | 0o755, dom.changed_at)
+        return self._attrs(inode, stat.S_IFREG | cfile.mode, dom.changed_at, FILE_SIZE)
+
+    def _children(self, inode: int) -> list[tuple[str, int]]:
+        if inode == ROOT:
+            return [("README", INO_README), ("version", INO_VERSION),
+                    ("templates", INO_TEMPLATES), ("domains", INO_DOMAINS)]
+        if inode == INO_TEMPLATES:
+            return [(name, TEMPLATE_BASE + i) for i, name in enumerate(self.templates)]
+        if inode == INO_DOMAINS:
+            return [(name, self.dom_base[name]) for name in sorted(self.reg.domains)
+                    if name in self.dom_base]
+        dom, cfile = self._resolve(inode)
+        if dom is not None and cfile is None:
+            return [(f.name, inode + 1 + i) for i, f in enumerate(files.DOMAIN_FILES)]
+        raise pyfuse3.FUSEError(errno.ENOTDIR)
+
+    # -- metadata ops ---------------------------------------------------------------
+    @boundary
+    async def lookup(self, parent_inode: int, name: bytes, ctx: Any) -> pyfuse3.EntryAttributes:
+        wanted = os.fsdecode(name)
+        if wanted == ".":
+            return self._getattr(parent_inode)
+        for child, ino in self._children(parent_inode):
+            if child == wanted:
+                return self._getattr(ino)
+        raise pyfuse3.FUSEError(errno.ENOENT)
+
+    @boundary
+    async def getattr(self, inode: int, ctx: Any) -> pyfuse3.EntryAttributes:
+        return self._getattr(inode)
+
+    @boundary
+    async def setattr(self, inode: int, attr: Any, fields: Any, fh: int | None,
+                      ctx: Any) -> pyfuse3.EntryAttributes:
+        # Only truncation (`> file` without O_TRUNC support, `truncate -s0`) is
+        # accepted, and means nothing: control files have no stored bytes.
+        entry = self._getattr(inode)
+        if fields.update_mode or fields.update_uid or fields.update_gid:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        if fields.update_size and not entry.st_mode & 0o200:
+            raise pyfuse3.FUSEError(errno.EACCES)
+        return entry
+
+    @boundary
+    async def forget(self, inode_list: Any) -> None:
+        return None
+
+    @boundary
+    async def statfs(self, ctx: Any) -> pyfuse3.StatvfsData:
+        s = pyfuse3.StatvfsData()
+        s.f_bsize = s.f_frsize = 4096
+        s.f_namemax = 255
+        s.f_files = len(self.reg.domains)
+        return s
+
+    # -- directories ------------------------------------------------------------------
+    @boundary
+    async def opendir(self, inode: int, ctx: Any) -> int:
+        self._children(inode)
+        return inode
+
+    @boundary
+    async def readdir(self, fh: int, start_id: int, token: Any) -> None:
+        entries = [(".", fh), ("..", ROOT)] + self._children(fh)
+        for i, (name, ino) in enumerate(entries[start_id:], start_id + 1):
+            if name == "..":
+                attrs = self._attrs(ROOT, stat.S_IFDIR | 0o755, self.started)
+            else:
+                attrs = self._getattr(ino)
+            if not pyfuse3.readdir_reply(token, os.fsencode(name), attrs, i):
+                break
+
+    @boundary
+    async def releasedir(self, fh: int) -> None:
+        return None
+
+    @boundary
+    async def mkdir(self, parent_inode: int, name: bytes, mode: int,
+                    ctx: Any) -> pyfuse3.EntryAttributes:
+        if parent_inode != INO_DOMAINS:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        dom = self.reg.define(os.fsdecode(name))
+        return self._getattr(self._assign(dom))
+
+    @boundary
+    async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        if parent_inode != INO_DOMAINS:
+            raise pyfuse3.FUSEError(errno.EPERM)
+        dom_name = os.fsdecode(name)
+        dom = self.reg.get(dom_name)
+        try:
+            self.reg.undefine(dom_name)
+        except VzfsError as exc:
+            dom.error = exc.sentence
+            raise
+        self._forget_domain(dom_name)
+
+    @boundary
+    async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
+                     ctx: Any) -> Any:
+        raise pyfuse3.FUSEError(errno.EACCES)
+
+    @boundary
+    async def unlink(self, parent_inode: int, name: bytes, ctx: Any) -> None:
+        raise pyfuse3.FUSEError(errno.EPERM)
+
+    # -- files ---------------------------------------------------------------------------
+    @boundary
+    async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        writing = flags & os.O_ACCMODE != os.O_RDONLY
+        dom, cfile = None, None
+        static: Callable[[], str] | None = None
+        if inode == INO_README:
+            static = lambda: files.README  # noqa: E731
+        elif inode == INO_VERSION:
+            static = lambda: files.version_text(self.reg)  # noqa: E731
+        elif TEMPLATE_BASE <= inode < TEMPLATE_BASE + len(self.templates):
+            tname = self.templates[inode - TEMPLATE_BASE]
+            static = lambda: files.template_text(self.reg, tname)  # noqa: E731
+        else:
+            dom, cfile = self._resolve(inode)
+            if cfile is None:
+                raise pyfuse3.FUSEError(errno.EISDIR)
+        if writing and (cfile is None or cfile.store is None):
+            raise pyfuse3.FUSEError(errno.EACCES)    # like kernfs for files without a store
+        fh = self.next_fh
+        self.next_fh += 1
+        self.handles[fh] = Handle(inode, dom, cfile, static)
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+
+    @boundary
+    async def read(self, fh: int, off: int, size: int) -> bytes:
+        h = self.handles[fh]
+        if off == 0 or h.content is None:
+            # Like sysfs: the content is made at the read from offset 0 and the
+            # rest of the file is read from that snapshot.
+            if h.static is not None:
+                text = h.static()
+            else:
+                assert h.cfile is not None and h.domain is not None
+                text = h.cfile.show(self.reg, h.domain)
+            h.content = text.encode()
+        return h.content[off:off + size]
+
+    @boundary
+    async def write(self, fh: int, off: int, buf: bytes) -> int:
+        h = self.handles[fh]
+        dom, cfile = h.domain, h.cfile
+        assert dom is not None and cfile is not None and cfile.store is not None
+        if cfile.whole:
+            if off == 0 or h.pending is None:
+                h.pending = bytearray()
+            if off != len(h.pending):
+                h.pending.extend(b"\0" * max(0, off - len(h.pending)))
+                del h.pending[off:]
+            h.pending += buf
+            data = bytes(h.pending)
+        else:
+            data = bytes(buf)
+        try:
+            await cfile.store(self.reg, dom, data)
+        except VzfsError as exc:
+            dom.error = exc.sentence
+            raise
+        dom.error = ""
+        return len(buf)
+
+    @boundary
+    async def release(self, fh: int) -> None:
+        self.handles.pop(fh, None)

@@ -1,0 +1,224 @@
+"""Control groups for domains, on cgroup v2 or on v1 (and the hybrid layout), through their files.
+
+Layout detection reads /proc/self/mountinfo once. On a pure cgroup-v2 host a
+domain gets one directory (`ROOT/vzfs/TAG/ID`) with the cpu, memory and pids
+controllers enabled in every ancestor's `cgroup.subtree_control` (cgroup-v2
+"Top-down constraint"). On v1 and hybrid hosts it gets one directory per
+controller hierarchy, plus one in the (controller-less) unified hierarchy of a
+hybrid host, which still gives `cgroup.events` and `cgroup.kill`.
+"""
+
+import dataclasses
+import errno
+import os
+import time
+
+V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer", "devices")
+V2_CONTROLLERS = ("cpu", "memory", "pids")
+
+# devices.allow lines (cgroup-v1 devices.txt): the nodes vzfs creates in a
+# container's /dev plus ptys. Everything else is denied, mknod included.
+DEVICE_ALLOW = (
+    "c 1:3 rwm", "c 1:5 rwm", "c 1:7 rwm", "c 1:8 rwm", "c 1:9 rwm",   # null zero full random urandom
+    "c 5:0 rwm", "c 5:1 rwm", "c 5:2 rwm",                             # tty console ptmx
+    "c 136:* rwm",                                                     # pty slaves
+)
+CFS_PERIOD_US = 100_000
+
+
+@dataclasses.dataclass(frozen=True)
+class Layout:
+    """Where the hierarchies are mounted on this host."""
+    mode: str                         # "v2", "hybrid" or "v1"
+    unified: str | None               # the cgroup2 mount, if any
+    v1: dict[str, str]                # controller -> mount point
+
+    @property
+    def description(self) -> str:
+        return {"v2": "v2", "hybrid": "hybrid (v1 controllers, empty v2)", "v1": "v1"}[self.mode]
+
+
+def _unescape(path: str) -> str:
+    # mountinfo octal-escapes space, tab, newline and backslash (proc(5)).
+    return path.encode().decode("unicode_escape") if "\\" in path else path
+
+
+def detect(mountinfo: str | None = None) -> Layout:
+    if mountinfo is None:
+        with open("/proc/self/mountinfo") as f:
+            mountinfo = f.read()
+    unified = None
+    v1: dict[str, str] = {}
+    for line in mountinfo.splitlines():
+        left, _, right = line.partition(" - ")
+        fields = left.split()
+        rfields = right.split()
+        if len(fields) < 5 or len(rfields) < 3:
+            continue
+        point, fstype, opts = _unescape(fields[4]), rfields[0], rfields[2].split(",")
+        if fstype == "cgroup2" and unified is None:
+            unified = point
+        elif fstype == "cgroup":
+            for opt in opts:
+                if opt in V1_CONTROLLERS and opt not in v1:
+                    v1[opt] = point
+    if unified and not v1:
+        return Layout("v2", unified, {})
+    return Layout("hybrid" if unified else "v1", unified, v1)
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        os.write(fd, value.encode())
+    finally:
+        os.close(fd)
+
+
+def _read(path: str) -> str:
+    with open(path) as f:
+        return f.read()
+
+
+class Cgroup:
+    """One domain's cgroup across every hierarchy of the layout."""
+
+    def __init__(self, layout: Layout, relpath: str) -> None:
+        self.layout = layout
+        self.relpath = relpath.strip("/")
+        self.dirs: dict[str, str] = {}       # controller (or "unified") -> directory
+        if layout.mode == "v2":
+            assert layout.unified
+            for ctl in V2_CONTROLLERS:
+                self.dirs[ctl] = os.path.join(layout.unified, self.relpath)
+            self.dirs["unified"] = os.path.join(layout.unified, self.relpath)
+        else:
+            for ctl, point in layout.v1.items():
+                self.dirs[ctl] = os.path.join(point, self.relpath)
+            if layout.unified:
+                self.dirs["unified"] = os.path.join(layout.unified, self.relpath)
+
+    def distinct_dirs(self) -> list[str]:
+        return list(dict.fromkeys(self.dirs.values()))
+
+    # -- creation ---------------------------------------------------------
+    def create(self) -> None:
+        if self.layout.mode == "v2":
+            self._create_v2()
+        else:
+            for ctl, path in self.dirs.items():
+                os.makedirs(path, exist_ok=True)
+        if "devices" in self.dirs and self.layout.mode != "v2":
+            dev = self.dirs["devices"]
+            _write(os.path.join(dev, "devices.deny"), "a")
+            for rule in DEVICE_ALLOW:
+                _write(os.path.join(dev, "devices.allow"), rule)
+
+    def _create_v2(self) -> None:
+        assert self.layout.unified
+        root = self.layout.unified
+        with open(os.path.join(root, "cgroup.controllers")) as f:
+            available = set(f.read().split())
+        wanted = [c for c in V2_CONTROLLERS if c in available]
+        parts = self.relpath.split("/")
+        path = root
+        for part in parts:
+            enable = " ".join("+" + c for c in wanted)
+            if enable:
+                try:
+                    _write(os.path.join(path, "cgroup.subtree_control"), enable)
+                except OSError as exc:
+                    raise OSError(exc.errno, f"enable controllers {enable}: {exc.strerror}",
+                                  os.path.join(path, "cgroup.subtree_control")) from exc
+            path = os.path.join(path, part)
+            os.makedirs(path, exist_ok=True)
+
+    # -- limits -------------------------------------------------------------
+    def set_limits(self, memory: int | None, cpus: float | None, pids: int | None) -> None:
+        v2 = self.layout.mode == "v2"
+        if "memory" in self.dirs:
+            d = self.dirs["memory"]
+            if v2:
+                _write(os.path.join(d, "memory.max"), str(memory) if memory else "max")
+            else:
+                _write(os.path.join(d, "memory.limit_in_bytes"), str(memory) if memory else "-1")
+        if "cpu" in self.dirs:
+            d = self.dirs["cpu"]
+            quota = int(cpus * CFS_PERIOD_US) if cpus else None
+            if v2:
+                _write(os.path.join(d, "cpu.max"), f"{quota or 'max'} {CFS_PERIOD_US}")
+            else:
+                _write(os.path.join(d, "cpu.cfs_period_us"), str(CFS_PERIOD_US))
+                _write(os.path.join(d, "cpu.cfs_quota_us"), str(quota or -1))
+        if "pids" in self.dirs:
+            _write(os.path.join(self.dirs["pids"], "pids.max"), str(pids) if pids else "max")
+
+    # -- membership -----------------------------------------------------------
+    def join_self(self) -> None:
+        """Move the calling process into every hierarchy ("0" means the writer, cgroups(7))."""
+        for path in self.distinct_dirs():
+            _write(os.path.join(path, "cgroup.procs"), "0")
+
+    def procs(self) -> list[int]:
+        path = self.dirs.get("pids") or self.dirs.get("unified") or self.distinct_dirs()[0]
+        try:
+            return [int(p) for p in _read(os.path.join(path, "cgroup.procs")).split()]
+        except FileNotFoundError:
+            return []
+
+    def exists(self) -> bool:
+        return any(os.path.isdir(d) for d in self.distinct_dirs())
+
+    # -- statistics -------------------------------------------------------------
+    def stats(self) -> dict[str, int]:
+        out = {"cpu_ns": 0, "memory_bytes": 0, "pids": 0}
+        v2 = self.layout.mode == "v2"
+        try:
+            if v2:
+                for line in _read(os.path.join(self.dirs["cpu"], "cpu.stat")).splitlines():
+                    key, _, value = line.partition(" ")
+                    if key == "usage_usec":
+                        out["cpu_ns"] = int(value) * 1000
+                out["memory_bytes"] = int(_read(os.path.join(self.dirs["memory"], "memory.current")))
+            else:
+                if "cpuacct" in self.dirs:
+                    out["cpu_ns"] = int(_read(os.path.join(self.dirs["cpuacct"], "cpuacct.usage")))
+                if "memory" in self.dirs:
+                    out["memory_bytes"] = int(_read(os.path.join(self.dirs["memory"],
+                                                                 "memory.usage_in_bytes")))
+            if "pids" in self.dirs:
+                out["pids"] = int(_read(os.path.join(self.dirs["pids"], "pids.current")))
+        except FileNotFoundError:
+            pass
+        return out
+
+    # -- teardown -----------------------------------------------------------------
+    def kill_all(self) -> None:
+        """SIGKILL every process (cgroup.kill where the kernel has it, else one by one)."""
+        unified = self.dirs.get("unified")
+        if unified and os.path.exists(os.path.join(unified, "cgroup.kill")):
+            try:
+                _write(os.path.join(unified, "cgroup.kill"), "1")
+                return
+            except FileNotFoundError:
+                return
+        for pid in self.procs():
+            try:
+                os.kill(pid, 9)
+            except ProcessLookupError:
+                pass
+
+    def remove(self, timeout: float = 2.0) -> None:
+        """rmdir every directory; the kernel refuses (EBUSY) while tasks remain, so retry briefly."""
+        deadline = time.monotonic() + timeout
+        for path in self.distinct_dirs():
+            while True:
+                try:
+                    os.rmdir(path)
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError as exc:
+                    if exc.errno != errno.EBUSY or time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.005)

@@ -1,0 +1,45 @@
+"""Namespaces: the flags vzfs unshares, and joining a running container's namespaces (setns(2))."""
+
+import os
+
+from . import syscalls
+from ._cdefs import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
+                     CLONE_NEWPID, CLONE_NEWUTS)
+
+# Everything but the pid namespace, which the controller unshares before it forks
+# init (a pid namespace only applies to children, pid_namespaces(7)).
+CONTAINER_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP
+
+# setns(2) order matters: the user namespace first (none here), the mount
+# namespace last but before chroot, pid affects only children.
+ENTER_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
+KINDS = ("cgroup", "ipc", "mnt", "net", "pid", "uts")
+
+
+def ns_inode(pid: int | str, kind: str) -> int:
+    """The namespace's identity: the inode number of /proc/PID/ns/KIND."""
+    return os.stat(f"/proc/{pid}/ns/{kind}").st_ino
+
+
+def open_namespaces(pid: int) -> dict[str, int]:
+    """O_RDONLY fds of every namespace of *pid*, opened together so they match."""
+    fds: dict[str, int] = {}
+    try:
+        for kind in ENTER_ORDER:
+            fds[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        for fd in fds.values():
+            os.close(fd)
+        raise
+    return fds
+
+
+def enter(fds: dict[str, int]) -> None:
+    """Join the namespaces in *fds* (from open_namespaces) — single-threaded callers only."""
+    for kind in ENTER_ORDER:
+        if kind in fds:
+            syscalls.setns(fds[kind], 0)
+            os.close(fds[kind])
+
+
+__all__ = ["CONTAINER_FLAGS", "CLONE_NEWPID", "ns_inode", "open_namespaces", "enter", "KINDS"]

@@ -1,0 +1,425 @@
+"""The daemon's model of its domains: definitions on disk, states, and their controllers.
+
+The registry owns every domain's `DomainConfig` (stored as TOML in the state
+dir), its lifecycle state, and the connection to its controller. Verbs check the
+lifecycle table first and change the state before their first await, so of two
+concurrent `start`s one wins and the other gets EBUSY.
+"""
+
+import dataclasses
+import errno
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import trio
+
+from . import config as configmod
+from . import templates
+from .config import DomainConfig
+from .controller import lifecycle, paths
+from .controller.lifecycle import State
+from .controller.protocol import Decoder, Message, ProtocolError, encode
+from .errors import VzfsError, from_oserror
+from .kernel import cgroups
+
+START_TIMEOUT = 30.0
+REQUEST_TIMEOUT = 10.0
+
+
+def atomic_write(path: str, data: str) -> None:
+    """Replace *path* with *data*: temp file, fsync, rename, fsync of the directory."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+    try:
+        os.write(fd, data.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class ControllerClient:
+    """The daemon's connection to one controller: requests with ids, events to a callback."""
+
+    def __init__(self, stream: trio.SocketStream, decoder: Decoder,
+                 on_event: Callable[[Message], None]) -> None:
+        self.stream = stream
+        self.decoder = decoder
+        self.on_event = on_event
+        self.pending: dict[int, tuple[trio.Event, list[Message]]] = {}
+        self.next_id = 1
+        self.closed = trio.Event()
+
+    async def run(self) -> None:
+        try:
+            for msg in self.decoder.feed(b""):
+                self._dispatch(msg)
+            async for data in self.stream:
+                for msg in self.decoder.feed(data):
+                    self._dispatch(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
+            pass
+        finally:
+            self.closed.set()
+            for event, _ in self.pending.values():
+                event.set()
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    def _dispatch(self, msg: Message) -> None:
+        req_id = msg.get("id")
+        if req_id is not None and req_id in self.pending:
+            event, slot = self.pending[req_id]
+            slot.append(msg)
+            event.set()
+        elif req_id is None:
+            self.on_event(msg)
+
+    async def request(self, what: str, op: str, timeout: float = REQUEST_TIMEOUT,
+                      **fields: Any) -> Message:
+        req_id = self.next_id
+        self.next_id += 1
+        event, slot = trio.Event(), []
+        self.pending[req_id] = (event, slot)
+        try:
+            try:
+                await self.stream.send_all(encode({"id": req_id, "op": op, **fields}))
+            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+                raise VzfsError(errno.EIO, f"{what}: lost the connection to its controller") from exc
+            with trio.move_on_after(timeout):
+                await event.wait()
+        finally:
+            del self.pending[req_id]
+        if not slot:
+            if self.closed.is_set():
+                raise VzfsError(errno.EIO, f"{what}: its controller went away")
+            raise VzfsError(errno.EIO, f"{what}: its controller did not answer in {timeout:g} s")
+        reply = slot[0]
+        if not reply.get("ok"):
+            raise VzfsError(int(reply.get("errno", errno.EIO)), f"{what}: {reply.get('error')}")
+        return reply
+
+
+@dataclasses.dataclass(eq=False)
+class Domain:
+    name: str
+    config: DomainConfig
+    state: State = State.STOPPED
+    pid: int | None = None
+    started_at: float | None = None
+    error: str = ""
+    client: ControllerClient | None = None
+    changed_at: float = dataclasses.field(default_factory=time.time)
+
+    def set_state(self, state: State) -> None:
+        if state != self.state:
+            self.state = state
+            self.changed_at = time.time()
+
+
+class Registry:
+    def __init__(self, state_dir: str, layout: cgroups.Layout, zygote: socket.socket | None) -> None:
+        self.state_dir = os.path.abspath(state_dir)
+        self.layout = layout
+        self.zygote = zygote
+        self.domains: dict[str, Domain] = {}
+        self.nursery: trio.Nursery | None = None
+        self.on_change: Callable[[Domain], None] = lambda dom: None
+        for sub in ("domains", "private", "templates"):
+            os.makedirs(os.path.join(self.state_dir, sub), mode=0o700, exist_ok=True)
+
+    # -- definitions ----------------------------------------------------------
+    def load(self) -> None:
+        base = os.path.join(self.state_dir, "domains")
+        for name in sorted(os.listdir(base)):
+            path = paths.config_file(self.state_dir, name)
+            if not configmod.is_valid_name(name) or not os.path.exists(path):
+                continue
+            with open(path, "rb") as f:
+                cfg = configmod.parse(f.read(), name=name, default_id=None)
+            self.domains[name] = Domain(name, cfg)
+
+    def get(self, name: str) -> Domain:
+        try:
+            return self.domains[name]
+        except KeyError:
+            raise VzfsError(errno.ENOENT, f"there is no domain {name!r}") from None
+
+    def _free_id(self) -> int:
+        used = {d.config.id for d in self.domains.values()}
+        dom_id = configmod.FIRST_ID
+        while dom_id in used:
+            dom_id += 1
+        return dom_id
+
+    def define(self, name: str) -> Domain:
+        if not configmod.is_valid_name(name):
+            raise VzfsError(errno.EINVAL, f"cannot define domain {name!r}: a name is 1-63 letters, "
+                                          "digits, '_', '.' or '-', starting with a letter or digit")
+        if name in self.domains:
+            raise VzfsError(errno.EEXIST, f"cannot define domain {name}: it exists")
+        cfg = configmod.default(name, self._free_id())
+        ddir = paths.domain_dir(self.state_dir, name)
+        os.makedirs(ddir, mode=0o700, exist_ok=True)
+        atomic_write(paths.config_file(self.state_dir, name), configmod.dumps(cfg))
+        dom = Domain(name, cfg)
+        self.domains[name] = dom
+        return dom
+
+    def undefine(self, name: str) -> None:
+        dom = self.get(name)
+        if dom.state not in (State.STOPPED, State.CRASHED):
+            raise VzfsError(errno.EBUSY, f"cannot undefine domain {name}: it is {dom.state.value} "
+                                         "(stop it first)")
+        rootfs = self.rootfs(dom)
+        if dom.config.rootfs_path is None:
+            # The private area vzfs made from a template goes with the domain
+            # (vzctl destroy); a rootfs the user pointed us at is theirs to keep.
+            shutil.rmtree(rootfs, ignore_errors=True)
+        shutil.rmtree(paths.domain_dir(self.state_dir, name), ignore_errors=True)
+        del self.domains[name]
+
+    def rootfs(self, dom: Domain) -> str:
+        return dom.config.rootfs_path or paths.default_rootfs(self.state_dir, dom.config.id)
+
+    def cgroup(self, dom: Domain) -> cgroups.Cgroup:
+        return cgroups.Cgroup(self.layout, paths.cgroup_relpath(self.state_dir, dom.config.id))
+
+    def replace_config(self, dom: Domain, text: bytes) -> None:
+        """Validate a whole new definition and store it atomically; the old one stays on error."""
+        try:
+            cfg = configmod.parse(text, name=dom.name, default_id=dom.config.id)
+        except VzfsError as exc:
+            raise VzfsError(exc.errno, f"cannot change the config of domain {dom.name}: "
+                                       f"{exc.sentence}") from exc
+        for other in self.domains.values():
+            if other is not dom and other.config.id == cfg.id:
+                raise VzfsError(errno.EEXIST, f"cannot change the config of domain {dom.name}: "
+                                              f"id {cfg.id} belongs to domain {other.name}")
+        running = dom.state not in (State.STOPPED, State.CRASHED)
+        if running and (cfg.id != dom.config.id or cfg.rootfs_path != dom.config.rootfs_path):
+            raise VzfsError(errno.EBUSY, f"cannot change the id or rootfs of domain {dom.name} "
+                                         f"while it is {dom.state.value}")
+        if running and cfg.limits != dom.config.limits:
+            try:
+                self.cgroup(dom).set_limits(cfg.limits.memory, cfg.limits.cpus, cfg.limits.pids)
+            except OSError as exc:
+                raise from_oserror(exc, f"cannot apply the new limits to domain {dom.name}") from exc
+        atomic_write(paths.config_file(self.state_dir, dom.name), configmod.dumps(cfg))
+        dom.config = cfg
+        dom.changed_at = time.time()
+
+    # -- verbs -----------------------------------------------------------------
+    async def command(self, dom: Domain, verb: str) -> None:
+        nxt = lifecycle.begin(dom.name, dom.state, verb)
+        if verb == "start":
+            await self.start(dom, nxt)
+        elif verb in ("stop", "kill"):
+            await self.stop(dom, verb, nxt)
+        elif verb == "restart":
+            await self.stop(dom, "stop", nxt)
+            await self.start(dom, lifecycle.begin(dom.name, dom.state, "start"))
+
+    async def start(self, dom: Domain, starting: State) -> None:
+        previous = dom.state
+        dom.set_state(starting)
+        self.on_change(dom)
+        try:
+            client, hello = await self._spawn_controller(dom)
+        except BaseException:
+            dom.set_state(previous)
+            self.on_change(dom)
+            raise
+        self._attach(dom, client, hello)
+
+    def _prepare_rootfs(self, dom: Domain) -> str:
+        rootfs = self.rootfs(dom)
+        what = f"cannot start domain {dom.name}"
+        try:
+            if dom.config.rootfs_template:
+                templates.fill(self.state_dir, dom.config.rootfs_template, rootfs, dom.config.hostname)
+        except OSError as exc:
+            raise from_oserror(exc, f"{what}: cannot fill its rootfs {rootfs}") from exc
+        if not os.path.isdir(rootfs):
+            raise VzfsError(errno.ENOENT, f"{what}: its rootfs {rootfs} does not exist")
+        init = os.path.join(rootfs, dom.config.init[0].lstrip("/"))
+        if not os.path.lexists(init):
+            raise VzfsError(errno.ENOENT, f"{what}: init {dom.config.init[0]} does not exist in "
+                                          f"its rootfs {rootfs}")
+        return rootfs
+
+    async def _spawn_controller(self, dom: Domain) -> tuple[ControllerClient, Message]:
+        what = f"cannot start domain {dom.name}"
+        rootfs = self._prepare_rootfs(dom)
+        if self.zygote is None:
+            raise VzfsError(errno.EIO, f"{what}: this daemon cannot start controllers")
+        request = {
+            "name": dom.name,
+            "state_dir": self.state_dir,
+            "config": configmod.to_dict(dom.config),
+            "rootfs": rootfs,
+            "layout": dataclasses.asdict(self.layout),
+            "cgroup": paths.cgroup_relpath(self.state_dir, dom.config.id),
+        }
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            # A SOCK_SEQPACKET send of a small message does not block.
+            socket.send_fds(self.zygote, [json.dumps(request).encode()], [theirs.fileno()])
+        except OSError as exc:
+            ours.close()
+            raise from_oserror(exc, f"{what}: the zygote refused the request") from exc
+        finally:
+            theirs.close()
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        decoder = Decoder()
+        hello: Message | None = None
+        with trio.move_on_after(START_TIMEOUT):
+            async for data in stream:
+                # Take one message; any that follow stay buffered in the decoder
+                # for the client, which drains it first.
+                hello = next(iter(decoder.feed(data)), None)
+                if hello is not None:
+                    break
+        if hello is None or hello.get("event") == "start_failed":
+            await stream.aclose()
+            if hello is None:
+                raise VzfsError(errno.EIO, f"{what}: its controller did not report in "
+                                           f"{START_TIMEOUT:g} s")
+            raise VzfsError(int(hello.get("errno", errno.EIO)), f"{what}: {hello.get('error')}")
+        client = ControllerClient(stream, decoder, lambda msg: self._on_event(dom, msg))
+        return client, hello
+
+    def _attach(self, dom: Domain, client: ControllerClient, status: Message) -> None:
+        dom.client = client
+        dom.pid = int(status["pid"])
+        dom.started_at = float(status["started_at"])
+        state = status.get("state", "running")
+        dom.set_state(State(state) if state in State._value2member_map_ else State.RUNNING)
+        assert self.nursery is not None
+        self.nursery.start_soon(self._watch, dom, client)
+        self.on_change(dom)
+
+    async def _watch(self, dom: Domain, client: ControllerClient) -> None:
+        await client.run()
+        if dom.client is client:
+            # The controller is gone. If it recorded an outcome, that is the
+            # truth; otherwise it died without one.
+            self._settle_from_disk(dom, lost_controller=True)
+
+    def _on_event(self, dom: Domain, msg: Message) -> None:
+        event = msg.get("event")
+        if event == "exited":
+            self._exited(dom, str(msg.get("state")), str(msg.get("reason", "")))
+        elif event == "rebooted":
+            dom.pid = int(msg["pid"])
+            dom.started_at = float(msg["started_at"])
+            dom.changed_at = time.time()
+            self.on_change(dom)
+
+    def _exited(self, dom: Domain, kind: str, reason: str) -> None:
+        dom.client = None
+        dom.pid = None
+        dom.started_at = None
+        if kind == "crashed" and dom.state != State.STOPPING:
+            dom.error = f"domain {dom.name} crashed: {reason}"
+            dom.set_state(State.CRASHED)
+        else:
+            dom.set_state(State.STOPPED)
+        self.on_change(dom)
+
+    def _settle_from_disk(self, dom: Domain, lost_controller: bool) -> None:
+        path = paths.last_exit_file(self.state_dir, dom.name)
+        try:
+            with open(path) as f:
+                record = json.load(f)
+        except (OSError, ValueError):
+            record = None
+        if record is not None:
+            self._exited(dom, str(record.get("state")), str(record.get("reason", "")))
+        elif lost_controller:
+            self.cgroup(dom).kill_all()
+            self._exited(dom, "crashed", "its controller process died")
+        else:
+            dom.client = None
+            dom.pid = None
+
+    async def stop(self, dom: Domain, verb: str, stopping: State) -> None:
+        client = dom.client
+        if client is None:
+            raise VzfsError(errno.EIO, f"cannot {verb} domain {dom.name}: no controller is attached")
+        previous = dom.state
+        dom.set_state(stopping)
+        self.on_change(dom)
+        timeout = dom.config.stop_timeout + REQUEST_TIMEOUT
+        try:
+            reply = await client.request(f"cannot {verb} domain {dom.name}", verb, timeout=timeout,
+                                         signal=dom.config.stop_signal,
+                                         timeout_s=dom.config.stop_timeout)
+        except VzfsError:
+            if dom.client is client and previous != State.STOPPING:
+                dom.set_state(previous)
+                self.on_change(dom)
+            raise
+        if dom.client is client:
+            self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
+
+    # -- re-attaching after a daemon restart ---------------------------------
+    async def attach_all(self) -> None:
+        for dom in list(self.domains.values()):
+            await self.attach(dom)
+
+    async def attach(self, dom: Domain) -> None:
+        ddir = paths.domain_dir(self.state_dir, dom.name)
+        dir_fd = os.open(ddir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            sock.connect(paths.socket_path_via(dir_fd))
+        except OSError:
+            sock.close()
+            self._settle_from_disk(dom, lost_controller=False)
+            return
+        finally:
+            os.close(dir_fd)
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        client = ControllerClient(stream, Decoder(), lambda msg: self._on_event(dom, msg))
+        assert self.nursery is not None
+        self.nursery.start_soon(client.run)
+        try:
+            status = await client.request(f"cannot re-attach domain {dom.name}", "status")
+        except VzfsError as exc:
+            await stream.aclose()
+            dom.error = exc.sentence
+            self._settle_from_disk(dom, lost_controller=False)
+            return
+        dom.client = client
+        dom.pid = int(status["pid"])
+        dom.started_at = float(status["started_at"])
+        state = status.get("state", "running")
+        dom.set_state(State(state) if state in State._value2member_map_ else State.RUNNING)
+        self.nursery.start_soon(self._watch_attached, dom, client)
+        self.on_change(dom)
+
+    async def _watch_attached(self, dom: Domain, client: ControllerClient) -> None:
+        await client.closed.wait()
+        if dom.client is client:
+            self._settle_from_disk(dom, lost_controller=True)
+
+    # -- reading --------------------------------------------------------------
+    def stats(self, dom: Domain) -> dict[str, int]:
+        out = {"cpu_ns": 0, "memory_bytes": 0, "pids": 0, "uptime_s": 0}
+        if dom.state in (State.STOPPED, State.CRASHED, State.SUSPENDED) or dom.pid is None:
+            return out
+        out.update(self.cgroup(dom).stats())
+        if dom.started_at:
+            out["uptime_s"] = int(time.time() - dom.started_at)
+        return out
