@@ -59,6 +59,7 @@ class ControllerClient:
         self.pending: dict[int, tuple[trio.Event, list[Message]]] = {}
         self.next_id = 1
         self.closed = trio.Event()
+        self.send_lock = trio.Lock()     # concurrent requests take turns on the stream
 
     async def run(self) -> None:
         try:
@@ -93,7 +94,8 @@ class ControllerClient:
         self.pending[req_id] = (event, slot)
         try:
             try:
-                await self.stream.send_all(encode({"id": req_id, "op": op, **fields}))
+                async with self.send_lock:
+                    await self.stream.send_all(encode({"id": req_id, "op": op, **fields}))
             except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
                 raise VzfsError(errno.EIO, f"{what}: lost the connection to its controller") from exc
             with trio.move_on_after(timeout):

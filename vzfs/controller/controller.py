@@ -20,10 +20,12 @@ import trio
 
 from .. import config as configmod
 from ..kernel import cgroups
+from ..kernel.syscalls import set_comm
 from . import container, paths
 from .protocol import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
 
 SCROLLBACK = 256 * 1024
+LOG_BYTES = 1 << 20
 REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
 HALT_SIGNAL = signal.SIGINT        # … and with SIGINT for halt and power-off
 
@@ -58,7 +60,7 @@ class Controller:
         self.exited = trio.Event()
         self.exit_state = ""
         self.exit_reason = ""
-        self.streams: set[trio.SocketStream] = set()
+        self.streams: dict[trio.SocketStream, trio.Lock] = {}
         self.scrollback = bytearray()
         self.master = -1
         self.slave = -1
@@ -126,28 +128,35 @@ class Controller:
             conn, _ = await listener.accept()
             self.nursery.start_soon(self._serve_stream, trio.SocketStream(conn), None)
 
-    async def _broadcast(self, msg: Message) -> None:
-        data = encode(msg)
-        for stream in list(self.streams):
-            try:
+    async def _send(self, stream: trio.SocketStream, msg: Message) -> None:
+        """Send one message; replies and broadcasts share a stream, so take turns."""
+        lock = self.streams.get(stream)
+        if lock is None:
+            return
+        try:
+            async with lock:
                 with trio.move_on_after(1):
-                    await stream.send_all(data)
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                self.streams.discard(stream)
+                    await stream.send_all(encode(msg))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            self.streams.pop(stream, None)
+
+    async def _broadcast(self, msg: Message) -> None:
+        for stream in list(self.streams):
+            await self._send(stream, msg)
 
     async def _serve_stream(self, stream: trio.SocketStream, hello: Message | None) -> None:
-        self.streams.add(stream)
+        self.streams[stream] = trio.Lock()
         decoder = Decoder()
         try:
             if hello is not None:
-                await stream.send_all(encode(hello))
+                await self._send(stream, hello)
             async for data in stream:
                 for msg in decoder.feed(data):
                     self.nursery.start_soon(self._handle, stream, msg)
         except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
             pass
         finally:
-            self.streams.discard(stream)
+            self.streams.pop(stream, None)
 
     async def _handle(self, stream: trio.SocketStream, msg: Message) -> None:
         op = msg.get("op")
@@ -166,10 +175,7 @@ class Controller:
             reply = reply_ok(req_id, **self.cgroup.stats())
         else:
             reply = reply_error(req_id, errno.EINVAL, f"unknown controller request {op!r}")
-        try:
-            await stream.send_all(encode(reply))
-        except (trio.BrokenResourceError, trio.ClosedResourceError):
-            pass
+        await self._send(stream, reply)
 
     def _begin_stop(self, timeout: float, sig: int) -> None:
         if self.stop_requested or self.exited.is_set():
@@ -271,11 +277,27 @@ class Controller:
         self.exited.set()
 
 
+def _log_to(path: str) -> None:
+    """Send the controller's stderr (tracebacks) to a bounded per-domain log."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+    try:
+        if os.path.getsize(path) > LOG_BYTES:
+            flags |= os.O_TRUNC
+    except FileNotFoundError:
+        pass
+    fd = os.open(path, flags, 0o600)
+    os.dup2(fd, 2)
+    os.close(fd)
+
+
 def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
     """The controller's life, in the process the zygote forked. Never returns."""
     code = 0
     try:
         os.setsid()
+        set_comm(f"vzfs:{request['name']}")
+        _log_to(os.path.join(paths.domain_dir(request["state_dir"], request["name"]),
+                             "controller.log"))
         ctl = Controller(request)
         try:
             try:

@@ -82,7 +82,7 @@ def _why_not(state: State, verb: str) -> str:
     if verb == "start" and state in (S.RUNNING, S.PAUSED, S.STARTING):
         return f"it is already {state.value}"
     if verb in ("stop", "kill", "restart", "pause", "suspend") and state in (S.STOPPED, S.CRASHED):
-        return f"it is not running (state {state.value})"
+        return f"it is not running ({state.value})"
     return f"it is {state.value}"
 
 

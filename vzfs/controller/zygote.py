@@ -41,6 +41,8 @@ def _serve(sock: socket.socket) -> NoReturn:
     code = 0
     try:
         from . import controller    # imported once here, shared by every fork
+        from ..kernel.syscalls import set_comm
+        set_comm("vzfs-zygote")
         # Exited controllers are reaped by the kernel; controllers reset this.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -77,3 +77,9 @@ def drop_bounding_caps(caps: list[int]) -> None:
 
 def set_controlling_tty(fd: int) -> None:
     check(_libc.ioctl(fd, _cdefs.TIOCSCTTY, _ffi.cast("int", 0)), "TIOCSCTTY")
+
+
+def set_comm(name: str) -> None:
+    """Name the calling thread as ps and top show it (proc(5) /proc/self/comm, 15 bytes)."""
+    with open("/proc/self/comm", "w") as f:
+        f.write(name[:15])

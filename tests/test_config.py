@@ -1,0 +1,136 @@
+"""The config format: whole-document validation, canonical form, round trips."""
+
+import errno
+import signal
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vzfs import config
+from vzfs.errors import VzfsError
+
+
+def parse(text: str, default_id: int | None = 101) -> config.DomainConfig:
+    return config.parse(text, name="web1", default_id=default_id)
+
+
+def test_defaults_fill_id_hostname_init() -> None:
+    cfg = parse("")
+    assert cfg.id == 101
+    assert cfg.hostname == "web1"
+    assert cfg.init == ("/sbin/init",)
+    assert cfg.stop_signal == signal.SIGPWR
+    assert cfg.rootfs_template == "busybox"
+    assert cfg.vnc.listen == "127.0.0.1"
+
+
+def test_full_example_from_the_contract() -> None:
+    cfg = parse("""
+id = 7
+hostname = "web1.example"
+init = ["/sbin/init", "-v"]
+autostart = true
+stop_signal = "TERM"
+stop_timeout = 3
+
+[rootfs]
+path = "/srv/roots/web1/"
+template = "busybox"
+
+[limits]
+memory = "256M"
+cpus = 1.5
+pids = 512
+
+[[mount]]
+source = "/srv/data"
+target = "/data"
+options = "ro,nosuid"
+
+[vnc]
+listen = "0.0.0.0"
+port = 5901
+password = "secret"
+""")
+    assert cfg.id == 7 and cfg.autostart and cfg.stop_signal == signal.SIGTERM
+    assert cfg.rootfs_path == "/srv/roots/web1"
+    assert cfg.limits == config.Limits(memory=256 << 20, cpus=1.5, pids=512)
+    assert cfg.mounts == (config.Mount("/srv/data", "/data", "ro,nosuid"),)
+    assert cfg.vnc == config.Vnc("0.0.0.0", 5901, "secret")
+
+
+@pytest.mark.parametrize("text, key", [
+    ("id = 0", "id"),
+    ("id = 'x'", "id"),
+    ("hostname = 'bad_host!'", "hostname"),
+    ("init = []", "init"),
+    ("init = ['sbin/init']", "init"),
+    ("init = '/sbin/init'", "init"),
+    ("autostart = 1", "autostart"),
+    ("stop_signal = 'SIGNOPE'", "stop_signal"),
+    ("stop_timeout = -1", "stop_timeout"),
+    ("[limits]\nmemory = '12Q'", "limits.memory"),
+    ("[limits]\nmemory = '1M'", "limits.memory"),
+    ("[limits]\ncpus = 0", "limits.cpus"),
+    ("[limits]\npids = true", "limits.pids"),
+    ("[limits]\nmemroy = '1G'", "limits.memroy"),
+    ("[rootfs]\npath = 'relative'", "rootfs.path"),
+    ("[rootfs]\npath = '/'", "rootfs.path"),
+    ("[vnc]\nport = 70000", "vnc.port"),
+    ("[[mount]]\nsource = '/a'\ntarget = 'b'", "mount[0].target"),
+    ("colour = 'red'", "colour"),
+])
+def test_invalid_values_name_the_key(text: str, key: str) -> None:
+    with pytest.raises(VzfsError) as info:
+        parse(text)
+    assert info.value.errno == errno.EINVAL
+    assert info.value.sentence.startswith(key + ":"), info.value.sentence
+
+
+def test_invalid_toml_and_bytes() -> None:
+    for bad in (b"[", b"id = ", b"\xff\xfe"):
+        with pytest.raises(VzfsError) as info:
+            config.parse(bad, name="web1", default_id=101)
+        assert info.value.errno == errno.EINVAL
+
+
+@pytest.mark.parametrize("text, size", [("4M", 4 << 20), ("256m", 256 << 20), ("1G", 1 << 30),
+                                        ("2GiB", 2 << 30), ("8388608", 8 << 20)])
+def test_sizes(text: str, size: int) -> None:
+    assert config.parse_size(text, "k") == size
+
+
+def test_names() -> None:
+    assert config.is_valid_name("web1")
+    assert config.is_valid_name("a.b-c_d")
+    for bad in ("", ".", "..", "-x", "a/b", "a b", "x" * 64, "cgroup.procs", "é"):
+        assert not config.is_valid_name(bad), bad
+
+
+configs = st.builds(
+    config.DomainConfig,
+    id=st.integers(1, config.MAX_ID),
+    hostname=st.from_regex(r"[a-z][a-z0-9]{0,10}(\.[a-z][a-z0-9]{0,5}){0,2}", fullmatch=True),
+    init=st.lists(st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+                          max_size=8), max_size=3).map(lambda rest: ("/sbin/init", *rest)),
+    autostart=st.booleans(),
+    stop_signal=st.sampled_from([int(signal.SIGPWR), int(signal.SIGTERM), int(signal.SIGINT)]),
+    stop_timeout=st.floats(0, 3600),
+    rootfs_path=st.none() | st.from_regex(r"/[a-z]{1,8}(/[a-z0-9]{1,8}){0,3}", fullmatch=True),
+    rootfs_template=st.none() | st.just("busybox"),
+    limits=st.builds(config.Limits, memory=st.none(), cpus=st.none() | st.floats(0.01, 64),
+                     pids=st.none() | st.integers(1, 4194304)),
+    mounts=st.lists(st.builds(config.Mount, source=st.just("/srv"),
+                              target=st.from_regex(r"/[a-z]{1,8}", fullmatch=True),
+                              options=st.sampled_from(["", "ro", "ro,nosuid"])),
+                    max_size=3).map(tuple),
+    vnc=st.builds(config.Vnc, listen=st.just("127.0.0.1"), port=st.integers(0, 65535),
+                  password=st.text(max_size=8).filter(lambda s: "\0" not in s)),
+)
+
+
+@given(configs)
+def test_dumps_parse_round_trip(cfg: config.DomainConfig) -> None:
+    again = config.parse(config.dumps(cfg), name="x", default_id=None)
+    assert again == cfg

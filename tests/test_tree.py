@@ -1,0 +1,102 @@
+"""The tree itself: top-level files, templates, defining and undefining domains."""
+
+import errno
+import os
+import stat
+
+import pytest
+
+from conftest import Instance, sh
+
+
+def test_top_level(instance: Instance) -> None:
+    names = sorted(os.listdir(instance.mnt))
+    assert names == ["README", "domains", "templates", "version"]
+    readme = (instance.mnt / "README").read_text()
+    assert "domains/" in readme and "state" in readme and readme.endswith("\n")
+    version = dict(line.split(" ", 1) for line in (instance.mnt / "version").read_text().splitlines())
+    assert version["vzfs"] and version["kernel"] == os.uname().release
+    assert version["cgroup"] in ("v1", "v2", "hybrid")
+    assert os.listdir(instance.mnt / "templates") == ["busybox"]
+    assert "path " in (instance.mnt / "templates" / "busybox").read_text()
+
+
+def test_tree_is_root_only(instance: Instance) -> None:
+    # Without allow_other the kernel lets no other user in at all.
+    r = sh(f"setpriv --reuid=65534 --regid=65534 --clear-groups ls {instance.mnt}")
+    assert r.returncode != 0
+    assert "Permission denied" in r.stderr
+
+
+def test_mkdir_defines_with_files_and_modes(instance: Instance) -> None:
+    d = instance.define("web1")
+    files = {n: stat.S_IMODE(os.stat(d / n).st_mode) for n in os.listdir(d)}
+    assert files == {"config": 0o644, "state": 0o644, "id": 0o444, "pid": 0o444,
+                     "stats": 0o444, "error": 0o444}
+    assert instance.read("web1", "state") == "stopped\n"
+    assert instance.read("web1", "id") == "101\n"
+    assert instance.read("web1", "pid") == ""
+    assert instance.read("web1", "error") == ""
+    stats = dict(line.split() for line in instance.read("web1", "stats").splitlines())
+    assert set(stats) == {"cpu_ns", "memory_bytes", "pids", "uptime_s"}
+    assert 'hostname = "web1"' in instance.read("web1", "config")
+    instance.define("web2")
+    assert instance.read("web2", "id") == "102\n"
+
+
+def test_mkdir_errors(instance: Instance) -> None:
+    instance.define("web1")
+    with pytest.raises(FileExistsError):
+        (instance.mnt / "domains" / "web1").mkdir()
+    for bad in ("-x", "a b", "x" * 64, "cgroup.procs"):
+        with pytest.raises(OSError) as info:
+            (instance.mnt / "domains" / bad).mkdir()
+        assert info.value.errno == errno.EINVAL, bad
+    with pytest.raises(OSError) as info:
+        (instance.mnt / "templates" / "new").mkdir()
+    assert info.value.errno == errno.EPERM
+    r = sh(f"mkdir {instance.mnt}/domains/web1")
+    assert r.returncode != 0 and "File exists" in r.stderr
+
+
+def test_rmdir_undefines_and_removes_private_area(instance: Instance) -> None:
+    d = instance.quick("gone")
+    instance.write("gone", "state", "start")
+    rootfs = instance.state / "private" / "101"
+    assert (rootfs / "bin" / "busybox").exists()
+    with pytest.raises(OSError) as info:
+        d.rmdir()
+    assert info.value.errno == errno.EBUSY
+    assert instance.read("gone", "error") == ("cannot undefine domain gone: it is running "
+                                              "(stop it first)\n")
+    instance.write("gone", "state", "kill")
+    d.rmdir()
+    assert not d.exists()
+    assert not rootfs.exists()
+    assert not (instance.state / "domains" / "gone").exists()
+    with pytest.raises(FileNotFoundError):
+        d.rmdir()
+
+
+def test_read_only_files_refuse_writes(instance: Instance) -> None:
+    instance.define("web1")
+    for name in ("id", "pid", "stats", "error"):
+        with pytest.raises(PermissionError):
+            instance.write("web1", name, "1")
+    r = sh(f"echo 5 > {instance.dom('web1')}/id")
+    assert r.returncode != 0 and "Permission denied" in r.stderr
+    with pytest.raises(PermissionError):
+        (instance.dom("web1") / "newfile").write_text("x")
+
+
+def test_values_and_read_in_pieces(instance: Instance) -> None:
+    instance.define("web1")
+    fd = os.open(instance.dom("web1") / "config", os.O_RDONLY)
+    try:
+        parts = []
+        while chunk := os.read(fd, 7):
+            parts.append(chunk)
+    finally:
+        os.close(fd)
+    assert b"".join(parts).decode() == instance.read("web1", "config")
+    assert sh(f"cat {instance.dom('web1')}/state").stdout == "stopped\n"
