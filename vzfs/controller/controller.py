@@ -107,7 +107,7 @@ class Controller:
             self.nursery = nursery
             first = trio.SocketStream(trio.socket.from_stdlib_socket(
                 socket.socket(fileno=daemon_fd)))
-            nursery.start_soon(self._serve_stream, first, self._status())
+            nursery.start_soon(self._serve_stream, first, None)
             nursery.start_soon(self._accept, listener)
             nursery.start_soon(self._drain_console)
             nursery.start_soon(self._wait_init)
@@ -314,6 +314,9 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
             os.write(daemon_fd, encode({"event": "start_failed",
                                         "errno": exc.errno or errno.EIO, "error": reason}))
             os._exit(0)
+        # Init runs: say so before trio starts (its start-up costs milliseconds
+        # the user's `echo start` need not wait for).
+        os.write(daemon_fd, encode(ctl._status()))
 
         async def _main() -> None:
             listener = ctl.listen()

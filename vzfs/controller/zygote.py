@@ -8,6 +8,12 @@ does); it then belongs to init, which is what lets it outlive the daemon.
 
 Requests are one SOCK_SEQPACKET message each: JSON plus, as SCM_RIGHTS, the
 daemon's end of a socketpair that becomes the controller's first connection.
+
+To keep the fork of a large process off the path of `echo start`, the zygote
+keeps one *spare*: a child forked in advance that waits for the next request
+on the shared socket. Whichever spare receives a request becomes that domain's
+controller, and the zygote forks the next spare when it hears (over a pipe) that
+the last one was taken.
 """
 
 import json
@@ -47,22 +53,36 @@ def _serve(sock: socket.socket) -> NoReturn:
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
         while True:
-            msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
-            if not msg:
-                break             # the daemon is gone
-            if len(fds) != 1:
-                for fd in fds:
-                    os.close(fd)
-                continue
-            request = json.loads(msg)
             pid = os.fork()
             if pid == 0:
-                sock.close()
-                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-                signal.signal(signal.SIGINT, signal.SIG_DFL)
-                controller.run(request, fds[0])
-            os.close(fds[0])
+                os.close(taken_r)
+                _spare(sock, taken_w, controller.run)
+            # Wait until the spare took a request (one byte) or found the
+            # daemon gone (EOF: every spare and the daemon closed their ends).
+            if not os.read(taken_r, 1):
+                break
     except BaseException:      # the zygote's only boundary: it must never return into the daemon
+        code = 1
+    os._exit(code)
+
+
+def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
+    """A pre-forked controller-to-be: wait for one request, then become its controller."""
+    code = 0
+    try:
+        msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
+        if not msg:
+            os._exit(0)          # the daemon is gone
+        os.write(taken_w, b"x")
+        os.close(taken_w)
+        sock.close()
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if len(fds) != 1:
+            os._exit(1)
+        run(json.loads(msg), fds[0])  # type: ignore[operator]
+    except BaseException:
         code = 1
     os._exit(code)
