@@ -188,7 +188,10 @@ class Renderer:
         """Redraw the whole screen from `rows` (missing lines are blank) and the padding."""
         self._cursor_drawn = None
         self._fill_padding()
-        self._cells = [rows[line] if line < len(rows) else () for line in range(self.lines)]
+        # Rows are copied (80 references each) so that an emulator reusing its row
+        # lists cannot change what the cursor is drawn from behind our back.
+        self._cells = [tuple(rows[line]) if line < len(rows) else ()
+                       for line in range(self.lines)]
         self._paint_lines(range(self.lines))
         self._show_cursor()
         return Damage(None, (Rect(0, 0, self.width, self.height),))
@@ -206,7 +209,7 @@ class Renderer:
         if covers_cursor:
             self._hide_cursor()
         for line in lines:
-            self._cells[line] = rows[line]
+            self._cells[line] = tuple(rows[line])
         self._paint_lines(lines)
         if covers_cursor:
             self._show_cursor()
