@@ -2,6 +2,7 @@
 
 import gzip
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -124,11 +125,12 @@ def test_outline_font_is_not_antialiased() -> None:
     assert otf.glyph("\U0010fffd") is None
 
 
-@pytest.mark.skipif(not fontmod.PSF_UNIFONT.exists(),
-                    reason=f"{fontmod.PSF_UNIFONT} missing: Debian package psf-unifont")
 @needs_unifont
-def test_psf_unifont_matches_the_opentype_unifont() -> None:
-    psf = PsfFont.load(fontmod.PSF_UNIFONT)
-    otf = OutlineFont(fontmod.UNIFONT_OTF, 16, 8, 16)
-    for char in "AZaz09@#|~│┼":
-        assert np.array_equal(psf.glyph(char), otf.glyph(char)), char
+def test_console_font_takes_precedence(tmp_path: Path) -> None:
+    # An 8×16 PSF2 whose only glyph, mapped to "A", is a full block.
+    path = tmp_path / "block.psf.gz"
+    path.write_bytes(gzip.compress(psf2([[0xFF] * 16], b"A\xff", width=8)))
+    font = fontmod.default_font(path)
+    assert font.mask("A").all()
+    assert font.mask("B").any() and not font.mask("B").all()
+    assert font.mask("中", span=2).shape == (16, 16)

@@ -1,16 +1,16 @@
 """Glyph loading: turns a character cluster into a 1-bit mask one or two terminal cells wide.
 
-Theory of operation. A `Font` asks a chain of glyph sources in turn — usually a PSF
-console font (a crisp 8×16 bitmap, read by the small reader below) and then GNU
-Unifont's OpenType files rasterised by Pillow without antialiasing (Unifont's outlines
-are its 16-pixel bitmap, so rasterising at 16 px reproduces it exactly and gives
-double-width CJK glyphs 16 px wide). A glyph no source has becomes a replacement box.
+Theory of operation. A `Font` asks a chain of glyph sources in turn: optionally a PSF
+console font (a crisp bitmap, read by the small reader below), then GNU Unifont's
+OpenType files rasterised by Pillow without antialiasing (Unifont's outlines are its
+16-pixel bitmap, so rasterising at 16 px reproduces it exactly, 8×16 per cell and
+16×16 for double-width CJK; Pillow's shaping places combining marks). A glyph no source has becomes a replacement box.
 Styles the font cannot supply are synthesised on the mask: bold by smearing one pixel
 to the right, italic by shearing the upper half, underline and strikethrough as rows.
 Masks are boolean arrays of shape (cell_height, cell_width × span).
 
-Fonts used by default come from Debian packages: ``psf-unifont`` (optional, the PSF)
-and ``fonts-unifont`` (required, full Unicode coverage including wide characters).
+The default font comes from the Debian package ``fonts-unifont`` (all of Unicode's
+basic plane and more, wide characters included); a PSF font is an option.
 """
 
 from __future__ import annotations
@@ -32,11 +32,13 @@ Mask = npt.NDArray[np.bool_]
 # Flags of a cell that change the glyph's shape, as opposed to its colours.
 STYLE_FLAGS = BOLD | ITALIC | UNDERLINE | STRIKETHROUGH
 
-PSF_UNIFONT = Path("/usr/share/consolefonts/Unifont-APL8x16.psf.gz")
 UNIFONT_OTF = Path("/usr/share/fonts/opentype/unifont/unifont.otf")
 UNIFONT_UPPER_OTF = Path("/usr/share/fonts/opentype/unifont/unifont_upper.otf")
 
 # PSF magic numbers, from the kbd package's doc/font-formats (psf.h).
+# Rasterised glyphs kept by a Font: 4096 of 16×16 are 1 MB.
+GLYPH_CACHE_LIMIT = 4096
+
 PSF1_MAGIC = b"\x36\x04"
 PSF1_MODE512 = 0x01
 PSF1_MODEHASTAB = 0x02
@@ -210,17 +212,27 @@ class Font:
                     f" differ from {self.cell_width}x{self.cell_height}")
         # Row positions for synthesised lines: underline just below the baseline
         # (Unifont's baseline leaves two rows of descent), strike through the x-height.
+        self._found: dict[str, Mask | None] = {}
         self.underline_row = self.cell_height - 2
         self.strike_row = self.cell_height * 9 // 16
 
     def lookup(self, text: str) -> Mask | None:
         """The first source's mask for `text`; clusters fall back to their base char."""
+        if text in self._found:
+            return self._found[text]
+        if len(self._found) >= GLYPH_CACHE_LIMIT:
+            # A program printing all of Unicode must not grow the cache without bound.
+            self._found.clear()
+        found = None
         for candidate in (text, text[:1]) if len(text) > 1 else (text,):
             for source in self.sources:
-                mask = source.glyph(candidate)
-                if mask is not None:
-                    return mask
-        return None
+                found = source.glyph(candidate)
+                if found is not None:
+                    break
+            if found is not None:
+                break
+        self._found[text] = found
+        return found
 
     def replacement(self, span: int) -> Mask:
         """A visible hollow box, drawn for characters no source covers."""
@@ -242,7 +254,7 @@ class Font:
             if text.strip():
                 out = self.replacement(span)
         elif found.shape[1] == width:
-            out = found.copy()
+            out = found.copy()      # styles below draw on it; the cached glyph stays
         elif found.shape[1] < width:
             # A narrow glyph in a double-width cell is centred, as xterm does.
             out = np.zeros((self.cell_height, width), bool)
@@ -263,15 +275,20 @@ class Font:
         return out
 
 
-def default_font() -> Font:
-    """Unifont: the PSF console font when installed, then the OpenType files."""
+def default_font(console_font: Path | str | None = None) -> Font:
+    """GNU Unifont from its OpenType files, optionally after a PSF console font.
+
+    A console font (say /usr/share/consolefonts/Uni2-VGA16.psf.gz for the VGA look)
+    takes precedence for the glyphs it has. It is not the default: even psf-unifont's
+    Unifont-APL8x16 replaces some glyphs (U+2588 FULL BLOCK among them) with APL shapes.
+    """
     sources: list[GlyphSource] = []
-    if PSF_UNIFONT.exists():
-        sources.append(PsfFont.load(PSF_UNIFONT))
+    if console_font is not None:
+        sources.append(PsfFont.load(console_font))
+    if not UNIFONT_OTF.exists():
+        raise FontError(f"cannot load the terminal font: {UNIFONT_OTF} is missing"
+                        " (install the Debian package fonts-unifont)")
     for path in (UNIFONT_OTF, UNIFONT_UPPER_OTF):
         if path.exists():
             sources.append(OutlineFont(path, 16, 8, 16))
-    if not any(isinstance(source, OutlineFont) for source in sources):
-        raise FontError(f"cannot load the terminal font: {UNIFONT_OTF} is missing"
-                        " (install the Debian package fonts-unifont)")
     return Font(sources)

@@ -276,6 +276,8 @@ class Renderer:
         key = ("" if flags & WIDE_CONT else cell.char, flags & STYLE_FLAGS, span)
         mask = self._masks.get(key)
         if mask is None:
+            if len(self._masks) >= TILE_LIMIT:
+                self._masks.clear()
             mask = self._masks[key] = self.font.mask(*key)
         pixels = np.where(mask[:, :, None], _colour(fg), _colour(bg))
         index = self._tiles_used
@@ -299,7 +301,7 @@ class Renderer:
 
     def _clear_tiles(self) -> None:
         """Forget every coloured tile (a screen cycling through many colours would
-        otherwise grow the atlas without bound); glyph masks are kept, they are few."""
+        otherwise grow the atlas without bound); glyph masks have their own bound."""
         self._index.clear()
         self._tiles_used = 0
 
