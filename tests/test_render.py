@@ -41,11 +41,11 @@ def reference(rows: list[list[Cell]], columns: int, lines: int) -> np.ndarray:
         row = (row + [BLANK] * columns)[:columns]
         for x, cell in enumerate(row):
             fg, bg = (cell.bg, cell.fg) if cell.flags & REVERSE else (cell.fg, cell.bg)
-            if cell.flags & WIDE_CONT and x > 0 and row[x - 1].flags & WIDE:
+            if cell.flags & WIDE_CONT and x > 0 and row[x - 1].flags & (WIDE | WIDE_CONT) == WIDE:
                 left = row[x - 1]
                 mask = FONT.mask(left.char, left.flags & STYLE, 2)[:, CW:]
                 fg, bg = (left.bg, left.fg) if left.flags & REVERSE else (left.fg, left.bg)
-            elif cell.flags & WIDE:
+            elif cell.flags & (WIDE | WIDE_CONT) == WIDE:
                 mask = FONT.mask(cell.char, cell.flags & STYLE, 2)[:, :CW]
             else:
                 char = "" if cell.flags & WIDE_CONT else cell.char
@@ -347,3 +347,29 @@ def test_render_and_font_import_no_io_modules() -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, cwd=root.parent.parent)
     assert out.stdout.strip() == "[]"
+
+
+odd_chars = st.sampled_from(["中", "😀", "e\u0301", "\ud800", "\x00"])
+cells = st.builds(
+    Cell,
+    char=st.one_of(st.text(max_size=3), odd_chars),
+    fg=st.integers(0, 0xFFFFFF), bg=st.integers(0, 0xFFFFFF), flags=st.integers(0, 255))
+
+
+@settings(max_examples=150, deadline=None)
+@given(rows=st.lists(st.lists(cells, max_size=8), min_size=1, max_size=3),
+       cursor=st.tuples(st.integers(-1, 9), st.integers(-1, 3)))
+def test_any_cells_render_in_their_own_colours(rows: list[list[Cell]],
+                                               cursor: tuple[int, int]) -> None:
+    r = make(6, 3)
+    r.render_all(rows)
+    for y, row in enumerate(rows[:3]):
+        for x, cell in enumerate(row[:6]):
+            if cell.flags & WIDE_CONT and x > 0 and row[x - 1].flags & (WIDE | WIDE_CONT) == WIDE:
+                cell = row[x - 1]
+            block = r.framebuffer[y * CH:(y + 1) * CH, x * CW:(x + 1) * CW].reshape(-1, 3)
+            assert {tuple(p) for p in block} <= {tuple(rgb(cell.fg)), tuple(rgb(cell.bg))}
+    client = Client(r)
+    client.apply(r.set_cursor(*cursor))
+    client.apply(r.render_rows({0: rows[-1]}))
+    client.apply(r.scroll(0, 3, 1))

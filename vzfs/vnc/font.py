@@ -4,9 +4,10 @@ Theory of operation. A `Font` asks a chain of glyph sources in turn: optionally 
 console font (a crisp bitmap, read by the small reader below), then GNU Unifont's
 OpenType files rasterised by Pillow without antialiasing (Unifont's outlines are its
 16-pixel bitmap, so rasterising at 16 px reproduces it exactly, 8×16 per cell and
-16×16 for double-width CJK; Pillow's shaping places combining marks). A glyph no source has becomes a replacement box.
-Styles the font cannot supply are synthesised on the mask: bold by smearing one pixel
-to the right, italic by shearing the upper half, underline and strikethrough as rows.
+16×16 for double-width CJK; Pillow's shaping places combining marks). A glyph no
+source has becomes a replacement box. Styles the font cannot supply are synthesised
+on the mask: bold by smearing one pixel to the right, italic by shearing the upper
+half, underline and strikethrough as rows.
 Masks are boolean arrays of shape (cell_height, cell_width × span).
 
 The default font comes from the Debian package ``fonts-unifont`` (all of Unicode's
@@ -190,7 +191,12 @@ class OutlineFont:
         return np.array(canvas)[:, :self.cell_width * span]
 
     def glyph(self, text: str) -> Mask | None:
-        mask = self._draw(text)
+        try:
+            mask = self._draw(text)
+        except (RuntimeError, ValueError, OSError):
+            # Pillow refuses some strings (raqm_layout fails on a cluster with a
+            # newline, a lone surrogate cannot be encoded): no glyph, not a crash.
+            return None
         if mask.shape == self._notdef.shape and np.array_equal(mask, self._notdef):
             return None
         return mask

@@ -272,7 +272,8 @@ class Renderer:
     def _add_tile(self, cell: Cell) -> int:
         flags = cell.flags
         fg, bg = (cell.bg, cell.fg) if flags & REVERSE else (cell.fg, cell.bg)
-        span = 2 if flags & WIDE else 1
+        # A cell flagged both WIDE and WIDE_CONT is taken as a right half.
+        span = 2 if flags & (WIDE | WIDE_CONT) == WIDE else 1
         key = ("" if flags & WIDE_CONT else cell.char, flags & STYLE_FLAGS, span)
         mask = self._masks.get(key)
         if mask is None:
@@ -382,9 +383,9 @@ class Renderer:
         x = min(x, self.columns - 1)
         row = self._cells[y]
         flags = row[x].flags if x < len(row) else 0
-        if flags & WIDE_CONT and x > 0 and row[x - 1].flags & WIDE:
+        if flags & WIDE_CONT and x > 0 and row[x - 1].flags & (WIDE | WIDE_CONT) == WIDE:
             return x - 1, y, 2
-        if flags & WIDE and x + 1 < self.columns:
+        if flags & (WIDE | WIDE_CONT) == WIDE and x + 1 < self.columns:
             return x, y, 2
         return x, y, 1
 
