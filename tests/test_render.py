@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vzfs.terminal.cell import (BLANK, BOLD, DEFAULT_BG, ITALIC, REVERSE, STRIKETHROUGH,
+from vzfs.terminal.cell import (BLANK, BLINK, BOLD, DEFAULT_BG, ITALIC, REVERSE, STRIKETHROUGH,
                                 UNDERLINE, WIDE, WIDE_CONT, Cell)
 from vzfs.vnc import font as fontmod
 from vzfs.vnc import render as rendermod
@@ -372,4 +372,21 @@ def test_any_cells_render_in_their_own_colours(rows: list[list[Cell]],
     client = Client(r)
     client.apply(r.set_cursor(*cursor))
     client.apply(r.render_rows({0: rows[-1]}))
+    client.apply(r.set_blink(False))
     client.apply(r.scroll(0, 3, 1))
+    client.apply(r.set_blink(True))
+
+
+def test_blink_hides_and_shows_text_in_place() -> None:
+    rows = [text_row("on"), [Cell("b", RED, BLUE, BLINK), Cell("!", RED, BLUE, BLINK)]]
+    r = make(4, 2)
+    r.render_all(rows)
+    shown = r.framebuffer.copy()
+    client = Client(r)
+    damage = r.set_blink(False)
+    client.apply(damage)
+    assert damage.rects == (rendermod.Rect(0, CH, 4 * CW, CH),)
+    assert np.array_equal(r.framebuffer[:CH], shown[:CH])
+    assert (r.framebuffer[CH:, :2 * CW].reshape(-1, 3) == rgb(BLUE)).all()
+    client.apply(r.set_blink(True))
+    assert np.array_equal(r.framebuffer, shown)

@@ -36,7 +36,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from vzfs.terminal.cell import BLANK, DEFAULT_BG, DEFAULT_FG, REVERSE, WIDE, WIDE_CONT, Cell
+from vzfs.terminal.cell import (BLANK, BLINK, DEFAULT_BG, DEFAULT_FG, REVERSE, WIDE, WIDE_CONT,
+                                Cell)
 from vzfs.vnc.font import STYLE_FLAGS, Font, Mask, default_font
 
 Pixels = npt.NDArray[np.uint8]
@@ -48,6 +49,7 @@ TILE_LIMIT = 8192
 # Kinds of tile, so that a WIDE_CONT cell can find its left half's right half.
 _LEFT = 1      # the left half of a double-width glyph; the next tile is its right half
 _CONT = 2      # the tile of a WIDE_CONT cell itself, replaced by its neighbour's right half
+_BLINK = 4     # a BLINK cell's tile, replaced by a blank one while blinking text is off
 
 
 class Rect(NamedTuple):
@@ -121,6 +123,7 @@ class Renderer:
         self._tiles: Pixels = np.empty((0, self.cell_height, self.cell_width * 3), np.uint8)
         self._tile_kind: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)
         self._tiles_used = 0
+        self._blink_visible = True
         self._cursor = (0, 0)
         self._cursor_shape = CursorShape.BLOCK
         self._cursor_visible = True
@@ -240,12 +243,13 @@ class Renderer:
             if len(row) < columns:
                 cells.extend([BLANK] * (columns - len(row)))
         count = len(cells)
-        # A call adds at most two tiles per cell; make room first so that indices
-        # handed out during this call stay valid.
-        if self._tiles_used + 2 * count > max(TILE_LIMIT, 4 * count):
+        # A call adds at most three tiles per cell (two halves and a blinked-off
+        # blank); make room first so that indices handed out during it stay valid.
+        need = 3 * count
+        if self._tiles_used + need > max(TILE_LIMIT, 2 * need):
             self._clear_tiles()
-        if self._tiles_used + 2 * count > len(self._tiles):
-            self._grow_tiles(self._tiles_used + 2 * count)
+        if self._tiles_used + need > len(self._tiles):
+            self._grow_tiles(self._tiles_used + need)
         tiles = np.fromiter(map(self._index.__getitem__, cells), np.int64, count)
         tiles = tiles.reshape(len(rows), columns)
         kinds = self._tile_kind[tiles]
@@ -253,6 +257,11 @@ class Renderer:
             # A right half (WIDE_CONT, char "") shows the tile after its left half's.
             right = (kinds[:, 1:] & _CONT != 0) & (kinds[:, :-1] & _LEFT != 0)
             tiles[:, 1:][right] = tiles[:, :-1][right] + 1
+        if not self._blink_visible and (kinds & _BLINK).any():
+            flat = tiles.reshape(-1)
+            for i in np.flatnonzero(kinds & _BLINK).tolist():
+                cell = cells[i]
+                flat[i] = self._index[Cell(" ", cell.fg, cell.bg, cell.flags & REVERSE)]
         return tiles
 
     def _write(self, tiles: IntArray, line: int, column: int) -> None:
@@ -286,7 +295,8 @@ class Renderer:
         for half in range(span):
             self._tiles[index + half] = pixels[:, half * cw:(half + 1) * cw].reshape(
                 self.cell_height, cw * 3)
-        self._tile_kind[index] = _LEFT if span == 2 else _CONT if flags & WIDE_CONT else 0
+        kind = _LEFT if span == 2 else _CONT if flags & WIDE_CONT else 0
+        self._tile_kind[index] = kind | (_BLINK if flags & BLINK else 0)
         if span == 2:
             self._tile_kind[index + 1] = 0
         self._tiles_used = index + span
@@ -305,6 +315,7 @@ class Renderer:
         otherwise grow the atlas without bound); glyph masks have their own bound."""
         self._index.clear()
         self._tiles_used = 0
+        self._blink_visible = True
 
     # Scrolling
 
@@ -355,6 +366,16 @@ class Renderer:
             if drawn is not None:
                 rects.append(drawn)
         return Damage(copy, tuple(rects))
+
+    # Blinking text
+
+    def set_blink(self, visible: bool) -> Damage:
+        """Show or hide BLINK cells' text; the server calls this on a timer (xterm: 600 ms)."""
+        if visible == self._blink_visible:
+            return Damage()
+        self._blink_visible = visible
+        lines = [y for y, row in enumerate(self._cells) if any(c.flags & BLINK for c in row)]
+        return self.render_rows({y: self._cells[y] for y in lines})
 
     # The cursor
 
