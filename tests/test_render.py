@@ -390,3 +390,13 @@ def test_blink_hides_and_shows_text_in_place() -> None:
     assert (r.framebuffer[CH:, :2 * CW].reshape(-1, 3) == rgb(BLUE)).all()
     client.apply(r.set_blink(True))
     assert np.array_equal(r.framebuffer, shown)
+
+
+def test_blink_state_survives_atlas_clearing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(rendermod, "TILE_LIMIT", 4)
+    r = make(4, 1)
+    r.render_all([[Cell("b", RED, BLUE, BLINK)]])
+    r.set_blink(False)
+    for shade in range(10):
+        r.render_all([[Cell("b", RED, BLUE, BLINK), Cell("x", shade, 0, 0)]])
+        assert (r.framebuffer[:, :CW].reshape(-1, 3) == rgb(BLUE)).all()

@@ -315,7 +315,6 @@ class Renderer:
         otherwise grow the atlas without bound); glyph masks have their own bound."""
         self._index.clear()
         self._tiles_used = 0
-        self._blink_visible = True
 
     # Scrolling
 
@@ -333,10 +332,8 @@ class Renderer:
         if count == 0:
             return Damage()
         rects: list[Rect] = []
-        cursor_x, cursor_y = self._cursor
-        had_cursor = self._cursor_drawn is not None and top <= cursor_y < bottom
-        if had_cursor:
-            old_rect = self._hide_cursor()
+        cursor_y = self._cursor[1]
+        old_rect = self._hide_cursor() if top <= cursor_y < bottom else None
         height = bottom - top
         ch, fb = self.cell_height, self.framebuffer
         grid_width = self.columns * self.cell_width
@@ -355,13 +352,13 @@ class Renderer:
             exposed = (bottom - count, bottom) if count > 0 else (top, top - count)
             self._cells[exposed[0]:exposed[1]] = [blank_row] * abs(count)
             copy = CopyRect(0, dst * ch, grid_width, kept * ch, 0, src * ch)
-            if had_cursor and src <= cursor_y < src + kept:
+            if old_rect is not None and src <= cursor_y < src + kept:
                 # The client's copy carries our old cursor along: repaint where it lands.
                 moved = cursor_y - src + dst
                 rects.append(Rect(old_rect.x, moved * ch, old_rect.width, old_rect.height))
         self._fill(exposed[0] * ch, exposed[1] * ch, 0, grid_width, fill)
         rects.append(self._lines_rect(*exposed))
-        if had_cursor:
+        if old_rect is not None:
             drawn = self._show_cursor()
             if drawn is not None:
                 rects.append(drawn)
