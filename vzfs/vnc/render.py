@@ -98,14 +98,9 @@ class _TileIndex(dict[Cell, int]):
         return index
 
 
-def _rgb(colours: npt.NDArray[np.uint32]) -> Pixels:
-    """0xRRGGBB integers → trailing axis of R, G, B bytes (a big-endian view, no arithmetic)."""
-    return colours.astype(">u4").view(np.uint8).reshape(*colours.shape, 4)[..., 1:]
-
-
 def _colour(value: int) -> Pixels:
-    """One 0xRRGGBB integer → its three bytes."""
-    return _rgb(np.array([value], np.uint32))[0]
+    """One 0xRRGGBB integer → its R, G, B bytes."""
+    return np.array([value >> 16 & 0xFF, value >> 8 & 0xFF, value & 0xFF], np.uint8)
 
 
 class Renderer:
