@@ -86,14 +86,14 @@ class CursorShape(enum.Enum):
 
 
 class _TileIndex(dict[Cell, int]):
-    """Cell → index of its coloured tile; a miss draws the tile into the atlas."""
+    """Cell → index of its coloured tile; a miss reserves the tile, drawn in a batch later."""
 
     def __init__(self, renderer: Renderer) -> None:
         super().__init__()
         self._renderer = renderer
 
     def __missing__(self, cell: Cell) -> int:
-        index = self._renderer._add_tile(cell)
+        index = self._renderer._reserve_tile(cell)
         self[cell] = index
         return index
 
@@ -118,6 +118,7 @@ class Renderer:
         self._tiles: Pixels = np.empty((0, self.cell_height, self.cell_width * 3), np.uint8)
         self._tile_kind: npt.NDArray[np.uint8] = np.zeros(0, np.uint8)
         self._tiles_used = 0
+        self._pending: list[tuple[int, Cell]] = []
         self._blink_visible = True
         self._cursor = (0, 0)
         self._cursor_shape = CursorShape.BLOCK
@@ -257,6 +258,8 @@ class Renderer:
             for i in np.flatnonzero(kinds & _BLINK).tolist():
                 cell = cells[i]
                 flat[i] = self._index[Cell(" ", cell.fg, cell.bg, cell.flags & REVERSE)]
+        if self._pending:
+            self._draw_pending()
         return tiles
 
     def _write(self, tiles: IntArray, line: int, column: int) -> None:
@@ -273,29 +276,49 @@ class Renderer:
         # index is in range anyway.
         np.take(table, rows, axis=0, out=view, mode="wrap")
 
-    def _add_tile(self, cell: Cell) -> int:
+    def _reserve_tile(self, cell: Cell) -> int:
+        """Allocate the tile(s) of a new Cell; `_draw_pending` fills them in."""
         flags = cell.flags
-        fg, bg = (cell.bg, cell.fg) if flags & REVERSE else (cell.fg, cell.bg)
         # A cell flagged both WIDE and WIDE_CONT is taken as a right half.
         span = 2 if flags & (WIDE | WIDE_CONT) == WIDE else 1
-        key = ("" if flags & WIDE_CONT else cell.char, flags & STYLE_FLAGS, span)
-        mask = self._masks.get(key)
-        if mask is None:
-            if len(self._masks) >= TILE_LIMIT:
-                self._masks.clear()
-            mask = self._masks[key] = self.font.mask(*key)
-        pixels = np.where(mask[:, :, None], _colour(fg), _colour(bg))
         index = self._tiles_used
-        cw = self.cell_width
-        for half in range(span):
-            self._tiles[index + half] = pixels[:, half * cw:(half + 1) * cw].reshape(
-                self.cell_height, cw * 3)
         kind = _LEFT if span == 2 else _CONT if flags & WIDE_CONT else 0
         self._tile_kind[index] = kind | (_BLINK if flags & BLINK else 0)
         if span == 2:
             self._tile_kind[index + 1] = 0
         self._tiles_used = index + span
+        self._pending.append((index, cell))
         return index
+
+    def _draw_pending(self) -> None:
+        """Colour all newly reserved tiles at once: the per-tile numpy overhead of
+        doing it one by one made a screenful of new colours cost ~30 ms."""
+        cw = self.cell_width
+        targets: list[int] = []
+        masks: list[Mask] = []
+        colours: list[int] = []
+        for index, cell in self._pending:
+            flags = cell.flags
+            span = 2 if flags & (WIDE | WIDE_CONT) == WIDE else 1
+            key = ("" if flags & WIDE_CONT else cell.char, flags & STYLE_FLAGS, span)
+            mask = self._masks.get(key)
+            if mask is None:
+                if len(self._masks) >= TILE_LIMIT:
+                    self._masks.clear()
+                mask = self._masks[key] = self.font.mask(*key)
+            fg, bg = (cell.bg, cell.fg) if flags & REVERSE else (cell.fg, cell.bg)
+            for half in range(span):
+                targets.append(index + half)
+                masks.append(mask[:, half * cw:(half + 1) * cw])
+                colours += (bg, fg)
+        self._pending.clear()
+        # Each tile's pixels index its own two-entry palette: 2·i for bg, 2·i+1 for fg.
+        values = np.array(colours, np.uint32)
+        palette = np.stack([values >> 16, values >> 8, values], axis=1).astype(np.uint8)
+        picks = np.stack(masks).astype(np.intp)
+        picks += 2 * np.arange(len(masks))[:, None, None]
+        pixels = palette.take(picks, axis=0)
+        self._tiles[targets] = pixels.reshape(len(masks), self.cell_height, cw * 3)
 
     def _grow_tiles(self, needed: int) -> None:
         size = max(needed, 2 * len(self._tiles))
