@@ -13,7 +13,8 @@ Theory of operation. A cell's pixels depend only on the Cell value itself (char,
 bg, flags), so every distinct Cell seen is drawn once into a tile atlas of coloured
 tiles, shaped (n, cell_height, cell_width·3): the glyph mask comes from `font.Font`
 (cached per character and style) and each pixel is exactly fg or bg — no antialiasing,
-so golden tests are exact. A double-width glyph takes two consecutive tiles, left half
+so golden tests are exact. Tiles first seen in one call are coloured together in one
+batch. A double-width glyph takes two consecutive tiles, left half
 then right half, and a WIDE_CONT cell shows its left neighbour's right half. Drawing
 rows is then one dict lookup per cell (``map`` over the Cells, in C) and one
 ``numpy.take`` that gathers the tiles' pixel rows straight into the framebuffer. The
@@ -136,11 +137,16 @@ class Renderer:
     # Geometry
 
     def resize(self, columns: int, lines: int) -> Damage:
-        """Resize to a grid; the framebuffer is exactly the grid's pixel size."""
+        """Resize to a grid; the framebuffer is exactly the grid's pixel size.
+
+        `framebuffer` becomes a new array (clients need a DesktopSize rectangle); the
+        known rows are redrawn, cut or padded, until the emulator sends new ones.
+        """
         return self._setup(columns, lines, columns * self.cell_width, lines * self.cell_height)
 
     def resize_pixels(self, width: int, height: int) -> Damage:
-        """Resize to an exact pixel size; the grid is as many whole cells as fit."""
+        """Resize to an exact pixel size (SetDesktopSize: noVNC loops if the size is
+        rounded); the grid is as many whole cells as fit, the rest is padding."""
         columns, lines = width // self.cell_width, height // self.cell_height
         return self._setup(columns, lines, width, height)
 
