@@ -400,3 +400,13 @@ def test_blink_state_survives_atlas_clearing(monkeypatch: pytest.MonkeyPatch) ->
     for shade in range(10):
         r.render_all([[Cell("b", RED, BLUE, BLINK), Cell("x", shade, 0, 0)]])
         assert (r.framebuffer[:, :CW].reshape(-1, 3) == rgb(BLUE)).all()
+
+
+def test_golden_unifont_letter_on_screen() -> None:
+    # GNU Unifont's "A" (unifont.hex: 0041:0000000018242442427E424242420000), red on blue.
+    golden = bytes.fromhex("0000000018242442427E424242420000")
+    r = make(1, 1)
+    r.render_all([[Cell("A", RED, BLUE, 0)]])
+    expected = np.unpackbits(np.frombuffer(golden, np.uint8)[:, None], axis=1).astype(bool)
+    assert np.array_equal((r.framebuffer == rgb(RED)).all(axis=2), expected)
+    assert np.array_equal((r.framebuffer == rgb(BLUE)).all(axis=2), ~expected)
