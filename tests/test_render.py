@@ -166,7 +166,7 @@ def test_render_rows_refuses_lines_off_screen() -> None:
         make(5, 2).render_rows({2: text_row("x")})
 
 
-@pytest.mark.parametrize("shape", [CursorShape.BLOCK, CursorShape.UNDERLINE])
+@pytest.mark.parametrize("shape", list(CursorShape))
 def test_cursor_moves_and_hides_restoring_pixels_exactly(shape: CursorShape) -> None:
     rows = sample_screen()
     r = make()

@@ -82,8 +82,11 @@ class Damage:
 
 
 class CursorShape(enum.Enum):
+    """The shapes DECSCUSR selects (xterm ctlseqs: CSI Ps SP q), blinking or not."""
+
     BLOCK = "block"            # the cell with fg and bg swapped
     UNDERLINE = "underline"    # the cell's bottom two pixel rows inverted
+    BAR = "bar"                # the cell's left two pixel columns inverted
 
 
 class _TileIndex(dict[Cell, int]):
@@ -448,7 +451,7 @@ class Renderer:
                 # fg == bg makes a swap invisible; invert the pixels instead.
                 np.bitwise_not(saved, out=region)
         else:
-            bar = region[-2:]
+            bar = region[-2:] if self._cursor_shape is CursorShape.UNDERLINE else region[:, :2]
             np.bitwise_not(bar, out=bar)
         self._cursor_drawn = (rect, saved)
         return rect
