@@ -92,6 +92,18 @@ def cmd_umount(args: argparse.Namespace) -> int:
                                  "did not stop in 15 s")
 
 
+def cmd_enter(args: argparse.Namespace) -> int:
+    from . import enter
+    argv = list(args.argv)
+    if argv and argv[0] == "--":
+        argv = argv[1:]
+    try:
+        return enter.run(os.path.abspath(args.mount), args.name, argv)
+    except enter.EnterError as exc:
+        print(f"vzfs: {exc.sentence}", file=sys.stderr)
+        return exc.code
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vzfs", description="Containers managed through a filesystem.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -103,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     u = sub.add_parser("umount", help="stop serving; running domains keep running")
     u.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
     u.set_defaults(func=cmd_umount)
+    e = sub.add_parser("enter", help="run a command inside a running domain (default: a shell)")
+    e.add_argument("--mount", default=os.environ.get("VZFS_MOUNT", DEFAULT_MOUNTPOINT),
+                   help="the vzfs mountpoint (default $VZFS_MOUNT or /run/vzfs)")
+    e.add_argument("name")
+    e.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
+    e.set_defaults(func=cmd_enter)
     return p
 
 
@@ -112,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args))
     except VzfsError as exc:
         print(f"vzfs: {exc.sentence}", file=sys.stderr)
-        return 1
+        return 125 if args.command == "enter" else 1
     except OSError as exc:
         print(f"vzfs: {exc}", file=sys.stderr)
         return 1

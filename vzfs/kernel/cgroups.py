@@ -222,3 +222,25 @@ class Cgroup:
                     if exc.errno != errno.EBUSY or time.monotonic() > deadline:
                         raise
                     time.sleep(0.005)
+
+
+def cgroup_dirs_of(pid: int, layout: Layout) -> list[str]:
+    """The directories of every cgroup *pid* is in, from /proc/PID/cgroup (cgroups(7))."""
+    dirs: list[str] = []
+    with open(f"/proc/{pid}/cgroup") as f:
+        for line in f:
+            _, controllers, path = line.rstrip("\n").split(":", 2)
+            if controllers == "":
+                if layout.unified:
+                    dirs.append(layout.unified + path)
+                continue
+            for ctl in controllers.split(","):
+                if ctl in layout.v1:
+                    dirs.append(layout.v1[ctl] + path)
+                    break
+    return list(dict.fromkeys(dirs))
+
+
+def join_dirs(dirs: list[str]) -> None:
+    for path in dirs:
+        _write(os.path.join(path, "cgroup.procs"), "0")
