@@ -27,6 +27,7 @@ log = logging.getLogger("vzfs")
 DEFAULT_MOUNTPOINT = "/run/vzfs"
 DEFAULT_STATE_DIR = "/var/lib/vzfs"
 LOG_BYTES = 1 << 20
+MAX_FUSE_TASKS = 100_000
 
 
 def is_vzfs_mount(mountpoint: str) -> bool:
@@ -89,7 +90,8 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     registry.zygote = zygote.start(close_fds=keep)
     ops = Operations(registry)
     options = set(pyfuse3.default_options)
-    options |= {"fsname=vzfs", "subtype=vzfs"}
+    # The mount's source names the state dir, as sshfs names host:path.
+    options |= {f"fsname={state_dir}", "subtype=vzfs"}
     pyfuse3.init(ops, mountpoint, options)
     log.info("serving %s from state dir %s (cgroup %s)", mountpoint, state_dir, layout.mode)
     try:
@@ -103,10 +105,12 @@ async def _main(registry: Registry, ready_fd: int | None) -> None:
     async with trio.open_nursery() as nursery:
         registry.nursery = nursery
         await registry.attach_all()
-        nursery.start_soon(_stop_on_signal)
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
 
         async def fuse_loop() -> None:
-            await pyfuse3.main()
+            # Readers of `console` block in read(); each holds a worker task,
+            # so the pool must be far larger than pyfuse3's default of 99.
+            await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(fuse_loop)
@@ -115,9 +119,12 @@ async def _main(registry: Registry, ready_fd: int | None) -> None:
             os.close(ready_fd)
 
 
-async def _stop_on_signal() -> None:
+async def _stop_on_signal(scope: trio.CancelScope) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for sig in signals:
             log.info("signal %s: unmounting; running domains keep running", sig)
             pyfuse3.terminate()
+            # Handlers still waiting (console readers) would keep pyfuse3.main()
+            # from returning: cancel them. Unmounting fails their requests.
+            scope.cancel()
             return

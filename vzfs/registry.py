@@ -23,11 +23,13 @@ from . import templates
 from .config import DomainConfig
 from .controller import lifecycle, paths
 from .controller.lifecycle import State
+from .controller.consolestream import FrameDecoder, FrameError, Ring, input_frame, skipped_marker
 from .controller.protocol import Decoder, Message, ProtocolError, encode
 from .errors import VzfsError, from_oserror
 from .kernel import cgroups
 
 START_TIMEOUT = 30.0
+CONSOLE_SCROLLBACK = 1 << 20
 REQUEST_TIMEOUT = 10.0
 
 
@@ -112,6 +114,60 @@ class ControllerClient:
         return reply
 
 
+class DomainConsole:
+    """The daemon's copy of a domain's console: a bounded ring that readers follow.
+
+    It outlives controllers: the output of successive runs of the domain follows
+    one another, so `cat console` shows the boots in order.
+    """
+
+    def __init__(self) -> None:
+        self.ring = Ring(CONSOLE_SCROLLBACK)
+        self.changed = trio.Event()
+        self.stream: trio.SocketStream | None = None
+        self.send_lock = trio.Lock()
+
+    def append(self, data: bytes) -> None:
+        self.ring.append(data)
+        changed, self.changed = self.changed, trio.Event()
+        changed.set()
+
+    async def pump(self, stream: trio.SocketStream) -> None:
+        """Copy a controller's console stream into the ring until it ends."""
+        self.stream = stream
+        frames = FrameDecoder()
+        expected: int | None = None
+        try:
+            async for data in stream:
+                for kind, offset, payload in frames.feed(data):
+                    if kind != "D":
+                        continue
+                    start = 0 if expected is None else expected
+                    if offset > start:
+                        self.append(skipped_marker(offset - start))
+                    self.append(payload)
+                    expected = offset + len(payload)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, FrameError):
+            pass
+        finally:
+            if self.stream is stream:
+                self.stream = None
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def send_input(self, name: str, data: bytes) -> None:
+        stream = self.stream
+        if stream is None:
+            raise VzfsError(errno.EBUSY, f"cannot type into the console of domain {name}: "
+                                         "it is not running")
+        try:
+            async with self.send_lock:
+                await stream.send_all(input_frame(data))
+        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
+            raise VzfsError(errno.EIO, f"cannot type into the console of domain {name}: "
+                                       "the controller went away") from exc
+
+
 @dataclasses.dataclass(eq=False)
 class Domain:
     name: str
@@ -122,6 +178,7 @@ class Domain:
     error: str = ""
     client: ControllerClient | None = None
     changed_at: float = dataclasses.field(default_factory=time.time)
+    console: DomainConsole = dataclasses.field(default_factory=DomainConsole)
 
     def set_state(self, state: State) -> None:
         if state != self.state:
@@ -243,6 +300,7 @@ class Registry:
             self.on_change(dom)
             raise
         self._attach(dom, client, hello)
+        await self._open_console(dom)
 
     def _prepare_rootfs(self, dom: Domain) -> str:
         rootfs = self.rootfs(dom)
@@ -375,12 +433,7 @@ class Registry:
         if dom.client is client:
             self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
 
-    # -- re-attaching after a daemon restart ---------------------------------
-    async def attach_all(self) -> None:
-        for dom in list(self.domains.values()):
-            await self.attach(dom)
-
-    async def attach(self, dom: Domain) -> None:
+    def _connect(self, dom: Domain) -> socket.socket:
         ddir = paths.domain_dir(self.state_dir, dom.name)
         dir_fd = os.open(ddir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -388,10 +441,36 @@ class Registry:
             sock.connect(paths.socket_path_via(dir_fd))
         except OSError:
             sock.close()
-            self._settle_from_disk(dom, lost_controller=False)
-            return
+            raise
         finally:
             os.close(dir_fd)
+        return sock
+
+    async def _open_console(self, dom: Domain) -> None:
+        """Subscribe to the controller's console stream (its scrollback, then live)."""
+        try:
+            sock = self._connect(dom)
+        except OSError:
+            return
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
+        try:
+            await stream.send_all(encode({"op": "console"}))
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            return
+        assert self.nursery is not None
+        self.nursery.start_soon(dom.console.pump, stream)
+
+    # -- re-attaching after a daemon restart ---------------------------------
+    async def attach_all(self) -> None:
+        for dom in list(self.domains.values()):
+            await self.attach(dom)
+
+    async def attach(self, dom: Domain) -> None:
+        try:
+            sock = self._connect(dom)
+        except OSError:
+            self._settle_from_disk(dom, lost_controller=False)
+            return
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         client = ControllerClient(stream, Decoder(), lambda msg: self._on_event(dom, msg))
         assert self.nursery is not None
@@ -409,12 +488,20 @@ class Registry:
         state = status.get("state", "running")
         dom.set_state(State(state) if state in State._value2member_map_ else State.RUNNING)
         self.nursery.start_soon(self._watch_attached, dom, client)
+        await self._open_console(dom)
         self.on_change(dom)
 
     async def _watch_attached(self, dom: Domain, client: ControllerClient) -> None:
         await client.closed.wait()
         if dom.client is client:
             self._settle_from_disk(dom, lost_controller=True)
+
+    async def control(self, dom: Domain, what: str, op: str, **fields: Any) -> Message:
+        """A request to a running domain's controller (resize, screen…)."""
+        client = dom.client
+        if client is None or dom.state not in (State.RUNNING, State.PAUSED):
+            raise VzfsError(errno.EBUSY, f"{what}: domain {dom.name} is not running")
+        return await client.request(what, op, **fields)
 
     # -- reading --------------------------------------------------------------
     def stats(self, dom: Domain) -> dict[str, int]:

@@ -8,10 +8,13 @@ outcome in `last_exit.json`, tells every connected daemon, and exits.
 """
 
 import errno
+import fcntl
 import json
 import os
 import signal
 import socket
+import struct
+import termios
 import time
 import traceback
 from typing import Any, NoReturn
@@ -22,9 +25,12 @@ from .. import config as configmod
 from ..kernel import cgroups
 from ..kernel.syscalls import set_comm
 from . import container, paths
+from .consolestream import FrameDecoder, FrameError, Ring, data_frame
 from .protocol import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
 
-SCROLLBACK = 256 * 1024
+SCROLLBACK = 1 << 20
+READ_BATCH = 1 << 20
+DEFAULT_COLUMNS, DEFAULT_LINES = 80, 25
 LOG_BYTES = 1 << 20
 REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
 HALT_SIGNAL = signal.SIGINT        # … and with SIGINT for halt and power-off
@@ -61,7 +67,10 @@ class Controller:
         self.exit_state = ""
         self.exit_reason = ""
         self.streams: dict[trio.SocketStream, trio.Lock] = {}
-        self.scrollback = bytearray()
+        self.ring = Ring(SCROLLBACK)
+        self.console_changed = trio.Event()
+        self.input_lock = trio.Lock()
+        self.columns, self.lines = DEFAULT_COLUMNS, DEFAULT_LINES
         self.master = -1
         self.slave = -1
         self.dir_fd = os.open(paths.domain_dir(self.state_dir, self.name),
@@ -70,6 +79,7 @@ class Controller:
     # -- start (synchronous: runs before trio.run, in a single-threaded process) --
     def start(self) -> None:
         self.master, self.slave = os.openpty()
+        self._set_winsize()
         os.set_inheritable(self.master, False)
         os.set_inheritable(self.slave, False)
         os.set_blocking(self.master, False)
@@ -86,8 +96,9 @@ class Controller:
         self.started_at = time.time()
         self.state = "running"
 
-    def listen(self) -> trio.socket.SocketType:
-        sock = trio.socket.socket(trio.socket.AF_UNIX, trio.socket.SOCK_STREAM)
+    def listen(self) -> socket.socket:
+        """Bind the controller socket (before "started" is sent, so the daemon can connect)."""
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         path = paths.socket_path_via(self.dir_fd)
         try:
             os.unlink(path)
@@ -95,7 +106,7 @@ class Controller:
             pass
         old = os.umask(0o077)
         try:
-            sock._sock.bind(path)     # bind is instant for AF_UNIX
+            sock.bind(path)
         finally:
             os.umask(old)
         sock.listen(16)
@@ -152,8 +163,13 @@ class Controller:
                 await self._send(stream, hello)
             async for data in stream:
                 for msg in decoder.feed(data):
+                    if msg.get("op") == "console":
+                        # This connection now carries the console stream.
+                        self.streams.pop(stream, None)
+                        await self._console(stream, decoder.take_rest())
+                        return
                     self.nursery.start_soon(self._handle, stream, msg)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError, FrameError):
             pass
         finally:
             self.streams.pop(stream, None)
@@ -173,6 +189,14 @@ class Controller:
             reply = reply_ok(req_id, state=self.exit_state, reason=self.exit_reason)
         elif op == "stats":
             reply = reply_ok(req_id, **self.cgroup.stats())
+        elif op == "resize":
+            try:
+                self._resize(int(msg["columns"]), int(msg["lines"]))
+            except (KeyError, ValueError, TypeError):
+                reply = reply_error(req_id, errno.EINVAL, "resize needs columns and lines "
+                                                          "between 2 and 1000")
+            else:
+                reply = reply_ok(req_id, columns=self.columns, lines=self.lines)
         else:
             reply = reply_error(req_id, errno.EINVAL, f"unknown controller request {op!r}")
         await self._send(stream, reply)
@@ -207,21 +231,87 @@ class Controller:
         except ProcessLookupError:
             pass
 
+    # -- the console ------------------------------------------------------------
+    def _set_winsize(self) -> None:
+        fcntl.ioctl(self.master, termios.TIOCSWINSZ,
+                    struct.pack("HHHH", self.lines, self.columns, 0, 0))
+
+    def _resize(self, columns: int, lines: int) -> None:
+        if not (2 <= columns <= 1000 and 2 <= lines <= 1000):
+            raise ValueError("size out of range")
+        self.columns, self.lines = columns, lines
+        # TIOCSWINSZ makes the kernel send SIGWINCH to the tty's foreground group.
+        self._set_winsize()
+
     async def _drain_console(self) -> None:
-        # Until the console issue serves it, the output is kept in a bounded
-        # scrollback so that a chatty container never blocks on a full pty.
+        """Read the pty master as fast as the container writes, into the ring.
+
+        Reads are batched (everything available, up to READ_BATCH) so that the
+        container never waits on a full pty buffer while subscribers catch up.
+        """
         while True:
             await trio.lowlevel.wait_readable(self.master)
+            batch = bytearray()
+            while len(batch) < READ_BATCH:
+                try:
+                    chunk = os.read(self.master, 65536)
+                except BlockingIOError:
+                    break
+                except OSError:        # EIO: no slave open right now
+                    break
+                if not chunk:
+                    break
+                batch += chunk
+            if not batch:
+                await trio.sleep(0.01)
+                continue
+            self.ring.append(bytes(batch))
+            changed, self.console_changed = self.console_changed, trio.Event()
+            changed.set()
+
+    async def _console(self, stream: trio.SocketStream, rest: bytes) -> None:
+        """Serve one console connection: the ring from its start, then live; input back."""
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._console_input, stream, rest, nursery.cancel_scope)
+            cursor = self.ring.start
             try:
-                data = os.read(self.master, 65536)
-            except BlockingIOError:
-                continue
-            except OSError:        # EIO: no slave open right now
-                await trio.sleep(0.05)
-                continue
-            self.scrollback += data
-            if len(self.scrollback) > SCROLLBACK:
-                del self.scrollback[:len(self.scrollback) - SCROLLBACK]
+                while True:
+                    changed = self.console_changed
+                    if cursor < self.ring.end:
+                        data, new, _ = self.ring.read(cursor, 1 << 16)
+                        await stream.send_all(data_frame(new - len(data), data))
+                        cursor = new
+                    else:
+                        await changed.wait()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                nursery.cancel_scope.cancel()
+
+    async def _console_input(self, stream: trio.SocketStream, rest: bytes,
+                             scope: trio.CancelScope) -> None:
+        frames = FrameDecoder()
+        try:
+            pending = [rest] if rest else []
+            while True:
+                data = pending.pop() if pending else await stream.receive_some(65536)
+                if not data:
+                    break
+                for kind, _, payload in frames.feed(data):
+                    if kind == "I":
+                        await self.write_console(payload)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, FrameError):
+            pass
+        scope.cancel()
+
+    async def write_console(self, data: bytes) -> None:
+        """Type *data* into the console (the pty master), in order, waiting when it is full."""
+        async with self.input_lock:
+            view = memoryview(data)
+            while view:
+                try:
+                    n = os.write(self.master, view)
+                    view = view[n:]
+                except BlockingIOError:
+                    await trio.lowlevel.wait_writable(self.master)
 
     async def _wait_init(self) -> None:
         while True:
@@ -314,13 +404,13 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
             os.write(daemon_fd, encode({"event": "start_failed",
                                         "errno": exc.errno or errno.EIO, "error": reason}))
             os._exit(0)
+        listener = ctl.listen()
         # Init runs: say so before trio starts (its start-up costs milliseconds
         # the user's `echo start` need not wait for).
         os.write(daemon_fd, encode(ctl._status()))
 
         async def _main() -> None:
-            listener = ctl.listen()
-            await ctl.main(daemon_fd, listener)
+            await ctl.main(daemon_fd, trio.socket.from_stdlib_socket(listener))
 
         trio.run(_main)
     except BaseException:       # the process's last boundary: never return into the zygote

@@ -49,6 +49,12 @@ class Decoder:
                 raise ProtocolError("message is not an object")
             yield msg
 
+    def take_rest(self) -> bytes:
+        """Bytes received after the last message (a connection switching protocols)."""
+        rest = bytes(self._buf)
+        self._buf.clear()
+        return rest
+
 
 def reply_ok(req_id: Any, **fields: Any) -> Message:
     return {"id": req_id, "ok": True, **fields}

@@ -18,6 +18,7 @@ the last one was taken.
 
 import json
 import os
+import select
 import signal
 import socket
 from typing import NoReturn
@@ -54,15 +55,23 @@ def _serve(sock: socket.socket) -> NoReturn:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         taken_r, taken_w = os.pipe2(os.O_CLOEXEC)
+        poller = select.poll()
+        poller.register(taken_r, select.POLLIN)
+        # POLLHUP on the request socket: the daemon closed its end.
+        poller.register(sock.fileno(), 0)
         while True:
             pid = os.fork()
             if pid == 0:
                 os.close(taken_r)
                 _spare(sock, taken_w, controller.run)
-            # Wait until the spare took a request (one byte) or found the
-            # daemon gone (EOF: every spare and the daemon closed their ends).
-            if not os.read(taken_r, 1):
-                break
+            # Wait until the spare took a request (one byte), or the daemon is gone.
+            taken = False
+            while not taken:
+                for fd, revents in poller.poll():
+                    if fd == sock.fileno() and revents & (select.POLLHUP | select.POLLERR):
+                        os._exit(0)
+                    if fd == taken_r:
+                        taken = bool(os.read(taken_r, 1))
     except BaseException:      # the zygote's only boundary: it must never return into the daemon
         code = 1
     os._exit(code)

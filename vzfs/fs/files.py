@@ -29,6 +29,9 @@ class ControlFile:
     # A whole-document file (config): the writes of one open file accumulate and
     # are validated together, so a writer that splits a large file still works.
     whole: bool = False
+    # A stream (console): each open file has its own cursor, reads block for
+    # new data like `tail -f`, and writes are bytes, not commands.
+    stream: bool = False
 
     @property
     def mode(self) -> int:
@@ -56,6 +59,10 @@ async def store_config(reg: Registry, dom: Domain, data: bytes) -> None:
     reg.replace_config(dom, data)
 
 
+async def store_console(reg: Registry, dom: Domain, data: bytes) -> None:
+    await dom.console.send_input(dom.name, data)
+
+
 def show_stats(reg: Registry, dom: Domain) -> str:
     return "".join(f"{k} {v}\n" for k, v in reg.stats(dom).items())
 
@@ -71,6 +78,7 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("pid", lambda reg, dom: _line(dom.pid)),
     ControlFile("stats", show_stats),
     ControlFile("error", lambda reg, dom: _line(dom.error)),
+    ControlFile("console", lambda reg, dom: "", store_console, stream=True),
 )
 
 
@@ -88,6 +96,7 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
     pid       r       host pid of the container's init (empty when not running)
     stats     r       cpu_ns, memory_bytes, pids, uptime_s
     error     r       why the last command on this domain failed (empty when none)
+    console   rw      read: recent output, then follows live (like tail -f); write: typed input
 
 One write is one command; it returns when done. A refused command changes
 nothing, fails with an errno (EINVAL, EBUSY, EEXIST, ENOENT, EIO…) and `error`

@@ -21,11 +21,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pyfuse3
+import trio
 
 from ..errors import VzfsError
 from ..registry import Domain, Registry
 from . import files
 from .files import ControlFile
+from ..controller.consolestream import skipped_marker
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +40,20 @@ ENTRY_TIMEOUT = 60.0
 ATTR_TIMEOUT = 1.0
 FILE_SIZE = 4096          # what sysfs reports; reads are direct, so it is only a hint
 
+INTERRUPT_POLL = 0.1
+
 F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
+
+
+def signal_pending(pid: int) -> bool:
+    """Whether thread *pid* has a signal pending that it does not block (proc(5) status)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            fields = dict(line.split(":", 1) for line in f if ":" in line)
+    except (FileNotFoundError, ProcessLookupError):
+        return False
+    pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
+    return bool(pending & ~int(fields.get("SigBlk", "0"), 16) & ~int(fields.get("SigIgn", "0"), 16))
 
 
 def boundary(fn: F) -> F:
@@ -66,6 +81,9 @@ class Handle:
     static: Callable[[], str] | None
     content: bytes | None = None
     pending: bytearray | None = None
+    cursor: int = 0             # stream files: absolute offset in the console ring
+    nonblock: bool = False
+    opener: int = 0             # pid (thread id) that opened it, for signal checks
 
 
 class Operations(pyfuse3.Operations):
@@ -273,12 +291,45 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EACCES)    # like kernfs for files without a store
         fh = self.next_fh
         self.next_fh += 1
-        self.handles[fh] = Handle(inode, dom, cfile, static)
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
+        handle = Handle(inode, dom, cfile, static)
+        if cfile is not None and cfile.stream:
+            assert dom is not None
+            handle.cursor = dom.console.ring.start
+            handle.nonblock = bool(flags & os.O_NONBLOCK)
+            handle.opener = ctx.pid
+        self.handles[fh] = handle
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False,
+                                nonseekable=bool(cfile is not None and cfile.stream))
+
+    async def _read_stream(self, h: Handle, size: int) -> bytes:
+        assert h.domain is not None
+        console = h.domain.console
+        while True:
+            changed = console.changed
+            data, cursor, skipped = console.ring.read(h.cursor, size)
+            if skipped:
+                # The reader fell behind the scrollback: tell it, then go on.
+                h.cursor = console.ring.start
+                return skipped_marker(skipped)[:size]
+            if data:
+                h.cursor = cursor
+                return data
+            if h.nonblock:
+                raise pyfuse3.FUSEError(errno.EAGAIN)
+            # A read the kernel has handed to us can only end by our answer
+            # (fuse(4): the reader then sleeps uninterruptibly), and pyfuse3
+            # does not pass FUSE_INTERRUPT on. So look every so often whether
+            # the reader has a signal to take (Ctrl-C, timeout(1)) and let it go.
+            with trio.move_on_after(INTERRUPT_POLL):
+                await changed.wait()
+            if signal_pending(h.opener):
+                raise pyfuse3.FUSEError(errno.EINTR)
 
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self.handles[fh]
+        if h.cfile is not None and h.cfile.stream:
+            return await self._read_stream(h, size)
         if off == 0 or h.content is None:
             # Like sysfs: the content is made at the read from offset 0 and the
             # rest of the file is read from that snapshot.
@@ -295,7 +346,9 @@ class Operations(pyfuse3.Operations):
         h = self.handles[fh]
         dom, cfile = h.domain, h.cfile
         assert dom is not None and cfile is not None and cfile.store is not None
-        if cfile.whole:
+        if cfile.stream:
+            data = bytes(buf)
+        elif cfile.whole:
             if off == 0 or h.pending is None:
                 h.pending = bytearray()
             if off != len(h.pending):
@@ -310,7 +363,8 @@ class Operations(pyfuse3.Operations):
         except VzfsError as exc:
             dom.error = exc.sentence
             raise
-        dom.error = ""
+        if not cfile.stream:
+            dom.error = ""
         return len(buf)
 
     @boundary

@@ -1,0 +1,58 @@
+"""The console ring and framing, with real bytes: whole, split, trailing, and bounds."""
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from vzfs.controller.consolestream import (MAX_FRAME, FrameDecoder, FrameError, Ring, data_frame,
+                                           input_frame, skipped_marker)
+
+
+def test_ring_keeps_the_tail_with_absolute_offsets() -> None:
+    r = Ring(10)
+    r.append(b"0123456")
+    assert (r.start, r.end) == (0, 7)
+    r.append(b"789ab")
+    assert (r.start, r.end) == (2, 12)
+    assert r.read(0, 100) == (b"23456789ab", 12, 2)
+    assert r.read(5, 3) == (b"567", 8, 0)
+    assert r.read(12, 5) == (b"", 12, 0)
+    r.append(b"x" * 25)
+    assert (r.start, r.end, bytes(r.buf)) == (27, 37, b"x" * 10)
+
+
+@given(st.lists(st.binary(max_size=40), max_size=30), st.integers(1, 64))
+def test_ring_equals_the_tail_of_everything(chunks: list[bytes], cap: int) -> None:
+    r = Ring(cap)
+    everything = b""
+    for c in chunks:
+        r.append(c)
+        everything += c
+        assert bytes(r.buf) == everything[-cap:] if everything else bytes(r.buf) == b""
+        assert r.end == len(everything)
+        data, cursor, skipped = r.read(0, 1 << 20)
+        assert skipped == max(0, len(everything) - cap)
+        assert data == everything[skipped:] and cursor == len(everything)
+
+
+def test_marker_says_how_much() -> None:
+    assert skipped_marker(1234) == b"\r\n[vzfs: 1234 bytes of console output skipped]\r\n"
+
+
+def test_frames_whole_byte_by_byte_and_trailing() -> None:
+    stream = data_frame(7, b"hello") + input_frame(b"ls\n") + data_frame(1 << 40, b"") + b"D\x00"
+    expected = [("D", 7, b"hello"), ("I", 0, b"ls\n"), ("D", 1 << 40, b"")]
+    assert list(FrameDecoder().feed(stream)) == expected
+    d = FrameDecoder()
+    out = []
+    for i in range(len(stream)):
+        out.extend(d.feed(stream[i:i + 1]))
+    assert out == expected
+    assert bytes(d.buf) == b"D\x00"
+
+
+def test_bad_frames() -> None:
+    with pytest.raises(FrameError):
+        list(FrameDecoder().feed(b"X123"))
+    with pytest.raises(FrameError):
+        list(FrameDecoder().feed(input_frame(b"")[:1] + (MAX_FRAME + 1).to_bytes(4, "big")))
