@@ -1,0 +1,580 @@
+"""Turn regions of the server framebuffer into RFB rectangles in the client's pixel format.
+
+Theory of operation
+-------------------
+The server framebuffer is a numpy array of shape (height, width), dtype uint32,
+each value ``0x00RRGGBB`` — the server's native pixel format (rfbproto §ServerInit:
+32 bpp, depth 24, little endian, shifts 16/8/0) read as host integers. An
+(H, W, 3) uint8 RGB array is accepted too and converted by ``as_rgb32``.
+
+Every client gets one ``Encoder``: it holds the client's ``PixelFormat`` and the
+zlib streams that rfbproto requires to live as long as the connection (one for
+zlib, one for ZRLE, four for Tight). ``Encoder.encode`` returns whole
+rectangles (12-byte header included); an encoding may split a region into several
+rectangles (Tight's 2048-pixel width limit), so it returns a list.
+
+Pixel values are first converted to the client's format as integers
+(``PixelFormat.convert``); the encodings then work on those integers, so that
+palettes, runs and tiles compare client pixels, never server ones.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from dataclasses import dataclass
+from typing import ClassVar, Final, Sequence
+
+import numpy as np
+import numpy.typing as npt
+
+from .errors import ProtocolError
+
+Pixels = npt.NDArray[np.uint32]
+
+# rfbproto §Encodings and §Pseudo-encodings.
+RAW: Final = 0
+COPY_RECT: Final = 1
+HEXTILE: Final = 5
+ZLIB: Final = 6
+TIGHT: Final = 7
+ZRLE: Final = 16
+JPEG_QUALITY_LOW: Final = -32           # -32 .. -23, ignored: no JPEG here
+DESKTOP_SIZE: Final = -223
+LAST_RECT: Final = -224
+CURSOR: Final = -239
+COMPRESS_LEVEL_HIGH: Final = -247       # -256 .. -247 → zlib level 0 .. 9
+COMPRESS_LEVEL_LOW: Final = -256
+DESKTOP_NAME: Final = -307
+EXTENDED_DESKTOP_SIZE: Final = -308
+EXTENDED_CLIPBOARD: Final = -1063131698  # 0xC0A1E5CE as S32
+
+#: Genuine encodings this module produces, in the order used when the client
+#: expresses no preference among them.
+SUPPORTED: Final = (TIGHT, ZRLE, HEXTILE, ZLIB, RAW)
+
+ENCODING_NAMES: Final = {RAW: "Raw", COPY_RECT: "CopyRect", HEXTILE: "Hextile",
+                         ZLIB: "zlib", TIGHT: "Tight", ZRLE: "ZRLE"}
+
+
+def choose_encoding(client_encodings: Sequence[int]) -> int:
+    """The first encoding in the client's SetEncodings list that we produce; Raw otherwise.
+
+    rfbproto §SetEncodings: the order is the client's preference and Raw is
+    always allowed. CopyRect is not a general-purpose encoding and is never chosen.
+    """
+    for encoding in client_encodings:
+        if encoding in SUPPORTED:
+            return encoding
+    return RAW
+
+
+def as_rgb32(framebuffer: npt.NDArray[np.generic]) -> Pixels:
+    """An (H, W) uint32 0x00RRGGBB view of ``framebuffer`` (H×W uint32 or H×W×3 uint8 RGB)."""
+    if framebuffer.ndim == 2 and framebuffer.dtype == np.uint32:
+        return framebuffer  # type: ignore[return-value]
+    if framebuffer.ndim == 3 and framebuffer.shape[2] == 3 and framebuffer.dtype == np.uint8:
+        rgb = framebuffer.astype(np.uint32)
+        return (rgb[..., 0] << 16) | (rgb[..., 1] << 8) | rgb[..., 2]  # type: ignore[no-any-return]
+    raise ValueError(f"framebuffer must be HxW uint32 or HxWx3 uint8, not {framebuffer.shape} {framebuffer.dtype}")
+
+
+@dataclass(frozen=True)
+class PixelFormat:
+    """rfbproto §ServerInit PIXEL_FORMAT, validated so that every field is usable."""
+
+    bits_per_pixel: int
+    depth: int
+    big_endian: bool
+    true_colour: bool
+    red_max: int
+    green_max: int
+    blue_max: int
+    red_shift: int
+    green_shift: int
+    blue_shift: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">BBBBHHHBBB3x")
+
+    @classmethod
+    def unpack(cls, data: bytes) -> PixelFormat:
+        """Parse the 16-byte PIXEL_FORMAT; ProtocolError if we cannot honour it.
+
+        A colour-map format (true-colour-flag 0) is accepted at 8 bpp only and is
+        served as the fixed BGR233 map (see ``COLOUR_MAP_BGR233``).
+        """
+        bpp, depth, big, true, rmax, gmax, bmax, rs, gs, bs = cls.STRUCT.unpack(data)
+        if bpp not in (8, 16, 32):
+            raise ProtocolError(f"SetPixelFormat: bits-per-pixel {bpp} is not 8, 16 or 32")
+        if not true:
+            if bpp != 8:
+                raise ProtocolError(f"SetPixelFormat: a colour map needs 8 bits-per-pixel, not {bpp}")
+            return COLOUR_MAP_BGR233
+        pf = cls(bpp, depth, bool(big), True, rmax, gmax, bmax, rs, gs, bs)
+        for name, mx, shift in (("red", rmax, rs), ("green", gmax, gs), ("blue", bmax, bs)):
+            if mx == 0 or mx & (mx + 1):
+                raise ProtocolError(f"SetPixelFormat: {name}-max {mx} is not 2^n-1")
+            if mx.bit_length() + shift > bpp:
+                raise ProtocolError(f"SetPixelFormat: {name} (max {mx}, shift {shift}) exceeds {bpp} bits")
+        return pf
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(self.bits_per_pixel, self.depth, self.big_endian, self.true_colour,
+                                self.red_max, self.green_max, self.blue_max,
+                                self.red_shift, self.green_shift, self.blue_shift)
+
+    @property
+    def bytes_per_pixel(self) -> int:
+        return self.bits_per_pixel // 8
+
+    @property
+    def dtype(self) -> np.dtype[np.unsignedinteger[npt.NBitBase]]:
+        """The numpy dtype of one PIXEL on the wire (rfbproto §ServerInit big-endian-flag)."""
+        order = ">" if self.big_endian else "<"
+        return np.dtype(f"{order}u{self.bytes_per_pixel}")
+
+    @property
+    def is_native(self) -> bool:
+        """True when client pixel values equal server values (no conversion)."""
+        return (self.bits_per_pixel == 32 and self.true_colour
+                and (self.red_max, self.green_max, self.blue_max) == (255, 255, 255)
+                and (self.red_shift, self.green_shift, self.blue_shift) == (16, 8, 0))
+
+    def convert(self, rgb: Pixels) -> Pixels:
+        """Client pixel values (as uint32 integers) for 0x00RRGGBB server pixels."""
+        if self.is_native:
+            return rgb
+        out = np.zeros(rgb.shape, dtype=np.uint32)
+        for mx, shift, src_shift in ((self.red_max, self.red_shift, 16),
+                                     (self.green_max, self.green_shift, 8),
+                                     (self.blue_max, self.blue_shift, 0)):
+            component = (rgb >> np.uint32(src_shift)) & np.uint32(0xFF)
+            if mx != 255:
+                component = (component * np.uint32(mx) + np.uint32(127)) // np.uint32(255)
+            out |= component << np.uint32(shift)
+        return out
+
+    def to_bytes(self, values: Pixels) -> bytes:
+        """PIXEL values on the wire."""
+        return values.astype(self.dtype, copy=False).tobytes()
+
+    # rfbproto §Tight Encoding: TPIXEL is 3 bytes R, G, B when true colour, 32 bpp,
+    # depth 24 and every component exactly 8 bits wide.
+    @property
+    def tpixel_is_rgb(self) -> bool:
+        return (self.true_colour and self.bits_per_pixel == 32 and self.depth == 24
+                and (self.red_max, self.green_max, self.blue_max) == (255, 255, 255))
+
+    def to_tpixels(self, values: Pixels) -> bytes:
+        if not self.tpixel_is_rgb:
+            return self.to_bytes(values)
+        out = np.empty(values.shape + (3,), dtype=np.uint8)
+        out[..., 0] = values >> np.uint32(self.red_shift)
+        out[..., 1] = values >> np.uint32(self.green_shift)
+        out[..., 2] = values >> np.uint32(self.blue_shift)
+        return out.tobytes()
+
+    # rfbproto §ZRLE Encoding: CPIXEL is 3 bytes when true colour, 32 bpp, depth <= 24
+    # and all colour bits fit in the three least (preferred) or most significant bytes.
+    @property
+    def cpixel_bytes(self) -> slice | None:
+        """Which bytes of a wire PIXEL form the CPIXEL; None when CPIXEL == PIXEL."""
+        if not (self.true_colour and self.bits_per_pixel == 32 and self.depth <= 24):
+            return None
+        fields = ((self.red_max, self.red_shift), (self.green_max, self.green_shift),
+                  (self.blue_max, self.blue_shift))
+        if all(mx << shift < 1 << 24 for mx, shift in fields):
+            return slice(0, 3) if not self.big_endian else slice(1, 4)
+        if all(shift >= 8 for _mx, shift in fields):
+            return slice(1, 4) if not self.big_endian else slice(0, 3)
+        return None
+
+    def to_cpixels(self, values: Pixels) -> bytes:
+        which = self.cpixel_bytes
+        if which is None:
+            return self.to_bytes(values)
+        wire = values.astype(self.dtype, copy=False).reshape(-1, 1).view(np.uint8)
+        return wire[:, which].tobytes()
+
+
+NATIVE_FORMAT: Final = PixelFormat(32, 24, False, True, 255, 255, 255, 16, 8, 0)
+
+#: The colour map served to 8-bpp colour-map clients: pixel = b<<6 | g<<3 | r.
+#: ``PixelFormat.convert`` treats it as this true-colour layout and the server sends
+#: the matching SetColourMapEntries (``colour_map_entries``).
+COLOUR_MAP_BGR233: Final = PixelFormat(8, 8, False, False, 7, 7, 3, 0, 3, 6)
+
+
+def colour_map_entries() -> list[tuple[int, int, int]]:
+    """The 256 16-bit (red, green, blue) entries for ``COLOUR_MAP_BGR233``."""
+    return [((i & 7) * 65535 // 7, ((i >> 3) & 7) * 65535 // 7, (i >> 6) * 65535 // 3)
+            for i in range(256)]
+
+
+def rect_header(x: int, y: int, width: int, height: int, encoding: int) -> bytes:
+    """rfbproto §FramebufferUpdate: the 12-byte rectangle header."""
+    return struct.pack(">HHHHi", x, y, width, height, encoding)
+
+
+def copy_rect(x: int, y: int, width: int, height: int, src_x: int, src_y: int) -> bytes:
+    """rfbproto §CopyRect Encoding: the client copies (src_x, src_y) to (x, y)."""
+    return rect_header(x, y, width, height, COPY_RECT) + struct.pack(">HH", src_x, src_y)
+
+
+def last_rect() -> bytes:
+    """rfbproto §LastRect Pseudo-encoding."""
+    return rect_header(0, 0, 0, 0, LAST_RECT)
+
+
+def desktop_size(width: int, height: int) -> bytes:
+    """rfbproto §DesktopSize Pseudo-encoding."""
+    return rect_header(0, 0, width, height, DESKTOP_SIZE)
+
+
+@dataclass(frozen=True)
+class Screen:
+    """rfbproto §ExtendedDesktopSize SCREEN."""
+
+    id: int
+    x: int
+    y: int
+    width: int
+    height: int
+    flags: int
+
+    STRUCT: ClassVar[struct.Struct] = struct.Struct(">IHHHHI")
+
+    def pack(self) -> bytes:
+        return self.STRUCT.pack(self.id, self.x, self.y, self.width, self.height, self.flags)
+
+
+# rfbproto §ExtendedDesktopSize: x-position is the reason, y-position the status.
+REASON_SERVER: Final = 0
+REASON_THIS_CLIENT: Final = 1
+REASON_OTHER_CLIENT: Final = 2
+STATUS_OK: Final = 0
+STATUS_PROHIBITED: Final = 1
+STATUS_OUT_OF_RESOURCES: Final = 2
+STATUS_INVALID_LAYOUT: Final = 3
+
+
+def extended_desktop_size(width: int, height: int, screens: Sequence[Screen],
+                          reason: int = REASON_SERVER, status: int = STATUS_OK) -> bytes:
+    """rfbproto §ExtendedDesktopSize Pseudo-encoding."""
+    return (rect_header(reason, status, width, height, EXTENDED_DESKTOP_SIZE)
+            + struct.pack(">B3x", len(screens)) + b"".join(s.pack() for s in screens))
+
+
+def desktop_name(name: str) -> bytes:
+    """rfbproto §DesktopName Pseudo-encoding: the name as UTF-8."""
+    data = name.encode("utf-8")
+    return rect_header(0, 0, 0, 0, DESKTOP_NAME) + struct.pack(">I", len(data)) + data
+
+
+# A 12×19 arrow: '#' black outline, '.' white fill, ' ' transparent.
+_ARROW: Final = (
+    "#           ",
+    "##          ",
+    "#.#         ",
+    "#..#        ",
+    "#...#       ",
+    "#....#      ",
+    "#.....#     ",
+    "#......#    ",
+    "#.......#   ",
+    "#........#  ",
+    "#.........# ",
+    "#......#####",
+    "#...#..#    ",
+    "#..# #..#   ",
+    "#.#  #..#   ",
+    "##    #..#  ",
+    "#     #..#  ",
+    "       #..# ",
+    "       ###  ",
+)
+
+
+def cursor(pf: PixelFormat) -> bytes:
+    """rfbproto §Cursor Pseudo-encoding: a visible arrow with its hotspot at its tip."""
+    height, width = len(_ARROW), len(_ARROW[0])
+    rgb = np.array([[0xFFFFFF if c == "." else 0 for c in row] for row in _ARROW], dtype=np.uint32)
+    mask = np.array([[c != " " for c in row] for row in _ARROW], dtype=bool)
+    return (rect_header(0, 0, width, height, CURSOR)
+            + pf.to_bytes(pf.convert(rgb)) + np.packbits(mask, axis=1).tobytes())
+
+
+def _compact_length(n: int) -> bytes:
+    """rfbproto §Tight Encoding: 1–3 byte compact representation of a length."""
+    if n < 0x80:
+        return bytes((n,))
+    if n < 0x4000:
+        return bytes((n & 0x7F | 0x80, n >> 7))
+    if n < 0x400000:
+        return bytes((n & 0x7F | 0x80, (n >> 7) & 0x7F | 0x80, n >> 14))
+    raise ValueError(f"Tight data of {n} bytes exceeds the compact length limit")
+
+
+def _pack_indices(indices: npt.NDArray[np.uint8], bits: int) -> bytes:
+    """Pack palette indices ``bits`` wide, MSB = leftmost, each row padded to a byte."""
+    height, width = indices.shape
+    per_byte = 8 // bits
+    padded_width = -(-width // per_byte) * per_byte
+    padded = np.zeros((height, padded_width), dtype=np.uint8)
+    padded[:, :width] = indices
+    groups = padded.reshape(height, padded_width // per_byte, per_byte)
+    out = np.zeros(groups.shape[:2], dtype=np.uint8)
+    for k in range(per_byte):
+        out |= groups[:, :, k] << np.uint8(8 - bits * (k + 1))
+    return out.tobytes()
+
+
+def _run_lengths(flat: Pixels) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
+    """Start index and length of each run of equal values in a 1-D array."""
+    starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
+    lengths = np.diff(np.append(starts, flat.size))
+    return starts, lengths
+
+
+def _rle_length(length: int) -> bytes:
+    """rfbproto §ZRLE Encoding: run length as 255-bytes and a final byte."""
+    q, r = divmod(length - 1, 255)
+    return b"\xff" * q + bytes((r,))
+
+
+class Encoder:
+    """Per-connection encoder state: the client's pixel format and zlib streams."""
+
+    TIGHT_MAX_WIDTH: Final = 2048       # rfbproto §Tight Encoding
+    TIGHT_MAX_PIXELS: Final = 65536     # keep compact lengths and client buffers small
+    TIGHT_MIN_TO_COMPRESS: Final = 12   # rfbproto §Tight Encoding
+    TIGHT_MAX_PALETTE: Final = 64       # beyond this the copy filter compresses as well
+
+    def __init__(self, pixel_format: PixelFormat = NATIVE_FORMAT, compress_level: int = 6) -> None:
+        self.pixel_format = pixel_format
+        self.compress_level = compress_level
+        self._zlib = zlib.compressobj(compress_level)
+        self._zrle = zlib.compressobj(compress_level)
+        self._tight = [zlib.compressobj(compress_level) for _ in range(4)]
+        self._tight_reset = 0
+
+    def set_compress_level(self, level: int) -> None:
+        """Apply a Compression Level pseudo-encoding (rfbproto §Compression Level).
+
+        Only Tight can tell the client to reset its streams, so only Tight's
+        streams are recreated; zlib and ZRLE keep the level they started with.
+        """
+        level = max(0, min(9, level))
+        if level != self.compress_level:
+            self.compress_level = level
+            self.reset_tight_streams()
+
+    def reset_tight_streams(self) -> None:
+        """Start fresh Tight streams; the next Tight rectangles carry the reset bits."""
+        self._tight = [zlib.compressobj(self.compress_level) for _ in range(4)]
+        self._tight_reset = 0b1111
+
+    def encode(self, encoding: int, framebuffer: Pixels, x: int, y: int,
+               width: int, height: int) -> list[bytes]:
+        """Rectangles (header included) carrying framebuffer[y:y+height, x:x+width]."""
+        region = self.pixel_format.convert(framebuffer[y:y + height, x:x + width])
+        if width == 0 or height == 0:
+            return [rect_header(x, y, width, height, RAW)]
+        if encoding == RAW:
+            return [rect_header(x, y, width, height, RAW) + self.pixel_format.to_bytes(region)]
+        if encoding == ZLIB:
+            return [rect_header(x, y, width, height, ZLIB) + self._zlib_rect(region)]
+        if encoding == HEXTILE:
+            return [rect_header(x, y, width, height, HEXTILE) + self._hextile(region)]
+        if encoding == ZRLE:
+            return [rect_header(x, y, width, height, ZRLE) + self._zrle_rect(region)]
+        if encoding == TIGHT:
+            return self._tight_rects(region, x, y)
+        raise ValueError(f"encoding {encoding} is not one this server produces")
+
+    # rfbproto §zlib Encoding: Raw data through the connection's one zlib stream.
+    def _zlib_rect(self, region: Pixels) -> bytes:
+        data = self._zlib.compress(self.pixel_format.to_bytes(region)) + self._zlib.flush(zlib.Z_SYNC_FLUSH)
+        return struct.pack(">I", len(data)) + data
+
+    # rfbproto §Hextile Encoding.
+    def _hextile(self, region: Pixels) -> bytes:
+        pf = self.pixel_format
+        bpp = pf.bytes_per_pixel
+        out = bytearray()
+        last_bg: int | None = None
+        last_fg: int | None = None
+        height, width = region.shape
+        for ty in range(0, height, 16):
+            for tx in range(0, width, 16):
+                tile = region[ty:ty + 16, tx:tx + 16]
+                th, tw = tile.shape
+                first = int(tile[0, 0])
+                if not (tile != first).any():
+                    if first == last_bg:
+                        out.append(0)
+                    else:
+                        out.append(2)
+                        out += pf.to_bytes(np.array([first], dtype=np.uint32))
+                        last_bg = first
+                    continue
+                colours, counts = np.unique(tile, return_counts=True)
+                bg = int(colours[np.argmax(counts)])
+                subrects = _subrects(tile, bg)
+                raw_size = th * tw * bpp
+                mono = len(colours) == 2
+                body = bytearray()
+                mask = 8
+                if bg != last_bg:
+                    mask |= 2
+                    body += pf.to_bytes(np.array([bg], dtype=np.uint32))
+                if mono:
+                    fg = int(colours[0] if colours[1] == bg else colours[1])
+                    if fg != last_fg:
+                        mask |= 4
+                        body += pf.to_bytes(np.array([fg], dtype=np.uint32))
+                    size = len(body) + 2 + 2 * len(subrects)
+                else:
+                    mask |= 16
+                    size = len(body) + 2 + (2 + bpp) * len(subrects)
+                if len(subrects) > 255 or size >= raw_size + 1:
+                    out.append(1)
+                    out += pf.to_bytes(tile)
+                    last_bg = last_fg = None
+                    continue
+                body.append(len(subrects))
+                for colour, sx, sy, sw, sh in subrects:
+                    if not mono:
+                        body += pf.to_bytes(np.array([colour], dtype=np.uint32))
+                    body.append(sx << 4 | sy)
+                    body.append((sw - 1) << 4 | (sh - 1))
+                out.append(mask)
+                out += body
+                last_bg = bg
+                last_fg = fg if mono else None
+        return bytes(out)
+
+    # rfbproto §ZRLE Encoding.
+    def _zrle_rect(self, region: Pixels) -> bytes:
+        out = bytearray()
+        height, width = region.shape
+        for ty in range(0, height, 64):
+            for tx in range(0, width, 64):
+                out += self._zrle_tile(region[ty:ty + 64, tx:tx + 64])
+        data = self._zrle.compress(bytes(out)) + self._zrle.flush(zlib.Z_SYNC_FLUSH)
+        return struct.pack(">I", len(data)) + data
+
+    def _zrle_tile(self, tile: Pixels) -> bytes:
+        pf = self.pixel_format
+        flat = tile.ravel()
+        first = flat[0]
+        if not (flat != first).any():
+            return b"\x01" + pf.to_cpixels(flat[:1])
+        cbytes = len(pf.to_cpixels(flat[:1]))
+        palette, inverse = np.unique(flat, return_inverse=True)
+        n = len(palette)
+        starts, lengths = _run_lengths(flat)
+        length_bytes = (lengths - 1) // 255 + 1
+        choices: list[tuple[int, str]] = [(flat.size * cbytes, "raw"),
+                                          (len(starts) * cbytes + int(length_bytes.sum()), "rle")]
+        if n <= 16:
+            bits = 1 if n == 2 else 2 if n <= 4 else 4
+            per_byte = 8 // bits
+            packed = -(-tile.shape[1] // per_byte) * tile.shape[0]
+            choices.append((n * cbytes + packed, "packed"))
+        if n <= 127:
+            runs = len(starts) + int((length_bytes * (lengths > 1)).sum())
+            choices.append((n * cbytes + runs, "palette-rle"))
+        _size, kind = min(choices)
+        if kind == "raw":
+            return b"\x00" + pf.to_cpixels(flat)
+        if kind == "packed":
+            indices = inverse.reshape(tile.shape).astype(np.uint8)
+            return bytes((n,)) + pf.to_cpixels(palette) + _pack_indices(indices, bits)
+        out = bytearray()
+        if kind == "rle":
+            out.append(128)
+            cpixels = pf.to_cpixels(flat[starts])
+            for i, length in enumerate(lengths.tolist()):
+                out += cpixels[i * cbytes:(i + 1) * cbytes]
+                out += _rle_length(length)
+            return bytes(out)
+        out.append(128 + n)
+        out += pf.to_cpixels(palette)
+        run_indices = inverse[starts].tolist()
+        for index, length in zip(run_indices, lengths.tolist()):
+            if length == 1:
+                out.append(index)
+            else:
+                out.append(index | 128)
+                out += _rle_length(length)
+        return bytes(out)
+
+    # rfbproto §Tight Encoding, basic and fill compression only.
+    def _tight_rects(self, region: Pixels, x: int, y: int) -> list[bytes]:
+        height, width = region.shape
+        rects = []
+        for cx in range(0, width, self.TIGHT_MAX_WIDTH):
+            cw = min(self.TIGHT_MAX_WIDTH, width - cx)
+            rows = max(1, self.TIGHT_MAX_PIXELS // cw)
+            for cy in range(0, height, rows):
+                chunk = region[cy:cy + rows, cx:cx + cw]
+                rects.append(rect_header(x + cx, y + cy, chunk.shape[1], chunk.shape[0], TIGHT)
+                             + self._tight_rect(chunk))
+        return rects
+
+    def _tight_rect(self, chunk: Pixels) -> bytes:
+        pf = self.pixel_format
+        reset, self._tight_reset = self._tight_reset, 0
+        flat = chunk.ravel()
+        first = flat[0]
+        if not (flat != first).any():
+            return bytes((0x80 | reset,)) + pf.to_tpixels(flat[:1])
+        palette, inverse = np.unique(flat, return_inverse=True)
+        n = len(palette)
+        if n == 2:
+            stream = 1
+            head = bytes((0x40 | stream << 4 | reset, 1, 1)) + pf.to_tpixels(palette)
+            data = np.packbits(inverse.reshape(chunk.shape).astype(bool), axis=1).tobytes()
+        elif n <= self.TIGHT_MAX_PALETTE:
+            stream = 2
+            head = bytes((0x40 | stream << 4 | reset, 1, n - 1)) + pf.to_tpixels(palette)
+            data = inverse.astype(np.uint8).tobytes()
+        else:
+            stream = 0
+            head = bytes((stream << 4 | reset,))
+            data = pf.to_tpixels(flat)
+        if len(data) < self.TIGHT_MIN_TO_COMPRESS:
+            return head + data
+        z = self._tight[stream]
+        packed = z.compress(data) + z.flush(zlib.Z_SYNC_FLUSH)
+        return head + _compact_length(len(packed)) + packed
+
+
+def _subrects(tile: Pixels, bg: int) -> list[tuple[int, int, int, int, int]]:
+    """Cover the non-background pixels of a hextile tile with single-colour rectangles.
+
+    Greedy: take the first uncovered pixel in scan order, extend right while the
+    colour holds, then down while the whole run repeats. Returns (colour, x, y, w, h).
+    """
+    rows = tile.tolist()
+    height, width = len(rows), len(rows[0])
+    covered = [[False] * width for _ in range(height)]
+    result = []
+    for sy in range(height):
+        row = rows[sy]
+        cov = covered[sy]
+        for sx in range(width):
+            colour = row[sx]
+            if colour == bg or cov[sx]:
+                continue
+            ex = sx + 1
+            while ex < width and row[ex] == colour and not cov[ex]:
+                ex += 1
+            ey = sy + 1
+            while ey < height and all(rows[ey][i] == colour and not covered[ey][i] for i in range(sx, ex)):
+                ey += 1
+            for yy in range(sy, ey):
+                covered[yy][sx:ex] = [True] * (ex - sx)
+            result.append((colour, sx, sy, ex - sx, ey - sy))
+    return result
