@@ -348,7 +348,7 @@ class Encoder:
     TIGHT_MAX_WIDTH: Final = 2048       # rfbproto §Tight Encoding
     TIGHT_MAX_PIXELS: Final = 65536     # keep compact lengths and client buffers small
     TIGHT_MIN_TO_COMPRESS: Final = 12   # rfbproto §Tight Encoding
-    TIGHT_MAX_PALETTE: Final = 64       # beyond this the copy filter compresses as well
+    TIGHT_MAX_PALETTE: Final = 256      # rfbproto §Tight PaletteFilter: 2..256 colours
 
     def __init__(self, pixel_format: PixelFormat = NATIVE_FORMAT, compress_level: int = 6) -> None:
         self.pixel_format = pixel_format
