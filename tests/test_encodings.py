@@ -213,3 +213,19 @@ def test_rgb_array_input() -> None:
 def test_unusable_pixel_formats_are_protocol_errors(raw: bytes) -> None:
     with pytest.raises(ProtocolError):
         PixelFormat.unpack(raw)
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(1, 40), st.integers(0, 2**32 - 1)), min_size=1, max_size=8))
+def test_tight_palette_carried_across_rectangles(steps: list[tuple[int, int]]) -> None:
+    """Colour subsets that grow, shrink and change: the carried palette stays right."""
+    pf = FORMATS["bgr-32-be"]
+    encoder = Encoder(pf)
+    decoder = Decoder(pf.pack(), 40, 20)
+    universe = np.random.default_rng(0).integers(0, 1 << 24, 300, dtype=np.uint32)
+    for ncolours, seed in steps:
+        rng = np.random.default_rng(seed)
+        colours = rng.choice(universe, ncolours, replace=False)
+        fb = rng.choice(colours, (20, 40))
+        roundtrip(fb, pf, enc.TIGHT, encoder, decoder)
+        assert np.array_equal(decoder.fb, expected_client_values(fb, pf))
