@@ -587,27 +587,27 @@ class Encoder:
 def _subrects(tile: Pixels, bg: int) -> list[tuple[int, int, int, int, int]]:
     """Cover the non-background pixels of a hextile tile with single-colour rectangles.
 
-    Greedy: take the first uncovered pixel in scan order, extend right while the
-    colour holds, then down while the whole run repeats. Returns (colour, x, y, w, h).
+    Horizontal runs of one colour are found with numpy; a run continues the
+    rectangle above it when it has the same columns and colour (glyph stems and
+    blocks merge vertically). Returns (colour, x, y, w, h) in scan order.
     """
-    rows = tile.tolist()
-    height, width = len(rows), len(rows[0])
-    covered = [[False] * width for _ in range(height)]
-    result = []
-    for sy in range(height):
-        row = rows[sy]
-        cov = covered[sy]
-        for sx in range(width):
-            colour = row[sx]
-            if colour == bg or cov[sx]:
-                continue
-            ex = sx + 1
-            while ex < width and row[ex] == colour and not cov[ex]:
-                ex += 1
-            ey = sy + 1
-            while ey < height and all(rows[ey][i] == colour and not covered[ey][i] for i in range(sx, ex)):
-                ey += 1
-            for yy in range(sy, ey):
-                covered[yy][sx:ex] = [True] * (ex - sx)
-            result.append((colour, sx, sy, ex - sx, ey - sy))
-    return result
+    height, width = tile.shape
+    change = np.ones(tile.shape, dtype=bool)
+    change[:, 1:] = tile[:, 1:] != tile[:, :-1]
+    ys, xs = np.nonzero(change)
+    ends = np.append(xs[1:], width)
+    ends[:-1][ys[1:] != ys[:-1]] = width
+    colours = tile[ys, xs]
+    keep = colours != bg
+    open_rects: dict[tuple[int, int, int], list[int]] = {}
+    done: list[list[int]] = []
+    for y, x, end, colour in zip(ys[keep].tolist(), xs[keep].tolist(), ends[keep].tolist(),
+                                 colours[keep].tolist()):
+        rect = open_rects.get((x, end, colour))
+        if rect is not None and rect[2] + rect[4] == y:
+            rect[4] += 1
+            continue
+        rect = [colour, x, y, end - x, 1]
+        open_rects[(x, end, colour)] = rect
+        done.append(rect)
+    return [(c, x, y, w, h) for c, x, y, w, h in done]
