@@ -185,8 +185,12 @@ def test_messages_pipelined_before_server_init_wait_for_it() -> None:
 
 def test_handshake_buffer_is_bounded() -> None:
     conn = RFBServerConnection()
+    conn.receive_data(b"RFB 003.008\n\x01")         # waiting for ServerInit from here on
+    conn.next_event()
+    conn.receive_data(b"\x04" * (rfb.MAX_HANDSHAKE_BUFFER + 1))
     with pytest.raises(ProtocolError):
-        conn.receive_data(b"R" * (rfb.MAX_HANDSHAKE_BUFFER + 1))
+        conn.next_event()
+    assert conn.state is State.CLOSED
 
 
 def test_eof_closes() -> None:
@@ -490,3 +494,12 @@ def test_importing_the_protocol_loads_no_io_framework() -> None:
     out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True,
                          env={"PYTHONPATH": str(root)})
     assert out.stdout.strip() == "[]"
+
+
+def test_layout_status() -> None:
+    one = (enc.Screen(0, 0, 0, 800, 600, 0),)
+    assert rfb.layout_status(SetDesktopSize(800, 600, one), 4096, 4096) == enc.STATUS_OK
+    assert rfb.layout_status(SetDesktopSize(800, 600, ()), 4096, 4096) == enc.STATUS_INVALID_LAYOUT
+    assert rfb.layout_status(SetDesktopSize(700, 600, one), 4096, 4096) == enc.STATUS_INVALID_LAYOUT
+    assert rfb.layout_status(SetDesktopSize(800, 600, one * 2), 4096, 4096) == enc.STATUS_INVALID_LAYOUT
+    assert rfb.layout_status(SetDesktopSize(800, 600, one), 640, 4096) == enc.STATUS_OUT_OF_RESOURCES

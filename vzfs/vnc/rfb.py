@@ -56,7 +56,7 @@ except ImportError:  # pragma: no cover - older cryptography
 from cryptography.hazmat.primitives.ciphers import Cipher, modes
 
 __all__ = [
-    "RFBServerConnection", "State", "AuthThrottle", "vnc_auth_response",
+    "RFBServerConnection", "State", "AuthThrottle", "vnc_auth_response", "layout_status",
     "KeyEvent", "PointerEvent", "FramebufferUpdateRequest", "SetPixelFormat", "SetEncodings",
     "ClientCutText", "SetDesktopSize", "ClientInitDone", "AuthSucceeded", "AuthFailed",
     "NeedData", "NEED_DATA", "ConnectionClosed", "CLOSED_EVENT",
@@ -173,6 +173,25 @@ Event = (KeyEvent | PointerEvent | FramebufferUpdateRequest | SetPixelFormat | S
          | NeedData | ConnectionClosed)
 
 
+def layout_status(request: SetDesktopSize, max_width: int, max_height: int) -> int:
+    """The rfbproto §ExtendedDesktopSize status a server should give this request.
+
+    STATUS_INVALID_LAYOUT for no screen, an empty size or a screen outside the
+    requested framebuffer; STATUS_OUT_OF_RESOURCES past the server's limits;
+    STATUS_OK otherwise (the caller may still answer STATUS_PROHIBITED).
+    """
+    if not request.screens or request.width == 0 or request.height == 0:
+        return enc.STATUS_INVALID_LAYOUT
+    for s in request.screens:
+        if s.width == 0 or s.height == 0 or s.x + s.width > request.width or s.y + s.height > request.height:
+            return enc.STATUS_INVALID_LAYOUT
+    if len({s.id for s in request.screens}) != len(request.screens):
+        return enc.STATUS_INVALID_LAYOUT
+    if request.width > max_width or request.height > max_height:
+        return enc.STATUS_OUT_OF_RESOURCES
+    return enc.STATUS_OK
+
+
 # ---------------------------------------------------------------- states
 
 class State(enum.Enum):
@@ -283,6 +302,7 @@ class RFBServerConnection:
         self._challenge = b""
         self._buffer = bytearray()
         self._outbox = bytearray()
+        self._overflow: str | None = None
 
         self.width = 0
         self.height = 0
@@ -322,9 +342,9 @@ class RFBServerConnection:
             return
         self._buffer += data
         limit = MAX_BUFFER if self.state is State.NORMAL else MAX_HANDSHAKE_BUFFER
-        if len(self._buffer) > limit:
-            self.state = State.CLOSED
-            raise ProtocolError(f"client sent {len(self._buffer)} bytes we cannot parse yet (limit {limit})")
+        if len(self._buffer) > limit and self._overflow is None:
+            # Reported by next_event(), the one place the shell catches ProtocolError.
+            self._overflow = f"client sent {len(self._buffer)} bytes we cannot parse yet (limit {limit})"
 
     def data_to_send(self) -> bytes:
         """Bytes the protocol itself must write now (handshake replies and the like)."""
@@ -337,6 +357,8 @@ class RFBServerConnection:
         if self.state is State.CLOSED:
             return CLOSED_EVENT
         try:
+            if self._overflow is not None:
+                raise ProtocolError(self._overflow)
             return self._parse()
         except ProtocolError:
             self.state = State.CLOSED
