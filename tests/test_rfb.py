@@ -503,3 +503,12 @@ def test_layout_status() -> None:
     assert rfb.layout_status(SetDesktopSize(700, 600, one), 4096, 4096) == enc.STATUS_INVALID_LAYOUT
     assert rfb.layout_status(SetDesktopSize(800, 600, one * 2), 4096, 4096) == enc.STATUS_INVALID_LAYOUT
     assert rfb.layout_status(SetDesktopSize(800, 600, one), 640, 4096) == enc.STATUS_OUT_OF_RESOURCES
+
+
+def test_extended_clipboard_respects_client_maximum() -> None:
+    conn = connect(encodings=(enc.EXTENDED_CLIPBOARD,))
+    conn.data_to_send()
+    exchange(conn, ext_clip(rfb.CLIP_CAPS | rfb.CLIP_PROVIDE | rfb.CLIP_TEXT, struct.pack(">I", 6)))
+    msg = conn.send_server_cut_text("ééé-long")                     # no notify: provide directly
+    data = zlib.decompress(msg[12:])
+    assert data == struct.pack(">I", 5) + "éé".encode("utf-8") + b"\0"

@@ -617,7 +617,10 @@ class RFBServerConnection:
         return struct.pack(">B3xi", 3, -len(body)) + body
 
     def _provide_message(self, text: str) -> bytes:
-        data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8") + b"\0"
+        """Extended Clipboard provide: UTF-8 with CRLF and a NUL, cut to the client's maximum."""
+        limit = min(MAX_CUT_TEXT, self._clip_client_text_max or MAX_CUT_TEXT)
+        data = text.replace("\r\n", "\n").replace("\n", "\r\n").encode("utf-8")[:max(0, limit - 1)]
+        data = data.decode("utf-8", "ignore").encode("utf-8") + b"\0"
         packed = zlib.compress(struct.pack(">I", len(data)) + data)
         return self._clipboard_message(CLIP_PROVIDE | CLIP_TEXT, packed)
 
