@@ -410,59 +410,91 @@ class Encoder:
 
     # rfbproto §Hextile Encoding.
     def _hextile(self, region: Pixels) -> bytes:
+        """Tiles of 16×16: solid, background + subrectangles (one foreground or coloured), or raw.
+
+        Work is per band of 16 rows: numpy finds the horizontal runs of every tile at
+        once (a run never crosses a tile edge); Python then walks the runs of each
+        tile, merging a run into the rectangle above it when columns and colour match.
+        """
         pf = self.pixel_format
         bpp = pf.bytes_per_pixel
+        pixel = struct.Struct(("<" if not pf.big_endian else ">") + {1: "B", 2: "H", 4: "I"}[bpp]).pack
         out = bytearray()
         last_bg: int | None = None
         last_fg: int | None = None
         height, width = region.shape
         for ty in range(0, height, 16):
-            for tx in range(0, width, 16):
-                tile = region[ty:ty + 16, tx:tx + 16]
-                th, tw = tile.shape
-                first = int(tile[0, 0])
-                if not (tile != first).any():
-                    if first == last_bg:
+            band = region[ty:ty + 16]
+            th = band.shape[0]
+            change = np.ones(band.shape, dtype=bool)
+            change[:, 1:] = band[:, 1:] != band[:, :-1]
+            change[:, ::16] = True
+            ys, xs = np.nonzero(change)
+            ends = np.append(xs[1:], width)
+            ends[:-1][ys[1:] != ys[:-1]] = width
+            ends = np.minimum(ends, (xs // 16 + 1) * 16)
+            order = np.argsort(xs // 16, kind="stable")
+            runs_by_tile: list[list[tuple[int, int, int, int]]] = [[] for _ in range(-(-width // 16))]
+            for y, x, e, c in zip(ys[order].tolist(), xs[order].tolist(), ends[order].tolist(),
+                                  band[ys[order], xs[order]].tolist()):
+                runs_by_tile[x >> 4].append((y, x & 15, e - (x & ~15), c))
+            for ti, runs in enumerate(runs_by_tile):
+                tw = min(16, width - ti * 16)
+                counts: dict[int, int] = {}
+                for _y, x, e, c in runs:
+                    counts[c] = counts.get(c, 0) + e - x
+                if len(counts) == 1:
+                    (colour,) = counts
+                    if colour == last_bg:
                         out.append(0)
                     else:
                         out.append(2)
-                        out += pf.to_bytes(np.array([first], dtype=np.uint32))
-                        last_bg = first
+                        out += pixel(colour)
+                        last_bg = colour
                     continue
-                colours, counts = np.unique(tile, return_counts=True)
-                bg = int(colours[np.argmax(counts)])
-                subrects = _subrects(tile, bg)
-                raw_size = th * tw * bpp
-                mono = len(colours) == 2
+                bg = max(counts, key=counts.__getitem__)
+                mono = len(counts) == 2
+                fg = next(c for c in counts if c != bg) if mono else None
+                open_rects: dict[tuple[int, int, int], list[int]] = {}
+                subrects: list[list[int]] = []
+                for y, x, e, c in runs:
+                    if c == bg:
+                        continue
+                    rect = open_rects.get((x, e, c))
+                    if rect is not None and rect[2] + rect[4] == y:
+                        rect[4] += 1
+                        continue
+                    rect = [c, x, y, e - x, 1]
+                    open_rects[(x, e, c)] = rect
+                    subrects.append(rect)
                 body = bytearray()
                 mask = 8
                 if bg != last_bg:
                     mask |= 2
-                    body += pf.to_bytes(np.array([bg], dtype=np.uint32))
+                    body += pixel(bg)
                 if mono:
-                    fg = int(colours[0] if colours[1] == bg else colours[1])
                     if fg != last_fg:
                         mask |= 4
-                        body += pf.to_bytes(np.array([fg], dtype=np.uint32))
+                        body += pixel(fg)  # type: ignore[arg-type]
                     size = len(body) + 2 + 2 * len(subrects)
                 else:
                     mask |= 16
                     size = len(body) + 2 + (2 + bpp) * len(subrects)
-                if len(subrects) > 255 or size >= raw_size + 1:
+                if len(subrects) > 255 or size > th * tw * bpp:
                     out.append(1)
-                    out += pf.to_bytes(tile)
+                    out += pf.to_bytes(band[:, ti * 16:ti * 16 + tw])
                     last_bg = last_fg = None
                     continue
                 body.append(len(subrects))
                 for colour, sx, sy, sw, sh in subrects:
                     if not mono:
-                        body += pf.to_bytes(np.array([colour], dtype=np.uint32))
+                        body += pixel(colour)
                     body.append(sx << 4 | sy)
                     body.append((sw - 1) << 4 | (sh - 1))
                 out.append(mask)
                 out += body
                 last_bg = bg
-                last_fg = fg if mono else None
+                last_fg = fg
         return bytes(out)
 
     # rfbproto §ZRLE Encoding.
@@ -582,32 +614,3 @@ class Encoder:
         order = np.argsort(merged, kind="stable")
         position = order[np.searchsorted(merged[order], palette)]
         return merged, position[inverse]
-
-
-def _subrects(tile: Pixels, bg: int) -> list[tuple[int, int, int, int, int]]:
-    """Cover the non-background pixels of a hextile tile with single-colour rectangles.
-
-    Horizontal runs of one colour are found with numpy; a run continues the
-    rectangle above it when it has the same columns and colour (glyph stems and
-    blocks merge vertically). Returns (colour, x, y, w, h) in scan order.
-    """
-    height, width = tile.shape
-    change = np.ones(tile.shape, dtype=bool)
-    change[:, 1:] = tile[:, 1:] != tile[:, :-1]
-    ys, xs = np.nonzero(change)
-    ends = np.append(xs[1:], width)
-    ends[:-1][ys[1:] != ys[:-1]] = width
-    colours = tile[ys, xs]
-    keep = colours != bg
-    open_rects: dict[tuple[int, int, int], list[int]] = {}
-    done: list[list[int]] = []
-    for y, x, end, colour in zip(ys[keep].tolist(), xs[keep].tolist(), ends[keep].tolist(),
-                                 colours[keep].tolist()):
-        rect = open_rects.get((x, end, colour))
-        if rect is not None and rect[2] + rect[4] == y:
-            rect[4] += 1
-            continue
-        rect = [colour, x, y, end - x, 1]
-        open_rects[(x, end, colour)] = rect
-        done.append(rect)
-    return [(c, x, y, w, h) for c, x, y, w, h in done]
