@@ -329,6 +329,18 @@ def _pack_indices(indices: npt.NDArray[np.uint8], bits: int) -> bytes:
     return out.tobytes()
 
 
+def _palette(flat: Pixels) -> tuple[Pixels, npt.NDArray[np.intp]]:
+    """Sorted distinct values and each pixel's index, as np.unique, without sorting
+    when there are only two values (the common case of text on a background)."""
+    first = flat[0]
+    others = flat[flat != first]
+    if others.size and not (others != others[0]).any():
+        low, high = sorted((int(first), int(others[0])))
+        return np.array([low, high], dtype=np.uint32), (flat == high).astype(np.intp)
+    palette, inverse = np.unique(flat, return_inverse=True)
+    return palette, inverse.reshape(-1)
+
+
 def _run_lengths(flat: Pixels) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.intp]]:
     """Start index and length of each run of equal values in a 1-D array."""
     starts = np.concatenate(([0], np.flatnonzero(flat[1:] != flat[:-1]) + 1))
@@ -336,10 +348,19 @@ def _run_lengths(flat: Pixels) -> tuple[npt.NDArray[np.intp], npt.NDArray[np.int
     return starts, lengths
 
 
-def _rle_length(length: int) -> bytes:
-    """rfbproto §ZRLE Encoding: run length as 255-bytes and a final byte."""
-    q, r = divmod(length - 1, 255)
-    return b"\xff" * q + bytes((r,))
+def _runs(heads: npt.NDArray[np.uint8], lengths: npt.NDArray[np.intp],
+          has_length: npt.NDArray[np.bool_]) -> bytes:
+    """rfbproto §ZRLE Encoding runs: each run's head bytes, then (where ``has_length``)
+    its length - 1 as 255-bytes and a final byte below 255. Built without a Python loop."""
+    k = heads.shape[1]
+    q, r = np.divmod(lengths - 1, 255)
+    sizes = k + np.where(has_length, q + 1, 0)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    out = np.full(int(sizes.sum()), 255, dtype=np.uint8)
+    for j in range(k):
+        out[starts + j] = heads[:, j]
+    out[(starts + sizes - 1)[has_length]] = r[has_length]
+    return out.tobytes()
 
 
 class Encoder:
@@ -514,7 +535,7 @@ class Encoder:
         if not (flat != first).any():
             return b"\x01" + pf.to_cpixels(flat[:1])
         cbytes = len(pf.to_cpixels(flat[:1]))
-        palette, inverse = np.unique(flat, return_inverse=True)
+        palette, inverse = _palette(flat)
         n = len(palette)
         starts, lengths = _run_lengths(flat)
         length_bytes = (lengths - 1) // 255 + 1
@@ -534,24 +555,12 @@ class Encoder:
         if kind == "packed":
             indices = inverse.reshape(tile.shape).astype(np.uint8)
             return bytes((n,)) + pf.to_cpixels(palette) + _pack_indices(indices, bits)
-        out = bytearray()
         if kind == "rle":
-            out.append(128)
-            cpixels = pf.to_cpixels(flat[starts])
-            for i, length in enumerate(lengths.tolist()):
-                out += cpixels[i * cbytes:(i + 1) * cbytes]
-                out += _rle_length(length)
-            return bytes(out)
-        out.append(128 + n)
-        out += pf.to_cpixels(palette)
-        run_indices = inverse[starts].tolist()
-        for index, length in zip(run_indices, lengths.tolist()):
-            if length == 1:
-                out.append(index)
-            else:
-                out.append(index | 128)
-                out += _rle_length(length)
-        return bytes(out)
+            heads = np.frombuffer(pf.to_cpixels(flat[starts]), dtype=np.uint8).reshape(len(starts), cbytes)
+            return b"\x80" + _runs(heads, lengths, np.ones(len(lengths), dtype=bool))
+        has_length = lengths > 1
+        heads = (inverse[starts] | (has_length << 7)).astype(np.uint8).reshape(-1, 1)
+        return bytes((128 + n,)) + pf.to_cpixels(palette) + _runs(heads, lengths, has_length)
 
     # rfbproto §Tight Encoding, basic and fill compression only.
     def _tight_rects(self, region: Pixels, x: int, y: int) -> list[bytes]:
@@ -573,7 +582,7 @@ class Encoder:
         first = flat[0]
         if not (flat != first).any():
             return bytes((0x80 | reset,)) + pf.to_tpixels(flat[:1])
-        palette, inverse = np.unique(flat, return_inverse=True)
+        palette, inverse = _palette(flat)
         n = len(palette)
         if n == 2:
             stream = 1
