@@ -160,7 +160,7 @@ def test_bad_versions_are_protocol_errors(sent: bytes) -> None:
 def test_refused_connection(version: bytes, expected: bytes) -> None:
     conn = RFBServerConnection(refuse_reason="Go away now")
     conn.data_to_send()
-    assert exchange(conn, version) == ([AuthFailed("Go away now")], expected)
+    assert exchange(conn, version) == ([AuthFailed("Go away now", refused=True)], expected)
     assert conn.state is State.CLOSED
 
 

@@ -151,8 +151,13 @@ class AuthSucceeded:
 
 @dataclass(frozen=True)
 class AuthFailed:
-    """Security failed; the failure result is queued in ``data_to_send()``; then close."""
+    """Security failed; the failure result is queued in ``data_to_send()``; then close.
+
+    ``refused`` is true when the connection was refused up front (``refuse_reason``):
+    no password was tried, so the throttle should not count it.
+    """
     reason: str
+    refused: bool = False
 
 
 @dataclass(frozen=True)
@@ -409,8 +414,8 @@ class RFBServerConnection:
         major, minor = int(match[1]), int(match[2])
         if major != 3:
             raise ProtocolError(f"ProtocolVersion {major}.{minor} is not RFB 3.x")
-        # rfbproto §ProtocolVersion: other 3.x (3.5, UltraVNC's 3.4/3.6/3.14) mean 3.3;
-        # Apple's 3.889 and anything above 3.8 get 3.8, the highest we offered.
+        # rfbproto §ProtocolVersion: unknown minors below 3.7 (3.5, UltraVNC's 3.4 and
+        # 3.6) mean 3.3; above 3.8 (Apple's 3.889) the client gets 3.8, our offer.
         self.version = (3, 8) if minor >= 8 else (3, 7) if minor == 7 else (3, 3)
         wanted = SECURITY_VNC_AUTH if self.password else SECURITY_NONE
         if self.refuse_reason is not None:
@@ -419,7 +424,7 @@ class RFBServerConnection:
             self._outbox += (b"\0" if self.version >= (3, 7) else struct.pack(">I", 0))
             self._outbox += struct.pack(">I", len(data)) + data
             self._to("refused")
-            return AuthFailed(self.refuse_reason)
+            return AuthFailed(self.refuse_reason, refused=True)
         if self.version == (3, 3):
             self._outbox += struct.pack(">I", wanted)
             if wanted == SECURITY_VNC_AUTH:
