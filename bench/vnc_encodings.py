@@ -52,27 +52,34 @@ def render(lines: list[str], antialias: bool) -> np.ndarray:
     return (grey << 16) | (grey << 8) | grey  # type: ignore[no-any-return]
 
 
-def connection(encoding: int) -> RFBServerConnection:
+NOVNC_FORMAT = enc.PixelFormat(32, 24, False, True, 255, 255, 255, 0, 8, 16)
+
+
+def connection(encoding: int, pixel_format: enc.PixelFormat | None = None) -> RFBServerConnection:
     conn = RFBServerConnection()
     conn.receive_data(b"RFB 003.008\n\x01\x01")
     conn.next_event()
     conn.send_server_init(COLS * CELL_W, ROWS * CELL_H, "bench")
+    if pixel_format is not None:
+        conn.receive_data(b"\0\0\0\0" + pixel_format.pack())
+        conn.next_event()
     conn.receive_data(struct.pack(">BxH2i", 2, 2, encoding, enc.COPY_RECT))
     conn.next_event()
     return conn
 
 
-def measure(antialias: bool) -> None:
+def measure(antialias: bool, pixel_format: enc.PixelFormat | None = None) -> None:
     lines = text_lines(ROWS + 60)
     tall = render(lines, antialias)
     frame = tall[:ROWS * CELL_H]
     print(f"\n## {'anti-aliased' if antialias else 'binary'} glyphs, "
-          f"{len(np.unique(frame))} distinct colours in the frame")
+          f"{len(np.unique(frame))} distinct colours in the frame, "
+          f"{'native pixel format' if pixel_format is None else 'noVNC pixel format (shifts 0/8/16)'}")
     print(f"{'encoding':10} {'full frame B':>13} {'encode ms':>10} {'scrolled line B':>16} {'line ms':>8}")
     for encoding in ENCODINGS:
         times, sizes = [], []
         for _ in range(5):
-            conn = connection(encoding)
+            conn = connection(encoding, pixel_format)
             t0 = time.perf_counter()
             data = conn.send_framebuffer_update(frame, [(0, 0, frame.shape[1], frame.shape[0])])
             times.append(time.perf_counter() - t0)
@@ -94,3 +101,4 @@ def measure(antialias: bool) -> None:
 if __name__ == "__main__":
     measure(antialias=False)
     measure(antialias=True)
+    measure(antialias=False, pixel_format=NOVNC_FORMAT)
