@@ -229,3 +229,15 @@ def test_tight_palette_carried_across_rectangles(steps: list[tuple[int, int]]) -
         fb = rng.choice(colours, (20, 40))
         roundtrip(fb, pf, enc.TIGHT, encoder, decoder)
         assert np.array_equal(decoder.fb, expected_client_values(fb, pf))
+
+
+@given(st.sampled_from([8, 16, 32]), st.booleans(), st.data())
+def test_pixel_format_pack_unpack_roundtrip(bpp: int, big: bool, data: st.DataObject) -> None:
+    bits = [data.draw(st.integers(1, bpp // 3)) for _ in range(3)]
+    shifts, used = [], 0
+    for b in bits:
+        shifts.append(used)
+        used += b
+    pf = PixelFormat(bpp, used, big, True, *((1 << b) - 1 for b in bits), *shifts)
+    raw = pf.pack()
+    assert len(raw) == 16 and PixelFormat.unpack(raw) == pf
