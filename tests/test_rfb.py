@@ -512,3 +512,34 @@ def test_extended_clipboard_respects_client_maximum() -> None:
     msg = conn.send_server_cut_text("ééé-long")                     # no notify: provide directly
     data = zlib.decompress(msg[12:])
     assert data == struct.pack(">I", 5) + "éé".encode("utf-8") + b"\0"
+
+
+# What noVNC 1.7 sends after the handshake (core/rfb.js _sendEncodings), in its order.
+NOVNC_ENCODINGS = (1, 7, -260, 16, 21, 5, 2, 6, 0, -26, -254, -223, -224, -258, -261, -308, -309,
+                   -312, -313, -307, enc.EXTENDED_CLIPBOARD, -316, 0x574D5664, -239)
+NOVNC_PF = enc.PixelFormat(32, 24, False, True, 255, 255, 255, 0, 8, 16)
+
+
+def test_novnc_session_start() -> None:
+    conn = RFBServerConnection("pw", random_bytes=fixed_random)
+    conn.data_to_send()
+    client = (b"RFB 003.008\n\x02" + rfb.vnc_auth_response("pw", CHALLENGE) + b"\x01"
+              + b"\0\0\0\0" + NOVNC_PF.pack()
+              + struct.pack(f">BxH{len(NOVNC_ENCODINGS)}i", 2, len(NOVNC_ENCODINGS), *NOVNC_ENCODINGS)
+              + struct.pack(">BBHHHH", 3, 0, 0, 0, 720, 400))
+    conn.receive_data(client)
+    assert conn.next_event() == AuthSucceeded()
+    assert conn.next_event() == ClientInitDone(shared=True)
+    assert conn.data_to_send() == b"\x01\x02" + CHALLENGE + b"\0\0\0\0"
+    conn.send_server_init(720, 400, "web1")
+    evs = events(conn)
+    assert [type(e) for e in evs] == [SetPixelFormat, SetEncodings, FramebufferUpdateRequest]
+    assert conn.encoding == enc.TIGHT and conn.encoder.compress_level == 2
+    caps = conn.data_to_send()
+    assert struct.unpack_from(">B3xiI", caps) == (3, -8, 0x1F000001)
+    fb = terminal_frame(25, 80, seed=4)
+    client_view = Decoder(NOVNC_PF.pack(), 720, 400)
+    decode_all(client_view, conn.send_framebuffer_update(fb, [(0, 0, 720, 400)]))
+    assert client_view.desktop_sizes == [(0, 0, 720, 400, [(0, 0, 0, 720, 400, 0)])]
+    assert client_view.name == "web1" and client_view.cursor is not None
+    assert np.array_equal(client_view.fb, expected_client_values(fb, NOVNC_PF))
