@@ -119,3 +119,44 @@ def test_many_pipelined_clipboard_messages_do_not_recurse() -> None:
     caps = struct.pack(">B3xiI", 6, -4, rfb.CLIP_CAPS)
     conn.receive_data(caps * 100_000)
     assert conn.next_event() is NEED_DATA
+
+
+valid_messages = st.one_of(
+    st.builds(lambda d, k: struct.pack(">BBxxI", 4, d, k), st.integers(0, 1), st.integers(0, 2**32 - 1)),
+    st.builds(lambda m, x, y: struct.pack(">BBHH", 5, m, x, y), st.integers(0, 255),
+              st.integers(0, 0xFFFF), st.integers(0, 0xFFFF)),
+    st.builds(lambda i, x, y, w, h: struct.pack(">BBHHHH", 3, i, x, y, w, h), st.integers(0, 1),
+              st.integers(0, 100), st.integers(0, 100), st.integers(0, 100), st.integers(0, 100)),
+    st.builds(lambda es: struct.pack(f">BxH{len(es)}i", 2, len(es), *es),
+              st.lists(st.sampled_from([0, 1, 5, 6, 7, 16, -223, -239, -307, -308]), max_size=8)),
+    st.builds(lambda t: struct.pack(">B3xI", 6, len(t)) + t, st.binary(max_size=30)),
+    st.builds(lambda w, h: struct.pack(">BxHHBx", 251, w, h, 1) + enc.Screen(0, 0, 0, w, h, 0).pack(),
+              st.integers(1, 200), st.integers(1, 200)),
+    st.just(b"\0\0\0\0" + enc.PixelFormat(16, 16, False, True, 31, 63, 31, 11, 5, 0).pack()),
+)
+
+
+@FUZZ
+@given(st.lists(valid_messages, max_size=15), st.lists(st.integers(0, 3000), max_size=10))
+def test_chunking_never_changes_the_events(msgs: list[bytes], cuts: list[int]) -> None:
+    """h11-style: the same bytes give the same events however the reads split them."""
+    def run(chunks: list[bytes]) -> list[object]:
+        conn = RFBServerConnection()
+        conn.receive_data(b"RFB 003.008\n\x01\x01")
+        conn.next_event()
+        conn.send_server_init(64, 48, "x")
+        seen = []
+        for chunk in chunks:
+            if not chunk:
+                continue        # b"" would mean EOF
+            conn.receive_data(chunk)
+            while (event := conn.next_event()) is not NEED_DATA:
+                assert event is not CLOSED_EVENT
+                seen.append(event)
+        return seen
+
+    data = b"".join(msgs)
+    whole = run([data])
+    assert len(whole) == len(msgs)
+    assert run(split(data, cuts)) == whole
+    assert run([bytes((b,)) for b in data]) == whole
