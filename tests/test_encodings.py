@@ -241,3 +241,28 @@ def test_pixel_format_pack_unpack_roundtrip(bpp: int, big: bool, data: st.DataOb
     pf = PixelFormat(bpp, used, big, True, *((1 << b) - 1 for b in bits), *shifts)
     raw = pf.pack()
     assert len(raw) == 16 and PixelFormat.unpack(raw) == pf
+
+
+@st.composite
+def pixel_formats(draw: st.DrawFn) -> PixelFormat:
+    """Any true-colour format rfbproto allows: 8/16/32 bpp, either byte order, any max/shift layout."""
+    bpp = draw(st.sampled_from([8, 16, 32]))
+    bits = [draw(st.integers(1, min(8, bpp // 3 + (bpp == 8)))) for _ in range(3)]
+    while sum(bits) > bpp:
+        bits[bits.index(max(bits))] -= 1
+    order = draw(st.permutations([0, 1, 2]))
+    gap = bpp - sum(bits)
+    shifts, used = [0, 0, 0], draw(st.integers(0, gap))
+    for i in order:
+        shifts[i] = used
+        used += bits[i]
+    depth = draw(st.sampled_from([sum(bits), 24 if bpp == 32 else sum(bits)]))
+    return PixelFormat(bpp, depth, draw(st.booleans()), True, *((1 << b) - 1 for b in bits), *shifts)
+
+
+@settings(max_examples=150, deadline=None)
+@given(pf=pixel_formats(), encoding=st.sampled_from(ENCODINGS), fb=frames)
+def test_any_pixel_format_roundtrip(pf: PixelFormat, encoding: int, fb: np.ndarray) -> None:
+    assert PixelFormat.unpack(pf.pack()) == pf
+    decoder = roundtrip(fb, pf, encoding)
+    assert np.array_equal(decoder.fb, expected_client_values(fb, pf))

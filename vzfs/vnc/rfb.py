@@ -377,15 +377,9 @@ class RFBServerConnection:
         return chunk
 
     def _parse(self) -> Event:
-        handler = {
-            State.PROTOCOL_VERSION: self._parse_protocol_version,
-            State.SECURITY_TYPE: self._parse_security_type,
-            State.VNC_AUTH: self._parse_vnc_auth,
-            State.CLIENT_INIT: self._parse_client_init,
-            State.SERVER_INIT: lambda: NEED_DATA,
-            State.NORMAL: self._parse_client_message,
-        }[self.state]
-        return handler()
+        if self.state is State.SERVER_INIT:
+            return NEED_DATA  # client messages wait for the shell's ServerInit
+        return self._PARSERS[self.state](self)
 
     # -------------------------------------------------------- handshake
 
@@ -611,6 +605,14 @@ class RFBServerConnection:
         5: _parse_pointer_event,
         6: _parse_client_cut_text,
         251: _parse_set_desktop_size,
+    }
+
+    _PARSERS: Final[dict[State, Callable[[RFBServerConnection], Event]]] = {
+        State.PROTOCOL_VERSION: _parse_protocol_version,
+        State.SECURITY_TYPE: _parse_security_type,
+        State.VNC_AUTH: _parse_vnc_auth,
+        State.CLIENT_INIT: _parse_client_init,
+        State.NORMAL: _parse_client_message,
     }
 
     # -------------------------------------------------------- Extended Clipboard
