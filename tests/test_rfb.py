@@ -543,3 +543,13 @@ def test_novnc_session_start() -> None:
     assert client_view.desktop_sizes == [(0, 0, 720, 400, [(0, 0, 0, 720, 400, 0)])]
     assert client_view.name == "web1" and client_view.cursor is not None
     assert np.array_equal(client_view.fb, expected_client_values(fb, NOVNC_PF))
+
+
+def test_send_rectangles_and_last_rect() -> None:
+    conn = connect(encodings=(enc.RAW, enc.LAST_RECT))
+    one = enc.copy_rect(0, 0, 1, 1, 1, 1)
+    assert conn.send_rectangles([one]) == b"\0\0\0\x01" + one
+    many = conn.send_rectangles([one] * 70000)
+    assert many[:4] == b"\0\0\xff\xff" and many.endswith(enc.last_rect())
+    plain = connect(encodings=(enc.RAW,)).send_rectangles([one] * 70000)
+    assert plain[:4] == b"\0\0\xff\xff" and plain[4 + 65535 * len(one):][:4] == struct.pack(">BxH", 0, 70000 - 65535)

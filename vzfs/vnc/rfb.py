@@ -779,6 +779,12 @@ class RFBServerConnection:
         return b"".join(struct.pack(">BxH", 0, len(rects[i:i + 0xFFFF])) + b"".join(rects[i:i + 0xFFFF])
                         for i in range(0, len(rects), 0xFFFF))
 
+    def send_rectangles(self, rects: Sequence[bytes]) -> bytes:
+        """rfbproto §FramebufferUpdate from rectangles already encoded (``encodings.*``,
+        ``conn.encoder.encode``); pending pseudo-rectangles are not added."""
+        self._require_normal()
+        return self._update_messages(list(rects))
+
     def send_framebuffer_update(
         self,
         framebuffer: npt.NDArray[np.generic],
