@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import threading
+import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -115,6 +116,9 @@ def test_vncdotool_captures_and_types(vncdotool_api: object, server: LoopbackSer
     image = np.asarray(Image.open(path).convert("RGB"))
     assert image.shape == (80, 180, 3)
     assert np.array_equal(image, rgb_of(FRAME))
+    deadline = time.monotonic() + 10          # the server thread may still be reading
+    while KeyEvent(True, ord("a")) not in server.events and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert KeyEvent(True, ord("a")) in server.events
     assert not server.errors
 
@@ -152,6 +156,9 @@ def test_asyncvnc_wrong_password_rejected(password_server: LoopbackServer) -> No
 
     with pytest.raises((PermissionError, ValueError)):
         asyncio.run(attempt())
+    deadline = time.monotonic() + 10
+    while not any(isinstance(e, AuthFailed) for e in password_server.events) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert any(isinstance(e, AuthFailed) for e in password_server.events)
 
 
