@@ -72,11 +72,14 @@ def update(rects: list[bytes]) -> bytes:
     return struct.pack(">BxH", 0, len(rects)) + b"".join(rects)
 
 
-@pytest.mark.parametrize("root", DIRS, ids=str)
-@pytest.mark.parametrize("encoding", list(DECODER_FILES), ids=lambda e: enc.ENCODING_NAMES[e])
+# Only the encodings each noVNC decodes (1.3.0 has no zlib or ZRLE decoder).
+CASES = [pytest.param(root, e, id=f"{root}-{enc.ENCODING_NAMES[e]}")
+         for root in DIRS for e, name in DECODER_FILES.items()
+         if (root / "core" / "decoders" / f"{name}.js").exists()]
+
+
+@pytest.mark.parametrize("root,encoding", CASES or [pytest.param(None, enc.RAW, id="no-novnc")])
 def test_novnc_decodes(root: pathlib.Path, encoding: int, tmp_path: pathlib.Path) -> None:
-    if not (root / "core" / "decoders" / f"{DECODER_FILES[encoding]}.js").exists():
-        pytest.skip(f"this noVNC has no {enc.ENCODING_NAMES[encoding]} decoder")
     package = as_package(root, tmp_path)
     rng = np.random.default_rng(encoding)
     # a terminal page, a photo-like corner (Tight copy filter, ZRLE raw tiles), many colours
