@@ -388,7 +388,7 @@ def test_first_update_and_scroll(encoding: int) -> None:
     assert np.array_equal(client.fb, fb)
     # scroll by one 16-px row: CopyRect + the new bottom row
     fb2 = np.vstack([fb[16:], terminal_frame(1, 10, seed=12)])
-    out = conn.send_framebuffer_update(fb2, [(0, 48, 90, 16)], [(0, 16, 0, 0, 90, 48)])
+    out = conn.send_framebuffer_update(fb2, [(0, 48, 90, 16)], [(0, 0, 90, 48, 0, 16)])
     decode_all(client, out)
     assert client.encodings_seen[-2:-1] == [enc.COPY_RECT] or enc.COPY_RECT in client.encodings_seen
     assert np.array_equal(client.fb, fb2)
@@ -400,7 +400,7 @@ def test_copies_without_copy_rect_are_encoded() -> None:
     fb = terminal_frame(4, 10, seed=1)
     decode_all(client, conn.send_framebuffer_update(fb, [(0, 0, 90, 64)]))
     fb2 = np.roll(fb, -16, axis=0)
-    decode_all(client, conn.send_framebuffer_update(fb2, [(0, 48, 90, 16)], [(0, 16, 0, 0, 90, 48)]))
+    decode_all(client, conn.send_framebuffer_update(fb2, [(0, 48, 90, 16)], [(0, 0, 90, 48, 0, 16)]))
     assert enc.COPY_RECT not in client.encodings_seen
     assert np.array_equal(client.fb, fb2)
 
@@ -553,3 +553,14 @@ def test_send_rectangles_and_last_rect() -> None:
     assert many[:4] == b"\0\0\xff\xff" and many.endswith(enc.last_rect())
     plain = connect(encodings=(enc.RAW,)).send_rectangles([one] * 70000)
     assert plain[:4] == b"\0\0\xff\xff" and plain[4 + 65535 * len(one):][:4] == struct.pack(">BxH", 0, 70000 - 65535)
+
+
+def test_rgb_framebuffer_as_the_renderer_draws_it() -> None:
+    conn = connect(encodings=(enc.TIGHT, enc.COPY_RECT))
+    client = client_for(conn)
+    fb = terminal_frame(4, 10, seed=6)
+    rgb = np.stack([(fb >> 16) & 0xFF, (fb >> 8) & 0xFF, fb & 0xFF], axis=-1).astype(np.uint8)
+    decode_all(client, conn.send_framebuffer_update(rgb, [(0, 0, 90, 64)]))
+    rgb2 = np.concatenate([rgb[16:], rgb[:16]])
+    decode_all(client, conn.send_framebuffer_update(rgb2, [(0, 48, 90, 16)], [(0, 0, 90, 48, 0, 16)]))
+    assert np.array_equal(client.fb, np.concatenate([fb[16:], fb[:16]]))

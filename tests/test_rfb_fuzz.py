@@ -36,7 +36,7 @@ def drive(conn: RFBServerConnection, chunks: list[bytes]) -> None:
                     conn.reply_set_desktop_size(event, enc.STATUS_PROHIBITED)
                 elif isinstance(event, FramebufferUpdateRequest):
                     conn.send_framebuffer_update(framebuffer, [(event.x, event.y, event.width, event.height)],
-                                                 [(0, 1, 0, 0, 64, 47)])
+                                                 [(0, 0, 64, 47, 0, 1)])
             conn.data_to_send()
     except ProtocolError as exc:
         assert exc.reason

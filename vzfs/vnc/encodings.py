@@ -406,10 +406,14 @@ class Encoder:
         self._tight = [zlib.compressobj(self.compress_level) for _ in range(4)]
         self._tight_reset = 0b1111
 
-    def encode(self, encoding: int, framebuffer: Pixels, x: int, y: int,
+    def encode(self, encoding: int, framebuffer: npt.NDArray[np.generic], x: int, y: int,
                width: int, height: int) -> list[bytes]:
-        """Rectangles (header included) carrying framebuffer[y:y+height, x:x+width]."""
-        region = self.pixel_format.convert(framebuffer[y:y + height, x:x + width])
+        """Rectangles (header included) carrying framebuffer[y:y+height, x:x+width].
+
+        ``framebuffer`` is H×W uint32 0x00RRGGBB or H×W×3 uint8 RGB; only the
+        region is converted.
+        """
+        region = self.pixel_format.convert(as_rgb32(framebuffer[y:y + height, x:x + width]))
         if width == 0 or height == 0:
             return [rect_header(x, y, width, height, RAW)]
         if encoding == RAW:

@@ -795,16 +795,17 @@ class RFBServerConnection:
 
         ``framebuffer`` is the current frame (H×W uint32 0x00RRGGBB or H×W×3 uint8 RGB);
         ``regions`` are (x, y, width, height) to send in the chosen encoding;
-        ``copies`` are (src_x, src_y, x, y, width, height) moves the client can do
+        ``copies`` are (x, y, width, height, src_x, src_y) moves the client can do
         itself — CopyRect when it asked for it, else the destination is encoded.
-        Copies go first: they read the client's framebuffer as it was.
+        Copies go first: they read the client's framebuffer as it was. Both take
+        the renderer's ``Damage``: ``regions=damage.rects``, ``copies=[damage.copy]``.
 
         A pending size change goes first in an update of its own, followed by an
         update with the whole framebuffer if the size changed.
         """
         self._require_normal()
-        fb = enc.as_rgb32(framebuffer)
-        if fb.shape != (self.height, self.width):
+        fb = framebuffer
+        if fb.shape[:2] != (self.height, self.width):
             raise LocalProtocolError(f"framebuffer is {fb.shape[1]}x{fb.shape[0]} but the client "
                                      f"knows {self.width}x{self.height}: call resize() first")
         out = b""
@@ -816,7 +817,7 @@ class RFBServerConnection:
             regions, copies = [(0, 0, self.width, self.height)], []
         rects = self._pseudo_rects()
         use_copy_rect = enc.COPY_RECT in self.encodings
-        for src_x, src_y, x, y, w, h in copies:
+        for x, y, w, h, src_x, src_y in copies:
             if use_copy_rect:
                 rects.append(enc.copy_rect(x, y, w, h, src_x, src_y))
             else:
