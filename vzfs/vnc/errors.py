@@ -16,6 +16,11 @@ class ProtocolError(Exception):
         super().__init__(reason)
         self.reason = reason
 
+    @property
+    def sentence(self) -> str:
+        """The reason under the name vzfs errors use (``VzfsError.sentence``)."""
+        return self.reason
+
 
 class LocalProtocolError(Exception):
     """The server side used the connection out of order (a bug in the shell, not the peer)."""
