@@ -3,6 +3,7 @@
 import dataclasses
 import os
 import shutil
+import signal
 import sys
 import tempfile
 from collections.abc import Callable
@@ -77,7 +78,16 @@ class Context:
 
     def close(self) -> None:
         """Undo what measurements made, stop the peer and the instance, then remove
-        the root — only once nothing is mounted in it."""
+        the root — only once nothing is mounted in it. A second Ctrl-C (or SIGTERM)
+        while this runs is ignored: half a clean-up would leave containers behind."""
+        previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            self._close()
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _close(self) -> None:
         for undo in reversed(self.cleanups):
             try:
                 result = undo()

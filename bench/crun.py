@@ -88,8 +88,10 @@ class Crun:
                 "--state", os.path.join(self.root, "state"), "--cgroup-manager", self.cgroup_mode]
         if hide:
             argv += ["--hide", hide]
+        # A session of its own: Ctrl-C at the terminal must not kill the worker
+        # before it has deleted its containers; closing its stdin ends it.
         self.worker = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                       text=True, bufsize=1)
+                                       text=True, bufsize=1, start_new_session=True)
         ready = self._read()
         if ready != "ready":
             raise BenchError(f"the crun worker did not start: {ready}")

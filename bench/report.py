@@ -49,9 +49,14 @@ def table(values: Mapping[str, Value]) -> str:
     return "\n".join(lines)
 
 
+def _rounded(value: Value) -> Value:
+    # Timers resolve nanoseconds, but the machines' noise is far larger than that.
+    return round(value, 3) if isinstance(value, float) else value
+
+
 def document(values: Mapping[str, Value], info: Mapping[str, object]) -> dict[str, object]:
     """The JSON document: every registry key (null when missing), extra figures, then the run's info."""
-    doc: dict[str, object] = {key: values.get(key) for key in KEYS}
-    doc.update((k, v) for k, v in values.items() if k not in doc)
+    doc: dict[str, object] = {key: _rounded(values.get(key)) for key in KEYS}
+    doc.update((k, _rounded(v)) for k, v in values.items() if k not in doc)
     doc.update(info)
     return doc
