@@ -11,7 +11,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING
 
 from . import host
-from .instance import Instance
+from .instance import BenchError, Instance
 
 if TYPE_CHECKING:
     from .crun import Crun
@@ -46,6 +46,7 @@ class Context:
         # Names of peers and run parameters, for the JSON and the table's peer names.
         self.meta: dict[str, str | int | float] = {}
         self._instance: Instance | None = None
+        self._mount_error: BaseException | None = None
         self._crun: "Crun | None" = None
         # Undo actions of the measurements (files, cgroups), run first on close.
         self.cleanups: list[Callable[[], object]] = []
@@ -58,7 +59,13 @@ class Context:
         if self._instance is None:
             inst = Instance(os.path.join(self.root, "vzfs"))
             self._instance = inst      # set before mounting: a half-started one is cleaned too
-            inst.mount()
+            try:
+                inst.mount()
+            except BaseException as exc:
+                self._mount_error = exc
+                raise
+        if self._mount_error is not None:
+            raise BenchError(f"vzfs is not mounted: {self._mount_error}")
         return self._instance
 
     def crun(self) -> "Crun":

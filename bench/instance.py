@@ -122,7 +122,10 @@ class Instance:
             for name in self.names:
                 try:
                     if self.read(name, "state") not in ("stopped", "crashed"):
-                        timed_write(self.path(name, "state"), b"kill\n")
+                        _, error = timed_write(self.path(name, "state"), b"kill\n")
+                        if error is not None and self.read(name, "state") != "stopped":
+                            problems.append(f"kill of domain {name}: {error.strerror}: "
+                                            f"{self.error_of(name)}")
                 except OSError as exc:
                     if exc.errno != errno.ENOENT:
                         problems.append(f"kill of domain {name}: {exc}")
