@@ -84,7 +84,7 @@ class Crun:
             how = f"cgroupfs {layout.mode}"
         self.name = f"{version.replace(' version', '')} ({how})"
         os.makedirs(os.path.join(self.root, "state"), exist_ok=True)
-        argv = [sys.executable, "-m", "bench.crun_worker", "--crun", binary,
+        argv = [sys.executable, "-P", "-m", "bench.crun_worker", "--crun", binary,
                 "--state", os.path.join(self.root, "state"), "--cgroup-manager", self.cgroup_mode]
         if hide:
             argv += ["--hide", hide]

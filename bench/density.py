@@ -1,9 +1,10 @@
 """Many domains at once: control-file latency while they run, and what each domain's processes cost in memory."""
 
+import time
 
 from . import host
 from .context import Context
-from .control import interleaved, read_op
+from .control import NS_PER_US, read_op
 from .instance import BenchError
 from .lifecycle import DOMAIN_CONFIG
 from .registry import Values, measurement
@@ -36,9 +37,14 @@ def many_domains(ctx: Context) -> Values:
         inst.define(name, DOMAIN_CONFIG)
         inst.start(name)
     # Reads go round the domains' state files, as a monitor polling all of them would.
-    ops = {name: read_op(inst.path(name, "state")) for name in names}
-    per_target = max(1, ctx.settings.iterations // count)
-    samples = [s for series in interleaved(ops, per_target).values() for s in series]
+    ops = [read_op(inst.path(name, "state")) for name in names]
+    clock = time.perf_counter_ns
+    samples = []
+    for i in range(ctx.settings.iterations):
+        op = ops[i % count]
+        t0 = clock()
+        op()
+        samples.append((clock() - t0) / NS_PER_US)
     measured = names[:ctx.settings.pss_domains]
     pss = [per_domain_pss_kib(int(inst.read(name, "pid"))) for name in measured]
     for name in names:

@@ -46,7 +46,7 @@ class Instance:
 
     def _vzfs(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         # `python -m vzfs` with this interpreter, so the checkout's vzfs is the one measured.
-        return subprocess.run([sys.executable, "-m", "vzfs", *args], capture_output=True,
+        return subprocess.run([sys.executable, "-P", "-m", "vzfs", *args], capture_output=True,
                               text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
     def mount(self) -> None:
