@@ -5,7 +5,9 @@ drop all controllers from cgroupv2", FACTS.md). On a hybrid host the worker
 (`bench.crun_worker`) unshares a private mount namespace and detaches the empty
 cgroup2 mount there, so crun uses the v1 controllers as on a v1 host, and the
 host's mounts stay as they are. With `--crun-cgroups disabled` crun runs with
-`--cgroup-manager=disabled` instead (no cgroup at all: faster, less comparable).
+`--cgroup-manager=disabled` (no cgroup at all: faster, less comparable), in
+the same private mount namespace on a hybrid host, as crun checks the layout
+even then.
 """
 
 import json
@@ -74,10 +76,11 @@ class Crun:
         version = subprocess.run([binary, "--version"], capture_output=True, text=True,
                                  check=True).stdout.split("\n", 1)[0]
         layout = cgroups.detect()
-        hide = layout.unified if layout.mode == "hybrid" and self.cgroup_mode == "cgroupfs" \
-            else None
+        # crun checks the layout even with --cgroup-manager=disabled, so the
+        # cgroup2 mount is hidden from it either way on a hybrid host.
+        hide = layout.unified if layout.mode == "hybrid" else None
         if self.cgroup_mode == "disabled":
-            how = "--cgroup-manager=disabled, no cgroup"
+            how = "--cgroup-manager=disabled: no cgroup"
         elif hide:
             how = "cgroupfs v1; cgroup2 mount hidden in a private mount ns"
         else:

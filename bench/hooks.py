@@ -5,8 +5,9 @@ Contracts (each module is optional; a missing one leaves its figures null):
   n bytes of `seq`-like text and of colour-heavy text; `measure(backend, data)
   -> float` feeds *data* to *backend* (`"vzfs"`: the emulator layer, `"pyte"`:
   a stock pyte Screen) and returns MB/s.
-- `bench/render.py`: `measure(quick: bool) -> Mapping[str, float]` returns
-  `render_full_ms` and `render_row_ms` (and any extra descriptive keys).
+- `bench/render.py`: `full_render_ms() -> float` (a busy 80×25 screen) and
+  `dirty_row_ms() -> float` (one changed row), medians in ms; `scroll_ms()` and
+  `first_render_ms()` (the cold first frame) when it has them.
 """
 
 import importlib
@@ -59,5 +60,10 @@ def render(ctx: Context) -> Values:
     mod = optional_module("render")
     if mod is None:
         return {}
-    _require(mod, "measure")
-    return dict(mod.measure(ctx.settings.quick))
+    _require(mod, "full_render_ms", "dirty_row_ms")
+    out = {"render_full_ms": float(mod.full_render_ms()),
+           "render_row_ms": float(mod.dirty_row_ms())}
+    for key, fn in (("render_scroll_ms", "scroll_ms"), ("render_first_ms", "first_render_ms")):
+        if callable(getattr(mod, fn, None)):
+            out[key] = float(getattr(mod, fn)())
+    return out
