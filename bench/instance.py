@@ -43,6 +43,9 @@ class Instance:
         self.mountpoint = os.path.join(root, "mnt")
         self.daemon_pid: int | None = None
         self.names: list[str] = []
+        # The instances' common cgroup parent in each hierarchy that lacked it
+        # before this one started: removed again at the end if left empty.
+        self.new_parents: list[str] = []
 
     def _vzfs(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         # `python -m vzfs` with this interpreter, so the checkout's vzfs is the one measured.
@@ -51,6 +54,9 @@ class Instance:
 
     def mount(self) -> None:
         os.makedirs(self.mountpoint, exist_ok=True)
+        parent = os.path.dirname(self.cgroup_relpath())
+        self.new_parents = [os.path.join(point, parent) for point in host.cgroup_mounts()
+                            if not os.path.isdir(os.path.join(point, parent))]
         done = self._vzfs("mount", "--state-dir", self.state_dir, self.mountpoint, timeout=60)
         if done.returncode != 0:
             raise BenchError(f"vzfs mount failed: {done.stderr.strip() or done.returncode}")
@@ -145,6 +151,11 @@ class Instance:
         left = host.remove_cgroups(self.cgroup_relpath())
         if left:
             problems.append(f"cgroups left behind: {', '.join(left)}")
+        for path in self.new_parents:
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass         # not empty: another instance uses it now, so it stays
         return problems
 
     def _stop_daemon(self, problems: list[str]) -> None:
