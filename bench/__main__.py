@@ -58,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
             ctx.log(f"{m.name} took {time.monotonic() - t0:.1f} s")
         meta = dict(ctx.meta)
     errors += ctx.problems
-    values.update((k, v) for k, v in meta.items() if isinstance(v, (int, float, str)))
+    values.update(meta)
     info = {
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "machine": host.machine(),
