@@ -1,0 +1,68 @@
+"""Start and kill latency: `echo start|kill > state` beside `crun run -d` / `crun delete -f` on the same rootfs."""
+
+import time
+
+from .context import Context
+from .registry import Values, measurement
+from .stats import alternate, median
+
+INIT = ["/bin/sh", "-c", "echo hi; exec sleep 1000"]
+DOMAIN_CONFIG = f"""\
+init = [{", ".join(f'"{arg}"' for arg in INIT)}]
+
+[limits]
+memory = "256M"
+pids = 512
+"""
+# A pause after each start and each kill, untimed: the next operation should
+# not pay for work the previous one left running in the background (a
+# controller settling into its event loop, a reaper, a cgroup removal).
+SETTLE_S = 0.05
+NS_PER_MS = 1e6
+
+
+@measurement("start_ms_p50", "crun_start_ms_p50", "stop_ms_p50", "crun_kill_ms_p50")
+def start_and_kill(ctx: Context) -> Values:
+    inst = ctx.instance()
+    peer = ctx.crun()
+    name = "lifecycle"
+    inst.define(name, DOMAIN_CONFIG)
+    # The first start fills the rootfs from the template: a one-off, not timed.
+    inst.start(name)
+    inst.kill(name)
+    peer.bundle(name, inst.rootfs(name), INIT)
+    peer.run(name)
+    peer.delete(name)
+
+    times: dict[str, list[float]] = {"start": [], "kill": [], "crun_start": [], "crun_kill": []}
+    write_errors: list[str] = []
+    for i in range(ctx.settings.cycles):
+        for side in alternate(i, ("vzfs", "crun")):
+            if side == "vzfs":
+                times["start"].append(inst.start(name) / NS_PER_MS)
+                time.sleep(SETTLE_S)
+                took, failure = inst.kill(name)
+                times["kill"].append(took / NS_PER_MS)
+                if failure:
+                    write_errors.append(failure)
+            else:
+                times["crun_start"].append(peer.run(name) / NS_PER_MS)
+                time.sleep(SETTLE_S)
+                times["crun_kill"].append(peer.delete(name) / NS_PER_MS)
+            time.sleep(SETTLE_S)
+    if write_errors:
+        ctx.log(f"warning: {len(write_errors)} of {ctx.settings.cycles} kill writes failed "
+                f"although the domain stopped: {write_errors[0]}")
+    ctx.meta["lifecycle_cycles"] = ctx.settings.cycles
+    return {
+        "start_ms_p50": median(times["start"]),
+        "crun_start_ms_p50": median(times["crun_start"]),
+        "stop_ms_p50": median(times["kill"]),
+        "crun_kill_ms_p50": median(times["crun_kill"]),
+        # The fastest run shows the cost without the host's noise on top.
+        "start_ms_min": min(times["start"]),
+        "crun_start_ms_min": min(times["crun_start"]),
+        "stop_ms_min": min(times["kill"]),
+        "crun_kill_ms_min": min(times["crun_kill"]),
+        "kill_write_errors": len(write_errors),
+    }

@@ -1,0 +1,92 @@
+"""The registry of figures: every JSON key the suite reports, the table's rows, and the measurements.
+
+A measurement is one function decorated with `@measurement(KEY, …)`: it takes
+the run's `Context` and returns a mapping of figure keys (and any extra
+descriptive keys) to values. Every key of `KEYS` is in the JSON whatever
+happens: a figure no measurement produced — its issue has not landed, or its
+measurement failed — stays null (missing), never guessed.
+"""
+
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .context import Context
+
+Value = float | int | str | None
+Values = Mapping[str, Value]
+
+# The keys of the bench issue's table (issue 3), in its order.
+KEYS: tuple[str, ...] = (
+    "start_ms_p50", "crun_start_ms_p50",
+    "stop_ms_p50", "crun_kill_ms_p50",
+    "control_read_us_p50", "control_read_us_p99", "tmpfs_read_us_p50", "cgroupfs_read_us_p50",
+    "control_write_us_p50", "cgroupfs_write_us_p50",
+    "emulator_plain_mbps", "emulator_sgr_mbps", "pyte_plain_mbps", "pyte_sgr_mbps",
+    "console_throughput_mbps", "devnull_throughput_mbps",
+    "render_full_ms", "render_row_ms",
+    "vnc_key_latency_ms_p50",
+    "vnc_bytes_per_scrolled_line", "vnc_raw_frame_bytes",
+    "suspend_frozen_ms_100mb", "resume_ms_100mb", "criu_frozen_ms_100mb", "criu_restore_ms_100mb",
+    "migrate_downtime_ms_10mb", "migrate_downtime_ms_100mb", "migrate_downtime_ms_500mb",
+    "criu_dump_restore_ms_10mb", "criu_dump_restore_ms_100mb", "criu_dump_restore_ms_500mb",
+    "domain_pss_mb",
+    "control_read_us_p99_100_domains",
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+    """One line of the table: a vzfs figure, and the peer figure it is compared with."""
+    figure: str
+    peer: str | None = None
+    # The peer's name; `{key}` fields are filled from the run's descriptive
+    # values (e.g. the crun version and cgroup mode found on this host).
+    peer_name: str = ""
+
+
+ROWS: tuple[Row, ...] = (
+    Row("start_ms_p50", "crun_start_ms_p50", "{crun_name}: run -d"),
+    Row("stop_ms_p50", "crun_kill_ms_p50", "{crun_name}: delete -f"),
+    Row("control_read_us_p50", "tmpfs_read_us_p50", "tmpfs file ({tmpfs_path})"),
+    Row("control_read_us_p50", "cgroupfs_read_us_p50", "cgroupfs {cgroupfs_file}"),
+    Row("control_read_us_p99"),
+    Row("control_write_us_p50", "cgroupfs_write_us_p50", "cgroupfs {cgroupfs_file}, same value"),
+    Row("control_read_us_p99_100_domains", None, "({control_read_domains} domains running)"),
+    Row("domain_pss_mb", None, "(mean of {domain_pss_domains} domains)"),
+    Row("emulator_plain_mbps", "pyte_plain_mbps", "pyte Screen, same bytes"),
+    Row("emulator_sgr_mbps", "pyte_sgr_mbps", "pyte Screen, same bytes"),
+    Row("console_throughput_mbps", "devnull_throughput_mbps", "same writer to /dev/null"),
+    Row("render_full_ms"),
+    Row("render_row_ms"),
+    Row("vnc_key_latency_ms_p50"),
+    Row("vnc_bytes_per_scrolled_line", "vnc_raw_frame_bytes", "one Raw frame"),
+    Row("suspend_frozen_ms_100mb", "criu_frozen_ms_100mb", "raw CRIU, same container"),
+    Row("resume_ms_100mb", "criu_restore_ms_100mb", "raw CRIU, same container"),
+    Row("migrate_downtime_ms_10mb", "criu_dump_restore_ms_10mb", "CRIU dump + restore"),
+    Row("migrate_downtime_ms_100mb", "criu_dump_restore_ms_100mb", "CRIU dump + restore"),
+    Row("migrate_downtime_ms_500mb", "criu_dump_restore_ms_500mb", "CRIU dump + restore"),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Measurement:
+    name: str
+    keys: tuple[str, ...]          # the figures it produces (null when it fails)
+    run: Callable[["Context"], Values]
+
+
+MEASUREMENTS: list[Measurement] = []
+
+
+def measurement(*keys: str) -> Callable[[Callable[["Context"], Values]],
+                                        Callable[["Context"], Values]]:
+    """Register the decorated function as the measurement of *keys*, in definition order."""
+    def register(fn: Callable[["Context"], Values]) -> Callable[["Context"], Values]:
+        unknown = [k for k in keys if k not in KEYS]
+        if unknown:
+            raise ValueError(f"measurement {fn.__name__}: keys {unknown} are not in registry.KEYS")
+        MEASUREMENTS.append(Measurement(fn.__name__, keys, fn))
+        return fn
+    return register
