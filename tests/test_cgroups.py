@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import system_ready
+from tests.system import system_ready
 from vzfs.kernel import cgroups
 
 PURE_V2 = """\

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import QUICK_INIT, Instance, sh, wait_for
+from tests.system import QUICK_INIT, VZFS, Instance, sh, wait_for
 from vzfs.controller.paths import cgroup_relpath
 from vzfs.kernel import cgroups
 
@@ -371,10 +371,10 @@ def test_umount_leaves_domains_running(instance: Instance) -> None:
 def test_second_daemon_on_same_state_dir_is_refused(instance: Instance, tmp_path: Path) -> None:
     other = tmp_path / "other-mnt"
     other.mkdir()
-    r = sh(f"{' '.join(__import__('conftest').VZFS)} mount --state-dir {instance.state} {other}")
+    r = sh(f"{' '.join(VZFS)} mount --state-dir {instance.state} {other}")
     assert r.returncode != 0
     assert "another vzfs daemon" in r.stderr
-    r = sh(f"{' '.join(__import__('conftest').VZFS)} mount --state-dir {tmp_path}/x {instance.mnt}")
+    r = sh(f"{' '.join(VZFS)} mount --state-dir {tmp_path}/x {instance.mnt}")
     assert r.returncode != 0 and "already mounted" in r.stderr
 
 

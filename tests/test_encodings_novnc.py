@@ -30,7 +30,8 @@ def candidate_dirs() -> list[pathlib.Path]:
     env = os.environ.get("VZFS_NOVNC_DIRS", "")
     dirs = [pathlib.Path(d) for d in env.split(":") if d]
     dirs.append(pathlib.Path("/usr/share/novnc"))
-    for base in (pathlib.Path("/tmp"), pathlib.Path("/usr/lib"), pathlib.Path("/usr/local/lib")):
+    repo_cache = pathlib.Path(__file__).resolve().parent.parent / ".cache"
+    for base in (repo_cache, pathlib.Path("/tmp"), pathlib.Path("/usr/lib"), pathlib.Path("/usr/local/lib")):
         dirs += sorted(base.glob("*/node_modules/@novnc/novnc")) + sorted(base.glob("node_modules/@novnc/novnc"))
     return [d for d in dirs if (d / "core" / "decoders" / "tight.js").exists()]
 

@@ -4,7 +4,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from conftest import VZFS, Instance
+from tests.system import VZFS, Instance
 
 
 def enter(inst: Instance, name: str, *argv: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,7 @@ import stat
 
 import pytest
 
-from conftest import Instance, sh
+from tests.system import Instance, sh
 
 
 def test_top_level(instance: Instance) -> None:
