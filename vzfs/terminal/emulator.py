@@ -75,11 +75,17 @@ _ESC_PREFIX: Final = re.compile(r"\x1b[\x20-\x2f]*")
 _STRING_INTRO: Final = frozenset("\x90\x98\x9d\x9e\x9f")
 _C1_STRING_KIND: Final = {"\x90": "P", "\x98": "X", "\x9d": "]", "\x9e": "^", "\x9f": "_"}
 
-# The skip-ahead accepts only characters whose width is surely 1 (ASCII and the
-# Latin/IPA blocks below the combining diacritics at U+0300), CR, LF and SGR.
-_NOT_SIMPLE: Final = re.compile("[^\x20-\x7e\xa0-\u02ff\r\n]")
-_SGR_ONLY: Final = re.compile(r"\x1b\[([0-9;:]*)m")
+# A *simple stretch* holds only characters whose width is surely 1 (ASCII and the
+# Latin/IPA blocks below the combining diacritics at U+0300, checked against wcwidth
+# in the tests), CR, LF and SGR in the semicolon form. Such stretches are drawn in
+# batches and may be skipped; str.split and plain character classes are used on them
+# because a regular expression match object per token costs more than the token.
+_NOT_SIMPLE: Final = re.compile("[^\x20-\x7e\xa0-\u02ff\r\n\x1b]")
+_NOT_SGR: Final = re.compile(r"\x1b(?!\[[0-9;]*m)")
+_SGR_ONLY: Final = re.compile(r"\x1b\[([0-9;]*)m")
 _SKIP_MIN: Final = 2048
+_BATCH_MIN: Final = 32
+_MAX_SGR_CACHE: Final = 1024
 
 # Longest control string / unfinished sequence kept between feeds; a sixel image or a
 # runaway DCS must not grow memory without bound.
@@ -147,9 +153,14 @@ class Update:
 
 
 class _Row(list[Cell]):
-    """One screen row; every write sets ``dirty``, which is cleared when an Update is taken."""
+    """One screen row; every write sets ``dirty``, which is cleared when an Update is taken.
+
+    ``wide`` is set once a double-width character was drawn into the row: only then
+    must a write look for wide characters it cuts in half.
+    """
 
     dirty = False
+    wide = False
 
 
 class _Glyphs(dict[str, Cell]):
@@ -205,6 +216,7 @@ class Terminal:
         self._pending = ""
         self._title = ""
         self._glyph_caches: dict[tuple[int, int, int], _Glyphs] = {}
+        self._sgr_cache: dict[tuple[str, int, int, int], tuple[int, int, int, _Glyphs]] = {}
         self._events: list[Scroll] = []
         self._replies: list[bytes] = []
         self._bell = False
@@ -429,15 +441,22 @@ class Terminal:
         row.dirty = True
         return row
 
-    def _apply_pen(self) -> None:
-        """Resolve the pen's colours and pick the glyph cache that text runs draw from."""
-        flags = self._flags
-        key = (resolve_fg(self._fg, bool(flags & BOLD)), resolve_bg(self._bg), flags)
+    def _glyphs_for(self, fg: int, bg: int, flags: int) -> _Glyphs:
+        """The glyph cache of a pen, its colours resolved."""
+        key = (resolve_fg(fg, bool(flags & BOLD)), resolve_bg(bg), flags)
         glyphs = self._glyph_caches.get(key)
         if glyphs is None:
             if len(self._glyph_caches) > 256:
                 self._glyph_caches.clear()
             glyphs = self._glyph_caches[key] = _Glyphs(*key)
+        return glyphs
+
+    def _apply_pen(self) -> None:
+        """Pick the glyph cache that text runs draw from for the current pen."""
+        self._set_pen(self._fg, self._bg, self._flags, self._glyphs_for(self._fg, self._bg, self._flags))
+
+    def _set_pen(self, fg: int, bg: int, flags: int, glyphs: _Glyphs) -> None:
+        self._fg, self._bg, self._flags = fg, bg, flags
         self._glyphs = glyphs
         # Erasing uses the whole pen, as pyte does (xterm would keep only the background).
         self._erase = glyphs[" "]
@@ -581,7 +600,7 @@ class Terminal:
                 del row[columns:]
                 if row[-1].flags & WIDE:
                     row[-1] = _unwide(row[-1])
-            if row[x].flags & WIDE_CONT or (end < columns and row[end].flags & WIDE_CONT):
+            if row.wide:
                 self._fix_wide_edges(row, x, end)
             if count == length:
                 row[x:end] = map(glyphs.__getitem__, text)
@@ -622,6 +641,7 @@ class Terminal:
         row = self._rows[self._y]
         self._fix_wide_edges(row, x, x + 2)
         glyphs = self._glyphs
+        row.wide = True
         row[x] = Cell(char, glyphs.fg, glyphs.bg, glyphs.flags | WIDE)
         row[x + 1] = Cell("", glyphs.fg, glyphs.bg, glyphs.flags | WIDE_CONT)
         if self._insert:
@@ -656,7 +676,7 @@ class Terminal:
 
     # --------------------------------------------------------------------- parsing
 
-    def _run(self, text: str, position: int, end: int) -> int:
+    def _run(self, text: str, position: int, end: int, batch: bool = True) -> int:
         """Process text[position:end]; return where an unfinished sequence starts (or end)."""
         match = _TOKEN.match
         draw = self._draw
@@ -664,6 +684,13 @@ class Terminal:
             token = match(text, position, end)
             assert token is not None
             kind = token.lastindex
+            # Text, CR LF and SGR (the first three kinds) may open a simple stretch.
+            if batch and kind is not None and kind <= _T_SGR and self._translate is None and not self._insert:
+                stop = _simple_end(text, position, end)
+                if stop - position >= _BATCH_MIN:
+                    self._batch(text[position:stop])
+                    position = stop
+                    continue
             if kind == _T_TEXT:
                 draw(token.group())
             elif kind == _T_CRLF:
@@ -692,6 +719,61 @@ class Terminal:
                 continue
             position = token.end()
         return end
+
+    def _batch(self, stretch: str) -> None:
+        """Draw a simple stretch: split at CR LF and at SGR, write each piece as a slice."""
+        columns = self._columns
+        rows = self._rows
+        cache = self._sgr_cache
+        x, y = self._x, self._y
+        fg, bg, flags, glyphs = self._fg, self._bg, self._flags, self._glyphs
+        get = glyphs.__getitem__
+        drawn = ""
+        lines = stretch.split("\r\n")
+        last = len(lines) - 1
+        for number, line in enumerate(lines):
+            if "\r" in line or "\n" in line:
+                self._x, self._y = x, y
+                self._set_pen(fg, bg, flags, glyphs)
+                self._run(line, 0, len(line), batch=False)
+                x, y = self._x, self._y
+                fg, bg, flags, glyphs = self._fg, self._bg, self._flags, self._glyphs
+                get = glyphs.__getitem__
+            elif line:
+                for index, piece in enumerate(line.split("\x1b[")):
+                    if index:
+                        params, _, piece = piece.partition("m")
+                        hit = cache.get((params, fg, bg, flags))
+                        if hit is None:
+                            hit = self._sgr_result(params, fg, bg, flags)
+                        fg, bg, flags, glyphs = hit
+                        get = glyphs.__getitem__
+                    if not piece:
+                        continue
+                    count = len(piece)
+                    if x + count <= columns:
+                        row = rows[y]
+                        if row.wide:
+                            self._fix_wide_edges(row, x, x + count)
+                        row[x:x + count] = map(get, piece)
+                        row.dirty = True
+                        x += count
+                    else:
+                        self._x, self._y = x, y
+                        self._set_pen(fg, bg, flags, glyphs)
+                        self._draw_narrow(piece)
+                        x, y = self._x, self._y
+                    drawn = piece
+            if number < last:
+                x = 0
+                if y == self._bottom:
+                    self._scroll_up(self._top, self._bottom, 1)
+                elif y < self._lines - 1:
+                    y += 1
+        self._x, self._y = x, y
+        self._set_pen(fg, bg, flags, glyphs)
+        if drawn:
+            self._last_char = drawn[-1]
 
     def _lone(self, text: str, position: int, end: int) -> int:
         """An ESC or C1 byte that starts no complete sequence: the next position, or -1
@@ -816,14 +898,25 @@ class Terminal:
     # ----------------------------------------------------------------------- SGR
 
     def _sgr(self, params: str) -> None:
-        """SGR (ECMA-48 §8.3.117) with xterm's 256 and direct colours, both in the
-        semicolon form and in the ITU T.416 colon form (``38:2::R:G:B``, ``4:3``)."""
+        """SGR (ECMA-48 §8.3.117): set the pen, through a cache of (params, pen) → pen."""
+        hit = self._sgr_cache.get((params, self._fg, self._bg, self._flags))
+        if hit is None:
+            hit = self._sgr_result(params, self._fg, self._bg, self._flags)
+        self._set_pen(*hit)
+
+    def _sgr_result(self, params: str, fg: int, bg: int, flags: int) -> tuple[int, int, int, _Glyphs]:
+        key = (params, fg, bg, flags)
+        fg, bg, flags = self._sgr_compute(params, fg, bg, flags)
+        if len(self._sgr_cache) >= _MAX_SGR_CACHE:
+            self._sgr_cache.clear()
+        hit = self._sgr_cache[key] = (fg, bg, flags, self._glyphs_for(fg, bg, flags))
+        return hit
+
+    def _sgr_compute(self, params: str, fg: int, bg: int, flags: int) -> tuple[int, int, int]:
+        """The pen after SGR `params`, with xterm's 256 and direct colours in both the
+        semicolon form and the ITU T.416 colon form (``38:2::R:G:B``, ``4:3``)."""
         if not params or params == "0":
-            self._fg = self._bg = DEFAULT
-            self._flags = 0
-            self._apply_pen()
-            return
-        fg, bg, flags = self._fg, self._bg, self._flags
+            return DEFAULT, DEFAULT, 0
         parts = params.split(";")
         count = len(parts)
         index = 0
@@ -860,9 +953,7 @@ class Terminal:
                         fg = colour
                     else:
                         bg = colour
-        if (fg, bg, flags) != (self._fg, self._bg, self._flags):
-            self._fg, self._bg, self._flags = fg, bg, flags
-            self._apply_pen()
+        return fg, bg, flags
 
     @staticmethod
     def _extended_colour(parts: list[str], index: int) -> tuple[int | None, int]:
@@ -1261,26 +1352,7 @@ class Terminal:
         stop = self._run(text, 0, head)
         if stop != head or self._x != 0:
             return stop
-        # The simple stretch: up to the first character that is not printable text,
-        # CR, LF or an SGR sequence.
-        sgrs: list[re.Match[str]] = []
-        end = len(text)
-        search = _NOT_SIMPLE.search
-        sgr_at = _SGR_ONLY.match
-        position = head
-        while True:
-            found = search(text, position)
-            if found is None:
-                break
-            at = found.start()
-            if text[at] == "\x1b":
-                sgr = sgr_at(text, at)
-                if sgr is not None:
-                    sgrs.append(sgr)
-                    position = sgr.end()
-                    continue
-            end = at
-            break
+        end = _simple_end(text, head, len(text))
         stretch_end = text.rfind("\r\n", head, end) + 2
         if stretch_end < head + 2:
             return head
@@ -1290,7 +1362,7 @@ class Terminal:
         if text.count("\r", head, stretch_end) != newlines or text.count("\r\n", head, stretch_end) != newlines:
             return head
         body = text[head:stretch_end]
-        if sgrs:
+        if "\x1b" in body:
             body = _SGR_ONLY.sub("", body)
         if _long_line(self._columns).search(body):
             return head
@@ -1300,13 +1372,9 @@ class Terminal:
         for _ in range(lines):
             resume = text.rfind("\n", head, resume)
         resume += 1
-        skipped = [sgr for sgr in sgrs if sgr.start() < resume]
-        first = 0
-        for index in range(len(skipped) - 1, -1, -1):
-            if skipped[index].group(1) in ("", "0"):
-                first = index
-                break
-        for sgr in skipped[first:]:
+        # Only the SGRs after the last full reset decide the pen.
+        reset = max(text.rfind("\x1b[0m", head, resume), text.rfind("\x1b[m", head, resume))
+        for sgr in _SGR_ONLY.finditer(text, max(head, reset), resume):
             self._sgr(sgr.group(1))
         self._rows[:] = [self._new_row(self._columns) for _ in range(lines)]
         self._all_dirty = True
@@ -1314,6 +1382,14 @@ class Terminal:
         self._x = 0
         self._y = self._bottom
         return resume
+
+
+def _simple_end(text: str, position: int, end: int) -> int:
+    """Where the simple stretch that starts at `position` ends."""
+    other = _NOT_SIMPLE.search(text, position, end)
+    limit = end if other is None else other.start()
+    escape = _NOT_SGR.search(text, position, limit)
+    return limit if escape is None else escape.start()
 
 
 def _arg(args: list[int], index: int, default: int) -> int:
