@@ -85,7 +85,8 @@ _NOT_SGR: Final = re.compile(r"\x1b(?!\[[0-9;]*m)")
 _SGR_ONLY: Final = re.compile(r"\x1b\[([0-9;]*)m")
 _SKIP_MIN: Final = 2048
 _BATCH_MIN: Final = 32
-_MAX_SGR_CACHE: Final = 1024
+_MAX_PENS: Final = 1024
+_MAX_TRANSITIONS: Final = 64
 
 # Longest control string / unfinished sequence kept between feeds; a sixel image or a
 # runaway DCS must not grow memory without bound.
@@ -182,6 +183,25 @@ class _Glyphs(dict[str, Cell]):
         return cell
 
 
+class _Pen:
+    """A pen (colour specs and flags), its glyph cache, and the SGR transitions seen from it.
+
+    Pens are shared, so an SGR met before costs one dict lookup: ``after[params]``.
+    """
+
+    __slots__ = ("fg", "bg", "flags", "glyphs", "get", "erase", "after")
+
+    def __init__(self, fg: int, bg: int, flags: int, glyphs: _Glyphs) -> None:
+        self.fg = fg
+        self.bg = bg
+        self.flags = flags
+        self.glyphs = glyphs
+        self.get = glyphs.__getitem__
+        # Erasing uses the whole pen, as pyte does (xterm would keep only the background).
+        self.erase = glyphs[" "]
+        self.after: dict[str, _Pen] = {}
+
+
 _SavedCursor = tuple[int, int, int, int, int, str, str, int, bool, bool]
 """x, y, fg spec, bg spec, flags, G0, G1, GL, DECOM, DECAWM — what DECSC saves (xterm)."""
 
@@ -216,7 +236,7 @@ class Terminal:
         self._pending = ""
         self._title = ""
         self._glyph_caches: dict[tuple[int, int, int], _Glyphs] = {}
-        self._sgr_cache: dict[tuple[str, int, int, int], tuple[int, int, int, _Glyphs]] = {}
+        self._pens: dict[tuple[int, int, int], _Pen] = {}
         self._events: list[Scroll] = []
         self._replies: list[bytes] = []
         self._bell = False
@@ -451,15 +471,23 @@ class Terminal:
             glyphs = self._glyph_caches[key] = _Glyphs(*key)
         return glyphs
 
-    def _apply_pen(self) -> None:
-        """Pick the glyph cache that text runs draw from for the current pen."""
-        self._set_pen(self._fg, self._bg, self._flags, self._glyphs_for(self._fg, self._bg, self._flags))
+    def _pen_for(self, fg: int, bg: int, flags: int) -> _Pen:
+        pen = self._pens.get((fg, bg, flags))
+        if pen is None:
+            if len(self._pens) >= _MAX_PENS:
+                self._pens.clear()
+            pen = self._pens[fg, bg, flags] = _Pen(fg, bg, flags, self._glyphs_for(fg, bg, flags))
+        return pen
 
-    def _set_pen(self, fg: int, bg: int, flags: int, glyphs: _Glyphs) -> None:
-        self._fg, self._bg, self._flags = fg, bg, flags
-        self._glyphs = glyphs
-        # Erasing uses the whole pen, as pyte does (xterm would keep only the background).
-        self._erase = glyphs[" "]
+    def _apply_pen(self) -> None:
+        """Make the pen given by _fg, _bg and _flags the one text is drawn with."""
+        self._set_pen(self._pen_for(self._fg, self._bg, self._flags))
+
+    def _set_pen(self, pen: _Pen) -> None:
+        self._pen = pen
+        self._fg, self._bg, self._flags = pen.fg, pen.bg, pen.flags
+        self._glyphs = pen.glyphs
+        self._erase = pen.erase
 
     def _update_charset(self) -> None:
         # DEC Special Graphics (xterm ctlseqs "ESC ( C", C = 0) maps ASCII to line drawing.
@@ -724,32 +752,31 @@ class Terminal:
         """Draw a simple stretch: split at CR LF and at SGR, write each piece as a slice."""
         columns = self._columns
         rows = self._rows
-        cache = self._sgr_cache
+        transition = self._transition
         x, y = self._x, self._y
-        fg, bg, flags, glyphs = self._fg, self._bg, self._flags, self._glyphs
-        get = glyphs.__getitem__
+        pen = self._pen
+        get = pen.get
         drawn = ""
         lines = stretch.split("\r\n")
         last = len(lines) - 1
         for number, line in enumerate(lines):
             if "\r" in line or "\n" in line:
                 self._x, self._y = x, y
-                self._set_pen(fg, bg, flags, glyphs)
+                self._set_pen(pen)
                 self._run(line, 0, len(line), batch=False)
                 x, y = self._x, self._y
-                fg, bg, flags, glyphs = self._fg, self._bg, self._flags, self._glyphs
-                get = glyphs.__getitem__
+                pen = self._pen
+                get = pen.get
             elif line:
-                for index, piece in enumerate(line.split("\x1b[")):
+                pieces = line.split("\x1b[")
+                for index in range(len(pieces)):
+                    piece = pieces[index]
                     if index:
                         params, _, piece = piece.partition("m")
-                        hit = cache.get((params, fg, bg, flags))
-                        if hit is None:
-                            hit = self._sgr_result(params, fg, bg, flags)
-                        fg, bg, flags, glyphs = hit
-                        get = glyphs.__getitem__
-                    if not piece:
-                        continue
+                        pen = pen.after.get(params) or transition(pen, params)
+                        get = pen.get
+                        if not piece:
+                            continue
                     count = len(piece)
                     if x + count <= columns:
                         row = rows[y]
@@ -760,7 +787,7 @@ class Terminal:
                         x += count
                     else:
                         self._x, self._y = x, y
-                        self._set_pen(fg, bg, flags, glyphs)
+                        self._set_pen(pen)
                         self._draw_narrow(piece)
                         x, y = self._x, self._y
                     drawn = piece
@@ -771,7 +798,7 @@ class Terminal:
                 elif y < self._lines - 1:
                     y += 1
         self._x, self._y = x, y
-        self._set_pen(fg, bg, flags, glyphs)
+        self._set_pen(pen)
         if drawn:
             self._last_char = drawn[-1]
 
@@ -899,18 +926,14 @@ class Terminal:
 
     def _sgr(self, params: str) -> None:
         """SGR (ECMA-48 §8.3.117): set the pen, through a cache of (params, pen) → pen."""
-        hit = self._sgr_cache.get((params, self._fg, self._bg, self._flags))
-        if hit is None:
-            hit = self._sgr_result(params, self._fg, self._bg, self._flags)
-        self._set_pen(*hit)
+        pen = self._pen
+        self._set_pen(pen.after.get(params) or self._transition(pen, params))
 
-    def _sgr_result(self, params: str, fg: int, bg: int, flags: int) -> tuple[int, int, int, _Glyphs]:
-        key = (params, fg, bg, flags)
-        fg, bg, flags = self._sgr_compute(params, fg, bg, flags)
-        if len(self._sgr_cache) >= _MAX_SGR_CACHE:
-            self._sgr_cache.clear()
-        hit = self._sgr_cache[key] = (fg, bg, flags, self._glyphs_for(fg, bg, flags))
-        return hit
+    def _transition(self, pen: _Pen, params: str) -> _Pen:
+        following = self._pen_for(*self._sgr_compute(params, pen.fg, pen.bg, pen.flags))
+        if len(pen.after) < _MAX_TRANSITIONS:
+            pen.after[params] = following
+        return following
 
     def _sgr_compute(self, params: str, fg: int, bg: int, flags: int) -> tuple[int, int, int]:
         """The pen after SGR `params`, with xterm's 256 and direct colours in both the
