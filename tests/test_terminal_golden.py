@@ -290,3 +290,17 @@ def test_reset() -> None:
     assert terminal.text() == "\n\n" and not terminal.modes.alt_screen
     terminal.feed(b"x")
     assert terminal.cells(0)[0] == Cell("x", DEFAULT_FG, DEFAULT_BG, 0)
+
+
+def test_margins_set_in_the_first_line_stop_the_skip_ahead() -> None:
+    terminal = Terminal(10, 4)
+    terminal.feed(b"top\r\n")
+    terminal.feed(b"\x1b[2;4r\x1b[4;1H\r\n" + b"".join(b"%d\r\n" % n for n in range(1000)))
+    assert lines_of(terminal) == ["top", "998", "999", ""]
+
+
+def test_resize_keeps_tab_stops_every_eight_columns() -> None:
+    terminal = Terminal(16, 2)
+    terminal.resize(40, 2)
+    terminal.feed(b"\t\t\tx")
+    assert terminal.cursor[0] == 25

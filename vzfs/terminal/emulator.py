@@ -326,7 +326,8 @@ class Terminal:
         self._x = min(self._x, columns - 1)
         self._top, self._bottom = 0, lines - 1
         kept = [stop for stop in self._tabstops if stop < min(columns, old_columns)]
-        self._tabstops = kept + list(range(8 * (old_columns // 8 + 1), columns, 8))
+        first_new = -(-old_columns // 8) * 8
+        self._tabstops = kept + list(range(max(8, first_new), columns, 8))
         self._all_dirty = True
         return self._take_update()
 
@@ -520,7 +521,7 @@ class Terminal:
         """Keep an unfinished sequence for the next feed, within a bound."""
         if len(rest) <= _MAX_PENDING:
             self._pending = rest
-        elif rest[0] in _STRING_INTRO or rest[1] in "P]X^_":
+        elif rest[0] in _STRING_INTRO or (rest[0] == "\x1b" and rest[1] in "P]X^_"):
             # A control string longer than any we act on: keep its start (an OSC title
             # is cut there) and a final ESC that may begin its ST.
             self._pending = rest[:_MAX_PENDING] + ("\x1b" if rest[-1] == "\x1b" else "")
@@ -1367,13 +1368,11 @@ class Terminal:
         conditions below are each needed for the skipped part to have a known effect.
         """
         lines = self._lines
-        if self._top != 0 or self._bottom != lines - 1:
-            return 0
         head = text.find("\n") + 1
         if head == 0 or text.count("\n", head) <= 2 * lines:
             return 0
         stop = self._run(text, 0, head)
-        if stop != head or self._x != 0:
+        if stop != head or self._x != 0 or self._top != 0 or self._bottom != lines - 1:
             return stop
         end = _simple_end(text, head, len(text))
         stretch_end = text.rfind("\r\n", head, end) + 2
