@@ -33,18 +33,24 @@ def plain_input(n_bytes: int) -> bytes:
 
 
 def sgr_input(n_bytes: int, seed: int = 4) -> bytes:
-    """Output like `ls --color` of a large directory: a colour change per name."""
+    """Output like `ls --color` of a large directory: a colour change per name.
+
+    Names are random letters, so no two pieces of text repeat except the separators,
+    as in a real listing.
+    """
     rng = random.Random(seed)
     styles = [b"01;34", b"01;32", b"01;36", b"00", b"01;31", b"38;5;208", b"01;35",
               b"40;33;01", b"38;2;255;128;0", b"30;42", b"04;33"]
+    letters = "abcdefghijklmnopqrstuvwxyz0123456789_-"
+    extensions = ["", "", ".txt", ".log", ".py", ".tar.gz", ".c", ".o"]
     parts: list[bytes] = []
     size = 0
     while size < n_bytes:
         line = bytearray()
         visible = 0
         while True:
-            name = b"".join(rng.choice([b"log", b"src", b"data", b"x", b"file", b"v2", b"tmp"])
-                            for _ in range(rng.randint(1, 3)))
+            name = ("".join(rng.choice(letters) for _ in range(rng.randint(3, 12)))
+                    + rng.choice(extensions)).encode()
             if visible + len(name) + 2 > 78:
                 break
             line += b"\x1b[0m\x1b[" + rng.choice(styles) + b"m" + name + b"\x1b[0m  "
