@@ -1,9 +1,10 @@
 """Differential tests: the emulator against stock pyte 0.8.2 where pyte is right.
 
-Byte streams are generated from the subset pyte handles correctly (printable text,
-CR, LF, BS, TAB, CUP, EL, ED, SGR in the semicolon form, DECSTBM) and compared cell by
-cell. ``ReferenceScreen`` corrects the few places where pyte departs from xterm inside
-that subset; each correction names the xterm behaviour it restores.
+Byte streams are generated from the subset pyte handles nearly right (printable text,
+CR, LF, BS, TAB, CUP and the other cursor moves, EL, ED, ECH, ICH, DCH, IL, DL, IND, RI,
+SGR in the semicolon form, DECSTBM, IRM, LNM, DECAWM) and compared cell by cell.
+``ReferenceScreen`` corrects the few places where pyte departs from xterm inside that
+subset; each correction names the xterm behaviour it restores.
 """
 
 from __future__ import annotations
@@ -22,20 +23,67 @@ from vzfs.terminal.palette import PALETTE
 class ReferenceScreen(pyte.Screen):
     """pyte's Screen with its departures from xterm inside the tested subset corrected."""
 
+    def _clear_wrap(self) -> None:
+        # xterm: cursor movements clear a pending wrap (cursor.c, ResetWrap), leaving
+        # the cursor in the last column; pyte keeps x == columns.
+        if self.cursor.x == self.columns:
+            self.cursor.x = self.columns - 1
+
+    def _margins(self) -> tuple[int, int]:
+        return self.margins or pyte.screens.Margins(0, self.lines - 1)
+
     def index(self) -> None:
-        # xterm: below the scroll region LF moves down to the last line; pyte jumps back
-        # to the bottom margin.
-        top, bottom = self.margins or pyte.screens.Margins(0, self.lines - 1)
-        if self.cursor.y > bottom:
+        # xterm: below the scroll region IND moves down to the last line; pyte jumps
+        # back to the bottom margin.
+        self._clear_wrap()
+        if self.cursor.y > self._margins()[1]:
             self.cursor.y = min(self.cursor.y + 1, self.lines - 1)
             return
         super().index()
 
-    def linefeed(self) -> None:
-        # xterm: LF clears the pending wrap, leaving the cursor in the last column.
-        if self.cursor.x == self.columns:
-            self.cursor.x = self.columns - 1
-        super().linefeed()
+    def reverse_index(self) -> None:
+        self._clear_wrap()
+        super().reverse_index()
+
+    def cursor_up(self, count: Any = None) -> None:
+        # xterm: the top margin stops CUU only for a cursor inside or below the region.
+        self._clear_wrap()
+        top = self._margins()[0] if self.cursor.y >= self._margins()[0] else 0
+        self.cursor.y = max(self.cursor.y - (count or 1), top)
+
+    def cursor_down(self, count: Any = None) -> None:
+        self._clear_wrap()
+        bottom = self._margins()[1] if self.cursor.y <= self._margins()[1] else self.lines - 1
+        self.cursor.y = min(self.cursor.y + (count or 1), bottom)
+
+    def cursor_to_line(self, line: Any = None) -> None:
+        self._clear_wrap()
+        super().cursor_to_line(line)
+
+    def insert_characters(self, count: Any = None) -> None:
+        self._clear_wrap()
+        super().insert_characters(count)
+
+    def delete_characters(self, count: Any = None) -> None:
+        self._clear_wrap()
+        super().delete_characters(count)
+
+    def erase_characters(self, count: Any = None) -> None:
+        self._clear_wrap()
+        super().erase_characters(count)
+
+    def delete_lines(self, count: Any = None) -> None:
+        # pyte leaves a row in place when the row that should replace it was never
+        # stored; every row of the region below the cursor moves up.
+        count = count or 1
+        top, bottom = self._margins()
+        if top <= self.cursor.y <= bottom:
+            rows = [self.buffer.pop(y, None) for y in range(self.cursor.y, bottom + 1)]
+            rows = rows[count:] + [None] * min(count, len(rows))
+            for y, row in zip(range(self.cursor.y, bottom + 1), rows):
+                if row is not None:
+                    self.buffer[y] = row
+            self.carriage_return()
 
     def set_margins(self, top: Any = None, bottom: Any = None) -> None:
         # xterm: DECSTBM without parameters also homes the cursor (VT510 manual).
@@ -140,6 +188,10 @@ def ops(columns: int, lines: int) -> st.SearchStrategy[bytes]:
         st.tuples(st.integers(1, lines), st.integers(1, lines)).filter(lambda m: m[0] < m[1]).map(
             lambda m: b"\x1b[%d;%dr" % m),
         st.just(b"\x1b[r"),
+        st.tuples(st.sampled_from("ABCDGd@PXLM"), st.integers(0, max(columns, lines) + 2)).map(
+            lambda c: b"\x1b[%d%s" % (c[1], c[0].encode())),
+        st.sampled_from([b"\x1bD", b"\x1bM", b"\x1b[4h", b"\x1b[4l", b"\x1b[20h", b"\x1b[20l",
+                         b"\x1b[?7l", b"\x1b[?7h"]),
     )
     return st.lists(op, max_size=60).map(b"".join)
 
