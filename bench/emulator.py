@@ -61,6 +61,22 @@ def sgr_input(n_bytes: int, seed: int = 4) -> bytes:
     return b"".join(parts)[:n_bytes]
 
 
+def cursor_input(n_bytes: int, seed: int = 5) -> bytes:
+    """Output like `top` redrawing its screen: cursor addressing, erases and colour."""
+    rng = random.Random(seed)
+    parts: list[bytes] = []
+    size = 0
+    while size < n_bytes:
+        row = rng.randint(1, 25)
+        column = rng.randint(1, 60)
+        field = "".join(rng.choice("0123456789 .%KMG") for _ in range(rng.randint(3, 18)))
+        part = (b"\x1b[%d;%dH\x1b[%sm%s\x1b[m\x1b[K" % (
+            row, column, rng.choice([b"1", b"7", b"32", b"0;36", b"38;5;66"]), field.encode()))
+        parts.append(part)
+        size += len(part)
+    return b"".join(parts)[:n_bytes]
+
+
 def _feeder(backend: str) -> Callable[[bytes], object]:
     if backend == "vzfs":
         return Terminal(80, 25).feed
@@ -84,13 +100,13 @@ def measure(backend: str, data: bytes, chunk_size: int = CHUNK_SIZE) -> float:
 def main(argv: list[str]) -> None:
     megabytes = float(argv[1]) if len(argv) > 1 else 10.0
     size = int(megabytes * 1e6)
-    for name, make in (("plain", plain_input), ("sgr", sgr_input)):
+    for name, make in (("plain", plain_input), ("sgr", sgr_input), ("cursor", cursor_input)):
         data = make(size)
         for chunk in (4096, 65536):
             vzfs = measure("vzfs", data, chunk)
-            print(f"{name:5} {len(data) / 1e6:5.1f} MB chunk {chunk:5}: vzfs {vzfs:7.2f} MB/s")
+            print(f"{name:6} {len(data) / 1e6:5.1f} MB chunk {chunk:5}: vzfs {vzfs:7.2f} MB/s")
         pyte_speed = measure("pyte", data)
-        print(f"{name:5} {len(data) / 1e6:5.1f} MB chunk  4096: pyte {pyte_speed:7.2f} MB/s")
+        print(f"{name:6} {len(data) / 1e6:5.1f} MB chunk  4096: pyte {pyte_speed:7.2f} MB/s")
 
 
 if __name__ == "__main__":

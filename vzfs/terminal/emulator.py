@@ -709,17 +709,21 @@ class Terminal:
         """Process text[position:end]; return where an unfinished sequence starts (or end)."""
         match = _TOKEN.match
         draw = self._draw
+        # Tokens before this position are known not to open a stretch worth a batch.
+        no_batch_before = position if batch else end
         while position < end:
             token = match(text, position, end)
             assert token is not None
             kind = token.lastindex
             # Text, CR LF and SGR (the first three kinds) may open a simple stretch.
-            if batch and kind is not None and kind <= _T_SGR and self._translate is None and not self._insert:
+            if (position >= no_batch_before and kind is not None and kind <= _T_SGR
+                    and self._translate is None and not self._insert):
                 stop = _simple_end(text, position, end)
                 if stop - position >= _BATCH_MIN:
                     self._batch(text[position:stop])
                     position = stop
                     continue
+                no_batch_before = stop
             if kind == _T_TEXT:
                 draw(token.group())
             elif kind == _T_CRLF:
@@ -1044,12 +1048,15 @@ class Terminal:
             if not params or set(params) <= set("0123456789;:"):
                 self._sgr(params)
             return
+        parts = params.split(";") if params else []
+        if ":" in params:
+            parts = [part.split(":", 1)[0] for part in parts]
         try:
-            args = [
-                min(int(part.split(":", 1)[0] or 0), _MAX_PARAM) for part in params.split(";")
-            ] if params else []
+            args = [int(part) if part else 0 for part in parts]
         except ValueError:
             return
+        if args and max(args) > _MAX_PARAM:
+            args = [min(arg, _MAX_PARAM) for arg in args]
         if not private:
             handler = _CSI_HANDLERS.get(final)
             if handler is not None:
@@ -1098,8 +1105,9 @@ class Terminal:
         self._x = min(self._columns, _arg(args, 0, 1)) - 1
 
     def _cursor_position(self, args: list[int]) -> None:
-        line = _arg(args, 0, 1) - 1
-        column = _arg(args, 1, 1) - 1
+        count = len(args)
+        line = args[0] - 1 if count and args[0] else 0
+        column = args[1] - 1 if count > 1 and args[1] else 0
         if self._origin:
             self._y = min(self._top + line, self._bottom)
         else:
@@ -1407,11 +1415,32 @@ class Terminal:
 
 
 def _simple_end(text: str, position: int, end: int) -> int:
-    """Where the simple stretch that starts at `position` ends."""
-    other = _NOT_SIMPLE.search(text, position, end)
-    limit = end if other is None else other.start()
-    escape = _NOT_SGR.search(text, position, limit)
-    return limit if escape is None else escape.start()
+    """Where the simple stretch that starts at `position` ends.
+
+    The scan goes through windows that double in size, and looks for the next escape
+    that is not SGR before looking for other characters, so that finding a short
+    stretch (cursor-addressed output) costs little and a long one stays linear.
+    """
+    start = position
+    window = 256
+    while True:
+        stop = min(end, start + window)
+        escape = _NOT_SGR.search(text, start, stop)
+        bound = stop if escape is None else escape.start()
+        other = _NOT_SIMPLE.search(text, start, bound)
+        if other is not None:
+            return other.start()
+        if escape is not None:
+            # The window's end may cut an SGR, which the look-ahead could not see.
+            sgr = _SGR_ONLY.match(text, bound, end)
+            if sgr is None:
+                return bound
+            start = sgr.end()
+            continue
+        if stop == end:
+            return end
+        start = stop
+        window *= 2
 
 
 def _arg(args: list[int], index: int, default: int) -> int:
