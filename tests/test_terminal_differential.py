@@ -94,13 +94,10 @@ class ReferenceScreen(pyte.Screen):
         super().set_margins(top, bottom)
 
     def erase_in_line(self, how: int = 0, private: bool = False) -> None:
-        # xterm: with a wrap pending the cursor is in the last column, which EL 0 erases.
-        pending = self.cursor.x == self.columns
-        if pending:
-            self.cursor.x -= 1
+        # xterm: with a wrap pending the cursor is in the last column, which EL 0 erases;
+        # erasing cancels the wrap (ClearInLine2 calls ResetWrap).
+        self._clear_wrap()
         super().erase_in_line(how, private)
-        if pending:
-            self.cursor.x += 1
 
     def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
         # pyte erases only the cells it has stored; every cell of the rows is erased.

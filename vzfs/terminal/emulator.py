@@ -378,6 +378,7 @@ class Terminal:
             for cells in data:
                 row = _Row(Cell(char, fg, bg, flags) for char, fg, bg, flags in cells)
                 row.dirty = True
+                row.wide = any(cell.flags & (WIDE | WIDE_CONT) for cell in row)
                 made.append(row)
             return made
 
@@ -1129,10 +1130,17 @@ class Terminal:
         row[start:end] = [self._erase] * (end - start)
         row.dirty = True
 
+    def _clear_wrap(self) -> int:
+        """Cancel a pending wrap, as xterm's ResetWrap does for edits within the line
+        (InsertChar, DeleteChar, ClearInLine in xterm's util.c); return the column."""
+        if self._x >= self._columns:
+            self._x = self._columns - 1
+        return self._x
+
     def _erase_in_line(self, args: list[int]) -> None:
         how = _arg(args, 0, 0)
         row = self._rows[self._y]
-        x = min(self._x, self._columns - 1)
+        x = self._clear_wrap()
         if how == 0:
             self._erase_cells(row, x, self._columns)
         elif how == 1:
@@ -1179,7 +1187,7 @@ class Terminal:
             self._scroll_down(self._top, self._bottom, _arg(args, 0, 1))
 
     def _insert_characters(self, args: list[int]) -> None:
-        x = min(self._x, self._columns - 1)
+        x = self._clear_wrap()
         count = min(_arg(args, 0, 1), self._columns - x)
         row = self._rows[self._y]
         self._fix_wide_edges(row, x, x)
@@ -1190,7 +1198,7 @@ class Terminal:
         row.dirty = True
 
     def _delete_characters(self, args: list[int]) -> None:
-        x = min(self._x, self._columns - 1)
+        x = self._clear_wrap()
         count = min(_arg(args, 0, 1), self._columns - x)
         row = self._rows[self._y]
         self._fix_wide_edges(row, x, x + count)
@@ -1199,7 +1207,7 @@ class Terminal:
         row.dirty = True
 
     def _erase_characters(self, args: list[int]) -> None:
-        x = min(self._x, self._columns - 1)
+        x = self._clear_wrap()
         self._erase_cells(self._rows[self._y], x, min(self._columns, x + _arg(args, 0, 1)))
 
     def _repeat(self, args: list[int]) -> None:
