@@ -304,3 +304,9 @@ def test_resize_keeps_tab_stops_every_eight_columns() -> None:
     terminal.resize(40, 2)
     terminal.feed(b"\t\t\tx")
     assert terminal.cursor[0] == 25
+
+
+def test_rep_after_a_long_feed_repeats_the_last_character() -> None:
+    terminal = Terminal(10, 3)
+    terminal.feed(b"a\r\n" + b"x" * 5 + b"\r\n" * 3000 + b"\x1b[3b")
+    assert lines_of(terminal) == ["", "", "xxx"]

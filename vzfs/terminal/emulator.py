@@ -1410,6 +1410,12 @@ class Terminal:
         for _ in range(lines):
             resume = text.rfind("\n", head, resume)
         resume += 1
+        drawn = text[resume:stretch_end]
+        if "\x1b" in drawn:
+            drawn = _SGR_ONLY.sub("", drawn)
+        if not drawn.strip("\r\n"):
+            # REP repeats the last character drawn, which would then be in the skipped part.
+            return head
         # Only the SGRs after the last full reset decide the pen.
         reset = max(text.rfind("\x1b[0m", head, resume), text.rfind("\x1b[m", head, resume))
         for sgr in _SGR_ONLY.finditer(text, max(head, reset), resume):
