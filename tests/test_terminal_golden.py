@@ -310,3 +310,16 @@ def test_rep_after_a_long_feed_repeats_the_last_character() -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"a\r\n" + b"x" * 5 + b"\r\n" * 3000 + b"\x1b[3b")
     assert lines_of(terminal) == ["", "", "xxx"]
+
+
+def test_sgr_right_after_a_full_row_with_wide_characters() -> None:
+    terminal = Terminal(10, 6)
+    terminal.feed("中".encode() + b"x" * 8)
+    terminal.feed(b"\x1b[1m" + b"y" * 40)
+    assert lines_of(terminal) == ["中xxxxxxxx"] + ["yyyyyyyyyy"] * 4 + [""]
+
+
+def test_insert_mode_shifts_wide_characters() -> None:
+    terminal = Terminal(6, 2)
+    terminal.feed("abcd\r\x1b[4h中".encode())
+    assert lines_of(terminal)[0] == "中abcd"

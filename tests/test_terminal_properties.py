@@ -172,3 +172,28 @@ def test_terminal_layer_imports_nothing_impure() -> None:
         cwd=_PACKAGE.parent.parent,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+_LINE_PART = st.one_of(
+    st.text(alphabet="ab 中é\u0301\t\x08\r", min_size=1, max_size=50).map(lambda s: s.encode()),
+    st.text(alphabet="xyz", min_size=60, max_size=200).map(lambda s: s.encode()),
+    st.sampled_from([b"\x1b[1;31m", b"\x1b[0m", b"\x1b[m", b"\x1b[38;5;99m", b"\x1b[44m",
+                     b"\x1b[38:2::1:2:3m", b"\x1b[H", b"\x07", b"\x1b(0", b"\x1b(B", b"\x1b[4h",
+                     b"\x1b[4l", b"\x1b[2;3r", b"\x1b[r", b"\x1b[?7l", b"\x1b[?7h", b"\n", b"\x1b[3b"]),
+)
+_LINE = st.lists(_LINE_PART, max_size=6).map(lambda parts: b"".join(parts) + b"\r\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(SIZES, STREAM, st.lists(_LINE, min_size=1, max_size=10), st.integers(1, 40), STREAM)
+def test_skipping_equals_drawing_everything(size: tuple[int, int], before: bytes,
+                                            body: list[bytes], repeat: int, after: bytes) -> None:
+    """A feed big enough to skip ahead ends in the same state as the same bytes fed in
+    pieces too small to skip."""
+    data = before + b"".join(body) * repeat + after
+    whole = Terminal(*size)
+    whole.feed(data)
+    pieces = Terminal(*size)
+    for start in range(0, len(data), 500):
+        pieces.feed(data[start:start + 500])
+    assert whole.snapshot() == pieces.snapshot()

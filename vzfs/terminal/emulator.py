@@ -9,11 +9,11 @@ from a per-pen cache, so printable text costs a few C-level operations per run r
 than Python work per character.
 
 When one feed holds more complete lines than the screen has rows, most of them can
-only scroll through: if a stretch of input is *simple* (printable characters, SGR,
-CR LF line ends, no line wider than the screen, full-screen scroll region), its effect
-is fully known without drawing it — the pen after its SGRs, the cursor at the bottom
-left, and a screen that the next ``lines`` lines overwrite entirely. Those last lines
-are drawn exactly, everything before them is skipped (``_skip_ahead``).
+only scroll through: in a stretch of text, CR, LF, BS, HT and SGR ending in CR LF, with
+a full-screen scroll region, the effect of all but the last ``lines`` lines is known
+without drawing them — the pen after their SGRs, the cursor at the bottom left, and
+rows that the last ``lines`` lines push off the screen. Those are drawn exactly; the
+rest is skipped (``_skip_ahead``).
 
 Rows are ``_Row`` lists that carry a ``dirty`` flag. Scrolling moves row objects, so
 a row that was only moved keeps ``dirty`` unset, and every move of rows is recorded as
@@ -81,6 +81,9 @@ _C1_STRING_KIND: Final = {"\x90": "P", "\x98": "X", "\x9d": "]", "\x9e": "^", "\
 # batches and may be skipped; str.split and plain character classes are used on them
 # because a regular expression match object per token costs more than the token.
 _NOT_SIMPLE: Final = re.compile("[^\x20-\x7e\xa0-\u02ff\r\n\x1b]")
+# The skip-ahead only needs to know that nothing but cells, the pen and the column
+# change: any character but the C0 and C1 controls other than BS, HT, LF, CR and ESC.
+_NOT_SKIPPABLE: Final = re.compile("[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
 _NOT_SGR: Final = re.compile(r"\x1b(?!\[[0-9;]*m)")
 _SGR_ONLY: Final = re.compile(r"\x1b\[([0-9;]*)m")
 _SKIP_MIN: Final = 2048
@@ -215,13 +218,6 @@ def _new_decoder() -> codecs.IncrementalDecoder:
     # "replace" turns every invalid byte into U+FFFD, and the incremental decoder keeps
     # a multibyte sequence split between two feeds.
     return codecs.getincrementaldecoder("utf-8")("replace")
-
-
-@lru_cache(maxsize=16)
-def _long_line(columns: int) -> re.Pattern[str]:
-    # A line of the skipped text is "text\r"; more than `columns` characters of text
-    # would wrap. MULTILINE anchors make the search linear in the text length.
-    return re.compile("(?m)^[^\n]{%d}" % (columns + 2))
 
 
 class Terminal:
@@ -669,13 +665,17 @@ class Terminal:
                 self._x = columns - 2
         x = self._x
         row = self._rows[self._y]
+        if self._insert:
+            self._fix_wide_edges(row, x, x)
+            row[x:x] = [BLANK, BLANK]
+            del row[columns:]
+            if row[-1].flags & WIDE:
+                row[-1] = _unwide(row[-1])
         self._fix_wide_edges(row, x, x + 2)
         glyphs = self._glyphs
         row.wide = True
         row[x] = Cell(char, glyphs.fg, glyphs.bg, glyphs.flags | WIDE)
         row[x + 1] = Cell("", glyphs.fg, glyphs.bg, glyphs.flags | WIDE_CONT)
-        if self._insert:
-            del row[columns:]
         row.dirty = True
         self._x = x + 2
 
@@ -781,8 +781,8 @@ class Terminal:
                         params, _, piece = piece.partition("m")
                         pen = pen.after.get(params) or transition(pen, params)
                         get = pen.get
-                        if not piece:
-                            continue
+                    if not piece:
+                        continue
                     count = len(piece)
                     if x + count <= columns:
                         row = rows[y]
@@ -1378,42 +1378,38 @@ class Terminal:
     # ------------------------------------------------------------------ skipping
 
     def _skip_ahead(self, text: str) -> int:
-        """Skip the lines of a simple stretch that can only scroll off the screen.
+        """Skip the lines that can only scroll off the screen; return where exact
+        processing must resume.
 
-        Returns where exact processing must resume. See the module docstring; the
-        conditions below are each needed for the skipped part to have a known effect.
+        In a stretch of text, CR, LF, BS, HT and SGR (no other control), text and
+        cursor motion only change cells; what survives the stretch is the pen, and, if
+        it ends with CR LF, the cursor at the left. When the last `lines` line feeds of
+        the stretch are drawn exactly from the bottom row, they scroll every earlier row
+        off a full-screen region, so the part before them is reduced to its SGRs.
         """
         lines = self._lines
         head = text.find("\n") + 1
         if head == 0 or text.count("\n", head) <= 2 * lines:
             return 0
         stop = self._run(text, 0, head)
-        if stop != head or self._x != 0 or self._top != 0 or self._bottom != lines - 1:
+        if stop != head or self._top != 0 or self._bottom != lines - 1:
             return stop
-        end = _simple_end(text, head, len(text))
-        stretch_end = text.rfind("\r\n", head, end) + 2
-        if stretch_end < head + 2:
-            return head
-        newlines = text.count("\n", head, stretch_end)
+        end = _simple_end(text, head, len(text), _NOT_SKIPPABLE)
+        last_newline = text.rfind("\n", head, end)
+        newlines = text.count("\n", head, last_newline + 1)
+        # The skipped part holds newlines - lines line feeds: enough to reach the bottom.
         if newlines <= lines or self._y + newlines - lines < self._bottom:
             return head
-        if text.count("\r", head, stretch_end) != newlines or text.count("\r\n", head, stretch_end) != newlines:
-            return head
-        body = text[head:stretch_end]
-        if "\x1b" in body:
-            body = _SGR_ONLY.sub("", body)
-        if _long_line(self._columns).search(body):
-            return head
-        # The last `lines` lines of the stretch are drawn exactly; they push every row
-        # that exists before them off the screen, so those rows need not be drawn.
-        resume = stretch_end - 1
+        resume = last_newline
         for _ in range(lines):
             resume = text.rfind("\n", head, resume)
+        if text[resume - 1] != "\r":
+            return head
         resume += 1
-        drawn = text[resume:stretch_end]
+        drawn = text[resume:end]
         if "\x1b" in drawn:
             drawn = _SGR_ONLY.sub("", drawn)
-        if not drawn.strip("\r\n"):
+        if not drawn.strip("\r\n\b\t"):
             # REP repeats the last character drawn, which would then be in the skipped part.
             return head
         # Only the SGRs after the last full reset decide the pen.
@@ -1428,8 +1424,9 @@ class Terminal:
         return resume
 
 
-def _simple_end(text: str, position: int, end: int) -> int:
-    """Where the simple stretch that starts at `position` ends.
+def _simple_end(text: str, position: int, end: int, others: re.Pattern[str] = _NOT_SIMPLE) -> int:
+    """Where the stretch that starts at `position` ends: at the first escape that is
+    not SGR or the first character `others` finds.
 
     The scan goes through windows that double in size, and looks for the next escape
     that is not SGR before looking for other characters, so that finding a short
@@ -1441,7 +1438,7 @@ def _simple_end(text: str, position: int, end: int) -> int:
         stop = min(end, start + window)
         escape = _NOT_SGR.search(text, start, stop)
         bound = stop if escape is None else escape.start()
-        other = _NOT_SIMPLE.search(text, start, bound)
+        other = others.search(text, start, bound)
         if other is not None:
             return other.start()
         if escape is not None:
