@@ -8,13 +8,14 @@ import json
 import pathlib
 import subprocess
 import sys
+import unicodedata
 from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vzfs.terminal.cell import Cell
-from vzfs.terminal.emulator import Terminal, Update
+from vzfs.terminal.emulator import _NOT_SIMPLE, Terminal, Update, wcwidth
 
 _CSI_FINALS = "@ABCDEFGHIJKLMPSTXZ`abdefghlmnrsu"
 
@@ -197,3 +198,12 @@ def test_skipping_equals_drawing_everything(size: tuple[int, int], before: bytes
     for start in range(0, len(data), 500):
         pieces.feed(data[start:start + 500])
     assert whole.snapshot() == pieces.snapshot()
+
+
+def test_simple_stretch_characters_are_one_cell_wide() -> None:
+    simple = [chr(code) for code in range(0x110000)
+              if not 0xD800 <= code < 0xE000 and _NOT_SIMPLE.match(chr(code)) is None]
+    printable = [char for char in simple if char not in "\r\n\x1b"]
+    assert printable
+    for char in printable:
+        assert wcwidth(char) == 1 and not unicodedata.combining(char), hex(ord(char))

@@ -78,8 +78,8 @@ _C1_STRING_KIND: Final = {"\x90": "P", "\x98": "X", "\x9d": "]", "\x9e": "^", "\
 # A *simple stretch* holds only characters whose width is surely 1 (ASCII and the
 # Latin/IPA blocks below the combining diacritics at U+0300, checked against wcwidth
 # in the tests), CR, LF and SGR in the semicolon form. Such stretches are drawn in
-# batches and may be skipped; str.split and plain character classes are used on them
-# because a regular expression match object per token costs more than the token.
+# batches with str.split, because a regular expression match object per token costs
+# more than the token.
 _NOT_SIMPLE: Final = re.compile("[^\x20-\x7e\xa0-\u02ff\r\n\x1b]")
 # The skip-ahead only needs to know that nothing but cells, the pen and the column
 # change: any character but the C0 and C1 controls other than BS, HT, LF, CR and ESC.
