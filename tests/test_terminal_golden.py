@@ -323,3 +323,11 @@ def test_insert_mode_shifts_wide_characters() -> None:
     terminal = Terminal(6, 2)
     terminal.feed("abcd\r\x1b[4h中".encode())
     assert lines_of(terminal)[0] == "中abcd"
+
+
+def test_rows_filled_exactly_by_a_batch_are_dirty() -> None:
+    terminal = Terminal(4, 5)
+    terminal.feed(b"")
+    update = terminal.feed(b"abcd\x1b[1mefgh\x1b[0mijkl\x1b[1mmnop\x1b[0mqr")
+    assert lines_of(terminal) == ["abcd", "efgh", "ijkl", "mnop", "qr"]
+    assert update.dirty == frozenset(range(5))

@@ -774,9 +774,10 @@ class Terminal:
                 pen = self._pen
                 get = pen.get
             elif line:
-                pieces = line.split("\x1b[")
-                for index in range(len(pieces)):
-                    piece = pieces[index]
+                row = rows[y]
+                # Rows holding wide characters take the careful path for every piece.
+                careful = row.wide
+                for index, piece in enumerate(line.split("\x1b[")):
                     if index:
                         params, _, piece = piece.partition("m")
                         pen = pen.after.get(params) or transition(pen, params)
@@ -784,19 +785,19 @@ class Terminal:
                     if not piece:
                         continue
                     count = len(piece)
-                    if x + count <= columns:
-                        row = rows[y]
-                        if row.wide:
-                            self._fix_wide_edges(row, x, x + count)
-                        row[x:x + count] = map(get, piece)
+                    if careful or x + count > columns:
                         row.dirty = True
-                        x += count
-                    else:
                         self._x, self._y = x, y
                         self._set_pen(pen)
                         self._draw_narrow(piece)
                         x, y = self._x, self._y
+                        row = rows[y]
+                        careful = row.wide
+                    else:
+                        row[x:x + count] = map(get, piece)
+                        x += count
                     drawn = piece
+                row.dirty = True
             if number < last:
                 x = 0
                 if y == self._bottom:
