@@ -331,3 +331,9 @@ def test_rows_filled_exactly_by_a_batch_are_dirty() -> None:
     update = terminal.feed(b"abcd\x1b[1mefgh\x1b[0mijkl\x1b[1mmnop\x1b[0mqr")
     assert lines_of(terminal) == ["abcd", "efgh", "ijkl", "mnop", "qr"]
     assert update.dirty == frozenset(range(5))
+
+
+def test_rep_repeats_the_last_character_of_a_mixed_batch() -> None:
+    terminal = Terminal(80, 3)
+    terminal.feed(b"a" * 40 + b"\r\n" + b"\rxy" + b"b" * 40 + b"\r\n\x1b[2b")
+    assert lines_of(terminal)[2] == "bb"

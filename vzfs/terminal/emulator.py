@@ -773,6 +773,7 @@ class Terminal:
                 x, y = self._x, self._y
                 pen = self._pen
                 get = pen.get
+                drawn = ""  # _run kept _last_char itself
             elif line:
                 row = rows[y]
                 # Rows holding wide characters take the careful path for every piece.
