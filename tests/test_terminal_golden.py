@@ -337,3 +337,9 @@ def test_rep_repeats_the_last_character_of_a_mixed_batch() -> None:
     terminal = Terminal(80, 3)
     terminal.feed(b"a" * 40 + b"\r\n" + b"\rxy" + b"b" * 40 + b"\r\n\x1b[2b")
     assert lines_of(terminal)[2] == "bb"
+
+
+def test_rep_after_a_batch_ending_in_a_lone_carriage_return() -> None:
+    terminal = Terminal(80, 3)
+    terminal.feed(b"a" * 40 + b"\r\n" + b"b" * 40 + b"\r\n\r\x1b[2b")
+    assert lines_of(terminal)[2] == "bb"

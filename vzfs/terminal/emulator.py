@@ -769,11 +769,13 @@ class Terminal:
             if "\r" in line or "\n" in line:
                 self._x, self._y = x, y
                 self._set_pen(pen)
+                if drawn:
+                    self._last_char = drawn[-1]
+                    drawn = ""
                 self._run(line, 0, len(line), batch=False)
                 x, y = self._x, self._y
                 pen = self._pen
                 get = pen.get
-                drawn = ""  # _run kept _last_char itself
             elif line:
                 row = rows[y]
                 # Rows holding wide characters take the careful path for every piece.
