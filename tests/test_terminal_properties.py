@@ -1,0 +1,209 @@
+"""Properties of the emulator on arbitrary input: snapshot round trips, exact scroll
+events, robustness, and the import rule of the pure terminal layer."""
+
+from __future__ import annotations
+
+import ast
+import json
+import pathlib
+import subprocess
+import sys
+import unicodedata
+from typing import Any
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from vzfs.terminal.cell import Cell
+from vzfs.terminal.emulator import _NOT_SIMPLE, Terminal, Update, wcwidth
+
+_CSI_FINALS = "@ABCDEFGHIJKLMPSTXZ`abdefghlmnrsu"
+
+SEQUENCE = st.one_of(
+    st.text(min_size=1, max_size=40).map(lambda s: s.encode()),
+    st.text(alphabet="ab 中é\u0301x", min_size=1, max_size=30).map(lambda s: s.encode()),
+    st.sampled_from([b"\r", b"\n", b"\r\n", b"\x08", b"\t", b"\x07", b"\x0e", b"\x0f", b"\x00"]),
+    st.tuples(st.sampled_from(["", "?", ">"]),
+              st.lists(st.integers(0, 30), max_size=3),
+              st.sampled_from(_CSI_FINALS)).map(
+        lambda c: ("\x1b[" + c[0] + ";".join(map(str, c[1])) + c[2]).encode()),
+    st.sampled_from([b"\x1b[?1049h", b"\x1b[?1049l", b"\x1b[?1047h", b"\x1b[?1047l", b"\x1b[?47h",
+                     b"\x1b[?47l", b"\x1b[?6h", b"\x1b[?6l", b"\x1b[?7l", b"\x1b[?7h", b"\x1b[4h",
+                     b"\x1b[4l", b"\x1b[20h", b"\x1b[20l", b"\x1b7", b"\x1b8", b"\x1bD", b"\x1bM",
+                     b"\x1bE", b"\x1bH", b"\x1b(0", b"\x1b(B", b"\x1b#8", b"\x1b[2;4r",
+                     b"\x1b]2;title\x07", b"\x1bPdcs\x1b\\", b"\x1b[38:2::1:2:3m", b"\x1b[1;31m",
+                     b"\x1b[>4;1m", b"\x1b[!p", b"\x1bc"]),
+    st.binary(max_size=8),
+)
+STREAM = st.lists(SEQUENCE, max_size=40).map(b"".join)
+SIZES = st.sampled_from([(80, 25), (10, 4), (7, 3), (2, 2)])
+
+
+def screen(terminal: Terminal) -> list[list[Cell]]:
+    return [list(terminal.cells(y)) for y in range(terminal.lines)]
+
+
+def apply_update(old: list[list[Cell]], update: Update) -> list[list[Cell] | None]:
+    """The previous screen after the update's scrolls, vacated rows unknown (None)."""
+    rows: list[list[Cell] | None] = list(old)
+    for top, bottom, count in update.scrolls:
+        region = rows[top:bottom + 1]
+        if count > 0:
+            region = region[count:] + [None] * count
+        else:
+            region = [None] * -count + region[:count]
+        rows[top:bottom + 1] = region
+    return rows
+
+
+@settings(max_examples=300, deadline=None)
+@given(SIZES, STREAM, STREAM, st.integers(0, 10**6))
+def test_scroll_events_are_exact(size: tuple[int, int], before: bytes, data: bytes, seed: int) -> None:
+    terminal = Terminal(*size)
+    terminal.feed(before)
+    old = screen(terminal)
+    cut = seed % (len(data) + 1)
+    first = terminal.feed(data[:cut])
+    middle = screen(terminal)
+    second = terminal.feed(data[cut:])
+    for previous, update, new in ((old, first, middle), (middle, second, screen(terminal))):
+        moved = apply_update(previous, update)
+        for y in range(terminal.lines):
+            if y not in update.dirty:
+                assert moved[y] == new[y], f"row {y} changed but is not dirty"
+
+
+def test_scroll_events_are_exact_for_long_simple_output() -> None:
+    terminal = Terminal(20, 5)
+    terminal.feed(b"keep\r\n")
+    old = screen(terminal)
+    update = terminal.feed(b"".join(b"\x1b[3%dmline %d\r\n" % (n % 8, n) for n in range(400)))
+    assert update.dirty == frozenset(range(5)) and update.scrolls == ()
+    update = terminal.feed(b"a\r\nb\r\n")
+    assert update.scrolls == ((0, 4, 2),) and update.dirty == frozenset({2, 3, 4})
+    del old
+
+
+@settings(max_examples=300, deadline=None)
+@given(SIZES, STREAM, STREAM)
+def test_snapshot_round_trips(size: tuple[int, int], before: bytes, after: bytes) -> None:
+    terminal = Terminal(*size)
+    terminal.feed(before)
+    snapshot = terminal.snapshot()
+    restored = Terminal.restore(json.loads(json.dumps(snapshot)))
+    assert restored.snapshot() == snapshot
+    assert restored.text() == terminal.text()
+    assert restored.cursor == terminal.cursor and restored.modes == terminal.modes
+    first = terminal.feed(after)
+    second = restored.feed(after)
+    assert restored.snapshot() == terminal.snapshot()
+    assert (first.replies, first.bell, first.title) == (second.replies, second.bell, second.title)
+
+
+def test_snapshot_keeps_partial_utf8_and_sequences() -> None:
+    terminal = Terminal(10, 2)
+    terminal.feed(b"\x1b[3")
+    restored = Terminal.restore(json.loads(json.dumps(terminal.snapshot())))
+    restored.feed(b"1m" + "中".encode()[:2])
+    assert restored.text() == "\n\n"
+    again = Terminal.restore(json.loads(json.dumps(restored.snapshot())))
+    again.feed("中".encode()[2:])
+    cell = again.cells(0)[0]
+    assert cell.char == "中" and cell.fg == 0xCD0000
+    assert again.text() == "中\n\n"
+
+
+@settings(max_examples=300, deadline=None)
+@given(SIZES, STREAM, st.lists(st.integers(0, 400), max_size=5))
+def test_any_bytes_keep_the_screen_well_formed(size: tuple[int, int], data: bytes, cuts: list[int]) -> None:
+    terminal = Terminal(*size)
+    start = 0
+    for cut in sorted(cuts) + [len(data)]:
+        update = terminal.feed(data[start:cut])
+        start = max(start, cut)
+        assert all(0 <= y < terminal.lines for y in update.dirty)
+    text = terminal.text()
+    assert text.count("\n") == terminal.lines
+    for y in range(terminal.lines):
+        cells = terminal.cells(y)
+        assert len(cells) == terminal.columns
+        for x, cell in enumerate(cells):
+            assert isinstance(cell, Cell)
+            if cell.flags & 128:  # WIDE_CONT follows its WIDE half
+                assert x > 0 and cells[x - 1].flags & 64
+    x, y, _ = terminal.cursor
+    assert 0 <= x < terminal.columns and 0 <= y < terminal.lines
+
+
+@settings(max_examples=100, deadline=None)
+@given(STREAM, st.integers(0, 1000))
+def test_split_feeds_equal_one_feed_in_text(data: bytes, seed: int) -> None:
+    whole = Terminal(10, 4)
+    whole.feed(data)
+    split = Terminal(10, 4)
+    cut = seed % (len(data) + 1)
+    split.feed(data[:cut])
+    split.feed(data[cut:])
+    assert split.text() == whole.text()
+    assert split.cursor == whole.cursor
+
+
+_FORBIDDEN = {"trio", "pyfuse3", "socket", "cffi", "_cffi_backend", "select", "selectors", "subprocess"}
+_PACKAGE = pathlib.Path(__file__).resolve().parent.parent / "vzfs" / "terminal"
+
+
+def test_terminal_layer_imports_nothing_impure() -> None:
+    for path in sorted(_PACKAGE.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                assert name.split(".")[0] not in _FORBIDDEN | {"os"}, f"{path.name} imports {name}"
+    code = (
+        "import sys, vzfs.terminal.emulator, vzfs.terminal.palette, vzfs.terminal.cell\n"
+        f"print(sorted(set(sys.modules) & set({sorted(_FORBIDDEN)!r})))"
+    )
+    loaded: Any = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+        cwd=_PACKAGE.parent.parent,
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
+_LINE_PART = st.one_of(
+    st.text(alphabet="ab 中é\u0301\t\x08\r", min_size=1, max_size=50).map(lambda s: s.encode()),
+    st.text(alphabet="xyz", min_size=60, max_size=200).map(lambda s: s.encode()),
+    st.sampled_from([b"\x1b[1;31m", b"\x1b[0m", b"\x1b[m", b"\x1b[38;5;99m", b"\x1b[44m",
+                     b"\x1b[38:2::1:2:3m", b"\x1b[H", b"\x07", b"\x1b(0", b"\x1b(B", b"\x1b[4h",
+                     b"\x1b[4l", b"\x1b[2;3r", b"\x1b[r", b"\x1b[?7l", b"\x1b[?7h", b"\n", b"\x1b[3b"]),
+)
+_LINE = st.lists(_LINE_PART, max_size=6).map(lambda parts: b"".join(parts) + b"\r\n")
+
+
+@settings(max_examples=200, deadline=None)
+@given(SIZES, STREAM, st.lists(_LINE, min_size=1, max_size=10), st.integers(1, 40), STREAM)
+def test_skipping_equals_drawing_everything(size: tuple[int, int], before: bytes,
+                                            body: list[bytes], repeat: int, after: bytes) -> None:
+    """A feed big enough to skip ahead ends in the same state as the same bytes fed in
+    pieces too small to skip."""
+    data = before + b"".join(body) * repeat + after
+    whole = Terminal(*size)
+    whole.feed(data)
+    pieces = Terminal(*size)
+    for start in range(0, len(data), 500):
+        pieces.feed(data[start:start + 500])
+    assert whole.snapshot() == pieces.snapshot()
+
+
+def test_simple_stretch_characters_are_one_cell_wide() -> None:
+    simple = [chr(code) for code in range(0x110000)
+              if not 0xD800 <= code < 0xE000 and _NOT_SIMPLE.match(chr(code)) is None]
+    printable = [char for char in simple if char not in "\r\n\x1b"]
+    assert printable
+    for char in printable:
+        assert wcwidth(char) == 1 and not unicodedata.combining(char), hex(ord(char))
