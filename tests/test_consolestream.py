@@ -35,6 +35,17 @@ def test_ring_equals_the_tail_of_everything(chunks: list[bytes], cap: int) -> No
         assert data == everything[skipped:] and cursor == len(everything)
 
 
+def test_jump_leaves_a_hole_readers_are_told_about() -> None:
+    r = Ring(10)
+    r.append(b"abc")
+    r.jump(100)
+    r.append(b"xyz")
+    assert (r.start, r.end) == (100, 103)
+    assert r.read(1, 10) == (b"xyz", 103, 99)
+    r.jump(50)                      # never backwards
+    assert (r.start, r.end) == (100, 103)
+
+
 def test_marker_says_how_much() -> None:
     assert skipped_marker(1234) == b"\r\n[vzfs: 1234 bytes of console output skipped]\r\n"
 

@@ -23,7 +23,7 @@ from . import templates
 from .config import DomainConfig
 from .controller import lifecycle, paths
 from .controller.lifecycle import State
-from .controller.consolestream import FrameDecoder, FrameError, Ring, input_frame, skipped_marker
+from .controller.consolestream import FrameDecoder, FrameError, Ring, input_frame
 from .controller.protocol import Decoder, Message, ProtocolError, encode
 from .errors import VzfsError, from_oserror
 from .kernel import cgroups
@@ -136,17 +136,19 @@ class DomainConsole:
         """Copy a controller's console stream into the ring until it ends."""
         self.stream = stream
         frames = FrameDecoder()
-        expected: int | None = None
+        # The ring's offsets continue from run to run; within one controller's
+        # stream they follow the controller's, so a gap (the controller lapped
+        # us in a flood) becomes a jump that readers are told about exactly.
+        base: int | None = None
         try:
             async for data in stream:
                 for kind, offset, payload in frames.feed(data):
                     if kind != "D":
                         continue
-                    start = 0 if expected is None else expected
-                    if offset > start:
-                        self.append(skipped_marker(offset - start))
+                    if base is None:
+                        base = self.ring.end - offset
+                    self.ring.jump(base + offset)
                     self.append(payload)
-                    expected = offset + len(payload)
         except (trio.BrokenResourceError, trio.ClosedResourceError, FrameError):
             pass
         finally:
@@ -179,6 +181,7 @@ class Domain:
     client: ControllerClient | None = None
     changed_at: float = dataclasses.field(default_factory=time.time)
     console: DomainConsole = dataclasses.field(default_factory=DomainConsole)
+    last_screen: str = ""      # the screen when the domain last stopped
 
     def set_state(self, state: State) -> None:
         if state != self.state:
@@ -379,6 +382,8 @@ class Registry:
     def _on_event(self, dom: Domain, msg: Message) -> None:
         event = msg.get("event")
         if event == "exited":
+            if isinstance(msg.get("screen"), str):
+                dom.last_screen = msg["screen"]
             self._exited(dom, str(msg.get("state")), str(msg.get("reason", "")))
         elif event == "rebooted":
             dom.pid = int(msg["pid"])
@@ -502,6 +507,17 @@ class Registry:
         if client is None or dom.state not in (State.RUNNING, State.PAUSED):
             raise VzfsError(errno.EBUSY, f"{what}: domain {dom.name} is not running")
         return await client.request(what, op, **fields)
+
+    async def screen(self, dom: Domain) -> str:
+        """The console's screen as text (the last one seen when not running)."""
+        if dom.client is None or dom.state not in (State.RUNNING, State.PAUSED, State.STOPPING):
+            return dom.last_screen
+        try:
+            reply = await dom.client.request(f"cannot read the screen of domain {dom.name}", "screen")
+        except VzfsError:
+            return dom.last_screen
+        dom.last_screen = str(reply.get("text", ""))
+        return dom.last_screen
 
     # -- reading --------------------------------------------------------------
     def stats(self, dom: Domain) -> dict[str, int]:

@@ -48,6 +48,12 @@ class Ring:
             del self.buf[:excess]
             self.start += excess
 
+    def jump(self, offset: int) -> None:
+        """Continue the stream at *offset* (> end): the bytes in between are lost."""
+        if offset > self.end:
+            self.buf = bytearray()
+            self.start = offset
+
     def read(self, cursor: int, size: int) -> tuple[bytes, int, int]:
         """(data, new cursor, bytes skipped because they left the ring)."""
         skipped = 0

@@ -25,11 +25,13 @@ from .. import config as configmod
 from ..kernel import cgroups
 from ..kernel.syscalls import set_comm
 from . import container, paths
+from ..terminal.emulator import Terminal
 from .consolestream import FrameDecoder, FrameError, Ring, data_frame
 from .protocol import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
 
 SCROLLBACK = 1 << 20
-READ_BATCH = 1 << 20
+READ_BATCH = 1 << 18
+FEED_CHUNK = 1 << 18
 DEFAULT_COLUMNS, DEFAULT_LINES = 80, 25
 LOG_BYTES = 1 << 20
 REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
@@ -71,6 +73,9 @@ class Controller:
         self.console_changed = trio.Event()
         self.input_lock = trio.Lock()
         self.columns, self.lines = DEFAULT_COLUMNS, DEFAULT_LINES
+        self.term = Terminal(self.columns, self.lines)
+        self.fed = 0                 # ring offset the emulator has consumed
+        self.screen_changed = trio.Event()
         self.master = -1
         self.slave = -1
         self.dir_fd = os.open(paths.domain_dir(self.state_dir, self.name),
@@ -121,10 +126,11 @@ class Controller:
             nursery.start_soon(self._serve_stream, first, None)
             nursery.start_soon(self._accept, listener)
             nursery.start_soon(self._drain_console)
+            nursery.start_soon(self._feed_terminal)
             nursery.start_soon(self._wait_init)
             await self.exited.wait()
             await self._broadcast({"event": "exited", "state": self.exit_state,
-                                   "reason": self.exit_reason})
+                                   "reason": self.exit_reason, "screen": self.term.text()})
             # Give replies queued on the exit a moment to leave, then end.
             with trio.move_on_after(0.5):
                 await trio.sleep(0.05)
@@ -189,6 +195,9 @@ class Controller:
             reply = reply_ok(req_id, state=self.exit_state, reason=self.exit_reason)
         elif op == "stats":
             reply = reply_ok(req_id, **self.cgroup.stats())
+        elif op == "screen":
+            reply = reply_ok(req_id, text=self.term.text(), columns=self.columns,
+                             lines=self.lines, title=self.term.title)
         elif op == "resize":
             try:
                 self._resize(int(msg["columns"]), int(msg["lines"]))
@@ -240,6 +249,7 @@ class Controller:
         if not (2 <= columns <= 1000 and 2 <= lines <= 1000):
             raise ValueError("size out of range")
         self.columns, self.lines = columns, lines
+        self.term.resize(columns, lines)
         # TIOCSWINSZ makes the kernel send SIGWINCH to the tty's foreground group.
         self._set_winsize()
 
@@ -268,6 +278,29 @@ class Controller:
             self.ring.append(bytes(batch))
             changed, self.console_changed = self.console_changed, trio.Event()
             changed.set()
+
+    async def _feed_terminal(self) -> None:
+        """Keep the emulator up with the ring, in its own task.
+
+        The drain never waits for the emulator, so the container writes at the
+        pty's pace whatever the emulator's; if the emulator falls more than the
+        ring behind it continues from the ring's start (the screen then shows
+        the latest output, which is what a screen is for).
+        """
+        while True:
+            changed = self.console_changed
+            if self.fed < self.ring.end:
+                data, self.fed, _ = self.ring.read(self.fed, FEED_CHUNK)
+                update = self.term.feed(data)
+                if update.replies:
+                    # DA/DSR/CPR answers go back to the application, as typed input.
+                    self.nursery.start_soon(self.write_console, update.replies)
+                if update.dirty or update.scrolls:
+                    screen, self.screen_changed = self.screen_changed, trio.Event()
+                    screen.set()
+                await trio.lowlevel.checkpoint()
+            else:
+                await changed.wait()
 
     async def _console(self, stream: trio.SocketStream, rest: bytes) -> None:
         """Serve one console connection: the ring from its start, then live; input back."""

@@ -17,7 +17,7 @@ from .. import config as configmod
 from ..errors import VzfsError
 from ..registry import Domain, Registry
 
-Show = Callable[[Registry, Domain], str]
+Show = Callable[[Registry, Domain], str | Awaitable[str]]
 Store = Callable[[Registry, Domain, bytes], Awaitable[None]]
 
 
@@ -79,6 +79,7 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("stats", show_stats),
     ControlFile("error", lambda reg, dom: _line(dom.error)),
     ControlFile("console", lambda reg, dom: "", store_console, stream=True),
+    ControlFile("screen", lambda reg, dom: reg.screen(dom)),
 )
 
 
@@ -97,6 +98,7 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
     stats     r       cpu_ns, memory_bytes, pids, uptime_s
     error     r       why the last command on this domain failed (empty when none)
     console   rw      read: recent output, then follows live (like tail -f); write: typed input
+    screen    r       what the console shows now, one line per row
 
 One write is one command; it returns when done. A refused command changes
 nothing, fails with an errno (EINVAL, EBUSY, EEXIST, ENOENT, EIO…) and `error`

@@ -13,6 +13,7 @@ that is never reused while the daemon runs.
 import dataclasses
 import errno
 import functools
+import inspect
 import logging
 import os
 import stat
@@ -337,7 +338,8 @@ class Operations(pyfuse3.Operations):
                 text = h.static()
             else:
                 assert h.cfile is not None and h.domain is not None
-                text = h.cfile.show(self.reg, h.domain)
+                shown = h.cfile.show(self.reg, h.domain)
+                text = await shown if inspect.isawaitable(shown) else shown
             h.content = text.encode()
         return h.content[off:off + size]
 
