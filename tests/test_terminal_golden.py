@@ -343,3 +343,15 @@ def test_rep_after_a_batch_ending_in_a_lone_carriage_return() -> None:
     terminal = Terminal(80, 3)
     terminal.feed(b"a" * 40 + b"\r\n" + b"b" * 40 + b"\r\n\r\x1b[2b")
     assert lines_of(terminal)[2] == "bb"
+
+
+@pytest.mark.parametrize("sequence", [
+    b"\x1b[%sm", b"\x1b[38;5;%sm", b"\x1b[38;2;1;%s;3m", b"\x1b[38:2::%s:1:1m", b"\x1b[%sH",
+    b"\x1b[1;%sH", b"\x1b[%sA", b"\x1b[%s@", b"\x1b[?%sh", b"\x1b[%s;%sr",
+])
+def test_parameters_of_thousands_of_digits(sequence: bytes) -> None:
+    terminal = Terminal(10, 3)
+    huge = b"9" * 5000
+    terminal.feed(sequence.replace(b"%s", huge) + b"x")
+    terminal.feed(sequence.replace(b"%s", b"0" * 5000 + b"2") + b"y")
+    assert "x" in terminal.text() and "y" in terminal.text()

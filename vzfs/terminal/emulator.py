@@ -55,6 +55,7 @@ _TOKEN: Final = re.compile(
     r"(?P<text>[^\x00-\x1f\x7f-\x9f]+)"
     r"|(?P<crlf>\r\n)"
     r"|(?P<sgr>\x1b\[([0-9;:]*)m)"
+    r"|(?P<cup>\x1b\[([0-9]*);?([0-9]*)H)"
     r"|(?P<csi>(?:\x1b\[|\x9b)([\x30-\x3f\x00-\x17\x19\x1c-\x1f\x7f]*)([\x20-\x2f]*)([\x40-\x7e]))"
     r"|(?P<ctl>[\x00-\x1a\x1c-\x1f\x7f])"
     r"|(?P<str>(\x1b[P\]X^_]|[\x90\x98\x9d\x9e\x9f])([^\x07\x18\x1a\x1b\x9c]*)"
@@ -65,6 +66,7 @@ _TOKEN: Final = re.compile(
 _T_TEXT: Final = _TOKEN.groupindex["text"]
 _T_CRLF: Final = _TOKEN.groupindex["crlf"]
 _T_SGR: Final = _TOKEN.groupindex["sgr"]
+_T_CUP: Final = _TOKEN.groupindex["cup"]
 _T_CSI: Final = _TOKEN.groupindex["csi"]
 _T_CTL: Final = _TOKEN.groupindex["ctl"]
 _T_STR: Final = _TOKEN.groupindex["str"]
@@ -735,6 +737,11 @@ class Terminal:
                     self._y += 1
             elif kind == _T_SGR:
                 self._sgr(token.group(_T_SGR + 1))
+            elif kind == _T_CUP:
+                # CUP alone is most of what full-screen programs send (top, vim, less).
+                line = token.group(_T_CUP + 1)
+                column = token.group(_T_CUP + 2)
+                self._cursor_position([_number(line), _number(column)])
             elif kind == _T_CSI:
                 self._csi(token.group(_T_CSI + 1), token.group(_T_CSI + 2), token.group(_T_CSI + 3))
             elif kind == _T_CTL:
@@ -959,7 +966,7 @@ class Terminal:
             if ":" in part:
                 fg, bg, flags = self._sgr_colon(part.split(":"), fg, bg, flags)
                 continue
-            code = int(part) if part else 0
+            code = _number(part)
             if code == 0:
                 fg = bg = DEFAULT
                 flags = 0
@@ -995,10 +1002,10 @@ class Terminal:
             return None, index
         kind = parts[index]
         if kind == "5" and index + 1 < len(parts):
-            value = int(parts[index + 1] or 0)
+            value = _number(parts[index + 1])
             return (value if value < 256 else None), index + 2
         if kind == "2" and index + 3 < len(parts):
-            rgb = [int(part or 0) for part in parts[index + 1:index + 4]]
+            rgb = [_number(part) for part in parts[index + 1:index + 4]]
             if max(rgb) > 255:
                 return None, index + 4
             return TRUECOLOR | (rgb[0] << 16) | (rgb[1] << 8) | rgb[2], index + 4
@@ -1017,7 +1024,7 @@ class Terminal:
         colour: int | None = None
         try:
             if sub[1] == "5":
-                value = int(sub[2] or 0)
+                value = _number(sub[2])
                 colour = value if value < 256 else None
             elif sub[1] == "2":
                 # 38:2:CS:R:G:B carries a colour-space id before R (T.416); 38:2:R:G:B not.
@@ -1025,7 +1032,7 @@ class Terminal:
                 if len(values) >= 4:
                     values = values[1:4]
                 if len(values) == 3:
-                    rgb = [int(value or 0) for value in values]
+                    rgb = [_number(value) for value in values]
                     if max(rgb) <= 255:
                         colour = TRUECOLOR | (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
         except ValueError:
@@ -1057,11 +1064,9 @@ class Terminal:
         if ":" in params:
             parts = [part.split(":", 1)[0] for part in parts]
         try:
-            args = [int(part) if part else 0 for part in parts]
+            args = [_number(part) for part in parts]
         except ValueError:
             return
-        if args and max(args) > _MAX_PARAM:
-            args = [min(arg, _MAX_PARAM) for arg in args]
         if not private:
             handler = _CSI_HANDLERS.get(final)
             if handler is not None:
@@ -1456,6 +1461,15 @@ def _simple_end(text: str, position: int, end: int, others: re.Pattern[str] = _N
             return end
         start = stop
         window *= 2
+
+
+def _number(digits: str) -> int:
+    """A decimal parameter saturated at _MAX_PARAM (ValueError if not decimal): int()
+    refuses more than sys.get_int_max_str_digits() digits, 4300 by default."""
+    digits = digits.lstrip("0")
+    if len(digits) > 5 and digits.isdigit():
+        return _MAX_PARAM
+    return min(int(digits), _MAX_PARAM) if digits else 0
 
 
 def _arg(args: list[int], index: int, default: int) -> int:
