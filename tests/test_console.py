@@ -84,7 +84,10 @@ def test_blocking_reader_follows_live_output(instance: Instance) -> None:
     def follow() -> None:
         with open(d / "console", "rb", buffering=0) as f:
             f.read(1 << 20)             # the scrollback
-            got.append(f.read(1 << 20)) # blocks until new output
+            data = b""
+            while b"live-line\r\n" not in data:
+                data += f.read(1 << 20)  # blocks until new output
+            got.append(data)
 
     t = threading.Thread(target=follow)
     t.start()
@@ -93,7 +96,7 @@ def test_blocking_reader_follows_live_output(instance: Instance) -> None:
     instance.write("demo", "console", "echo live-line\n")
     t.join(10)
     assert not t.is_alive()
-    assert b"live-line" in got[0]
+    assert b"live-line\r\n" in got[0]
 
 
 def test_blocking_reader_can_be_interrupted(instance: Instance) -> None:
