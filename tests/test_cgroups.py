@@ -134,3 +134,30 @@ def test_v1_create_join_limits_remove() -> None:
                     os.rmdir(path)
                 except OSError:
                     pass
+
+
+def test_favordynmods_toggle_keeps_every_other_option() -> None:
+    if system_ready():
+        pytest.skip(system_ready())
+    layout = cgroups.detect()
+    target = cgroups.favordynmods_target(layout)
+    assert target is not None
+    was = cgroups.favordynmods(layout)
+    mount_before, super_before = cgroups._mount_options(target)
+    try:
+        cgroups.set_favordynmods(layout, False)
+        assert not cgroups.favordynmods(layout)
+        cgroups.set_favordynmods(layout, True)
+        assert cgroups.favordynmods(layout)
+        mount_after, super_after = cgroups._mount_options(target)
+        assert mount_after == mount_before
+        assert [o for o in super_after if o != "favordynmods"] == \
+            [o for o in super_before if o != "favordynmods"]
+    finally:
+        cgroups.set_favordynmods(layout, was)
+
+
+def test_daemon_turns_favordynmods_on(instance) -> None:  # type: ignore[no-untyped-def]
+    version = dict(line.split(" ", 1) for line in (instance.mnt / "version").read_text().splitlines())
+    assert version["cgroup_favordynmods"] == "yes"
+    assert cgroups.favordynmods(cgroups.detect())

@@ -18,8 +18,9 @@ def cmd_mount(args: argparse.Namespace) -> int:
     mountpoint = os.path.abspath(args.mountpoint)
     state_dir = os.path.abspath(args.state_dir)
     daemon.prepare(mountpoint, state_dir)
+    tune = not args.no_favordynmods
     if args.foreground:
-        daemon.serve(mountpoint, state_dir, True, None)
+        daemon.serve(mountpoint, state_dir, True, None, tune)
         return 0
     rfd, wfd = os.pipe()
     pid = os.fork()
@@ -32,7 +33,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         os.close(devnull)
         code = 0
         try:
-            daemon.serve(mountpoint, state_dir, False, wfd)
+            daemon.serve(mountpoint, state_dir, False, wfd, tune)
         except VzfsError as exc:
             os.write(wfd, exc.sentence.encode())
             code = 1
@@ -110,6 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
     m = sub.add_parser("mount", help="serve the control filesystem")
     m.add_argument("--state-dir", default=DEFAULT_STATE_DIR)
     m.add_argument("--foreground", action="store_true")
+    m.add_argument("--no-favordynmods", action="store_true",
+                   help="leave the host's cgroup mount options alone (starts are slower)")
     m.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
     m.set_defaults(func=cmd_mount)
     u = sub.add_parser("umount", help="stop serving; running domains keep running")

@@ -78,12 +78,21 @@ def prepare(mountpoint: str, state_dir: str) -> None:
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
 
 
-def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | None) -> None:
+def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | None,
+          tune_cgroups: bool = True) -> None:
     """Run the daemon until unmounted or signalled; write b"ok" to *ready_fd* once serving."""
     state_dir = os.path.abspath(state_dir)
     _setup_logging(state_dir, foreground)
     lock_fd = _lock_state_dir(state_dir)
     layout = cgroups.detect()
+    if tune_cgroups:
+        try:
+            if not cgroups.favordynmods(layout):
+                cgroups.set_favordynmods(layout, True)
+                log.info("cgroup: turned on favordynmods on %s for fast starts",
+                         cgroups.favordynmods_target(layout))
+        except OSError as exc:
+            log.warning("cgroup: cannot turn on favordynmods (%s); starts will be slower", exc)
     registry = Registry(state_dir, layout, None)
     registry.load()
     keep = {lock_fd} | ({ready_fd} if ready_fd is not None else set())

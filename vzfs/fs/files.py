@@ -111,9 +111,18 @@ def version_text(reg: Registry) -> str:
     return (f"vzfs {__version__}\n"
             f"kernel {platform.release()}\n"
             f"cgroup {reg.layout.mode}\n"
+            f"cgroup_favordynmods {'yes' if _favordynmods(reg) else 'no'}\n"
             f"checkpoint none\n"
             f"state_dir {reg.state_dir}\n"
             f"daemon_pid {os.getpid()}\n")
+
+
+def _favordynmods(reg: Registry) -> bool:
+    from ..kernel import cgroups
+    try:
+        return cgroups.favordynmods(reg.layout)
+    except OSError:
+        return False
 
 
 def template_text(reg: Registry, name: str) -> str:

@@ -13,6 +13,9 @@ import errno
 import os
 import time
 
+from . import syscalls
+from ._cdefs import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT
+
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer", "devices")
 V2_CONTROLLERS = ("cpu", "memory", "pids")
 
@@ -244,3 +247,56 @@ def cgroup_dirs_of(pid: int, layout: Layout) -> list[str]:
 def join_dirs(dirs: list[str]) -> None:
     for path in dirs:
         _write(os.path.join(path, "cgroup.procs"), "0")
+
+
+# Per-mount options as mount(2) flags, so a remount keeps them (mount(2): a
+# remount sets the mount's flags to exactly those given).
+_MOUNT_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+                "noatime": 1 << 10, "nodiratime": 1 << 11, "relatime": 1 << 21,
+                "strictatime": 1 << 24}
+
+
+def _mount_options(point: str) -> tuple[list[str], list[str]]:
+    """(per-mount options, superblock options) of the mount at *point* (proc(5) mountinfo)."""
+    with open("/proc/self/mountinfo") as f:
+        found = None
+        for line in f:
+            left, _, right = line.partition(" - ")
+            fields = left.split()
+            if len(fields) > 5 and _unescape(fields[4]) == point:
+                found = (fields[5].split(","), right.split()[2].split(","))
+    if found is None:
+        raise OSError(errno.ENOENT, "no such mount", point)
+    return found
+
+
+def favordynmods_target(layout: Layout) -> str | None:
+    """The hierarchy whose `favordynmods` option governs migrations (one is enough:
+    the rwsem migrations take, cgroup_threadgroup_rwsem, is global)."""
+    return layout.unified or next(iter(layout.v1.values()), None)
+
+
+def favordynmods(layout: Layout) -> bool:
+    target = favordynmods_target(layout)
+    return target is not None and "favordynmods" in _mount_options(target)[1]
+
+
+def set_favordynmods(layout: Layout, enabled: bool) -> None:
+    """Turn the kernel's `favordynmods` cgroup option on or off (cgroup-v2.rst).
+
+    Moving a task into a cgroup makes the kernel wait for an RCU grace period
+    unless this is on — tens of milliseconds on a quiet VM, on every start. With
+    it, forks and exits cost a little more, migrations almost nothing. All other
+    options of the mount and its superblock are kept.
+    """
+    target = favordynmods_target(layout)
+    if target is None:
+        raise OSError(errno.ENOENT, "no cgroup hierarchy is mounted")
+    mount_opts, super_opts = _mount_options(target)
+    keep = [o for o in super_opts if o not in ("rw", "ro", "favordynmods")]
+    if enabled:
+        keep.append("favordynmods")
+    flags = MS_REMOUNT
+    for opt in mount_opts:
+        flags |= _MOUNT_FLAGS.get(opt, 0)
+    syscalls.mount(None, target, None, flags, ",".join(keep))
