@@ -1,27 +1,31 @@
 """Creating a container: fork its init into fresh namespaces, a cgroup and a new root.
 
-The controller calls `spawn()`. Theory of operation:
+Theory of operation, in two halves so that the slow half can be done ahead:
 
-1. The controller unshares a new pid namespace for its *children*, forks, and at
-   once rejoins its own pid namespace for children (setns(2) into the caller's
-   active pid namespace is allowed), so the child is pid 1 of the new namespace
-   and is the controller's own child — no intermediate process, one fork.
-2. The child (future init) joins the cgroup, unshares the other namespaces, builds
-   the root (`kernel.rootfs`), pivots into it, drops dangerous capabilities from
-   the bounding set, opens /dev/console *from inside* as stdin/stdout/stderr
-   (so CRIU finds no fd that comes from outside the container), closes every
-   other fd and execs init.
+1. `prepare()`: the controller unshares a new pid namespace for its *children*,
+   forks, and at once rejoins its own pid namespace for children (setns(2) into
+   the caller's active pid namespace is allowed), so the child is pid 1 of the
+   new namespace and is the controller's own child. The child unshares the
+   mount, UTS, IPC and network namespaces and waits for its spec on a pipe.
+   Forking a large Python process and creating namespaces cost milliseconds, so
+   a spare controller does this before any start is asked for.
+2. `launch()`: the spec goes down the pipe; the child joins the cgroup, unshares
+   its cgroup namespace, builds the root (`kernel.rootfs`), pivots into it,
+   drops dangerous capabilities from the bounding set, opens /dev/console *from
+   inside* as stdin/stdout/stderr (so CRIU finds no fd that comes from outside
+   the container), closes every other fd and execs init.
 3. A close-on-exec pipe reports the outcome: EOF means exec succeeded (init is
    running); otherwise the child writes "errno step message" and exits.
 """
 
 import dataclasses
 import errno
+import json
 import os
 import signal
 
-from ..kernel import namespaces, rootfs, syscalls
-from ..kernel._cdefs import PR_SET_PDEATHSIG
+from ..kernel import cgroups, namespaces, rootfs, syscalls
+from ..kernel._cdefs import CLONE_NEWCGROUP, PR_SET_PDEATHSIG
 from ..kernel.cgroups import Cgroup
 
 # Bounding-set drops (capabilities(7)): kernel modules, raw I/O, host clock,
@@ -63,38 +67,94 @@ class ContainerSpec:
     cgroup: Cgroup | None = None
 
 
-def spawn(spec: ContainerSpec) -> int:
-    """Start the container; return the host pid of its init once init has exec'd."""
+@dataclasses.dataclass
+class PreparedInit:
+    """A child waiting, as pid 1 of its own namespaces, to become a container's init."""
+    pid: int
+    spec_w: int       # the spec goes here
+    report_r: int     # EOF: exec'd; else "errno step: message"
+
+    def abandon(self) -> None:
+        """Let it go (closing the spec pipe unread makes it exit) and reap it."""
+        for fd in (self.spec_w, self.report_r):
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+        try:
+            os.waitpid(self.pid, 0)
+        except ChildProcessError:
+            pass
+
+
+def prepare() -> PreparedInit:
+    """Fork the future init into a new pid namespace and let it create the others."""
     own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
-    rfd, wfd = os.pipe2(os.O_CLOEXEC)
+    spec_r, spec_w = os.pipe2(os.O_CLOEXEC)
+    report_r, report_w = os.pipe2(os.O_CLOEXEC)
     try:
         syscalls.unshare(namespaces.CLONE_NEWPID)
         try:
             pid = os.fork()
             if pid == 0:
-                os.close(rfd)
-                _child(spec, wfd)       # never returns
+                os.close(spec_w)
+                os.close(report_r)
+                _child(spec_r, report_w)       # never returns
         finally:
-            # Both parent and (on a failed fork) controller come back here.
             syscalls.setns(own_pidns, namespaces.CLONE_NEWPID)
-        os.close(wfd)
-        wfd = -1
-        report = b""
-        while chunk := os.read(rfd, 4096):
-            report += chunk
+    except BaseException:
+        for fd in (spec_w, report_r):
+            os.close(fd)
+        raise
     finally:
         os.close(own_pidns)
-        os.close(rfd)
-        if wfd >= 0:
-            os.close(wfd)
+        os.close(spec_r)
+        os.close(report_w)
+    return PreparedInit(pid, spec_w, report_r)
+
+
+def launch(prepared: PreparedInit, spec: ContainerSpec) -> int:
+    """Give a prepared init its spec; return its host pid once it has exec'd init."""
+    message = json.dumps({
+        "rootfs": spec.rootfs, "hostname": spec.hostname, "init": list(spec.init),
+        "console": spec.console,
+        "cgroups": spec.cgroup.distinct_dirs() if spec.cgroup is not None else [],
+    }).encode()
+    try:
+        view = memoryview(message)
+        while view:
+            view = view[os.write(prepared.spec_w, view):]
+    except OSError:
+        pass                # the child died early: its report (or EOF + exit) tells
+    finally:
+        os.close(prepared.spec_w)
+    report = b""
+    try:
+        while chunk := os.read(prepared.report_r, 4096):
+            report += chunk
+    finally:
+        os.close(prepared.report_r)
     if report:
-        os.waitpid(pid, 0)
-        code, _, message = report.decode(errors="replace").partition(" ")
-        raise OSError(int(code) if code.isdigit() else errno.EIO, message)
-    return pid
+        os.waitpid(prepared.pid, 0)
+        code, _, words = report.decode(errors="replace").partition(" ")
+        raise OSError(int(code) if code.isdigit() else errno.EIO, words)
+    return prepared.pid
 
 
-def _child(spec: ContainerSpec, wfd: int) -> None:
+def spawn(spec: ContainerSpec) -> int:
+    """Both halves at once (a reboot inside the container, tests)."""
+    return launch(prepare(), spec)
+
+
+def _read_spec(fd: int) -> dict[str, object] | None:
+    data = b""
+    while chunk := os.read(fd, 65536):
+        data += chunk
+    os.close(fd)
+    return json.loads(data) if data else None
+
+
+def _child(spec_r: int, wfd: int) -> None:
     step = "prepare"
     try:
         os.setsid()
@@ -103,21 +163,29 @@ def _child(spec: ContainerSpec, wfd: int) -> None:
                     signal.SIGCHLD, signal.SIGPWR, signal.SIGUSR1, signal.SIGUSR2):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        if spec.cgroup is not None:
-            step = "join cgroup"
-            spec.cgroup.join_self()
         step = "unshare namespaces"
-        syscalls.unshare(namespaces.CONTAINER_FLAGS)
-        root = spec.rootfs
+        syscalls.unshare(namespaces.CONTAINER_FLAGS & ~CLONE_NEWCGROUP)
         step = "prepare mounts"
         rootfs.make_private()
+        spec = _read_spec(spec_r)
+        if spec is None:
+            os._exit(0)          # abandoned: nobody will start this one
+        root = str(spec["rootfs"])
+        console = spec["console"]
+        init = [str(a) for a in spec["init"]]  # type: ignore[attr-defined]
+        step = "join cgroup"
+        cgroups.join_dirs(list(spec["cgroups"]))  # type: ignore[call-overload]
+        # After the join: the cgroup namespace's root is the domain's cgroup.
+        step = "unshare the cgroup namespace"
+        syscalls.unshare(CLONE_NEWCGROUP)
+        step = "prepare mounts"
         rootfs.bind_self(root)
         step = "mount /proc and /sys"
         rootfs.mount_proc_sys(root)
         step = "populate /dev"
-        rootfs.populate_dev(root, spec.console)
+        rootfs.populate_dev(root, str(console) if console else None)
         step = "set hostname"
-        syscalls.sethostname(spec.hostname)
+        syscalls.sethostname(str(spec["hostname"]))
         step = "bring up lo"
         rootfs.loopback_up()
         step = "pivot_root"
@@ -125,7 +193,7 @@ def _child(spec: ContainerSpec, wfd: int) -> None:
         step = "drop capabilities"
         syscalls.drop_bounding_caps(DROPPED_CAPS)
         step = "open the console"
-        if spec.console is not None:
+        if console:
             # No TIOCSCTTY: init must not own the console as its controlling
             # tty, or the shell init starts there cannot take it (job control).
             fd = os.open("/dev/console", os.O_RDWR | os.O_NOCTTY)
@@ -139,8 +207,8 @@ def _child(spec: ContainerSpec, wfd: int) -> None:
         # fd but stdio and the close-on-exec report pipe.
         os.closerange(3, wfd)
         os.closerange(wfd + 1, 1 << 20)
-        step = f"exec init {spec.init[0]}"
-        os.execve(spec.init[0], list(spec.init), INIT_ENV)
+        step = f"exec init {init[0]}"
+        os.execve(init[0], init, INIT_ENV)
     except BaseException as exc:      # the child's only boundary: report, then die
         code = getattr(exc, "errno", None) or errno.EIO
         detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__

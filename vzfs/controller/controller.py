@@ -59,6 +59,7 @@ class Controller:
         self.state_dir: str = request["state_dir"]
         self.cfg = configmod.from_dict(request["config"], name=self.name, default_id=None)
         self.rootfs: str = request["rootfs"]
+        self.prepared: container.PreparedInit | None = request.get("prepared")
         self.layout = cgroups.Layout(**request["layout"])
         self.cgroup = cgroups.Cgroup(self.layout, request["cgroup"])
         self.pid = 0
@@ -97,7 +98,8 @@ class Controller:
         spec = container.ContainerSpec(
             name=self.name, rootfs=self.rootfs, hostname=self.cfg.hostname,
             init=self.cfg.init, console=os.ttyname(self.slave), cgroup=self.cgroup)
-        self.pid = container.spawn(spec)
+        prepared, self.prepared = self.prepared, None
+        self.pid = container.launch(prepared or container.prepare(), spec)
         self.started_at = time.time()
         self.state = "running"
 
@@ -429,6 +431,8 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
                 pass
             ctl.start()
         except OSError as exc:
+            if ctl.prepared is not None:
+                ctl.prepared.abandon()
             try:
                 ctl.cgroup.remove()
             except OSError:

@@ -87,20 +87,34 @@ def _serve(sock: socket.socket) -> NoReturn:
 
 
 def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
-    """A pre-forked controller-to-be: wait for one request, then become its controller."""
+    """A pre-forked controller-to-be: wait for one request, then become its controller.
+
+    While it waits, it already holds a prepared init (container.prepare): the
+    fork and the namespaces are made before anyone asks for a start.
+    """
     code = 0
     try:
+        from . import container
+        # The prepared init is our child and we must be able to wait for it.
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        try:
+            prepared: container.PreparedInit | None = container.prepare()
+        except OSError:
+            prepared = None          # the controller will prepare one itself
         msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
         if not msg:
+            if prepared is not None:
+                prepared.abandon()
             os._exit(0)          # the daemon is gone
         os.write(taken_w, b"x")
         os.close(taken_w)
         sock.close()
-        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
         if len(fds) != 1:
             os._exit(1)
-        run(json.loads(msg), fds[0])  # type: ignore[operator]
+        request = json.loads(msg)
+        request["prepared"] = prepared
+        run(request, fds[0])  # type: ignore[operator]
     except BaseException:
         code = 1
     os._exit(code)
