@@ -61,3 +61,13 @@ def test_errors(instance: Instance) -> None:
     assert "cannot run /no/such/cmd in domain demo: No such file or directory" in r.stderr
     r = enter(instance, "demo", "/etc/passwd")
     assert r.returncode == 126
+
+
+def test_command_gets_default_signal_dispositions(instance: Instance) -> None:
+    # Python ignores SIGPIPE; `yes | head` inside must still end by SIGPIPE.
+    instance.define("demo")
+    instance.write("demo", "state", "start")
+    r = enter(instance, "demo", "sh", "-c", "grep SigIgn /proc/self/status")
+    ignored = int(r.stdout.split()[1], 16)
+    assert not ignored & (1 << (13 - 1)), "SIGPIPE is not ignored"
+    assert not ignored & (1 << (25 - 1)), "SIGXFSZ is not ignored"

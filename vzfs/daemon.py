@@ -119,7 +119,7 @@ async def _main(registry: Registry, ready_fd: int | None) -> None:
         async def fuse_loop() -> None:
             # Readers of `console` block in read(); each holds a worker task,
             # so the pool must be far larger than pyfuse3's default of 99.
-            await pyfuse3.main(min_tasks=4, max_tasks=MAX_FUSE_TASKS)
+            await pyfuse3.main(max_tasks=MAX_FUSE_TASKS)
             nursery.cancel_scope.cancel()
 
         nursery.start_soon(fuse_loop)

@@ -92,8 +92,9 @@ def _join_and_run(dirs: list[str], fds: dict[str, int], argv: list[str],
         grandchild = os.fork()
         if grandchild == 0:
             step = "exec"
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            signal.signal(signal.SIGQUIT, signal.SIG_DFL)
+            # Python ignores SIGPIPE and SIGXFSZ; the command must not inherit that.
+            for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ):
+                signal.signal(sig, signal.SIG_DFL)
             syscalls.drop_bounding_caps(DROPPED_CAPS)
             os.closerange(3, wfd)
             os.closerange(wfd + 1, 1 << 20)

@@ -160,7 +160,8 @@ def _child(spec_r: int, wfd: int) -> None:
         os.setsid()
         syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE,
-                    signal.SIGCHLD, signal.SIGPWR, signal.SIGUSR1, signal.SIGUSR2):
+                    signal.SIGCHLD, signal.SIGPWR, signal.SIGUSR1, signal.SIGUSR2,
+                    signal.SIGXFSZ, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_DFL)
         signal.pthread_sigmask(signal.SIG_SETMASK, [])
         step = "unshare namespaces"

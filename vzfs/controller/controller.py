@@ -32,6 +32,8 @@ from .protocol import Decoder, Message, ProtocolError, encode, reply_error, repl
 SCROLLBACK = 1 << 20
 READ_BATCH = 1 << 18
 FEED_CHUNK = 1 << 18
+SMALL_BATCH = 16 << 10
+GATHER_S = 0.001
 DEFAULT_COLUMNS, DEFAULT_LINES = 80, 25
 LOG_BYTES = 1 << 20
 REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
@@ -280,6 +282,11 @@ class Controller:
             self.ring.append(bytes(batch))
             changed, self.console_changed = self.console_changed, trio.Event()
             changed.set()
+            if len(batch) < SMALL_BATCH:
+                # A writer making many small writes (a line each) would have us
+                # wake per line; a millisecond lets its output gather (at most
+                # a millisecond more on a typed character's echo).
+                await trio.sleep(GATHER_S)
 
     async def _feed_terminal(self) -> None:
         """Keep the emulator up with the ring, in its own task.
