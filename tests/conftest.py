@@ -8,27 +8,23 @@ import pytest
 from tests.system import Instance, system_ready
 
 
-@pytest.fixture
-def instance(tmp_path: Path) -> Iterator[Instance]:
+def _mounted(base: Path) -> Iterator[Instance]:
     reason = system_ready()
     if reason:
         pytest.skip(reason)
-    inst = Instance(tmp_path / "a")
+    inst = Instance(base)
     inst.mount()
     try:
         yield inst
     finally:
         inst.cleanup()
+
+
+@pytest.fixture
+def instance(tmp_path: Path) -> Iterator[Instance]:
+    yield from _mounted(tmp_path / "a")
 
 
 @pytest.fixture
 def second_instance(tmp_path: Path) -> Iterator[Instance]:
-    reason = system_ready()
-    if reason:
-        pytest.skip(reason)
-    inst = Instance(tmp_path / "b")
-    inst.mount()
-    try:
-        yield inst
-    finally:
-        inst.cleanup()
+    yield from _mounted(tmp_path / "b")

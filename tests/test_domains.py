@@ -398,3 +398,22 @@ def test_quick_init_prints_its_line(instance: Instance) -> None:
     instance.write("web1", "state", "start")
     pid = int(instance.read("web1", "pid"))
     assert b"echo init-up" in Path(f"/proc/{pid}/cmdline").read_bytes()
+
+
+def test_reboot_inside_restarts_in_place(instance: Instance) -> None:
+    instance.define("rb")
+    instance.write("rb", "state", "start")
+    old = int(instance.read("rb", "pid"))
+    wait_for(lambda: len(cgroup_procs(instance, "rb")) == 2, what="the shell on the console")
+    # reboot(2) itself (busybox init's own reboot path just exits 0)
+    r = sh(f"{' '.join(VZFS)} enter --mount {instance.mnt} rb -- reboot -f")
+    assert r.returncode == 0, r.stderr
+    wait_for(lambda: instance.read("rb", "pid") not in ("", f"{old}\n"), timeout=20,
+             what="a new init after the reboot")
+    assert state(instance, "rb") == "running"
+    new = int(instance.read("rb", "pid"))
+    assert Path(f"/proc/{new}/comm").read_text().strip() == "init"
+    assert new in cgroup_procs(instance, "rb")
+    assert instance.read("rb", "error") == ""
+    instance.write("rb", "state", "stop")
+    assert state(instance, "rb") == "stopped"

@@ -9,11 +9,15 @@ Theory of operation, in two halves so that the slow half can be done ahead:
    mount, UTS, IPC and network namespaces and waits for its spec on a pipe.
    Forking a large Python process and creating namespaces cost milliseconds, so
    a spare controller does this before any start is asked for.
-2. `launch()`: the spec goes down the pipe; the child joins the cgroup, unshares
-   its cgroup namespace, builds the root (`kernel.rootfs`), pivots into it,
-   drops dangerous capabilities from the bounding set, opens /dev/console *from
-   inside* as stdin/stdout/stderr (so CRIU finds no fd that comes from outside
-   the container), closes every other fd and execs init.
+2. `launch()`: the spec goes down the pipe; the child builds the root
+   (`kernel.rootfs`), pivots into it and drops dangerous capabilities from the
+   bounding set while the controller, at the same time, creates the cgroup and
+   moves the child into it (each side costs a millisecond or two; in parallel
+   they cost one). On the controller's "go" the child unshares its cgroup
+   namespace (rooted at the domain's cgroup), opens /dev/console *from inside*
+   as stdin/stdout/stderr (so CRIU finds no fd that comes from outside the
+   container), closes every other fd and execs init. Nothing of the container
+   runs before it is in its cgroup.
 3. A close-on-exec pipe reports the outcome: EOF means exec succeeded (init is
    running); otherwise the child writes "errno step message" and exits.
 """
@@ -23,8 +27,9 @@ import errno
 import json
 import os
 import signal
+from collections.abc import Callable
 
-from ..kernel import cgroups, namespaces, rootfs, syscalls
+from ..kernel import namespaces, rootfs, syscalls
 from ..kernel._cdefs import CLONE_NEWCGROUP, PR_SET_PDEATHSIG
 from ..kernel.cgroups import Cgroup
 
@@ -113,21 +118,39 @@ def prepare() -> PreparedInit:
     return PreparedInit(pid, spec_w, report_r)
 
 
-def launch(prepared: PreparedInit, spec: ContainerSpec) -> int:
-    """Give a prepared init its spec; return its host pid once it has exec'd init."""
+GO = b"g"
+
+
+def launch(prepared: PreparedInit, spec: ContainerSpec,
+           place: Callable[[int], None] | None = None) -> int:
+    """Give a prepared init its spec; return its host pid once it has exec'd init.
+
+    *place(pid)* puts the child in its cgroup (creating it first as needed); it
+    runs while the child builds its root. If it raises, the child is let go.
+    """
     message = json.dumps({
         "rootfs": spec.rootfs, "hostname": spec.hostname, "init": list(spec.init),
         "console": spec.console,
-        "cgroups": spec.cgroup.distinct_dirs() if spec.cgroup is not None else [],
-    }).encode()
+    }).encode() + b"\n"
     try:
         view = memoryview(message)
         while view:
             view = view[os.write(prepared.spec_w, view):]
-    except OSError:
+        if place is not None:
+            place(prepared.pid)
+        elif spec.cgroup is not None:
+            spec.cgroup.join_pid(prepared.pid)
+        os.write(prepared.spec_w, GO)
+    except BrokenPipeError:
         pass                # the child died early: its report (or EOF + exit) tells
+    except BaseException:
+        prepared.abandon()
+        raise
     finally:
-        os.close(prepared.spec_w)
+        try:
+            os.close(prepared.spec_w)
+        except OSError:
+            pass
     report = b""
     try:
         while chunk := os.read(prepared.report_r, 4096):
@@ -147,11 +170,20 @@ def spawn(spec: ContainerSpec) -> int:
 
 
 def _read_spec(fd: int) -> dict[str, object] | None:
+    """The spec line, or None when the controller let us go without one."""
     data = b""
-    while chunk := os.read(fd, 65536):
+    while not data.endswith(b"\n"):
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None
         data += chunk
+    return json.loads(data)
+
+
+def _wait_go(fd: int) -> bool:
+    go = os.read(fd, 1) == GO
     os.close(fd)
-    return json.loads(data) if data else None
+    return go
 
 
 def _child(spec_r: int, wfd: int) -> None:
@@ -174,11 +206,6 @@ def _child(spec_r: int, wfd: int) -> None:
         root = str(spec["rootfs"])
         console = spec["console"]
         init = [str(a) for a in spec["init"]]  # type: ignore[attr-defined]
-        step = "join cgroup"
-        cgroups.join_dirs(list(spec["cgroups"]))  # type: ignore[call-overload]
-        # After the join: the cgroup namespace's root is the domain's cgroup.
-        step = "unshare the cgroup namespace"
-        syscalls.unshare(CLONE_NEWCGROUP)
         step = "prepare mounts"
         rootfs.bind_self(root)
         step = "mount /proc and /sys"
@@ -193,6 +220,12 @@ def _child(spec_r: int, wfd: int) -> None:
         rootfs.pivot(root)
         step = "drop capabilities"
         syscalls.drop_bounding_caps(DROPPED_CAPS)
+        step = "wait for the cgroup"
+        if not _wait_go(spec_r):
+            os._exit(0)          # the controller could not place us: it says why
+        # Now in the domain's cgroup: the cgroup namespace's root is that cgroup.
+        step = "unshare the cgroup namespace"
+        syscalls.unshare(CLONE_NEWCGROUP)
         step = "open the console"
         if console:
             # No TIOCSCTTY: init must not own the console as its controlling

@@ -91,17 +91,21 @@ class Controller:
         os.set_inheritable(self.master, False)
         os.set_inheritable(self.slave, False)
         os.set_blocking(self.master, False)
+        self._spawn()
+
+    def _place(self, pid: int) -> None:
+        """Create the domain's cgroup with its limits and move *pid* into it."""
         self.cgroup.create()
         limits = self.cfg.limits
         self.cgroup.set_limits(limits.memory, limits.cpus, limits.pids)
-        self._spawn()
+        self.cgroup.join_pid(pid)
 
     def _spawn(self) -> None:
         spec = container.ContainerSpec(
             name=self.name, rootfs=self.rootfs, hostname=self.cfg.hostname,
             init=self.cfg.init, console=os.ttyname(self.slave), cgroup=self.cgroup)
         prepared, self.prepared = self.prepared, None
-        self.pid = container.launch(prepared or container.prepare(), spec)
+        self.pid = container.launch(prepared or container.prepare(), spec, self._place)
         self.started_at = time.time()
         self.state = "running"
 

@@ -162,6 +162,11 @@ class Cgroup:
         for path in self.distinct_dirs():
             _write(os.path.join(path, "cgroup.procs"), "0")
 
+    def join_pid(self, pid: int) -> None:
+        """Move process *pid* (host pid) into every hierarchy."""
+        for path in self.distinct_dirs():
+            _write(os.path.join(path, "cgroup.procs"), str(pid))
+
     def procs(self) -> list[int]:
         path = self.dirs.get("pids") or self.dirs.get("unified") or self.distinct_dirs()[0]
         try:
