@@ -191,3 +191,31 @@ def test_device_attributes_query_is_answered_on_the_pty(instance: Instance) -> N
                        capture_output=True, text=True, timeout=30)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["033", "[", "?", "6", "c"]
+
+
+def test_resize_sets_the_pty_size_and_the_screen(instance: Instance) -> None:
+    # The VNC server resizes through the controller; check the effect inside.
+    import json
+    import socket
+    started_shell(instance)
+    ddir = os.open(instance.state / "domains" / "demo", os.O_PATH | os.O_DIRECTORY)
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(f"/proc/self/fd/{ddir}/ctl.sock")
+            s.sendall(json.dumps({"id": 1, "op": "resize", "columns": 100, "lines": 30}).encode()
+                      + b"\n")
+            reply = b""
+            while b"\n" not in reply:
+                reply += s.recv(4096)
+            assert json.loads(reply.split(b"\n")[0]) == {"id": 1, "ok": True, "columns": 100,
+                                                         "lines": 30}
+            s.sendall(b'{"id": 2, "op": "resize", "columns": 1, "lines": 30}\n')
+            reply = b""
+            while b"\n" not in reply:
+                reply += s.recv(4096)
+            assert json.loads(reply.split(b"\n")[0])["ok"] is False
+    finally:
+        os.close(ddir)
+    instance.write("demo", "console", "stty size\n")
+    wait_for(lambda: "30 100" in instance.read("demo", "screen"), what="the new size inside")
+    assert len(instance.read("demo", "screen").split("\n")) == 31

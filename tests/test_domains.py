@@ -417,3 +417,15 @@ def test_reboot_inside_restarts_in_place(instance: Instance) -> None:
     assert instance.read("rb", "error") == ""
     instance.write("rb", "state", "stop")
     assert state(instance, "rb") == "stopped"
+
+
+def test_every_start_returns_with_init_running(instance: Instance) -> None:
+    instance.define("loop", 'init = ["/bin/sh", "-c", "exec sleep 1000"]\n')
+    for _ in range(25):
+        instance.write("loop", "state", "start")
+        pid = int(instance.read("loop", "pid"))
+        # exec'd and alive (an init that exited at once has an empty cmdline)
+        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] in (b"/bin/sh", b"sleep")
+        time.sleep(0.03)
+        assert state(instance, "loop") == "running"
+        instance.write("loop", "state", "kill")

@@ -169,19 +169,21 @@ def spawn(spec: ContainerSpec) -> int:
     return launch(prepare(), spec)
 
 
-def _read_spec(fd: int) -> dict[str, object] | None:
-    """The spec line, or None when the controller let us go without one."""
+def _read_spec(fd: int) -> tuple[dict[str, object] | None, bytes]:
+    """The spec line (None when the controller let us go without one), and any
+    bytes that came after it in the same read (the "go" may have, already)."""
     data = b""
-    while not data.endswith(b"\n"):
+    while b"\n" not in data:
         chunk = os.read(fd, 65536)
         if not chunk:
-            return None
+            return None, b""
         data += chunk
-    return json.loads(data)
+    line, _, rest = data.partition(b"\n")
+    return json.loads(line), rest
 
 
-def _wait_go(fd: int) -> bool:
-    go = os.read(fd, 1) == GO
+def _wait_go(fd: int, early: bytes) -> bool:
+    go = (early or os.read(fd, 1))[:1] == GO
     os.close(fd)
     return go
 
@@ -200,7 +202,7 @@ def _child(spec_r: int, wfd: int) -> None:
         syscalls.unshare(namespaces.CONTAINER_FLAGS & ~CLONE_NEWCGROUP)
         step = "prepare mounts"
         rootfs.make_private()
-        spec = _read_spec(spec_r)
+        spec, early = _read_spec(spec_r)
         if spec is None:
             os._exit(0)          # abandoned: nobody will start this one
         root = str(spec["rootfs"])
@@ -221,7 +223,7 @@ def _child(spec_r: int, wfd: int) -> None:
         step = "drop capabilities"
         syscalls.drop_bounding_caps(DROPPED_CAPS)
         step = "wait for the cgroup"
-        if not _wait_go(spec_r):
+        if not _wait_go(spec_r, early):
             os._exit(0)          # the controller could not place us: it says why
         # Now in the domain's cgroup: the cgroup namespace's root is that cgroup.
         step = "unshare the cgroup namespace"
