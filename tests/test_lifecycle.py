@@ -49,6 +49,10 @@ def test_outcomes() -> None:
     assert lifecycle.outcome(State.RUNNING, "crashed") == State.CRASHED
     assert lifecycle.outcome(State.STOPPING, "crashed") == State.STOPPED
     assert lifecycle.outcome(State.RUNNING, "nonsense") == State.RUNNING
+    assert lifecycle.outcome(State.RUNNING, "exited") == State.STOPPED
+    assert lifecycle.outcome(State.STOPPED, "crashed") == State.CRASHED
+    assert lifecycle.outcome(State.STOPPED, "exited") == State.STOPPED
+    assert lifecycle.outcome(State.CRASHED, "exited") == State.CRASHED
 
 
 def test_every_transition_names_a_state_and_verb() -> None:

@@ -392,14 +392,14 @@ class Registry:
             self.on_change(dom)
 
     def _exited(self, dom: Domain, kind: str, reason: str) -> None:
+        """The controller reported (or recorded) the end of the domain: "stopped" or "crashed"."""
         dom.client = None
         dom.pid = None
         dom.started_at = None
-        if kind == "crashed" and dom.state != State.STOPPING:
+        state = lifecycle.outcome(dom.state, "crashed" if kind == "crashed" else "exited")
+        if state == State.CRASHED and dom.state != State.CRASHED:
             dom.error = f"domain {dom.name} crashed: {reason}"
-            dom.set_state(State.CRASHED)
-        else:
-            dom.set_state(State.STOPPED)
+        dom.set_state(state)
         self.on_change(dom)
 
     def _settle_from_disk(self, dom: Domain, lost_controller: bool) -> None:

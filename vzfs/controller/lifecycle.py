@@ -74,7 +74,9 @@ OUTCOMES: dict[tuple[State, str], State] = {
     (S.PAUSED, "crashed"): S.CRASHED,
     (S.STARTING, "crashed"): S.CRASHED,
     (S.STOPPING, "crashed"): S.STOPPED,     # we asked it to go: any exit is a stop
-    (S.RUNNING, "rebooted"): S.RUNNING,
+    # A daemon that starts assumes `stopped` until it hears otherwise; the
+    # record of a crash while it was away makes that `crashed`.
+    (S.STOPPED, "crashed"): S.CRASHED,
 }
 
 

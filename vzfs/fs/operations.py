@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from .. import templates
 from ..errors import VzfsError
 from ..registry import Domain, Registry
 from . import files
@@ -96,8 +97,7 @@ class Operations(pyfuse3.Operations):
         super().__init__()
         self.reg = registry
         self.started = time.time()
-        self.templates = sorted(__import__("vzfs.templates", fromlist=["available"])
-                                .available(registry.state_dir))
+        self.templates = sorted(templates.available(registry.state_dir))
         self.dom_base: dict[str, int] = {}
         self.ino_dom: dict[int, Domain] = {}
         self.next_base = DOMAIN_BASE
