@@ -9,7 +9,7 @@ ROOT = Path(__file__).resolve().parent.parent / "vzfs"
 PURE = [
     "config.py", "errors.py",
     "controller/lifecycle.py", "controller/protocol.py",
-    "terminal", "vnc/rfb.py", "vnc/encodings.py", "vnc/render.py", "vnc/font.py",
+    "terminal", "vnc/rfb.py", "vnc/encodings.py", "vnc/render.py", "vnc/font.py", "vnc/keys.py",
 ]
 FORBIDDEN = {"trio", "pyfuse3", "socket", "cffi", "vzfs.kernel", "selectors", "asyncio"}
 
