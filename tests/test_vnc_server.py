@@ -1,0 +1,240 @@
+"""The trio VNC shell with real clients (vncdotool, asyncvnc) over loopback TCP."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+import pytest
+import trio
+from PIL import Image
+
+from vzfs.terminal.emulator import Terminal
+from vzfs.vnc.render import Renderer
+from vzfs.vnc.server import PendingDamage, TerminalDisplay
+
+T = TypeVar("T")
+TIMEOUT = 20
+
+
+@pytest.fixture(scope="module")
+def vncdotool_api() -> Iterator[Any]:
+    api = pytest.importorskip("vncdotool.api")
+    yield api
+    api.shutdown()
+
+
+class Served:
+    """A display served on an ephemeral loopback port, recording what clients typed."""
+
+    def __init__(self, display: TerminalDisplay, port: int) -> None:
+        self.display = display
+        self.port = port
+        self.typed = bytearray()
+
+    async def wait_typed(self, expected: bytes) -> None:
+        with trio.fail_after(TIMEOUT):
+            while bytes(self.typed) != expected:
+                assert expected.startswith(bytes(self.typed)), bytes(self.typed)
+                await trio.sleep(0.01)
+
+
+async def start(nursery: trio.Nursery, password: str | None = None,
+                display: TerminalDisplay | None = None) -> Served:
+    display = display or TerminalDisplay()
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    served = Served(display, listeners[0].socket.getsockname()[1])
+    await nursery.start(display.serve, listeners[0], password, served.typed.extend)
+    return served
+
+
+async def blocking(fn: Callable[[], T]) -> T:
+    """Run a blocking client call in a thread while the server runs in trio."""
+    with trio.fail_after(TIMEOUT):
+        return await trio.to_thread.run_sync(fn)
+
+
+def capture(client: Any, path: Path, incremental: bool = False) -> np.ndarray:
+    client.captureScreen(str(path), incremental=incremental)
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+@pytest.mark.trio
+async def test_capture_matches_the_framebuffer(vncdotool_api: Any, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery)
+        served.display.feed(b"\x1b[1;32mvzfs\x1b[0m console\r\n$ ")
+        renderer = served.display.renderer
+        assert (served.display.width, served.display.height) == (80 * renderer.cell_width,
+                                                                 25 * renderer.cell_height)
+
+        def run() -> np.ndarray:
+            client = vncdotool_api.connect(f"127.0.0.1::{served.port}", timeout=TIMEOUT)
+            try:
+                return capture(client, tmp_path / "a.png")
+            finally:
+                client.disconnect()
+
+        image = await blocking(run)
+        assert image.shape == (renderer.height, renderer.width, 3)
+        assert np.array_equal(image, served.display.framebuffer)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_fed_text_reaches_a_connected_client(vncdotool_api: Any, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery)
+        client = await blocking(lambda: vncdotool_api.connect(f"127.0.0.1::{served.port}",
+                                                              timeout=TIMEOUT))
+        try:
+            before = await blocking(lambda: capture(client, tmp_path / "before.png"))
+            served.display.feed(b"hello")
+            # An incremental request is answered with the damage only, drawn on the
+            # client's copy of the frame.
+            after = await blocking(lambda: capture(client, tmp_path / "after.png", True))
+            assert not np.array_equal(before, after)
+            assert np.array_equal(after, served.display.framebuffer)
+            # Scrolls merged over a burst; vncdotool asks for Raw only, so the copy is
+            # sent as pixels — the client still ends up equal.
+            served.display.feed(b"\r\n" * 30 + b"bottom")
+            scrolled = await blocking(lambda: capture(client, tmp_path / "scrolled.png", True))
+            assert np.array_equal(scrolled, served.display.framebuffer)
+        finally:
+            await blocking(client.disconnect)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_typing_reaches_on_input(vncdotool_api: Any) -> None:
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery)
+        served.display.feed(b"\x1b[?1h")           # DECCKM: arrows become SS3
+
+        def run() -> None:
+            client = vncdotool_api.connect(f"127.0.0.1::{served.port}", timeout=TIMEOUT)
+            try:
+                for key in ["l", "s", "space", "-", "l", "enter", "ctrl-c", "up", "alt-x", "f5"]:
+                    client.keyPress(key)
+            finally:
+                client.disconnect()
+
+        await blocking(run)
+        await served.wait_typed(b"ls -l\r\x03\x1bOA\x1bx\x1b[15~")
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_password(vncdotool_api: Any, tmp_path: Path) -> None:
+    asyncvnc = pytest.importorskip("asyncvnc")
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, password="s3cret")
+
+        def right() -> np.ndarray:
+            client = vncdotool_api.connect(f"127.0.0.1::{served.port}", password="s3cret",
+                                           timeout=TIMEOUT)
+            try:
+                return capture(client, tmp_path / "ok.png")
+            finally:
+                client.disconnect()
+
+        assert np.array_equal(await blocking(right), served.display.framebuffer)
+
+        async def wrong() -> None:
+            async with asyncvnc.connect("127.0.0.1", served.port, password="wrong"):
+                pass
+
+        def attempt() -> BaseException | None:
+            try:
+                asyncio.run(asyncio.wait_for(wrong(), TIMEOUT))
+            except Exception as exc:
+                return exc
+            return None
+
+        assert isinstance(await blocking(attempt), (PermissionError, ValueError))
+        assert served.display.clients == 0
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_two_clients_at_once(vncdotool_api: Any, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery)
+        connect = lambda: vncdotool_api.connect(f"127.0.0.1::{served.port}",  # noqa: E731
+                                                timeout=TIMEOUT)
+        one, two = await blocking(connect), await blocking(connect)
+        try:
+            await blocking(lambda: capture(one, tmp_path / "one0.png"))
+            await blocking(lambda: capture(two, tmp_path / "two0.png"))
+            assert served.display.clients == 2
+            served.display.feed(b"shared screen")
+            first = await blocking(lambda: capture(one, tmp_path / "one.png", True))
+            second = await blocking(lambda: capture(two, tmp_path / "two.png", True))
+            assert np.array_equal(first, served.display.framebuffer)
+            assert np.array_equal(second, served.display.framebuffer)
+            await blocking(lambda: one.keyPress("a"))
+            await blocking(lambda: two.keyPress("b"))
+            await served.wait_typed(b"ab")
+        finally:
+            await blocking(one.disconnect)
+            await blocking(two.disconnect)
+        with trio.fail_after(TIMEOUT):
+            while served.display.clients:
+                await trio.sleep(0.01)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_garbage_client_is_closed_and_others_go_on(vncdotool_api: Any, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery)
+        stream = await trio.open_tcp_stream("127.0.0.1", served.port)
+        with trio.fail_after(TIMEOUT):
+            assert await stream.receive_some(12) == b"RFB 003.008\n"
+            await stream.send_all(b"HTTP/1.1 GET /\r\n\r\n")
+            while await stream.receive_some(1024):
+                pass
+        await stream.aclose()
+
+        def run() -> np.ndarray:
+            client = vncdotool_api.connect(f"127.0.0.1::{served.port}", timeout=TIMEOUT)
+            try:
+                return capture(client, tmp_path / "a.png")
+            finally:
+                client.disconnect()
+
+        assert np.array_equal(await blocking(run), served.display.framebuffer)
+        nursery.cancel_scope.cancel()
+
+
+def apply_client(client_fb: np.ndarray, server_fb: np.ndarray, pending: PendingDamage) -> None:
+    """What a client does with an update: copies in order, then the rectangles' pixels."""
+    copies, rects = pending.take()
+    for c in copies:
+        client_fb[c.y:c.y + c.height, c.x:c.x + c.width] = \
+            client_fb[c.src_y:c.src_y + c.height, c.src_x:c.src_x + c.width].copy()
+    for r in rects:
+        client_fb[r.y:r.y + r.height, r.x:r.x + r.width] = server_fb[r.y:r.y + r.height,
+                                                                     r.x:r.x + r.width]
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_merged_damage_brings_a_lagging_client_up_to_date(seed: int) -> None:
+    """Several feeds (scrolls in both directions, writes, cursor moves) between two
+    updates: the merged copies and rectangles still rebuild the frame exactly."""
+    rng = np.random.default_rng(seed)
+    terminal = Terminal(20, 8)
+    display = TerminalDisplay(terminal, Renderer(20, 8))
+    pending = PendingDamage(display.width, display.height)
+    display._broadcast = pending.add  # type: ignore[method-assign]
+    client_fb = display.framebuffer.copy()
+    chunks = [b"line\r\n", b"\x1bM", b"\x1b[2;6r", b"\x1b[r", b"\x1b[5;3H", b"xyz",
+              b"\x1b[2S", b"\x1b[T", b"\x1b[7m!\x1b[0m", b"\r\n\r\n"]
+    for _ in range(12):
+        for _ in range(int(rng.integers(1, 6))):
+            display.feed(chunks[int(rng.integers(len(chunks)))] + bytes([65 + int(rng.integers(26))]))
+        apply_client(client_fb, display.framebuffer, pending)
+        assert np.array_equal(client_fb, display.framebuffer)
