@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,7 +13,9 @@ import pytest
 import trio
 from PIL import Image
 
+from tests.vnc_decoder import DecodeError, Decoder
 from vzfs.terminal.emulator import Terminal
+from vzfs.vnc import encodings as enc
 from vzfs.vnc.render import Renderer
 from vzfs.vnc.server import PendingDamage, TerminalDisplay
 
@@ -238,3 +241,124 @@ def test_merged_damage_brings_a_lagging_client_up_to_date(seed: int) -> None:
             display.feed(chunks[int(rng.integers(len(chunks)))] + bytes([65 + int(rng.integers(26))]))
         apply_client(client_fb, display.framebuffer, pending)
         assert np.array_equal(client_fb, display.framebuffer)
+
+
+class RawClient:
+    """A hand-written RFB 3.8 client (security None) over a trio stream, decoding with
+    the in-repo decoder; it asks for the encodings a test chooses (CopyRect, DesktopName)."""
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.buffer = bytearray()
+        self.decoder = Decoder(bytes(16), 0, 0)
+        self.name = ""
+        self.bells = 0
+
+    async def read(self, n: int) -> bytes:
+        while len(self.buffer) < n:
+            data = await self.stream.receive_some(65536)
+            assert data, "server closed the connection"
+            self.buffer += data
+        out = bytes(self.buffer[:n])
+        del self.buffer[:n]
+        return out
+
+    @classmethod
+    async def connect(cls, port: int, encodings: list[int]) -> RawClient:
+        self = cls(await trio.open_tcp_stream("127.0.0.1", port))
+        assert await self.read(12) == b"RFB 003.008\n"
+        await self.stream.send_all(b"RFB 003.008\n")
+        count = (await self.read(1))[0]
+        assert 1 in await self.read(count)
+        await self.stream.send_all(b"\x01")
+        assert await self.read(4) == b"\0\0\0\0"
+        await self.stream.send_all(b"\x01")                       # ClientInit, shared
+        width, height = struct.unpack(">HH", await self.read(4))
+        pixel_format = await self.read(16)
+        self.name = (await self.read(struct.unpack(">I", await self.read(4))[0])).decode()
+        self.decoder = Decoder(pixel_format, width, height)
+        await self.stream.send_all(struct.pack(f">BxH{len(encodings)}i", 2, len(encodings),
+                                               *encodings))
+        return self
+
+    async def request(self, incremental: bool) -> None:
+        d = self.decoder
+        await self.stream.send_all(struct.pack(">BBHHHH", 3, incremental, 0, 0, d.width, d.height))
+
+    async def next_message(self) -> int:
+        """Decode one server message; its type. Partial decodes are rolled back."""
+        while True:
+            if self.buffer:
+                d = self.decoder
+                saved = (d.fb.copy(), list(d.encodings_seen))
+                try:
+                    end = d.server_message(bytes(self.buffer))
+                except DecodeError:
+                    d.fb, d.encodings_seen = saved
+                else:
+                    kind = self.buffer[0]
+                    del self.buffer[:end]
+                    return kind
+            data = await self.stream.receive_some(65536)
+            assert data, "server closed the connection"
+            self.buffer += data
+
+    def rgb(self) -> np.ndarray:
+        return self.decoder.rgb_components().astype(np.uint8)  # type: ignore[no-any-return]
+
+
+async def small_display(nursery: trio.Nursery) -> Served:
+    return await start(nursery, display=TerminalDisplay(Terminal(20, 6), Renderer(20, 6)))
+
+
+@pytest.mark.trio
+async def test_scrolls_are_copy_rects_and_updates_are_pulled() -> None:
+    async with trio.open_nursery() as nursery:
+        served = await small_display(nursery)
+        with trio.fail_after(TIMEOUT):
+            client = await RawClient.connect(served.port, [enc.COPY_RECT, enc.RAW])
+            await client.request(incremental=False)
+            assert await client.next_message() == 0
+            assert np.array_equal(client.rgb(), served.display.framebuffer)
+            served.display.feed(b"".join(b"\r\nline %d" % i for i in range(8)))
+            await client.request(incremental=True)
+            assert await client.next_message() == 0
+            served.display.feed(b"\r\nscrolled\r\nby two")
+            # Pull model: nothing is sent until the client asks.
+            with trio.move_on_after(0.1):
+                await client.next_message()
+                raise AssertionError("an update came without a request")
+            await client.request(incremental=True)
+            assert await client.next_message() == 0
+        assert enc.COPY_RECT in client.decoder.encodings_seen
+        assert np.array_equal(client.rgb(), served.display.framebuffer)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_title_bell_and_paste() -> None:
+    async with trio.open_nursery() as nursery:
+        served = await small_display(nursery)
+        served.display.feed(b"\x1b]2;first\x07")
+        with trio.fail_after(TIMEOUT):
+            client = await RawClient.connect(served.port, [enc.RAW, enc.DESKTOP_NAME])
+            assert client.name == "first"
+            await client.request(incremental=False)
+            assert await client.next_message() == 0
+            served.display.feed(b"\x1b]2;second\x07\x07")
+            assert await client.next_message() == 2          # Bell, unasked
+            await client.request(incremental=True)
+            assert await client.next_message() == 0
+            assert client.decoder.name == "second"
+            # ClientCutText is kept, not typed; Shift+Insert pastes it, bracketed
+            # because the application asked (DECSET 2004).
+            served.display.feed(b"\x1b[?2004h")
+            text = b"echo hi\n\x1b[31m"
+            await client.stream.send_all(struct.pack(">B3xI", 6, len(text)) + text)
+            await trio.sleep(0.05)
+            assert served.typed == b""
+            shift, insert = 0xFFE1, 0xFF63
+            for down, key in [(1, shift), (1, insert), (0, insert), (0, shift)]:
+                await client.stream.send_all(struct.pack(">BBxxI", 4, down, key))
+        await served.wait_typed(b"\x1b[200~echo hi\r[31m\x1b[201~")
+        nursery.cancel_scope.cancel()
