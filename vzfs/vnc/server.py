@@ -219,8 +219,8 @@ class TerminalDisplay:
             peer, trio.current_time()))
         client: _Client | None = None
         try:
-            with trio.fail_after(HANDSHAKE_TIMEOUT):
-                client = await self._handshake(stream, conn, peer)
+            with trio.fail_after(HANDSHAKE_TIMEOUT) as deadline:
+                client = await self._handshake(stream, conn, peer, deadline)
             if client is None:
                 return
             self._clients.add(client)
@@ -244,7 +244,7 @@ class TerminalDisplay:
                 await stream.aclose()
 
     async def _handshake(self, stream: trio.abc.Stream, conn: RFBServerConnection,
-                         peer: str) -> _Client | None:
+                         peer: str, deadline: trio.CancelScope) -> _Client | None:
         """rfbproto §Handshaking Messages up to ServerInit; None if the client is done."""
         await stream.send_all(conn.data_to_send())
         while True:
@@ -259,7 +259,11 @@ class TerminalDisplay:
                     return None
                 if isinstance(event, AuthFailed):
                     if not event.refused:
-                        await trio.sleep(self.throttle.record_failure(peer, trio.current_time()))
+                        # The throttle's delay (up to 30 s) is ours, not the peer's:
+                        # it must not eat the handshake deadline.
+                        delay = self.throttle.record_failure(peer, trio.current_time())
+                        deadline.deadline += delay
+                        await trio.sleep(delay)
                     log.info("VNC client %s failed security: %s", peer, event.reason)
                     await stream.send_all(conn.data_to_send())
                     return None
