@@ -362,3 +362,31 @@ async def test_title_bell_and_paste() -> None:
                 await client.stream.send_all(struct.pack(">BBxxI", 4, down, key))
         await served.wait_typed(b"\x1b[200~echo hi\r[31m\x1b[201~")
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_a_client_that_stops_reading_slows_nobody(vncdotool_api: Any, tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery)
+        with trio.fail_after(TIMEOUT):
+            stuck = await RawClient.connect(served.port, [enc.RAW])
+            # Ask for many raw full frames (1.15 MB each) and never read them.
+            for _ in range(20):
+                await stuck.request(incremental=False)
+            await trio.sleep(0.1)
+        for i in range(200):
+            served.display.feed(b"output line %d\r\n" % i)
+
+        def run() -> np.ndarray:
+            client = vncdotool_api.connect(f"127.0.0.1::{served.port}", timeout=TIMEOUT)
+            try:
+                return capture(client, tmp_path / "a.png")
+            finally:
+                client.disconnect()
+
+        assert np.array_equal(await blocking(run), served.display.framebuffer)
+        with trio.fail_after(TIMEOUT):             # the stuck one is still connected
+            while served.display.clients != 1:
+                await trio.sleep(0.01)
+        await stuck.stream.aclose()
+        nursery.cancel_scope.cancel()
