@@ -15,6 +15,7 @@ the pty or the other clients.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Callable
 from typing import Final
@@ -203,13 +204,15 @@ class TerminalDisplay:
 
     async def serve(self, listener: trio.abc.Listener[trio.abc.Stream], password: str | None,
                     on_input: InputCallback, *,
-                    task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Accept clients forever; every connection is shared (rfbproto §ClientInit)."""
-        async with trio.open_nursery() as nursery:
-            task_status.started()
-            while True:
-                stream = await listener.accept()
-                nursery.start_soon(self.serve_client, stream, password, on_input)
+                    task_status: trio.TaskStatus[list[trio.abc.Listener[trio.abc.Stream]]]
+                    = trio.TASK_STATUS_IGNORED) -> None:
+        """Accept clients forever; every connection is shared (rfbproto §ClientInit).
+
+        trio.serve_listeners owns the client tasks and rides out EMFILE/ENFILE.
+        """
+        await trio.serve_listeners(
+            functools.partial(self.serve_client, password=password, on_input=on_input),
+            [listener], task_status=task_status)
 
     async def serve_client(self, stream: trio.abc.Stream, password: str | None,
                            on_input: InputCallback) -> None:
