@@ -390,3 +390,20 @@ async def test_a_client_that_stops_reading_slows_nobody(vncdotool_api: Any, tmp_
                 await trio.sleep(0.01)
         await stuck.stream.aclose()
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_blinking_text_blinks(autojump_clock: Any) -> None:
+    display = TerminalDisplay(Terminal(20, 6), Renderer(20, 6))
+    display.feed(b"\x1b[5mblink\x1b[25m\r\n")
+    shown = display.framebuffer.copy()
+    pending = PendingDamage(display.width, display.height)
+    display._broadcast = pending.add  # type: ignore[method-assign]
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(display.blink)
+        await trio.sleep(0.9)
+        assert not np.array_equal(display.framebuffer, shown)
+        assert pending.take()[1]
+        await trio.sleep(0.6)
+        assert np.array_equal(display.framebuffer, shown)
+        nursery.cancel_scope.cancel()

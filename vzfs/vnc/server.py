@@ -43,6 +43,7 @@ COALESCE: Final = 0.004        # seconds a writer waits so a burst of output is 
 HANDSHAKE_TIMEOUT: Final = 30.0  # a client must reach NORMAL within this
 SEND_TIMEOUT: Final = 30.0       # a client that takes no bytes for this long is dropped
 RECEIVE_SIZE: Final = 65536
+BLINK_PERIOD: Final = 0.6
 # Past these a client's pending damage collapses into one full-frame rectangle: it is
 # cheaper to send than to track (the client is far behind anyway).
 MAX_COPIES: Final = 4
@@ -199,6 +200,17 @@ class TerminalDisplay:
         for client in self._clients:
             client.pending.add(damage)
             client.notify()
+
+    async def blink(self, period: float = BLINK_PERIOD) -> None:
+        """Show and hide BLINK text forever (xterm's blinkOnTime/blinkOffTime: 600 ms).
+
+        Rows without blinking cells cost nothing: the renderer returns no damage.
+        """
+        visible = True
+        while True:
+            await trio.sleep(period)
+            visible = not visible
+            self._broadcast(self.renderer.set_blink(visible))
 
     # ------------------------------------------------------------ the client side
 
