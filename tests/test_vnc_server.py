@@ -407,3 +407,35 @@ async def test_blinking_text_blinks(autojump_clock: Any) -> None:
         await trio.sleep(0.6)
         assert np.array_equal(display.framebuffer, shown)
         nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_asyncvnc_zlib_capture() -> None:
+    asyncvnc = pytest.importorskip("asyncvnc")
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery)
+        served.display.feed(b"\x1b[44m blue \x1b[0m\r\n\xe2\x94\x8c\xe2\x94\x80\xe2\x94\x90")
+
+        async def shot() -> np.ndarray:
+            async with asyncvnc.connect("127.0.0.1", served.port) as client:
+                return await asyncio.wait_for(client.screenshot(), TIMEOUT)  # type: ignore[no-any-return]
+
+        rgba = await blocking(lambda: asyncio.run(shot()))
+        assert np.array_equal(rgba[..., :3], served.display.framebuffer)
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_middle_click_pastes() -> None:
+    async with trio.open_nursery() as nursery:
+        served = await small_display(nursery)
+        with trio.fail_after(TIMEOUT):
+            client = await RawClient.connect(served.port, [enc.RAW])
+            text = b"pasted"
+            await client.stream.send_all(struct.pack(">B3xI", 6, len(text)) + text)
+            for mask in [0, 2, 2, 0, 1, 0]:        # one middle press, then a left click
+                await client.stream.send_all(struct.pack(">BBHH", 5, mask, 3, 3))
+        await served.wait_typed(b"pasted")
+        await trio.sleep(0.05)
+        assert served.typed == b"pasted"
+        nursery.cancel_scope.cancel()
