@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import struct
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -438,4 +439,38 @@ async def test_middle_click_pastes() -> None:
         await served.wait_typed(b"pasted")
         await trio.sleep(0.05)
         assert served.typed == b"pasted"
+        nursery.cancel_scope.cancel()
+
+
+def test_a_restored_display_shows_the_same_screen() -> None:
+    display = TerminalDisplay(Terminal(30, 8), Renderer(30, 8))
+    display.feed(b"\x1b]2;title\x07\x1b[31mred\x1b[0m\r\n\x1b[?25l" + b"x\r\n" * 10 + b"\x1b[?25hend")
+    snapshot = json.loads(json.dumps(display.snapshot()))
+    restored = TerminalDisplay.restore(snapshot)
+    assert restored.terminal.title == "title"
+    assert np.array_equal(restored.framebuffer, display.framebuffer)
+
+
+@pytest.mark.trio
+async def test_hostile_streams_close_only_their_client() -> None:
+    rng = np.random.default_rng(5)
+    async with trio.open_nursery() as nursery:
+        served = await small_display(nursery)
+        for _ in range(20):
+            with trio.fail_after(TIMEOUT):
+                client = await RawClient.connect(served.port, [enc.RAW])
+                garbage = rng.integers(0, 256, int(rng.integers(1, 4096)), dtype=np.uint8)
+                try:
+                    # Message type 7 is unknown to rfbproto: the server must close.
+                    await client.stream.send_all(b"\x07" + garbage.tobytes())
+                    while await client.stream.receive_some(65536):
+                        pass
+                except trio.BrokenResourceError:
+                    pass
+                await client.stream.aclose()
+        with trio.fail_after(TIMEOUT):
+            client = await RawClient.connect(served.port, [enc.RAW])
+            await client.request(incremental=False)
+            assert await client.next_message() == 0
+            assert np.array_equal(client.rgb(), served.display.framebuffer)
         nursery.cancel_scope.cancel()

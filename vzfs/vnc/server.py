@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final
 
 import trio
 
@@ -146,6 +146,17 @@ class TerminalDisplay:
         self._clients: set[_Client] = set()
         self.renderer.render_all([self.terminal.cells(r) for r in range(self.terminal.lines)])
         self._move_cursor()
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a restarted server needs to show the same screen (issue 5 §7): the
+        emulator's state, which holds the terminal size — never per-connection state."""
+        return self.terminal.snapshot()
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any], *, throttle: AuthThrottle | None = None
+                ) -> TerminalDisplay:
+        """A display drawn from `snapshot()`; clients reconnect and get a full frame."""
+        return cls(Terminal.restore(snapshot), throttle=throttle)
 
     @property
     def framebuffer(self) -> Pixels:
