@@ -57,7 +57,7 @@ password = "secret"
     assert cfg.rootfs_path == "/srv/roots/web1"
     assert cfg.limits == config.Limits(memory=256 << 20, cpus=1.5, pids=512)
     assert cfg.mounts == (config.Mount("/srv/data", "/data", "ro,nosuid"),)
-    assert cfg.vnc == config.Vnc("0.0.0.0", 5901, "secret")
+    assert cfg.vnc == config.Vnc("0.0.0.0", 5901, "secret", websocket=True, websocket_port=0)
 
 
 @pytest.mark.parametrize("text, key", [
@@ -78,6 +78,11 @@ password = "secret"
     ("[rootfs]\npath = 'relative'", "rootfs.path"),
     ("[rootfs]\npath = '/'", "rootfs.path"),
     ("[vnc]\nport = 70000", "vnc.port"),
+    ("[vnc]\npassword = 'ninechars'", "vnc.password"),
+    ("[vnc]\nlisten = 'localhost; rm'", "vnc.listen"),
+    ("[vnc]\nwebsocket = 'yes'", "vnc.websocket"),
+    ("[vnc]\nwebsocket_port = -1", "vnc.websocket_port"),
+    ("[vnc]\nport = 5905\nwebsocket_port = 5905", "vnc.websocket_port"),
     ("[[mount]]\nsource = '/a'\ntarget = 'b'", "mount[0].target"),
     ("colour = 'red'", "colour"),
 ])
@@ -126,7 +131,10 @@ configs = st.builds(
                               options=st.sampled_from(["", "ro", "ro,nosuid"])),
                     max_size=3).map(tuple),
     vnc=st.builds(config.Vnc, listen=st.just("127.0.0.1"), port=st.integers(0, 65535),
-                  password=st.text(max_size=8).filter(lambda s: "\0" not in s)),
+                  password=st.text(max_size=8).filter(
+                      lambda s: "\0" not in s and len(s.encode()) <= 8),
+                  websocket=st.booleans(), websocket_port=st.sampled_from([0, 5800, 6080])
+                  ).filter(lambda v: v.port != v.websocket_port or not v.port),
 )
 
 

@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vzfs.controller.consolestream import (MAX_FRAME, FrameDecoder, FrameError, Ring, data_frame,
+from vzfs.controller.consolestream import (MAX_FRAME, MAX_JSON_FRAME, FrameDecoder, FrameError,
+                                           Ring, data_frame, json_frame, parse_json_frame,
                                            input_frame, skipped_marker)
 
 
@@ -67,3 +68,19 @@ def test_bad_frames() -> None:
         list(FrameDecoder().feed(b"X123"))
     with pytest.raises(FrameError):
         list(FrameDecoder().feed(input_frame(b"")[:1] + (MAX_FRAME + 1).to_bytes(4, "big")))
+
+
+def test_json_frames_between_data_frames() -> None:
+    snapshot = {"op": "snapshot", "offset": 12, "lines": [[" ", 7]] * 3}
+    stream = data_frame(0, b"ab") + json_frame(snapshot) + data_frame(2, b"c")
+    frames = list(FrameDecoder().feed(stream))
+    assert [(k, o) for k, o, _ in frames] == [("D", 0), ("J", 0), ("D", 2)]
+    assert parse_json_frame(frames[1][2]) == snapshot
+    # A JSON frame may be larger than a data frame (a snapshot), but not without end.
+    big = json_frame({"pad": "x" * (MAX_FRAME + 10)})
+    assert list(FrameDecoder().feed(big))[0][0] == "J"
+    with pytest.raises(FrameError):
+        list(FrameDecoder().feed(b"J" + (MAX_JSON_FRAME + 1).to_bytes(4, "big")))
+    for bad in (b"[1]", b"{nope"):
+        with pytest.raises(FrameError):
+            parse_json_frame(bad)

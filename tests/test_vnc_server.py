@@ -474,3 +474,89 @@ async def test_hostile_streams_close_only_their_client() -> None:
             assert await client.next_message() == 0
             assert np.array_equal(client.rgb(), served.display.framebuffer)
         nursery.cancel_scope.cancel()
+
+
+def set_desktop_size(width: int, height: int) -> bytes:
+    """rfbproto §SetDesktopSize with one screen covering the framebuffer."""
+    return struct.pack(">BxHHBxIHHHHI", 251, width, height, 1, 0, 0, 0, width, height, 0)
+
+
+@pytest.mark.trio
+async def test_set_desktop_size_resizes_the_terminal_exactly() -> None:
+    resized: list[tuple[int, int]] = []
+    display = TerminalDisplay(Terminal(20, 6), Renderer(20, 6), on_resize=lambda c, l: resized.append((c, l)))
+    display.feed(b"keep me")
+    async with trio.open_nursery() as nursery:
+        served = await start(nursery, display=display)
+        with trio.fail_after(TIMEOUT):
+            asker = await RawClient.connect(served.port, [enc.RAW, enc.EXTENDED_DESKTOP_SIZE])
+            other = await RawClient.connect(served.port, [enc.RAW, enc.DESKTOP_SIZE])
+            for client in (asker, other):
+                await client.request(incremental=False)
+                while client.decoder.encodings_seen.count(enc.RAW) == 0:
+                    await client.next_message()
+            # Not a multiple of the 8x16 cell: the framebuffer is exactly this, padded.
+            await asker.stream.send_all(set_desktop_size(333, 170))
+            await asker.request(incremental=True)
+            # ExtendedDesktopSize records: (reason, status, width, height, screens).
+            while not any(d[0] == 1 for d in asker.decoder.desktop_sizes):
+                await asker.next_message()
+            reason, status = [d[:2] for d in asker.decoder.desktop_sizes if d[0] == 1][-1]
+            assert (reason, status) == (1, 0)      # this client's request, accepted
+            assert (asker.decoder.width, asker.decoder.height) == (333, 170)
+            assert resized == [(41, 10)]
+            assert (display.terminal.columns, display.terminal.lines) == (41, 10)
+            # The other client is told the new size (DesktopSize) and gets the frame.
+            await other.request(incremental=True)
+            while (other.decoder.width, other.decoder.height) != (333, 170):
+                await other.next_message()
+            for client in (asker, other):
+                await client.request(incremental=False)
+                await client.next_message()
+                assert np.array_equal(client.rgb(), display.framebuffer)
+            assert display.terminal.text().startswith("keep me")
+            # Too small for 2x2 cells: refused (invalid layout), nothing changes.
+            await asker.stream.send_all(set_desktop_size(12, 20))
+            await asker.request(incremental=True)
+            while asker.decoder.desktop_sizes[-1][1] != 3:
+                await asker.next_message()
+            assert resized == [(41, 10)] and display.width == 333
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_set_desktop_size_is_refused_without_a_pty_to_resize() -> None:
+    async with trio.open_nursery() as nursery:
+        served = await small_display(nursery)
+        with trio.fail_after(TIMEOUT):
+            client = await RawClient.connect(served.port, [enc.RAW, enc.EXTENDED_DESKTOP_SIZE])
+            await client.request(incremental=False)
+            await client.next_message()
+            await client.stream.send_all(set_desktop_size(400, 200))
+            await client.request(incremental=True)
+            while not any(d[0] == 1 for d in client.decoder.desktop_sizes):
+                await client.next_message()
+            assert [d[:2] for d in client.decoder.desktop_sizes if d[0] == 1] == [(1, 1)]  # prohibited
+            assert served.display.width == 160
+        nursery.cancel_scope.cancel()
+
+
+@pytest.mark.trio
+async def test_load_replaces_the_screen_and_follows_its_size() -> None:
+    async with trio.open_nursery() as nursery:
+        served = await small_display(nursery)
+        with trio.fail_after(TIMEOUT):
+            client = await RawClient.connect(served.port, [enc.RAW, enc.DESKTOP_SIZE])
+            await client.request(incremental=False)
+            await client.next_message()
+            truth = Terminal(30, 8)
+            truth.feed(b"from the controller")
+            served.display.load(truth.snapshot())
+            await client.request(incremental=True)
+            while (client.decoder.width, client.decoder.height) != (240, 128):
+                await client.next_message()
+            await client.request(incremental=False)
+            await client.next_message()
+            assert np.array_equal(client.rgb(), served.display.framebuffer)
+            assert served.display.terminal.text() == truth.text()
+        nursery.cancel_scope.cancel()

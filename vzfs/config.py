@@ -6,6 +6,7 @@ with a sentence naming the key; `dumps()` writes the canonical form that the
 """
 
 import dataclasses
+import ipaddress
 import re
 import signal
 import tomllib
@@ -42,8 +43,10 @@ class Mount:
 @dataclasses.dataclass(frozen=True)
 class Vnc:
     listen: str = "127.0.0.1"
-    port: int = 0
+    port: int = 0                  # 0: 5900 + the first free display number
     password: str = ""
+    websocket: bool = True         # the WebSocket (noVNC) listener, beside RFB
+    websocket_port: int = 0        # 0: 5800 + the first free display number
 
 
 @dataclasses.dataclass(frozen=True)
@@ -225,6 +228,21 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None) -> Doma
     if not 0 <= port <= 65535:
         raise _invalid("vnc.port", f"{port} is out of range 0..65535")
     password = _take(vnc_t, "password", str, "vnc.") or ""
+    if len(password.encode()) > 8:
+        # rfbproto §VNC Authentication: DES keys from the first 8 bytes; silently
+        # cutting a longer password would make "secret-password" mean "secret-p".
+        raise _invalid("vnc.password", "VNC authentication uses at most 8 bytes")
+    try:
+        ipaddress.ip_address(listen)
+    except ValueError:
+        raise _invalid("vnc.listen", f"{listen!r} is not an IP address") from None
+    websocket = _take(vnc_t, "websocket", bool, "vnc.")
+    websocket = True if websocket is None else websocket
+    websocket_port = _take(vnc_t, "websocket_port", int, "vnc.") or 0
+    if not 0 <= websocket_port <= 65535:
+        raise _invalid("vnc.websocket_port", f"{websocket_port} is out of range 0..65535")
+    if port and port == websocket_port:
+        raise _invalid("vnc.websocket_port", "must differ from vnc.port")
     _no_leftovers(vnc_t, "vnc.")
     _no_leftovers(doc, "")
 
@@ -233,7 +251,7 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None) -> Doma
         stop_signal=stop_signal, stop_timeout=float(stop_timeout),
         rootfs_path=rootfs_path, rootfs_template=template,
         limits=Limits(memory=memory, cpus=float(cpus) if cpus is not None else None, pids=pids),
-        mounts=tuple(mounts), vnc=Vnc(listen, port, password), memory_text=memory_text,
+        mounts=tuple(mounts), vnc=Vnc(listen, port, password, websocket, websocket_port), memory_text=memory_text,
     )
 
 
@@ -259,7 +277,8 @@ def to_dict(cfg: DomainConfig) -> dict[str, Any]:
     if cfg.limits.pids is not None:
         limits["pids"] = cfg.limits.pids
     doc["limits"] = limits
-    doc["vnc"] = {"listen": cfg.vnc.listen, "port": cfg.vnc.port, "password": cfg.vnc.password}
+    doc["vnc"] = {"listen": cfg.vnc.listen, "port": cfg.vnc.port, "password": cfg.vnc.password,
+                  "websocket": cfg.vnc.websocket, "websocket_port": cfg.vnc.websocket_port}
     if cfg.mounts:
         doc["mount"] = [{"source": m.source, "target": m.target, "options": m.options}
                         for m in cfg.mounts]

@@ -9,16 +9,25 @@ much it missed.
 Framing on a console connection (after the JSON `{"op": "console"}` request):
 controller → daemon ``b"D" + offset:u64 + length:u32 + bytes``;
 daemon → controller ``b"I" + length:u32 + bytes`` (typed input).
+
+The controller's link to its VNC server uses the same frames plus
+``b"J" + length:u32 + JSON`` for messages in both directions (a snapshot of the
+emulator, a resize request, the addresses the server listens on), so that a
+message takes its place between data frames.
 """
 
+import json
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 DATA = b"D"
 INPUT = b"I"
+JSON = b"J"
 _DATA_HEAD = struct.Struct(">cQI")
 _INPUT_HEAD = struct.Struct(">cI")
 MAX_FRAME = 1 << 20
+MAX_JSON_FRAME = 64 << 20     # an emulator snapshot of a large terminal
 
 
 class FrameError(Exception):
@@ -77,8 +86,23 @@ def input_frame(data: bytes) -> bytes:
     return _INPUT_HEAD.pack(INPUT, len(data)) + data
 
 
+def json_frame(msg: dict[str, Any]) -> bytes:
+    body = json.dumps(msg, separators=(",", ":")).encode()
+    return _INPUT_HEAD.pack(JSON, len(body)) + body
+
+
+def parse_json_frame(payload: bytes) -> dict[str, Any]:
+    try:
+        msg = json.loads(payload)
+    except ValueError as exc:
+        raise FrameError(f"J frame is not JSON: {exc}") from exc
+    if not isinstance(msg, dict):
+        raise FrameError("J frame is not a JSON object")
+    return msg
+
+
 class FrameDecoder:
-    """Feed bytes; get ("D", offset, data) or ("I", 0, data) tuples."""
+    """Feed bytes; get ("D", offset, data), ("I", 0, data) or ("J", 0, json) tuples."""
 
     def __init__(self) -> None:
         self.buf = bytearray()
@@ -89,7 +113,7 @@ class FrameDecoder:
             kind = bytes(self.buf[:1])
             if kind == DATA:
                 head = _DATA_HEAD
-            elif kind == INPUT:
+            elif kind in (INPUT, JSON):
                 head = _INPUT_HEAD
             else:
                 raise FrameError(f"unknown frame type {kind!r}")
@@ -97,8 +121,9 @@ class FrameDecoder:
                 return
             fields = head.unpack_from(self.buf)
             length = fields[-1]
-            if length > MAX_FRAME:
-                raise FrameError(f"frame of {length} bytes is over the {MAX_FRAME} limit")
+            limit = MAX_JSON_FRAME if kind == JSON else MAX_FRAME
+            if length > limit:
+                raise FrameError(f"frame of {length} bytes is over the {limit} limit")
             if len(self.buf) < head.size + length:
                 return
             payload = bytes(self.buf[head.size:head.size + length])

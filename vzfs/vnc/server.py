@@ -24,20 +24,28 @@ import trio
 
 from vzfs.terminal.emulator import Terminal, Update
 from vzfs.vnc import keys
-from vzfs.vnc.encodings import STATUS_PROHIBITED
+from vzfs.vnc.encodings import (
+    REASON_OTHER_CLIENT, REASON_SERVER, STATUS_INVALID_LAYOUT, STATUS_OK, STATUS_PROHIBITED,
+)
 from vzfs.vnc.render import CopyRect, Damage, Pixels, Rect, Renderer
 from vzfs.vnc.rfb import (
     CLOSED_EVENT, NEED_DATA, AuthFailed, AuthSucceeded, AuthThrottle, ClientCutText,
     ClientInitDone, FramebufferUpdateRequest, KeyEvent, PointerEvent, ProtocolError,
-    RFBServerConnection, SetDesktopSize,
+    RFBServerConnection, SetDesktopSize, layout_status,
 )
 
-__all__ = ["TerminalDisplay", "PendingDamage", "InputCallback"]
+__all__ = ["TerminalDisplay", "PendingDamage", "InputCallback", "ResizeCallback"]
 
 log = logging.getLogger(__name__)
 
 InputCallback = Callable[[bytes], None]
 """Takes bytes for the pty (typed keys, pastes); must not block (the controller queues them)."""
+
+ResizeCallback = Callable[[int, int], None]
+"""Takes (columns, lines) a client asked for; sets the pty's size. Must not block."""
+
+MAX_WIDTH: Final = 8000     # pixels a client may ask for (1000 columns of 8 px)
+MAX_HEIGHT: Final = 8000
 
 COALESCE: Final = 0.004        # seconds a writer waits so a burst of output is one update
 HANDSHAKE_TIMEOUT: Final = 30.0  # a client must reach NORMAL within this
@@ -119,6 +127,7 @@ class _Client:
         self.buttons = 0
         self.clipboard = ""
         self.send_lock = trio.Lock()
+        self.cancel = trio.CancelScope()     # closes this client (it cannot follow a resize)
 
     def notify(self) -> None:
         self.wake.set()
@@ -139,10 +148,13 @@ class TerminalDisplay:
     """One terminal's screen, drawn once and served to every client of it."""
 
     def __init__(self, terminal: Terminal | None = None, renderer: Renderer | None = None,
-                 *, throttle: AuthThrottle | None = None) -> None:
+                 *, throttle: AuthThrottle | None = None,
+                 on_resize: ResizeCallback | None = None) -> None:
         self.terminal = terminal or Terminal()
         self.renderer = renderer or Renderer(self.terminal.columns, self.terminal.lines)
         self.throttle = throttle or AuthThrottle()
+        # Without it, SetDesktopSize is refused (STATUS_PROHIBITED).
+        self.on_resize = on_resize
         self._clients: set[_Client] = set()
         self.renderer.render_all([self.terminal.cells(r) for r in range(self.terminal.lines)])
         self._move_cursor()
@@ -157,6 +169,32 @@ class TerminalDisplay:
                 ) -> TerminalDisplay:
         """A display drawn from `snapshot()`; clients reconnect and get a full frame."""
         return cls(Terminal.restore(snapshot), throttle=throttle)
+
+    def load(self, snapshot: dict[str, Any]) -> None:
+        """Show the terminal `snapshot` describes instead of ours (the controller's
+        emulator is the truth: it resynchronises us after a resize or when we fell
+        behind). Clients get the whole frame; a new grid size is a server resize."""
+        terminal = type(self.terminal).restore(snapshot)
+        self.terminal = terminal
+        if (terminal.columns, terminal.lines) != (self.renderer.columns, self.renderer.lines):
+            self._resize_framebuffer(self.renderer.resize(terminal.columns, terminal.lines), None)
+        self.renderer.render_all([terminal.cells(r) for r in range(terminal.lines)])
+        self._move_cursor()
+        self._broadcast(Damage(None, (Rect(0, 0, self.width, self.height),)))
+
+    def _resize_framebuffer(self, damage: Damage, by: _Client | None) -> None:
+        """Tell every client (but `by`, who gets its SetDesktopSize reply) the new size;
+        a client that cannot follow a size change is closed (rfbproto §DesktopSize)."""
+        for client in list(self._clients):
+            client.pending = PendingDamage(self.width, self.height)
+            client.pending.add(damage)
+            if client is not by:
+                if client.conn.supports_resize:
+                    client.conn.resize(self.width, self.height,
+                                       REASON_OTHER_CLIENT if by is not None else REASON_SERVER)
+                else:
+                    client.cancel.cancel()
+            client.notify()
 
     @property
     def framebuffer(self) -> Pixels:
@@ -250,10 +288,11 @@ class TerminalDisplay:
             if client is None:
                 return
             self._clients.add(client)
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._write_updates, client)
-                await self._read_messages(client, on_input)
-                nursery.cancel_scope.cancel()
+            with client.cancel:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(self._write_updates, client)
+                    await self._read_messages(client, on_input)
+                    nursery.cancel_scope.cancel()
         # except*: the client's two tasks run in a nursery, which groups what they raise.
         except* ProtocolError as group:
             # rfbproto has no way to tell a client why after the handshake: log and close.
@@ -337,9 +376,28 @@ class TerminalDisplay:
             # Kept until the user pastes: never typed on every clipboard change (issue 5).
             client.clipboard = event.text
         elif isinstance(event, SetDesktopSize):
-            # Resizing is not done yet: rfbproto §SetDesktopSize lets us refuse.
-            client.conn.reply_set_desktop_size(event, STATUS_PROHIBITED)
+            self._set_desktop_size(client, event)
+
+    def _set_desktop_size(self, client: _Client, request: SetDesktopSize) -> None:
+        """rfbproto §SetDesktopSize: the framebuffer becomes exactly the requested size
+        (noVNC loops otherwise), the terminal as many whole cells as fit, the rest padding."""
+        status = layout_status(request, MAX_WIDTH, MAX_HEIGHT)
+        columns = request.width // self.renderer.cell_width
+        lines = request.height // self.renderer.cell_height
+        if status == STATUS_OK and not (2 <= columns <= 1000 and 2 <= lines <= 1000):
+            status = STATUS_INVALID_LAYOUT
+        if status == STATUS_OK and self.on_resize is None:
+            status = STATUS_PROHIBITED
+        if status != STATUS_OK:
+            client.conn.reply_set_desktop_size(request, status)
             client.notify()
+            return
+        assert self.on_resize is not None
+        damage = self.renderer.resize_pixels(request.width, request.height)
+        self.apply(self.terminal.resize(columns, lines))
+        client.conn.reply_set_desktop_size(request, STATUS_OK)
+        self._resize_framebuffer(damage, client)
+        self.on_resize(columns, lines)
 
     def _paste(self, client: _Client, on_input: InputCallback) -> None:
         data = keys.paste_bytes(client.clipboard, self.terminal.modes.bracketed_paste)
