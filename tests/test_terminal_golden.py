@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from vzfs.terminal.cell import BLANK, BOLD, DEFAULT_BG, DEFAULT_FG, UNDERLINE, WIDE, WIDE_CONT, Cell
-from vzfs.terminal import BACKENDS, AnyTerminal
+from vzfs.terminal import BACKENDS, AnyTerminal, emulator, make_terminal, pyte_backend
 from vzfs.terminal.emulator import DA1_REPLY, DA2_REPLY
 from vzfs.terminal.palette import PALETTE
 
@@ -363,3 +363,12 @@ def test_parameters_of_thousands_of_digits(Terminal: type[AnyTerminal], sequence
     terminal.feed(sequence.replace(b"%s", huge) + b"x")
     terminal.feed(sequence.replace(b"%s", b"0" * 5000 + b"2") + b"y")
     assert "x" in terminal.text() and "y" in terminal.text()
+
+
+def test_make_terminal_picks_the_backend_and_refuses_unknown_names() -> None:
+    fast = make_terminal("fast", 12, 3)
+    slow = make_terminal("pyte", 12, 3)
+    assert type(fast) is emulator.Terminal and type(slow) is pyte_backend.PyteTerminal
+    assert (slow.columns, slow.lines) == (12, 3)
+    with pytest.raises(ValueError, match="emulator 'xterm'.*'fast' or 'pyte'"):
+        make_terminal("xterm", 12, 3)

@@ -65,7 +65,8 @@ def apply_update(old: list[list[Cell]], update: Update) -> list[list[Cell] | Non
 @each_backend
 @settings(max_examples=300, deadline=None)
 @given(SIZES, STREAM, STREAM, st.integers(0, 10**6))
-def test_scroll_events_are_exact(backend: str, size: tuple[int, int], before: bytes, data: bytes, seed: int) -> None:
+def test_scroll_events_are_exact(backend: str, size: tuple[int, int], before: bytes, data: bytes,
+                                 seed: int) -> None:
     terminal = BACKENDS[backend](*size)
     terminal.feed(before)
     old = screen(terminal)
@@ -126,7 +127,8 @@ def test_snapshot_keeps_partial_utf8_and_sequences(backend: str) -> None:
 @each_backend
 @settings(max_examples=300, deadline=None)
 @given(SIZES, STREAM, st.lists(st.integers(0, 400), max_size=5))
-def test_any_bytes_keep_the_screen_well_formed(backend: str, size: tuple[int, int], data: bytes, cuts: list[int]) -> None:
+def test_any_bytes_keep_the_screen_well_formed(backend: str, size: tuple[int, int], data: bytes,
+                                               cuts: list[int]) -> None:
     terminal = BACKENDS[backend](*size)
     start = 0
     for cut in sorted(cuts) + [len(data)]:

@@ -7,12 +7,12 @@ format, so a screen saved by either is restored by either.
 
 from __future__ import annotations
 
-from typing import Final, Union
+from typing import Final
 
 from .emulator import Terminal
 from .pyte_backend import PyteTerminal
 
-AnyTerminal = Union[Terminal, PyteTerminal]
+AnyTerminal = Terminal | PyteTerminal
 
 BACKENDS: Final[dict[str, type[Terminal] | type[PyteTerminal]]] = {"fast": Terminal, "pyte": PyteTerminal}
 

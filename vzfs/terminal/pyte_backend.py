@@ -40,7 +40,9 @@ from pyte import modes as mo
 from pyte.charsets import VT100_MAP
 from pyte.screens import Char, Margins, StaticDefaultDict
 
-from .cell import BLINK, BOLD, DEFAULT_BG, DEFAULT_FG, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell
+from .cell import (
+    BLINK, BOLD, DEFAULT_BG, DEFAULT_FG, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
+)
 from .emulator import (
     _C1_STRING_KIND,
     _MAX_COMBINING,
