@@ -1,7 +1,7 @@
-"""Throughput of the terminal emulator layer beside stock pyte, on the same bytes.
+"""Throughput of the terminal emulator layer (both its backends) beside stock pyte, on the same bytes.
 
 ``bench/run`` calls ``measure(backend, data)``; ``python bench/emulator.py [MB]`` prints
-both backends for plain and SGR-heavy input. Input is fed in 4 KiB chunks, the size
+every backend for plain and SGR-heavy input. Input is fed in 4 KiB chunks, the size
 a pty master read returns (n_tty), unless ``chunk_size`` says otherwise.
 """
 
@@ -15,6 +15,7 @@ from typing import Callable
 import pyte
 
 from vzfs.terminal.emulator import Terminal
+from vzfs.terminal.pyte_backend import PyteTerminal
 
 CHUNK_SIZE = 4096
 
@@ -80,14 +81,16 @@ def cursor_input(n_bytes: int, seed: int = 5) -> bytes:
 def _feeder(backend: str) -> Callable[[bytes], object]:
     if backend == "vzfs":
         return Terminal(80, 25).feed
+    if backend == "pyte_backend":
+        return PyteTerminal(80, 25).feed
     if backend == "pyte":
         stream = pyte.ByteStream(pyte.Screen(80, 25))
         return stream.feed
-    raise ValueError(f"cannot measure backend {backend!r}: it is neither 'vzfs' nor 'pyte'")
+    raise ValueError(f"cannot measure backend {backend!r}: it is not 'vzfs', 'pyte_backend' or 'pyte'")
 
 
 def measure(backend: str, data: bytes, chunk_size: int = CHUNK_SIZE) -> float:
-    """Throughput of `backend` ('vzfs' or 'pyte', both 80x25) on `data`, in MB/s (10^6 B/s)."""
+    """Throughput of `backend` ('vzfs', 'pyte_backend' or 'pyte', all 80x25) on `data`, in MB/s (10^6 B/s)."""
     feed = _feeder(backend)
     chunks = [data[offset:offset + chunk_size] for offset in range(0, len(data), chunk_size)]
     start = time.perf_counter()
@@ -105,6 +108,8 @@ def main(argv: list[str]) -> None:
         for chunk in (4096, 65536):
             vzfs = measure("vzfs", data, chunk)
             print(f"{name:6} {len(data) / 1e6:5.1f} MB chunk {chunk:5}: vzfs {vzfs:7.2f} MB/s")
+        backend_speed = measure("pyte_backend", data)
+        print(f"{name:6} {len(data) / 1e6:5.1f} MB chunk  4096: pyte_backend {backend_speed:7.2f} MB/s")
         pyte_speed = measure("pyte", data)
         print(f"{name:6} {len(data) / 1e6:5.1f} MB chunk  4096: pyte {pyte_speed:7.2f} MB/s")
 

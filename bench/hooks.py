@@ -3,8 +3,9 @@
 Contracts (each module is optional; a missing one leaves its figures null):
 - `bench/emulator.py`: `plain_input(n) -> bytes` and `sgr_input(n) -> bytes` give
   n bytes of `seq`-like text and of colour-heavy text; `measure(backend, data)
-  -> float` feeds *data* to *backend* (`"vzfs"`: the emulator layer, `"pyte"`:
-  a stock pyte Screen) and returns MB/s.
+  -> float` feeds *data* to *backend* (`"vzfs"`: the emulator layer's fast engine,
+  `"pyte_backend"`: its pyte-based backend, `"pyte"`: a stock pyte Screen) and
+  returns MB/s.
 - `bench/render.py`: `full_render_ms() -> float` (a busy 80×25 screen) and
   `dirty_row_ms() -> float` (one changed row), medians in ms; `scroll_ms()` and
   `first_render_ms()` (the cold first frame) when it has them.
@@ -36,7 +37,8 @@ def _require(module: ModuleType, *attrs: str) -> None:
         raise BenchError(f"{module.__name__} lacks {', '.join(missing)} (see bench/hooks.py)")
 
 
-@measurement("emulator_plain_mbps", "emulator_sgr_mbps", "pyte_plain_mbps", "pyte_sgr_mbps")
+@measurement("emulator_plain_mbps", "emulator_sgr_mbps", "pyte_plain_mbps", "pyte_sgr_mbps",
+             "emulator_pyte_backend_plain_mbps", "emulator_pyte_backend_sgr_mbps")
 def emulator(ctx: Context) -> Values:
     mod = optional_module("emulator")
     if mod is None:
@@ -45,12 +47,13 @@ def emulator(ctx: Context) -> Values:
     size = ctx.settings.emulator_bytes
     out: dict[str, float] = {}
     for kind, data in (("plain", mod.plain_input(size)), ("sgr", mod.sgr_input(size))):
-        runs: dict[str, list[float]] = {"vzfs": [], "pyte": []}
+        runs: dict[str, list[float]] = {"vzfs": [], "pyte": [], "pyte_backend": []}
         for i in range(ctx.settings.emulator_runs):
-            for backend in alternate(i, ("vzfs", "pyte")):
+            for backend in alternate(i, ("vzfs", "pyte", "pyte_backend")):
                 runs[backend].append(float(mod.measure(backend, data)))
         out[f"emulator_{kind}_mbps"] = median(runs["vzfs"])
         out[f"pyte_{kind}_mbps"] = median(runs["pyte"])
+        out[f"emulator_pyte_backend_{kind}_mbps"] = median(runs["pyte_backend"])
     ctx.meta["emulator_bytes"] = size
     return out
 

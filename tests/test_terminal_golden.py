@@ -1,25 +1,33 @@
-"""Golden tests for each pyte gap the emulator closes, and for its public interface."""
+"""Golden tests for each pyte gap the emulator layer closes, and for its public interface,
+run on both backends (the fast engine and the pyte-based one)."""
 
 from __future__ import annotations
 
 import pytest
 
 from vzfs.terminal.cell import BLANK, BOLD, DEFAULT_BG, DEFAULT_FG, UNDERLINE, WIDE, WIDE_CONT, Cell
-from vzfs.terminal.emulator import DA1_REPLY, DA2_REPLY, Terminal
+from vzfs.terminal import BACKENDS, AnyTerminal, emulator, make_terminal, pyte_backend
+from vzfs.terminal.emulator import DA1_REPLY, DA2_REPLY
 from vzfs.terminal.palette import PALETTE
 
 
-def lines_of(terminal: Terminal) -> list[str]:
+@pytest.fixture(params=sorted(BACKENDS))
+def Terminal(request: pytest.FixtureRequest) -> type[AnyTerminal]:
+    """Each test runs once per backend; the name keeps the tests reading as before."""
+    return BACKENDS[request.param]
+
+
+def lines_of(terminal: AnyTerminal) -> list[str]:
     return terminal.text().split("\n")[:-1]
 
 
-def test_text_is_one_trimmed_line_per_row() -> None:
+def test_text_is_one_trimmed_line_per_row(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"ab  \r\n  c")
     assert terminal.text() == "ab\n  c\n\n"
 
 
-def test_alternate_screen_1049_restores_main_screen_and_cursor() -> None:
+def test_alternate_screen_1049_restores_main_screen_and_cursor(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(20, 5)
     terminal.feed(b"main screen\r\nsecond\x1b[2;4H")
     before = terminal.text()
@@ -36,7 +44,7 @@ def test_alternate_screen_1049_restores_main_screen_and_cursor() -> None:
     assert update.dirty == frozenset(range(5))
 
 
-def test_alternate_screen_1047_clears_on_leaving_and_47_keeps() -> None:
+def test_alternate_screen_1047_clears_on_leaving_and_47_keeps(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"main")
     terminal.feed(b"\x1b[?1047halt")
@@ -49,7 +57,7 @@ def test_alternate_screen_1047_clears_on_leaving_and_47_keeps() -> None:
     assert lines_of(terminal)[0] == "kept"
 
 
-def test_modify_other_keys_is_not_sgr() -> None:
+def test_modify_other_keys_is_not_sgr(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 2)
     update = terminal.feed(b"\x1b[>4;1mX\x1b[>4m")
     assert terminal.cells(0)[0] == Cell("X", DEFAULT_FG, DEFAULT_BG, 0)
@@ -67,14 +75,14 @@ def test_modify_other_keys_is_not_sgr() -> None:
     (b"\x1b[4m\x1b[4:0m", DEFAULT_FG, DEFAULT_BG, 0),
     (b"\x1b[58:2::1:2:3;4m", DEFAULT_FG, DEFAULT_BG, UNDERLINE),
 ])
-def test_colon_sgr(sequence: bytes, fg: int, bg: int, flags: int) -> None:
+def test_colon_sgr(Terminal: type[AnyTerminal], sequence: bytes, fg: int, bg: int, flags: int) -> None:
     terminal = Terminal(10, 2)
     terminal.feed(sequence + b"X")
     assert terminal.cells(0)[0] == Cell("X", fg, bg, flags)
     assert terminal.text() == "X\n\n"
 
 
-def test_semicolon_colours_and_bold_brightening() -> None:
+def test_semicolon_colours_and_bold_brightening(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 2)
     terminal.feed(b"\x1b[31ma\x1b[1mb\x1b[38;5;1mc\x1b[38;2;1;2;3md\x1b[0;94;101me")
     cells = terminal.cells(0)
@@ -92,7 +100,7 @@ def test_semicolon_colours_and_bold_brightening() -> None:
     b"\x1b]52;c;aGVsbG8=\x07",           # OSC 52
     b"\xc2\x90q#0\xc2\x9c",              # DCS and ST as UTF-8 C1 controls
 ])
-def test_control_strings_are_swallowed(string: bytes) -> None:
+def test_control_strings_are_swallowed(Terminal: type[AnyTerminal], string: bytes) -> None:
     data = b"a" + string + b"b"
     whole = Terminal(20, 2)
     whole.feed(data)
@@ -104,14 +112,14 @@ def test_control_strings_are_swallowed(string: bytes) -> None:
         assert split.text() == "ab\n\n", cut
 
 
-def test_control_string_aborted_by_escape_and_can() -> None:
+def test_control_string_aborted_by_escape_and_can(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(20, 2)
     terminal.feed(b"a\x1bPjunk\x1b[1mb\x1bPmore\x18c")
     assert terminal.text() == "abc\n\n"
     assert terminal.cells(0)[1].flags == BOLD
 
 
-def test_unterminated_dcs_is_bounded() -> None:
+def test_unterminated_dcs_is_bounded(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(20, 2)
     terminal.feed(b"a\x1bP")
     for _ in range(100):
@@ -121,7 +129,7 @@ def test_unterminated_dcs_is_bounded() -> None:
     assert terminal.text() == "ab\n\n"
 
 
-def test_csi_s_and_t_scroll_the_region() -> None:
+def test_csi_s_and_t_scroll_the_region(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(5, 4)
     terminal.feed(b"0\r\n1\r\n2\r\n3")
     update = terminal.feed(b"\x1b[2S")
@@ -137,20 +145,20 @@ def test_csi_s_and_t_scroll_the_region() -> None:
 
 
 @pytest.mark.parametrize("control", [b"\x07", b"\x00", b"\x7f", b"\x1c", b"\x05", b"\x0e\x0f"])
-def test_c0_inside_a_run_keeps_the_rest(control: bytes) -> None:
+def test_c0_inside_a_run_keeps_the_rest(Terminal: type[AnyTerminal], control: bytes) -> None:
     terminal = Terminal(10, 2)
     update = terminal.feed(b"ab" + control + b"cd")
     assert terminal.text() == "abcd\n\n"
     assert update.bell == (control == b"\x07")
 
 
-def test_c0_inside_csi_is_executed() -> None:
+def test_c0_inside_csi_is_executed(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"ab\x1b[\r1C" + b"x")
     assert lines_of(terminal)[0] == "ax"
 
 
-def test_device_attributes_and_status_replies() -> None:
+def test_device_attributes_and_status_replies(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(80, 25)
     assert terminal.feed(b"\x1b[c").replies == DA1_REPLY == b"\x1b[?6c"
     assert terminal.feed(b"\x1b[0c").replies == b"\x1b[?6c"
@@ -164,7 +172,7 @@ def test_device_attributes_and_status_replies() -> None:
     assert terminal.feed(b"\x1b[?6c").replies == b""
 
 
-def test_wide_characters_take_two_cells_and_show_once() -> None:
+def test_wide_characters_take_two_cells_and_show_once(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(6, 2)
     terminal.feed("a中b".encode())
     cells = terminal.cells(0)
@@ -175,7 +183,7 @@ def test_wide_characters_take_two_cells_and_show_once() -> None:
     assert terminal.cursor[:2] == (4, 0)
 
 
-def test_wide_character_wraps_at_the_margin_and_halves_are_blanked() -> None:
+def test_wide_character_wraps_at_the_margin_and_halves_are_blanked(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(6, 3)
     terminal.feed("abcde中".encode())
     assert lines_of(terminal)[:2] == ["abcde", "中"]
@@ -184,14 +192,14 @@ def test_wide_character_wraps_at_the_margin_and_halves_are_blanked() -> None:
     assert lines_of(terminal)[1] == " x"
 
 
-def test_combining_characters_join_their_base() -> None:
+def test_combining_characters_join_their_base(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(6, 2)
     terminal.feed("e\u0301x".encode())
     assert terminal.cells(0)[0].char == "é"
     assert terminal.text() == "éx\n\n"
 
 
-def test_utf8_split_across_feeds_and_invalid_bytes() -> None:
+def test_utf8_split_across_feeds_and_invalid_bytes(Terminal: type[AnyTerminal]) -> None:
     data = "é中€".encode()
     for cut in range(len(data) + 1):
         terminal = Terminal(10, 2)
@@ -204,7 +212,7 @@ def test_utf8_split_across_feeds_and_invalid_bytes() -> None:
     assert terminal.text() == "a\ufffdb\ufffd(\n\n"
 
 
-def test_title_from_osc() -> None:
+def test_title_from_osc(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 2)
     assert terminal.feed(b"\x1b]2;hello\x07").title == "hello"
     assert terminal.feed(b"x").title is None
@@ -216,7 +224,7 @@ def test_title_from_osc() -> None:
     assert terminal.text() == "x\n\n"
 
 
-def test_modes() -> None:
+def test_modes(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 2)
     assert not terminal.modes.app_cursor and not terminal.modes.bracketed_paste
     terminal.feed(b"\x1b[?1h\x1b[?2004h\x1b[?25l\x1b=\x1b[?1000h\x1b[?1006h")
@@ -230,20 +238,20 @@ def test_modes() -> None:
     assert not modes.app_keypad
 
 
-def test_dec_special_graphics() -> None:
+def test_dec_special_graphics(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 2)
     terminal.feed(b"\x1b(0lqk\x1b(Bq\x1b)0\x0eq\x0fq")
     assert lines_of(terminal)[0] == "┌─┐q─q"
 
 
-def test_save_and_restore_cursor() -> None:
+def test_save_and_restore_cursor(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"\x1b[2;3H\x1b[1m\x1b7\x1b[H\x1b[0mx\x1b8y")
     assert terminal.cursor[:2] == (3, 1)
     assert terminal.cells(1)[2] == Cell("y", DEFAULT_FG, DEFAULT_BG, BOLD)
 
 
-def test_insert_and_delete_lines_are_scroll_events() -> None:
+def test_insert_and_delete_lines_are_scroll_events(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(4, 4)
     terminal.feed(b"a\r\nb\r\nc\r\nd")
     update = terminal.feed(b"\x1b[2;1H\x1b[L")
@@ -254,7 +262,7 @@ def test_insert_and_delete_lines_are_scroll_events() -> None:
     assert update.scrolls == ((1, 3, 2),) and update.dirty == frozenset({2, 3})
 
 
-def test_scrolling_output_is_one_merged_event() -> None:
+def test_scrolling_output_is_one_merged_event(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 5)
     terminal.feed(b"\x1b[5;1H")
     update = terminal.feed(b"1\r\n2\r\n3\r\n")
@@ -262,7 +270,7 @@ def test_scrolling_output_is_one_merged_event() -> None:
     assert update.dirty == frozenset({1, 2, 3, 4})
 
 
-def test_resize() -> None:
+def test_resize(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 5)
     terminal.feed(b"0\r\n1\r\n2\r\n3\r\n4")
     update = terminal.resize(4, 3)
@@ -277,14 +285,14 @@ def test_resize() -> None:
     assert lines_of(terminal)[2] == "4       x  y"
 
 
-def test_bad_sizes_are_refused() -> None:
+def test_bad_sizes_are_refused(Terminal: type[AnyTerminal]) -> None:
     with pytest.raises(ValueError):
         Terminal(1, 10)
     with pytest.raises(ValueError):
         Terminal(10, 10).resize(0, 5)
 
 
-def test_reset() -> None:
+def test_reset(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 2)
     terminal.feed(b"\x1b[31mabc\x1b[?1049h\x1bc")
     assert terminal.text() == "\n\n" and not terminal.modes.alt_screen
@@ -292,40 +300,40 @@ def test_reset() -> None:
     assert terminal.cells(0)[0] == Cell("x", DEFAULT_FG, DEFAULT_BG, 0)
 
 
-def test_margins_set_in_the_first_line_stop_the_skip_ahead() -> None:
+def test_margins_set_in_the_first_line_stop_the_skip_ahead(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 4)
     terminal.feed(b"top\r\n")
     terminal.feed(b"\x1b[2;4r\x1b[4;1H\r\n" + b"".join(b"%d\r\n" % n for n in range(1000)))
     assert lines_of(terminal) == ["top", "998", "999", ""]
 
 
-def test_resize_keeps_tab_stops_every_eight_columns() -> None:
+def test_resize_keeps_tab_stops_every_eight_columns(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(16, 2)
     terminal.resize(40, 2)
     terminal.feed(b"\t\t\tx")
     assert terminal.cursor[0] == 25
 
 
-def test_rep_after_a_long_feed_repeats_the_last_character() -> None:
+def test_rep_after_a_long_feed_repeats_the_last_character(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"a\r\n" + b"x" * 5 + b"\r\n" * 3000 + b"\x1b[3b")
     assert lines_of(terminal) == ["", "", "xxx"]
 
 
-def test_sgr_right_after_a_full_row_with_wide_characters() -> None:
+def test_sgr_right_after_a_full_row_with_wide_characters(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 6)
     terminal.feed("中".encode() + b"x" * 8)
     terminal.feed(b"\x1b[1m" + b"y" * 40)
     assert lines_of(terminal) == ["中xxxxxxxx"] + ["yyyyyyyyyy"] * 4 + [""]
 
 
-def test_insert_mode_shifts_wide_characters() -> None:
+def test_insert_mode_shifts_wide_characters(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(6, 2)
     terminal.feed("abcd\r\x1b[4h中".encode())
     assert lines_of(terminal)[0] == "中abcd"
 
 
-def test_rows_filled_exactly_by_a_batch_are_dirty() -> None:
+def test_rows_filled_exactly_by_a_batch_are_dirty(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(4, 5)
     terminal.feed(b"")
     update = terminal.feed(b"abcd\x1b[1mefgh\x1b[0mijkl\x1b[1mmnop\x1b[0mqr")
@@ -333,13 +341,13 @@ def test_rows_filled_exactly_by_a_batch_are_dirty() -> None:
     assert update.dirty == frozenset(range(5))
 
 
-def test_rep_repeats_the_last_character_of_a_mixed_batch() -> None:
+def test_rep_repeats_the_last_character_of_a_mixed_batch(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(80, 3)
     terminal.feed(b"a" * 40 + b"\r\n" + b"\rxy" + b"b" * 40 + b"\r\n\x1b[2b")
     assert lines_of(terminal)[2] == "bb"
 
 
-def test_rep_after_a_batch_ending_in_a_lone_carriage_return() -> None:
+def test_rep_after_a_batch_ending_in_a_lone_carriage_return(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(80, 3)
     terminal.feed(b"a" * 40 + b"\r\n" + b"b" * 40 + b"\r\n\r\x1b[2b")
     assert lines_of(terminal)[2] == "bb"
@@ -349,9 +357,18 @@ def test_rep_after_a_batch_ending_in_a_lone_carriage_return() -> None:
     b"\x1b[%sm", b"\x1b[38;5;%sm", b"\x1b[38;2;1;%s;3m", b"\x1b[38:2::%s:1:1m", b"\x1b[%sH",
     b"\x1b[1;%sH", b"\x1b[%sA", b"\x1b[%s@", b"\x1b[?%sh", b"\x1b[%s;%sr",
 ])
-def test_parameters_of_thousands_of_digits(sequence: bytes) -> None:
+def test_parameters_of_thousands_of_digits(Terminal: type[AnyTerminal], sequence: bytes) -> None:
     terminal = Terminal(10, 3)
     huge = b"9" * 5000
     terminal.feed(sequence.replace(b"%s", huge) + b"x")
     terminal.feed(sequence.replace(b"%s", b"0" * 5000 + b"2") + b"y")
     assert "x" in terminal.text() and "y" in terminal.text()
+
+
+def test_make_terminal_picks_the_backend_and_refuses_unknown_names() -> None:
+    fast = make_terminal("fast", 12, 3)
+    slow = make_terminal("pyte", 12, 3)
+    assert type(fast) is emulator.Terminal and type(slow) is pyte_backend.PyteTerminal
+    assert (slow.columns, slow.lines) == (12, 3)
+    with pytest.raises(ValueError, match="emulator 'xterm'.*'fast' or 'pyte'"):
+        make_terminal("xterm", 12, 3)

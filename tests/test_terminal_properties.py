@@ -1,5 +1,6 @@
-"""Properties of the emulator on arbitrary input: snapshot round trips, exact scroll
-events, robustness, and the import rule of the pure terminal layer."""
+"""Properties of both emulator backends on arbitrary input: snapshot round trips, exact
+scroll events, robustness, the backends' agreement, and the import rule of the pure
+terminal layer."""
 
 from __future__ import annotations
 
@@ -11,11 +12,16 @@ import sys
 import unicodedata
 from typing import Any
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from vzfs.terminal import BACKENDS, AnyTerminal
 from vzfs.terminal.cell import Cell
 from vzfs.terminal.emulator import _NOT_SIMPLE, Terminal, Update, wcwidth
+from vzfs.terminal.pyte_backend import PyteTerminal
+
+each_backend = pytest.mark.parametrize("backend", sorted(BACKENDS))
 
 _CSI_FINALS = "@ABCDEFGHIJKLMPSTXZ`abdefghlmnrsu"
 
@@ -39,7 +45,7 @@ STREAM = st.lists(SEQUENCE, max_size=40).map(b"".join)
 SIZES = st.sampled_from([(80, 25), (10, 4), (7, 3), (2, 2)])
 
 
-def screen(terminal: Terminal) -> list[list[Cell]]:
+def screen(terminal: AnyTerminal) -> list[list[Cell]]:
     return [list(terminal.cells(y)) for y in range(terminal.lines)]
 
 
@@ -56,10 +62,12 @@ def apply_update(old: list[list[Cell]], update: Update) -> list[list[Cell] | Non
     return rows
 
 
+@each_backend
 @settings(max_examples=300, deadline=None)
 @given(SIZES, STREAM, STREAM, st.integers(0, 10**6))
-def test_scroll_events_are_exact(size: tuple[int, int], before: bytes, data: bytes, seed: int) -> None:
-    terminal = Terminal(*size)
+def test_scroll_events_are_exact(backend: str, size: tuple[int, int], before: bytes, data: bytes,
+                                 seed: int) -> None:
+    terminal = BACKENDS[backend](*size)
     terminal.feed(before)
     old = screen(terminal)
     cut = seed % (len(data) + 1)
@@ -73,8 +81,9 @@ def test_scroll_events_are_exact(size: tuple[int, int], before: bytes, data: byt
                 assert moved[y] == new[y], f"row {y} changed but is not dirty"
 
 
-def test_scroll_events_are_exact_for_long_simple_output() -> None:
-    terminal = Terminal(20, 5)
+@each_backend
+def test_scroll_events_are_exact_for_long_simple_output(backend: str) -> None:
+    terminal = BACKENDS[backend](20, 5)
     terminal.feed(b"keep\r\n")
     old = screen(terminal)
     update = terminal.feed(b"".join(b"\x1b[3%dmline %d\r\n" % (n % 8, n) for n in range(400)))
@@ -84,13 +93,14 @@ def test_scroll_events_are_exact_for_long_simple_output() -> None:
     del old
 
 
+@each_backend
 @settings(max_examples=300, deadline=None)
 @given(SIZES, STREAM, STREAM)
-def test_snapshot_round_trips(size: tuple[int, int], before: bytes, after: bytes) -> None:
-    terminal = Terminal(*size)
+def test_snapshot_round_trips(backend: str, size: tuple[int, int], before: bytes, after: bytes) -> None:
+    terminal = BACKENDS[backend](*size)
     terminal.feed(before)
     snapshot = terminal.snapshot()
-    restored = Terminal.restore(json.loads(json.dumps(snapshot)))
+    restored = BACKENDS[backend].restore(json.loads(json.dumps(snapshot)))
     assert restored.snapshot() == snapshot
     assert restored.text() == terminal.text()
     assert restored.cursor == terminal.cursor and restored.modes == terminal.modes
@@ -100,23 +110,26 @@ def test_snapshot_round_trips(size: tuple[int, int], before: bytes, after: bytes
     assert (first.replies, first.bell, first.title) == (second.replies, second.bell, second.title)
 
 
-def test_snapshot_keeps_partial_utf8_and_sequences() -> None:
-    terminal = Terminal(10, 2)
+@each_backend
+def test_snapshot_keeps_partial_utf8_and_sequences(backend: str) -> None:
+    terminal = BACKENDS[backend](10, 2)
     terminal.feed(b"\x1b[3")
-    restored = Terminal.restore(json.loads(json.dumps(terminal.snapshot())))
+    restored = BACKENDS[backend].restore(json.loads(json.dumps(terminal.snapshot())))
     restored.feed(b"1m" + "中".encode()[:2])
     assert restored.text() == "\n\n"
-    again = Terminal.restore(json.loads(json.dumps(restored.snapshot())))
+    again = BACKENDS[backend].restore(json.loads(json.dumps(restored.snapshot())))
     again.feed("中".encode()[2:])
     cell = again.cells(0)[0]
     assert cell.char == "中" and cell.fg == 0xCD0000
     assert again.text() == "中\n\n"
 
 
+@each_backend
 @settings(max_examples=300, deadline=None)
 @given(SIZES, STREAM, st.lists(st.integers(0, 400), max_size=5))
-def test_any_bytes_keep_the_screen_well_formed(size: tuple[int, int], data: bytes, cuts: list[int]) -> None:
-    terminal = Terminal(*size)
+def test_any_bytes_keep_the_screen_well_formed(backend: str, size: tuple[int, int], data: bytes,
+                                               cuts: list[int]) -> None:
+    terminal = BACKENDS[backend](*size)
     start = 0
     for cut in sorted(cuts) + [len(data)]:
         update = terminal.feed(data[start:cut])
@@ -135,17 +148,78 @@ def test_any_bytes_keep_the_screen_well_formed(size: tuple[int, int], data: byte
     assert 0 <= x < terminal.columns and 0 <= y < terminal.lines
 
 
+@each_backend
 @settings(max_examples=100, deadline=None)
 @given(STREAM, st.integers(0, 1000))
-def test_split_feeds_equal_one_feed_in_text(data: bytes, seed: int) -> None:
-    whole = Terminal(10, 4)
+def test_split_feeds_equal_one_feed_in_text(backend: str, data: bytes, seed: int) -> None:
+    whole = BACKENDS[backend](10, 4)
     whole.feed(data)
-    split = Terminal(10, 4)
+    split = BACKENDS[backend](10, 4)
     cut = seed % (len(data) + 1)
     split.feed(data[:cut])
     split.feed(data[cut:])
     assert split.text() == whole.text()
     assert split.cursor == whole.cursor
+
+
+SESSIONS = sorted((pathlib.Path(__file__).resolve().parent / "sessions").glob("*.bin"))
+
+
+def same_state(fast: Terminal, pyte: PyteTerminal) -> None:
+    assert pyte.text() == fast.text()
+    for y in range(fast.lines):
+        assert pyte.cells(y) == fast.cells(y), f"row {y} differs"
+    assert pyte.cursor == fast.cursor and pyte.modes == fast.modes and pyte.title == fast.title
+    assert pyte.snapshot() == fast.snapshot()
+
+
+@pytest.mark.parametrize("path", SESSIONS, ids=lambda path: path.stem)
+@pytest.mark.parametrize("chunk", [4096, 61])
+def test_backends_agree_on_captured_sessions(path: pathlib.Path, chunk: int) -> None:
+    """Real programs' output (tests/sessions/capture.py): the same screen from both backends."""
+    data = path.read_bytes()
+    fast = Terminal(80, 25)
+    pyte = PyteTerminal(80, 25)
+    shown = False
+    for start in range(0, len(data), chunk):
+        piece = data[start:start + chunk]
+        one, other = fast.feed(piece), pyte.feed(piece)
+        assert (one.replies, one.bell, one.title) == (other.replies, other.bell, other.title)
+        same_state(fast, pyte)
+        shown = shown or bool(fast.text().strip())
+    assert shown  # full-screen programs leave the empty main screen behind
+
+
+def test_captured_sessions_are_present() -> None:
+    assert {path.stem for path in SESSIONS} >= {"bash", "less", "ls_color", "man", "top", "vim"}
+
+
+@settings(max_examples=300, deadline=None)
+@given(SIZES, STREAM, st.lists(st.integers(0, 400), max_size=3))
+def test_backends_agree(size: tuple[int, int], data: bytes, cuts: list[int]) -> None:
+    fast = Terminal(*size)
+    pyte = PyteTerminal(*size)
+    start = 0
+    for cut in sorted(cuts) + [len(data)]:
+        one, other = fast.feed(data[start:cut]), pyte.feed(data[start:cut])
+        start = max(start, cut)
+        assert (one.replies, one.bell, one.title) == (other.replies, other.bell, other.title)
+    same_state(fast, pyte)
+
+
+@settings(max_examples=200, deadline=None)
+@given(SIZES, STREAM, STREAM, st.sampled_from([(Terminal, PyteTerminal), (PyteTerminal, Terminal)]))
+def test_snapshots_are_interchangeable(size: tuple[int, int], before: bytes, after: bytes,
+                                       kinds: tuple[type[AnyTerminal], type[AnyTerminal]]) -> None:
+    """A screen saved by one backend is restored by the other and goes on the same."""
+    source_kind, target_kind = kinds
+    source = source_kind(*size)
+    source.feed(before)
+    target = target_kind.restore(json.loads(json.dumps(source.snapshot())))
+    assert target.snapshot() == source.snapshot()
+    source.feed(after)
+    target.feed(after)
+    assert target.snapshot() == source.snapshot()
 
 
 _FORBIDDEN = {"trio", "pyfuse3", "socket", "cffi", "_cffi_backend", "select", "selectors", "subprocess"}
@@ -165,7 +239,8 @@ def test_terminal_layer_imports_nothing_impure() -> None:
             for name in names:
                 assert name.split(".")[0] not in _FORBIDDEN | {"os"}, f"{path.name} imports {name}"
     code = (
-        "import sys, vzfs.terminal.emulator, vzfs.terminal.palette, vzfs.terminal.cell\n"
+        "import sys, vzfs.terminal, vzfs.terminal.emulator, vzfs.terminal.pyte_backend,"
+        " vzfs.terminal.palette, vzfs.terminal.cell\n"
         f"print(sorted(set(sys.modules) & set({sorted(_FORBIDDEN)!r})))"
     )
     loaded: Any = subprocess.run(

@@ -517,15 +517,7 @@ class Terminal:
         return update
 
     def _keep_pending(self, rest: str) -> None:
-        """Keep an unfinished sequence for the next feed, within a bound."""
-        if len(rest) <= _MAX_PENDING:
-            self._pending = rest
-        elif rest[0] in _STRING_INTRO or (rest[0] == "\x1b" and rest[1] in "P]X^_"):
-            # A control string longer than any we act on: keep its start (an OSC title
-            # is cut there) and a final ESC that may begin its ST.
-            self._pending = rest[:_MAX_PENDING] + ("\x1b" if rest[-1] == "\x1b" else "")
-        else:
-            self._pending = ""
+        self._pending = pending_part(rest)
 
     # ------------------------------------------------------------------- scrolling
 
@@ -819,7 +811,8 @@ class Terminal:
         if drawn:
             self._last_char = drawn[-1]
 
-    def _lone(self, text: str, position: int, end: int) -> int:
+    @staticmethod
+    def _lone(text: str, position: int, end: int) -> int:
         """An ESC or C1 byte that starts no complete sequence: the next position, or -1
         when the sequence may still be completed by the next feed."""
         char = text[position]
@@ -952,7 +945,8 @@ class Terminal:
             pen.after[params] = following
         return following
 
-    def _sgr_compute(self, params: str, fg: int, bg: int, flags: int) -> tuple[int, int, int]:
+    @classmethod
+    def _sgr_compute(cls, params: str, fg: int, bg: int, flags: int) -> tuple[int, int, int]:
         """The pen after SGR `params`, with xterm's 256 and direct colours in both the
         semicolon form and the ITU T.416 colon form (``38:2::R:G:B``, ``4:3``)."""
         if not params or params == "0":
@@ -964,7 +958,7 @@ class Terminal:
             part = parts[index]
             index += 1
             if ":" in part:
-                fg, bg, flags = self._sgr_colon(part.split(":"), fg, bg, flags)
+                fg, bg, flags = cls._sgr_colon(part.split(":"), fg, bg, flags)
                 continue
             code = _number(part)
             if code == 0:
@@ -987,7 +981,7 @@ class Terminal:
             elif 100 <= code <= 107:
                 bg = code - 92
             elif code == 38 or code == 48:
-                colour, index = self._extended_colour(parts, index)
+                colour, index = cls._extended_colour(parts, index)
                 if colour is not None:
                     if code == 38:
                         fg = colour
@@ -1431,6 +1425,17 @@ class Terminal:
         self._x = 0
         self._y = self._bottom
         return resume
+
+
+def pending_part(rest: str) -> str:
+    """What to keep of an unfinished sequence for the next feed, within a bound."""
+    if len(rest) <= _MAX_PENDING:
+        return rest
+    if rest[0] in _STRING_INTRO or (rest[0] == "\x1b" and rest[1] in "P]X^_"):
+        # A control string longer than any we act on: keep its start (an OSC title
+        # is cut there) and a final ESC that may begin its ST.
+        return rest[:_MAX_PENDING] + ("\x1b" if rest[-1] == "\x1b" else "")
+    return ""
 
 
 def _simple_end(text: str, position: int, end: int, others: re.Pattern[str] = _NOT_SIMPLE) -> int:

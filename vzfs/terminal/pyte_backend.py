@@ -1,0 +1,1086 @@
+"""The pyte-based terminal backend: pyte's Screen model behind the interface of the fast ``Terminal``.
+
+Theory of operation
+-------------------
+``PyteTerminal.feed`` cuts the bytes into tokens with the same lexer as
+``emulator.Terminal`` — pyte's own ``Stream`` parser is where most of its verified gaps
+live (FACTS.md: colon SGR and DCS leak as text, ``CSI > m`` becomes SGR, a C0 byte
+inside a text run drops the rest of the run) — and turns each token into a call on
+``_Screen``, a ``pyte.Screen`` subclass. The screen is held in pyte's model: ``buffer``
+(rows of ``Char`` by column), ``cursor`` (``x == columns`` is a pending wrap),
+``margins``, ``mode``, ``tabstops``, ``title``, ``dirty``. The subclass closes the rest
+of pyte's gaps and follows xterm where pyte departs from it, as the fast engine does,
+so that both backends give the same cells:
+
+- the alternate screen (47, 1047, 1049) is a second ``buffer`` swapped in, and DECSC
+  keeps one saved cursor per buffer (xterm);
+- a ``Char`` holds resolved 0xRRGGBB colours while the pen keeps the SGR colour specs
+  (palette.py), so bold brightens colours 0..7 the same way in both backends;
+- scrolls (IND at the bottom margin, RI, IL, DL, ``CSI S``, ``CSI T``) move rows of
+  ``buffer`` instead of marking every row dirty: each is recorded as a scroll event and
+  ``dirty`` is shifted with the rows, so an ``Update`` is exact (what CopyRect needs);
+- DA, DSR and CPR replies go through pyte's ``write_process_input`` hook, collected
+  for the pty;
+- a double-width character wraps at the margin and a half cut off is blanked.
+
+Snapshots have the fast engine's format and version, so each backend restores the
+other's. pyte's speed is kept: ``draw`` costs a ``Char._replace`` per character.
+"""
+
+from __future__ import annotations
+
+import codecs
+import unicodedata
+from collections import defaultdict
+from functools import lru_cache
+from typing import Any, Callable, Final, Sequence
+
+import pyte
+from pyte import modes as mo
+from pyte.charsets import VT100_MAP
+from pyte.screens import Char, Margins, StaticDefaultDict
+
+from .cell import (
+    BLINK, BOLD, DEFAULT_BG, DEFAULT_FG, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
+)
+from .emulator import (
+    _C1_STRING_KIND,
+    _MAX_COMBINING,
+    _MAX_EVENTS,
+    _MAX_TITLE,
+    _T_CRLF,
+    _T_CSI,
+    _T_CTL,
+    _T_CUP,
+    _T_ESC,
+    _T_SGR,
+    _T_STR,
+    _T_TEXT,
+    _TOKEN,
+    DA2_REPLY,
+    DSR_OK_REPLY,
+    SNAPSHOT_VERSION,
+    Cursor,
+    Modes,
+    Scroll,
+    Terminal,
+    Update,
+    _arg,
+    _number,
+    pending_part,
+    wcwidth,
+)
+from .palette import DEFAULT, resolve_bg, resolve_fg
+
+_DEC_GRAPHICS: Final = "0"
+
+# pyte annotates Char colours as str; here they are 0xRRGGBB ints, as in Cell.
+_BLANK_CHAR: Final = Char(" ", DEFAULT_FG, DEFAULT_BG)  # type: ignore[arg-type]
+_E_CHAR: Final = Char("E", DEFAULT_FG, DEFAULT_BG)  # type: ignore[arg-type]
+
+_Line = StaticDefaultDict[int, Char]
+_SavedCursor = tuple[int, int, int, int, int, str, str, int, bool, bool]
+"""x, y, fg spec, bg spec, flags, G0, G1, GL, DECOM, DECAWM — as emulator.py saves them."""
+
+
+def _new_buffer() -> defaultdict[int, _Line]:
+    return defaultdict(lambda: StaticDefaultDict(_BLANK_CHAR))
+
+
+def _filled_line(columns: int, char: Char) -> _Line:
+    line: _Line = StaticDefaultDict(_BLANK_CHAR)
+    line.update(dict.fromkeys(range(columns), char))
+    return line
+
+
+@lru_cache(maxsize=65536)
+def _cell(char: Char) -> Cell:
+    """The Cell of a pyte Char; a stub ("") is the right half of the wide character before it."""
+    data = char.data
+    flags = (
+        (BOLD if char.bold else 0) | (ITALIC if char.italics else 0)
+        | (UNDERLINE if char.underscore else 0) | (REVERSE if char.reverse else 0)
+        | (STRIKETHROUGH if char.strikethrough else 0) | (BLINK if char.blink else 0)
+    )
+    if not data:
+        flags |= WIDE_CONT
+    elif wcwidth(data[0]) == 2:
+        flags |= WIDE
+    return Cell(data, char.fg, char.bg, flags)  # type: ignore[arg-type]
+
+
+def _char(cell: Cell) -> Char:
+    flags = cell.flags
+    return Char(
+        cell.char, cell.fg, cell.bg,  # type: ignore[arg-type]
+        bool(flags & BOLD), bool(flags & ITALIC), bool(flags & UNDERLINE),
+        bool(flags & STRIKETHROUGH), bool(flags & REVERSE), bool(flags & BLINK),
+    )
+
+
+@lru_cache(maxsize=1024)
+def _pen_char(fg: int, bg: int, flags: int) -> Char:
+    """The cursor attributes of a pen given by colour specs: what text and erasing write."""
+    return _char(Cell(" ", resolve_fg(fg, bool(flags & BOLD)), resolve_bg(bg), flags))
+
+
+class _Screen(pyte.Screen):
+    """pyte's Screen with its gaps closed and xterm's behaviour where pyte departs from it."""
+
+    def __init__(self, columns: int, lines: int) -> None:
+        self.events: list[Scroll] = []
+        self.all_dirty = True
+        self.replies: list[bytes] = []
+        self.bell_rung = False
+        self.title = ""
+        super().__init__(columns, lines)
+        self.margins = Margins(0, lines - 1)  # pyte's __init__ leaves None after reset()
+
+    @property
+    def default_char(self) -> Char:
+        # pyte's marks reverse video in every cell; the fast engine leaves DECSCNM to
+        # the renderer, and so does this one.
+        return _BLANK_CHAR
+
+    # ------------------------------------------------------------------ state
+
+    def reset(self) -> None:
+        """RIS: everything but the title back to power-on state (xterm keeps the title)."""
+        title = self.title
+        super().reset()
+        self.title = title
+        self.buffer = _new_buffer()
+        self.alt_buffer = _new_buffer()
+        self.main_buffer = self.buffer
+        self.alt_active = False
+        self.margins = Margins(0, self.lines - 1)
+        self.pen = (DEFAULT, DEFAULT, 0)
+        self.cursor.attrs = _BLANK_CHAR
+        self.app_cursor = False
+        self.app_keypad = False
+        self.bracketed_paste = False
+        self.reverse_video = False
+        self.mouse = 0
+        self.mouse_sgr = False
+        self.saved: list[_SavedCursor | None] = [None, None]
+        self.g = ["B", "B"]
+        self.gl = 0
+        self.last_char = " "
+        self.all_dirty = True
+
+    def set_pen(self, fg: int, bg: int, flags: int) -> None:
+        self.pen = (fg, bg, flags)
+        self.cursor.attrs = _pen_char(fg, bg, flags)
+
+    def select_graphic_rendition(self, params: str) -> None:  # type: ignore[override]
+        """SGR from its raw parameter string: colon sub-parameters parsed, not shown."""
+        self.set_pen(*Terminal._sgr_compute(params, *self.pen))
+
+    def write_process_input(self, data: str) -> None:
+        self.replies.append(data.encode())
+
+    def bell(self, *args: Any) -> None:
+        self.bell_rung = True
+
+    @property
+    def autowrap(self) -> bool:
+        return mo.DECAWM in self.mode
+
+    @property
+    def origin(self) -> bool:
+        return mo.DECOM in self.mode
+
+    def set_flag(self, mode: int, on: bool) -> None:
+        if on:
+            self.mode.add(mode)
+        else:
+            self.mode.discard(mode)
+
+    def clear_wrap(self) -> int:
+        """Cancel a pending wrap, as xterm's ResetWrap does; return the column."""
+        if self.cursor.x >= self.columns:
+            self.cursor.x = self.columns - 1
+        return self.cursor.x
+
+    def translate(self, text: str) -> str:
+        # DEC Special Graphics (xterm ctlseqs "ESC ( C", C = 0) maps ASCII to line drawing.
+        if self.g[self.gl] == _DEC_GRAPHICS:
+            return text.translate(VT100_MAP)
+        return text
+
+    # -------------------------------------------------------------- scrolling
+
+    def _record_scroll(self, top: int, bottom: int, count: int) -> None:
+        """Shift ``dirty`` with the moved rows, mark the vacated ones, keep the event."""
+        shifted = set()
+        for y in self.dirty:
+            if top <= y <= bottom:
+                y -= count
+                if not top <= y <= bottom:
+                    continue
+            shifted.add(y)
+        if count > 0:
+            shifted.update(range(bottom + 1 - count, bottom + 1))
+        else:
+            shifted.update(range(top, top - count))
+        self.dirty = shifted
+        if self.all_dirty:
+            return
+        events = self.events
+        if events:
+            last_top, last_bottom, last_count = events[-1]
+            if last_top == top and last_bottom == bottom and (last_count > 0) == (count > 0):
+                height = bottom - top + 1
+                events[-1] = (top, bottom, max(-height, min(height, last_count + count)))
+                return
+        if len(events) >= _MAX_EVENTS:
+            self.all_dirty = True
+            events.clear()
+            return
+        events.append((top, bottom, count))
+
+    def scroll_up(self, top: int, bottom: int, count: int) -> None:
+        count = min(count, bottom - top + 1)
+        buffer = self.buffer
+        for y in range(top, bottom + 1):
+            source = y + count
+            if source <= bottom and source in buffer:
+                buffer[y] = buffer.pop(source)
+            else:
+                buffer.pop(y, None)
+        self._record_scroll(top, bottom, count)
+
+    def scroll_down(self, top: int, bottom: int, count: int) -> None:
+        count = min(count, bottom - top + 1)
+        buffer = self.buffer
+        for y in range(bottom, top - 1, -1):
+            source = y - count
+            if source >= top and source in buffer:
+                buffer[y] = buffer.pop(source)
+            else:
+                buffer.pop(y, None)
+        self._record_scroll(top, bottom, -count)
+
+    def index(self) -> None:
+        """IND; below the region the cursor moves down to the last line without
+        scrolling (xterm; pyte jumps back to the bottom margin)."""
+        top, bottom = self.margins
+        if self.cursor.y == bottom:
+            self.scroll_up(top, bottom, 1)
+        elif self.cursor.y < self.lines - 1:
+            self.cursor.y += 1
+
+    def reverse_index(self) -> None:
+        top, bottom = self.margins
+        if self.cursor.y == top:
+            self.scroll_down(top, bottom, 1)
+        elif self.cursor.y > 0:
+            self.cursor.y -= 1
+
+    def linefeed(self) -> None:
+        # LF leaves a pending wrap in the last column (xterm clears its wrap flag).
+        self.clear_wrap()
+        self.index()
+        if mo.LNM in self.mode:
+            self.cursor.x = 0
+
+    def insert_lines(self, count: int | None = None) -> None:
+        top, bottom = self.margins
+        if top <= self.cursor.y <= bottom:
+            self.scroll_down(self.cursor.y, bottom, count or 1)
+            self.cursor.x = 0
+
+    def delete_lines(self, count: int | None = None) -> None:
+        top, bottom = self.margins
+        if top <= self.cursor.y <= bottom:
+            self.scroll_up(self.cursor.y, bottom, count or 1)
+            self.cursor.x = 0
+
+    def scroll_up_csi(self, count: int) -> None:
+        """SU (``CSI S``), which pyte 0.8.2 ignores."""
+        self.scroll_up(self.margins.top, self.margins.bottom, count)
+
+    def scroll_down_csi(self, count: int) -> None:
+        """SD (``CSI T``)."""
+        self.scroll_down(self.margins.top, self.margins.bottom, count)
+
+    # ---------------------------------------------------------------- drawing
+
+    def draw(self, data: str) -> None:
+        """Draw text; wcwidth decides wide, combining and unprintable characters."""
+        data = self.translate(data)
+        for char in data:
+            width = wcwidth(char)
+            if width == 1:
+                self._draw_narrow(char)
+            elif width == 2:
+                self._draw_wide(char)
+            elif width == 0:
+                self._combine(char)
+        self.last_char = data[-1]
+
+    def _insert_blanks(self, line: _Line, x: int, count: int) -> None:
+        columns = self.columns
+        for column in range(columns - 1, x - 1, -1):
+            if column - count >= x:
+                line[column] = line[column - count]
+            else:
+                line.pop(column, None)
+        if wcwidth(line[columns - 1].data[:1] or " ") == 2:
+            line[columns - 1] = line[columns - 1]._replace(data=" ")
+
+    def _draw_narrow(self, char: str) -> None:
+        cursor = self.cursor
+        columns = self.columns
+        if cursor.x >= columns:
+            if not self.autowrap:
+                # Without DECAWM every further character overwrites the last column.
+                line = self.buffer[cursor.y]
+                self.fix_wide_edges(line, columns - 1, columns)
+                line[columns - 1] = cursor.attrs._replace(data=char)
+                self.dirty.add(cursor.y)
+                return
+            cursor.x = 0
+            self.index()
+        x = cursor.x
+        line = self.buffer[cursor.y]
+        if mo.IRM in self.mode:
+            self._insert_blanks(line, x, 1)
+        self.fix_wide_edges(line, x, x + 1)
+        line[x] = cursor.attrs._replace(data=char)
+        self.dirty.add(cursor.y)
+        cursor.x = x + 1
+
+    def _draw_wide(self, char: str) -> None:
+        cursor = self.cursor
+        columns = self.columns
+        if cursor.x + 2 > columns:
+            # xterm wraps a double-width character that does not fit on the line.
+            if self.autowrap:
+                cursor.x = 0
+                self.index()
+            else:
+                cursor.x = columns - 2
+        x = cursor.x
+        line = self.buffer[cursor.y]
+        if mo.IRM in self.mode:
+            self.fix_wide_edges(line, x, x)
+            self._insert_blanks(line, x, 2)
+        self.fix_wide_edges(line, x, x + 2)
+        line[x] = cursor.attrs._replace(data=char)
+        line[x + 1] = cursor.attrs._replace(data="")
+        self.dirty.add(cursor.y)
+        cursor.x = x + 2
+
+    def _combine(self, char: str) -> None:
+        """Attach a zero-width character to the cell before the cursor."""
+        x, y = self.cursor.x, self.cursor.y
+        if x == 0:
+            if y == 0:
+                return
+            y -= 1
+            x = self.columns
+        line = self.buffer[y]
+        x -= 1
+        if not line[x].data and x > 0:
+            x -= 1
+        last = line[x]
+        if len(last.data) >= _MAX_COMBINING or not last.data:
+            return
+        line[x] = last._replace(data=unicodedata.normalize("NFC", last.data + char))
+        self.dirty.add(y)
+
+    def fix_wide_edges(self, line: _Line, start: int, end: int) -> None:
+        """Blank the surviving half of wide characters cut by overwriting start..end-1."""
+        if start > 0 and not line[start].data:
+            line[start - 1] = line[start - 1]._replace(data=" ")
+        if end < self.columns and not line[end].data:
+            line[end] = line[end]._replace(data=" ")
+
+    def repeat(self, count: int) -> None:
+        """REP (ECMA-48 §8.3.103): repeat the last graphic character."""
+        self.draw(self.last_char * min(count, self.columns * self.lines))
+
+    def alignment_display(self) -> None:
+        """DECALN: the screen full of default-coloured E, margins reset, cursor home."""
+        for y in range(self.lines):
+            self.buffer[y] = _filled_line(self.columns, _E_CHAR)
+        self.all_dirty = True
+        self.margins = Margins(0, self.lines - 1)
+        self.cursor.x = self.cursor.y = 0
+
+    # ---------------------------------------------------------------- erasing
+
+    def erase_in_line(self, how: int = 0, private: bool = False) -> None:
+        x = self.clear_wrap()
+        line = self.buffer[self.cursor.y]
+        if how == 0:
+            self.fix_wide_edges(line, x, self.columns)
+        elif how == 1:
+            self.fix_wide_edges(line, 0, x + 1)
+        elif how == 2:
+            self.fix_wide_edges(line, 0, self.columns)
+        else:
+            return
+        super().erase_in_line(how, private)
+
+    def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
+        # pyte erases only the cells it has stored; every cell of the rows is erased.
+        if how == 0:
+            rows = range(self.cursor.y + 1, self.lines)
+        elif how == 1:
+            rows = range(self.cursor.y)
+        elif how == 2:
+            rows = range(self.lines)
+        else:
+            return  # ED 3 erases saved lines (xterm); there is no scrollback here.
+        for y in rows:
+            self.buffer[y] = _filled_line(self.columns, self.cursor.attrs)
+        self.dirty.update(rows)
+        if how == 2:
+            self.all_dirty = True
+        else:
+            self.erase_in_line(how)
+
+    def erase_characters(self, count: int | None = None) -> None:
+        x = self.clear_wrap()
+        count = min(count or 1, self.columns - x)
+        self.fix_wide_edges(self.buffer[self.cursor.y], x, x + count)
+        super().erase_characters(count)
+
+    def insert_characters(self, count: int | None = None) -> None:
+        x = self.clear_wrap()
+        line = self.buffer[self.cursor.y]
+        self.fix_wide_edges(line, x, x)
+        self._insert_blanks(line, x, min(count or 1, self.columns - x))
+        self.dirty.add(self.cursor.y)
+
+    def delete_characters(self, count: int | None = None) -> None:
+        x = self.clear_wrap()
+        count = min(count or 1, self.columns - x)
+        self.fix_wide_edges(self.buffer[self.cursor.y], x, x + count)
+        super().delete_characters(count)
+
+    def clear_buffer(self, buffer: defaultdict[int, _Line]) -> None:
+        for y in range(self.lines):
+            buffer[y] = _filled_line(self.columns, self.cursor.attrs)
+        if buffer is self.buffer:
+            self.all_dirty = True
+
+    # ---------------------------------------------------------- cursor moves
+
+    def cursor_up(self, count: int | None = None) -> None:
+        # xterm: the top margin stops CUU only for a cursor inside or below the region.
+        top = self.margins.top if self.cursor.y >= self.margins.top else 0
+        self.clear_wrap()
+        self.cursor.y = max(top, self.cursor.y - (count or 1))
+
+    def cursor_down(self, count: int | None = None) -> None:
+        bottom = self.margins.bottom if self.cursor.y <= self.margins.bottom else self.lines - 1
+        self.clear_wrap()
+        self.cursor.y = min(bottom, self.cursor.y + (count or 1))
+
+    def cursor_forward(self, count: int | None = None) -> None:
+        self.cursor.x = min(self.columns - 1, self.clear_wrap() + (count or 1))
+
+    def cursor_back(self, count: int | None = None) -> None:
+        self.cursor.x = max(0, self.clear_wrap() - (count or 1))
+
+    def cursor_down1(self, count: int | None = None) -> None:
+        """CNL."""
+        self.cursor_down(count)
+        self.cursor.x = 0
+
+    def cursor_up1(self, count: int | None = None) -> None:
+        """CPL."""
+        self.cursor_up(count)
+        self.cursor.x = 0
+
+    def cursor_to_column(self, column: int | None = None) -> None:
+        self.cursor.x = min(self.columns, column or 1) - 1
+
+    def cursor_position(self, line: int | None = None, column: int | None = None) -> None:
+        line = (line or 1) - 1
+        if self.origin:
+            self.cursor.y = min(self.margins.top + line, self.margins.bottom)
+        else:
+            self.cursor.y = min(line, self.lines - 1)
+        self.cursor.x = min((column or 1) - 1, self.columns - 1)
+
+    def cursor_to_line(self, line: int | None = None) -> None:
+        line = (line or 1) - 1
+        if self.origin:
+            self.cursor.y = min(self.margins.top + line, self.margins.bottom)
+        else:
+            self.cursor.y = min(line, self.lines - 1)
+        self.clear_wrap()
+
+    def backspace(self) -> None:
+        # BS from a pending wrap lands on the second-last column (xterm, pyte).
+        if self.cursor.x >= self.columns:
+            self.cursor.x = self.columns - 2
+        elif self.cursor.x > 0:
+            self.cursor.x -= 1
+
+    def tab(self, count: int = 1) -> None:  # type: ignore[override]
+        x = min(self.cursor.x, self.columns - 1)
+        stops = sorted(self.tabstops)
+        for _ in range(count):
+            x = next((stop for stop in stops if stop > x), self.columns - 1)
+        self.cursor.x = x
+
+    def back_tab(self, count: int) -> None:
+        x = min(self.cursor.x, self.columns - 1)
+        stops = sorted(self.tabstops, reverse=True)
+        for _ in range(count):
+            x = next((stop for stop in stops if stop < x), 0)
+        self.cursor.x = x
+
+    def set_tab_stop(self) -> None:
+        if self.cursor.x < self.columns:
+            self.tabstops.add(self.cursor.x)
+
+    def set_margins(self, top: int | None = None, bottom: int | None = None) -> None:
+        """DECSTBM; a valid region (top < bottom) also homes the cursor (VT510 manual)."""
+        first = (top or 1) - 1
+        last = min(bottom or self.lines, self.lines) - 1
+        if first < last:
+            self.margins = Margins(first, last)
+            self.cursor.x = 0
+            self.cursor.y = first if self.origin else 0
+
+    # ------------------------------------------------------ modes and cursors
+
+    def dec_mode(self, mode: int, on: bool) -> None:
+        """DECSET / DECRST (xterm ctlseqs "CSI ? Pm h"); pyte's DECCOLM resize and
+        DECSCNM cell rewriting are not used."""
+        if mode == 1:
+            self.app_cursor = on
+        elif mode == 5:
+            if self.reverse_video != on:
+                self.all_dirty = True
+            self.reverse_video = on
+        elif mode == 6:
+            self.set_flag(mo.DECOM, on)
+            self.cursor.x = 0
+            self.cursor.y = self.margins.top if on else 0
+        elif mode == 7:
+            self.set_flag(mo.DECAWM, on)
+        elif mode == 25:
+            self.set_flag(mo.DECTCEM, on)
+            self.cursor.hidden = not on
+        elif mode == 2004:
+            self.bracketed_paste = on
+        elif mode in (9, 1000, 1002, 1003):
+            if on:
+                self.mouse = mode
+            elif self.mouse == mode:
+                self.mouse = 0
+        elif mode == 1006:
+            self.mouse_sgr = on
+        elif mode == 47:
+            self.switch_buffer(on)
+        elif mode == 1047:
+            if not on and self.alt_active:
+                self.clear_buffer(self.alt_buffer)
+            self.switch_buffer(on)
+        elif mode == 1048:
+            if on:
+                self.save_cursor()
+            else:
+                self.restore_cursor()
+        elif mode == 1049:
+            # Save the cursor, switch, clear the alternate screen; back: restore it.
+            if on:
+                if not self.alt_active:
+                    self.save_cursor()
+                    self.switch_buffer(True)
+                    self.clear_buffer(self.alt_buffer)
+            elif self.alt_active:
+                self.switch_buffer(False)
+                self.restore_cursor()
+
+    def ansi_mode(self, mode: int, on: bool) -> None:
+        if mode == 4:
+            self.set_flag(mo.IRM, on)
+        elif mode == 20:
+            self.set_flag(mo.LNM, on)
+
+    def switch_buffer(self, alternate: bool) -> None:
+        if alternate == self.alt_active:
+            return
+        self.alt_active = alternate
+        self.buffer = self.alt_buffer if alternate else self.main_buffer
+        self.all_dirty = True
+
+    def save_cursor(self) -> None:
+        """DECSC: one slot per screen buffer, as in xterm."""
+        fg, bg, flags = self.pen
+        self.saved[self.alt_active] = (
+            self.cursor.x, self.cursor.y, fg, bg, flags,
+            self.g[0], self.g[1], self.gl, self.origin, self.autowrap,
+        )
+
+    def restore_cursor(self) -> None:
+        """DECRC; with nothing saved: home, default pen, origin mode off (xterm)."""
+        saved = self.saved[self.alt_active]
+        if saved is None:
+            self.cursor.x = self.cursor.y = 0
+            self.set_pen(DEFAULT, DEFAULT, 0)
+            self.set_flag(mo.DECOM, False)
+            return
+        x, y, fg, bg, flags, g0, g1, self.gl, origin, autowrap = saved
+        self.g = [g0, g1]
+        self.set_flag(mo.DECOM, origin)
+        self.set_flag(mo.DECAWM, autowrap)
+        self.cursor.x = min(x, self.columns - 1)
+        self.cursor.y = min(y, self.lines - 1)
+        self.set_pen(fg, bg, flags)
+
+    def soft_reset(self) -> None:
+        """DECSTR (CSI ! p): modes, margins, pen and charsets to defaults; screen kept."""
+        self.set_flag(mo.IRM, False)
+        self.set_flag(mo.DECOM, False)
+        self.set_flag(mo.DECTCEM, True)
+        self.app_cursor = False
+        self.app_keypad = False
+        self.cursor.hidden = False
+        self.margins = Margins(0, self.lines - 1)
+        self.set_pen(DEFAULT, DEFAULT, 0)
+        self.g = ["B", "B"]
+        self.gl = 0
+        self.saved[self.alt_active] = None
+
+    def report_device_status(self, mode: int) -> None:
+        if mode == 5:
+            self.replies.append(DSR_OK_REPLY)
+        elif mode == 6:
+            # A pending wrap reports the last column; origin mode reports relative rows.
+            line = self.cursor.y - (self.margins.top if self.origin else 0) + 1
+            column = min(self.cursor.x, self.columns - 1) + 1
+            self.replies.append(b"\x1b[%d;%dR" % (line, column))
+
+    def resize_to(self, columns: int, lines: int) -> None:
+        """Change the size; rows are cut at the top only as far as the cursor row needs."""
+        old_columns = self.columns
+        drop = max(0, self.cursor.y - (lines - 1))
+        for buffer in (self.main_buffer, self.alt_buffer):
+            rows = [buffer.pop(y) if y in buffer else None for y in range(self.lines)]
+            buffer.clear()
+            for y, line in enumerate(rows[drop:drop + lines]):
+                if line is None:
+                    continue
+                for x in range(columns, old_columns):
+                    line.pop(x, None)
+                for x in range(old_columns, columns):
+                    line[x] = _BLANK_CHAR
+                if columns < old_columns and wcwidth(line[columns - 1].data[:1] or " ") == 2:
+                    line[columns - 1] = line[columns - 1]._replace(data=" ")
+                buffer[y] = line
+        self.columns = columns
+        self.lines = lines
+        self.cursor.y -= drop
+        self.cursor.x = min(self.cursor.x, columns - 1)
+        self.margins = Margins(0, lines - 1)
+        kept = {stop for stop in self.tabstops if stop < min(columns, old_columns)}
+        first_new = -(-old_columns // 8) * 8
+        self.tabstops = kept | set(range(max(8, first_new), columns, 8))
+        self.all_dirty = True
+
+
+# CSI finals whose one parameter is a count or a selector: (handler, its default).
+# ECMA-48 §5.4.2: a parameter of 0 means the default.
+_CSI_ONE_PARAMETER: Final[dict[str, tuple[Callable[[_Screen, int], None], int]]] = {
+    "@": (_Screen.insert_characters, 1),
+    "A": (_Screen.cursor_up, 1),
+    "B": (_Screen.cursor_down, 1),
+    "C": (_Screen.cursor_forward, 1),
+    "D": (_Screen.cursor_back, 1),
+    "E": (_Screen.cursor_down1, 1),
+    "F": (_Screen.cursor_up1, 1),
+    "G": (_Screen.cursor_to_column, 1),
+    "I": (_Screen.tab, 1),
+    "J": (_Screen.erase_in_display, 0),
+    "K": (_Screen.erase_in_line, 0),
+    "L": (_Screen.insert_lines, 1),
+    "M": (_Screen.delete_lines, 1),
+    "P": (_Screen.delete_characters, 1),
+    "S": (_Screen.scroll_up_csi, 1),
+    "X": (_Screen.erase_characters, 1),
+    "Z": (_Screen.back_tab, 1),
+    "`": (_Screen.cursor_to_column, 1),
+    "a": (_Screen.cursor_forward, 1),
+    "b": (_Screen.repeat, 1),
+    "c": (_Screen.report_device_attributes, 0),   # pyte's own DA1 reply: CSI ? 6 c
+    "d": (_Screen.cursor_to_line, 1),
+    "e": (_Screen.cursor_down, 1),
+    "g": (_Screen.clear_tab_stop, 0),
+    "n": (_Screen.report_device_status, 0),
+}
+
+
+def _new_decoder() -> codecs.IncrementalDecoder:
+    return codecs.getincrementaldecoder("utf-8")("replace")
+
+
+class PyteTerminal:
+    """A terminal screen kept by pyte, fed with the bytes a pty master reads."""
+
+    def __init__(self, columns: int = 80, lines: int = 25) -> None:
+        if columns < 2 or lines < 2:
+            raise ValueError(f"cannot make a {columns}x{lines} terminal: it needs at least 2x2 cells")
+        self._screen = _Screen(columns, lines)
+        self._decoder = _new_decoder()
+        self._pending = ""
+        self._title_changed = False
+
+    # ----------------------------------------------------------------- public API
+
+    @property
+    def columns(self) -> int:
+        return int(self._screen.columns)
+
+    @property
+    def lines(self) -> int:
+        return int(self._screen.lines)
+
+    @property
+    def title(self) -> str:
+        return str(self._screen.title)
+
+    @property
+    def cursor(self) -> Cursor:
+        screen = self._screen
+        return Cursor(min(screen.cursor.x, screen.columns - 1), screen.cursor.y, not screen.cursor.hidden)
+
+    @property
+    def modes(self) -> Modes:
+        screen = self._screen
+        return Modes(
+            app_cursor=screen.app_cursor,
+            app_keypad=screen.app_keypad,
+            bracketed_paste=screen.bracketed_paste,
+            alt_screen=screen.alt_active,
+            cursor_visible=not screen.cursor.hidden,
+            autowrap=screen.autowrap,
+            insert=mo.IRM in screen.mode,
+            origin=screen.origin,
+            newline=mo.LNM in screen.mode,
+            reverse_video=screen.reverse_video,
+            mouse=screen.mouse,
+            mouse_sgr=screen.mouse_sgr,
+        )
+
+    def cells(self, row: int) -> Sequence[Cell]:
+        """The cells of one row, left to right."""
+        line = self._screen.buffer[range(self._screen.lines)[row]]
+        return tuple([_cell(line[x]) for x in range(self._screen.columns)])
+
+    def text(self) -> str:
+        """The screen as text: one line per row, trailing spaces trimmed, each ending in "\\n"."""
+        screen = self._screen
+        buffer = screen.buffer
+        columns = range(screen.columns)
+        return "".join(
+            "".join([buffer[y][x].data for x in columns]).rstrip(" ") + "\n" for y in range(screen.lines)
+        )
+
+    def feed(self, data: bytes) -> Update:
+        """Process bytes read from the pty master and tell what changed."""
+        text = self._pending + self._decoder.decode(data)
+        self._pending = ""
+        stop = self._run(text)
+        if stop < len(text):
+            self._pending = pending_part(text[stop:])
+        return self._take_update()
+
+    def resize(self, columns: int, lines: int) -> Update:
+        """Change the size; rows are cut at the top only as far as the cursor row needs."""
+        if columns < 2 or lines < 2:
+            raise ValueError(f"cannot resize the terminal to {columns}x{lines}: it needs at least 2x2 cells")
+        self._screen.resize_to(columns, lines)
+        return self._take_update()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON-serialisable data, in the fast engine's format."""
+        screen = self._screen
+        buffered, flag = self._decoder.getstate()
+
+        def rows(buffer: defaultdict[int, _Line]) -> list[list[list[Any]]]:
+            blank = StaticDefaultDict(_BLANK_CHAR)
+            return [
+                [list(_cell(line[x])) for x in range(screen.columns)]
+                for line in (buffer[y] if y in buffer else blank for y in range(screen.lines))
+            ]
+
+        return {
+            "version": SNAPSHOT_VERSION,
+            "columns": screen.columns,
+            "lines": screen.lines,
+            "main": rows(screen.main_buffer),
+            "alt": rows(screen.alt_buffer),
+            "alt_active": screen.alt_active,
+            "cursor": [screen.cursor.x, screen.cursor.y],
+            "pen": list(screen.pen),
+            "margins": list(screen.margins),
+            "modes": {
+                "app_cursor": screen.app_cursor,
+                "app_keypad": screen.app_keypad,
+                "bracketed_paste": screen.bracketed_paste,
+                "cursor_visible": not screen.cursor.hidden,
+                "autowrap": screen.autowrap,
+                "insert": mo.IRM in screen.mode,
+                "origin": screen.origin,
+                "newline": mo.LNM in screen.mode,
+                "reverse_video": screen.reverse_video,
+                "mouse": screen.mouse,
+                "mouse_sgr": screen.mouse_sgr,
+            },
+            "saved": [None if saved is None else list(saved) for saved in screen.saved],
+            "charsets": [screen.g[0], screen.g[1], screen.gl],
+            "tabstops": sorted(screen.tabstops),
+            "title": screen.title,
+            "last_char": screen.last_char,
+            "pending": self._pending,
+            "utf8": [list(buffered), flag],
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any]) -> PyteTerminal:
+        """A terminal in exactly the state ``snapshot`` recorded (from either backend)."""
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"cannot restore terminal snapshot version {snapshot.get('version')!r}")
+        terminal = cls(snapshot["columns"], snapshot["lines"])
+        screen = terminal._screen
+
+        def fill(buffer: defaultdict[int, _Line], data: list[list[list[Any]]]) -> None:
+            for y, cells in enumerate(data):
+                line: _Line = StaticDefaultDict(_BLANK_CHAR)
+                for x, (char, fg, bg, flags) in enumerate(cells):
+                    value = _char(Cell(char, fg, bg, flags))
+                    if value != _BLANK_CHAR:
+                        line[x] = value
+                if line:
+                    buffer[y] = line
+
+        fill(screen.main_buffer, snapshot["main"])
+        fill(screen.alt_buffer, snapshot["alt"])
+        screen.alt_active = snapshot["alt_active"]
+        screen.buffer = screen.alt_buffer if screen.alt_active else screen.main_buffer
+        screen.cursor.x, screen.cursor.y = snapshot["cursor"]
+        screen.set_pen(*snapshot["pen"])
+        screen.margins = Margins(*snapshot["margins"])
+        modes = snapshot["modes"]
+        screen.app_cursor = modes["app_cursor"]
+        screen.app_keypad = modes["app_keypad"]
+        screen.bracketed_paste = modes["bracketed_paste"]
+        screen.set_flag(mo.DECTCEM, modes["cursor_visible"])
+        screen.cursor.hidden = not modes["cursor_visible"]
+        screen.set_flag(mo.DECAWM, modes["autowrap"])
+        screen.set_flag(mo.IRM, modes["insert"])
+        screen.set_flag(mo.DECOM, modes["origin"])
+        screen.set_flag(mo.LNM, modes["newline"])
+        screen.reverse_video = modes["reverse_video"]
+        screen.mouse = modes["mouse"]
+        screen.mouse_sgr = modes["mouse_sgr"]
+        screen.saved = [
+            None if saved is None else (
+                saved[0], saved[1], saved[2], saved[3], saved[4],
+                saved[5], saved[6], saved[7], saved[8], saved[9],
+            )
+            for saved in snapshot["saved"]
+        ]
+        g0, g1, screen.gl = snapshot["charsets"]
+        screen.g = [g0, g1]
+        screen.tabstops = set(snapshot["tabstops"])
+        screen.title = snapshot["title"]
+        screen.last_char = snapshot["last_char"]
+        terminal._pending = snapshot["pending"]
+        buffered, flag = snapshot["utf8"]
+        terminal._decoder.setstate((bytes(buffered), flag))
+        screen.all_dirty = True
+        return terminal
+
+    # ------------------------------------------------------------------ parsing
+
+    def _take_update(self) -> Update:
+        screen = self._screen
+        lines = screen.lines
+        if screen.all_dirty:
+            dirty = frozenset(range(lines))
+        else:
+            dirty = frozenset(y for y in screen.dirty if 0 <= y < lines)
+        scrolls = () if len(dirty) == lines else tuple(screen.events)
+        update = Update(
+            dirty=dirty,
+            scrolls=scrolls,
+            replies=b"".join(screen.replies),
+            bell=screen.bell_rung,
+            title=screen.title if self._title_changed else None,
+        )
+        screen.dirty = set()
+        screen.events = []
+        screen.replies = []
+        screen.bell_rung = False
+        screen.all_dirty = False
+        self._title_changed = False
+        return update
+
+    def _run(self, text: str) -> int:
+        """Process text; return where an unfinished sequence starts (or its end)."""
+        screen = self._screen
+        match = _TOKEN.match
+        position = 0
+        end = len(text)
+        while position < end:
+            token = match(text, position, end)
+            assert token is not None
+            kind = token.lastindex
+            if kind == _T_TEXT:
+                screen.draw(token.group())
+            elif kind == _T_CRLF:
+                screen.cursor.x = 0
+                screen.index()
+            elif kind == _T_SGR:
+                screen.select_graphic_rendition(token.group(_T_SGR + 1))
+            elif kind == _T_CUP:
+                screen.cursor_position(
+                    _number(token.group(_T_CUP + 1)), _number(token.group(_T_CUP + 2))
+                )
+            elif kind == _T_CSI:
+                self._csi(token.group(_T_CSI + 1), token.group(_T_CSI + 2), token.group(_T_CSI + 3))
+            elif kind == _T_CTL:
+                self._control(token.group())
+            elif kind == _T_STR:
+                self._control_string(
+                    token.group(_T_STR + 1), token.group(_T_STR + 2), token.group(_T_STR + 3)
+                )
+            elif kind == _T_ESC:
+                self._escape(token.group(_T_ESC + 1), token.group(_T_ESC + 2))
+            else:
+                following = Terminal._lone(text, position, end)
+                if following < 0:
+                    return position
+                position = following
+                continue
+            position = token.end()
+        return end
+
+    def _control(self, char: str) -> None:
+        screen = self._screen
+        if char == "\r":
+            screen.carriage_return()
+        elif char == "\n" or char == "\x0b" or char == "\x0c":
+            screen.linefeed()
+        elif char == "\x08":
+            screen.backspace()
+        elif char == "\t":
+            screen.tab()
+        elif char == "\x07":
+            screen.bell()
+        elif char == "\x0e":
+            screen.gl = 1
+        elif char == "\x0f":
+            screen.gl = 0
+
+    def _control_string(self, intro: str, body: str, terminator: str) -> None:
+        """DCS, OSC, SOS, PM, APC: swallowed; OSC 0 and 2 set the title (xterm ctlseqs)."""
+        kind = _C1_STRING_KIND.get(intro, intro[-1])
+        if kind != "]" or terminator in ("\x18", "\x1a", ""):
+            return
+        command, _, value = body.partition(";")
+        if command in ("0", "2"):
+            title = "".join(char for char in value if char.isprintable())[:_MAX_TITLE]
+            if title != self._screen.title:
+                self._screen.set_title(title)
+                self._title_changed = True
+
+    def _escape(self, intermediates: str, final: str) -> None:
+        screen = self._screen
+        if intermediates:
+            if intermediates in ("(", ")") and final in "0AB":
+                screen.g[0 if intermediates == "(" else 1] = _DEC_GRAPHICS if final == "0" else "B"
+            elif intermediates == "#" and final == "8":
+                screen.alignment_display()
+            return
+        if final == "7":
+            screen.save_cursor()
+        elif final == "8":
+            screen.restore_cursor()
+        elif final == "D":
+            screen.clear_wrap()
+            screen.index()
+        elif final == "E":
+            screen.cursor.x = 0
+            screen.index()
+        elif final == "M":
+            screen.clear_wrap()
+            screen.reverse_index()
+        elif final == "H":
+            screen.set_tab_stop()
+        elif final == "c":
+            screen.reset()
+        elif final == "=":
+            screen.app_keypad = True
+        elif final == ">":
+            screen.app_keypad = False
+
+    def _csi(self, params: str, intermediates: str, final: str) -> None:
+        screen = self._screen
+        if params and not params.isprintable():
+            # C0 controls inside a CSI are executed in place (VT100 User Guide).
+            for char in params:
+                if char < " " or char == "\x7f":
+                    self._control(char)
+            params = "".join(char for char in params if " " <= char < "\x7f")
+        private = ""
+        if params and params[0] in "<=>?":
+            private, params = params[0], params[1:]
+        if intermediates:
+            if intermediates == "!" and final == "p" and not private:
+                screen.soft_reset()
+            return
+        if final == "m" and not private:
+            if not params or set(params) <= set("0123456789;:"):
+                screen.select_graphic_rendition(params)
+            return
+        parts = params.split(";") if params else []
+        if ":" in params:
+            parts = [part.split(":", 1)[0] for part in parts]
+        try:
+            args = [_number(part) for part in parts]
+        except ValueError:
+            return
+        if not private:
+            one = _CSI_ONE_PARAMETER.get(final)
+            if one is not None:
+                handler, default = one
+                handler(screen, _arg(args, 0, default))
+            elif final == "H" or final == "f":
+                screen.cursor_position(_arg(args, 0, 1), _arg(args, 1, 1))
+            elif final == "T":
+                # CSI Ps ; Ps ; Ps ; Ps ; Ps T with five parameters is mouse highlight tracking.
+                if len(args) <= 1:
+                    screen.scroll_down_csi(_arg(args, 0, 1))
+            elif final == "h" or final == "l":
+                for mode in args:
+                    screen.ansi_mode(mode, final == "h")
+            elif final == "r":
+                screen.set_margins(_arg(args, 0, 1), _arg(args, 1, 0) or None)
+            elif final == "s" and not args:
+                screen.save_cursor()
+            elif final == "u" and not args:
+                screen.restore_cursor()
+        elif private == "?":
+            if final == "h" or final == "l":
+                for mode in args:
+                    screen.dec_mode(mode, final == "h")
+            elif final == "J":
+                screen.erase_in_display(_arg(args, 0, 0))
+            elif final == "K":
+                screen.erase_in_line(_arg(args, 0, 0))
+        elif private == ">":
+            # CSI > c is secondary DA; CSI > Ps ; Ps m is xterm's modifyOtherKeys and
+            # everything else with ">" is an xterm resource setting: never SGR.
+            if final == "c" and _arg(args, 0, 0) == 0:
+                screen.replies.append(DA2_REPLY)
