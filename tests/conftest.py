@@ -1,6 +1,7 @@
 """Fixtures for system tests: real vzfs instances on real FUSE mounts, as root."""
 
 from collections.abc import Iterator
+from typing import Any
 from pathlib import Path
 
 import pytest
@@ -28,3 +29,12 @@ def instance(tmp_path: Path) -> Iterator[Instance]:
 @pytest.fixture
 def second_instance(tmp_path: Path) -> Iterator[Instance]:
     yield from _mounted(tmp_path / "b")
+
+
+@pytest.fixture(scope="session")
+def vncdotool_api() -> Iterator[Any]:
+    """vncdotool's blocking API. It runs twisted's reactor in a thread, which cannot be
+    started again once stopped: one for the whole session, shut down at its end."""
+    api = pytest.importorskip("vncdotool.api")
+    yield api
+    api.shutdown()

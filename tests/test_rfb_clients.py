@@ -93,13 +93,6 @@ def password_server() -> Iterator[LoopbackServer]:
     s.close()
 
 
-@pytest.fixture(scope="module")
-def vncdotool_api() -> Iterator[object]:
-    api = pytest.importorskip("vncdotool.api")
-    yield api
-    api.shutdown()
-
-
 def rgb_of(frame: np.ndarray) -> np.ndarray:
     return np.stack([(frame >> 16) & 0xFF, (frame >> 8) & 0xFF, frame & 0xFF], axis=-1).astype(np.uint8)
 

@@ -24,13 +24,6 @@ T = TypeVar("T")
 TIMEOUT = 20
 
 
-@pytest.fixture(scope="module")
-def vncdotool_api() -> Iterator[Any]:
-    api = pytest.importorskip("vncdotool.api")
-    yield api
-    api.shutdown()
-
-
 class Served:
     """A display served on an ephemeral loopback port, recording what clients typed."""
 
