@@ -78,6 +78,7 @@ password = "secret"
     ("[rootfs]\npath = 'relative'", "rootfs.path"),
     ("[rootfs]\npath = '/'", "rootfs.path"),
     ("[vnc]\nport = 70000", "vnc.port"),
+    ("[console]\nemulator = 'xterm'", "console.emulator"),
     ("[vnc]\npassword = 'ninechars'", "vnc.password"),
     ("[vnc]\nlisten = 'localhost; rm'", "vnc.listen"),
     ("[vnc]\nwebsocket = 'yes'", "vnc.websocket"),
@@ -135,6 +136,7 @@ configs = st.builds(
                       lambda s: "\0" not in s and len(s.encode()) <= 8),
                   websocket=st.booleans(), websocket_port=st.sampled_from([0, 5800, 6080])
                   ).filter(lambda v: v.port != v.websocket_port or not v.port),
+    console=st.builds(config.Console, emulator=st.sampled_from(config.EMULATORS)),
 )
 
 

@@ -50,6 +50,14 @@ class Vnc:
 
 
 @dataclasses.dataclass(frozen=True)
+class Console:
+    emulator: str = "fast"         # the terminal emulator backend: "fast" or "pyte"
+
+
+EMULATORS = ("fast", "pyte")
+
+
+@dataclasses.dataclass(frozen=True)
 class DomainConfig:
     id: int
     hostname: str
@@ -62,6 +70,7 @@ class DomainConfig:
     limits: Limits = Limits()
     mounts: tuple[Mount, ...] = ()
     vnc: Vnc = Vnc()
+    console: Console = Console()
     memory_text: str | None = None        # memory as the user wrote it, for dumps()
 
 
@@ -244,6 +253,11 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None) -> Doma
     if port and port == websocket_port:
         raise _invalid("vnc.websocket_port", "must differ from vnc.port")
     _no_leftovers(vnc_t, "vnc.")
+    console_t = dict(_take(doc, "console", dict, "") or {})
+    emulator = _take(console_t, "emulator", str, "console.") or "fast"
+    if emulator not in EMULATORS:
+        raise _invalid("console.emulator", f"{emulator!r} is not one of {', '.join(EMULATORS)}")
+    _no_leftovers(console_t, "console.")
     _no_leftovers(doc, "")
 
     return DomainConfig(
@@ -251,7 +265,8 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None) -> Doma
         stop_signal=stop_signal, stop_timeout=float(stop_timeout),
         rootfs_path=rootfs_path, rootfs_template=template,
         limits=Limits(memory=memory, cpus=float(cpus) if cpus is not None else None, pids=pids),
-        mounts=tuple(mounts), vnc=Vnc(listen, port, password, websocket, websocket_port), memory_text=memory_text,
+        mounts=tuple(mounts), vnc=Vnc(listen, port, password, websocket, websocket_port),
+        console=Console(emulator), memory_text=memory_text,
     )
 
 
@@ -279,6 +294,7 @@ def to_dict(cfg: DomainConfig) -> dict[str, Any]:
     doc["limits"] = limits
     doc["vnc"] = {"listen": cfg.vnc.listen, "port": cfg.vnc.port, "password": cfg.vnc.password,
                   "websocket": cfg.vnc.websocket, "websocket_port": cfg.vnc.websocket_port}
+    doc["console"] = {"emulator": cfg.console.emulator}
     if cfg.mounts:
         doc["mount"] = [{"source": m.source, "target": m.target, "options": m.options}
                         for m in cfg.mounts]

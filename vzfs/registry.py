@@ -182,6 +182,7 @@ class Domain:
     changed_at: float = dataclasses.field(default_factory=time.time)
     console: DomainConsole = dataclasses.field(default_factory=DomainConsole)
     last_screen: str = ""      # the screen when the domain last stopped
+    vnc_restarts: int = 0      # times the controller restarted the VNC server this run
 
     def set_state(self, state: State) -> None:
         if state != self.state:
@@ -366,6 +367,7 @@ class Registry:
         dom.client = client
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
+        dom.vnc_restarts = int(status.get("vnc_restarts", 0))
         state = status.get("state", "running")
         dom.set_state(State(state) if state in State._value2member_map_ else State.RUNNING)
         assert self.nursery is not None
@@ -385,6 +387,9 @@ class Registry:
             if isinstance(msg.get("screen"), str):
                 dom.last_screen = msg["screen"]
             self._exited(dom, str(msg.get("state")), str(msg.get("reason", "")))
+        elif event == "vnc_restarted":
+            dom.vnc_restarts = int(msg.get("restarts", dom.vnc_restarts + 1))
+            dom.changed_at = time.time()
         elif event == "rebooted":
             dom.pid = int(msg["pid"])
             dom.started_at = float(msg["started_at"])
@@ -490,6 +495,7 @@ class Registry:
         dom.client = client
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
+        dom.vnc_restarts = int(status.get("vnc_restarts", 0))
         state = status.get("state", "running")
         dom.set_state(State(state) if state in State._value2member_map_ else State.RUNNING)
         self.nursery.start_soon(self._watch_attached, dom, client)
@@ -519,11 +525,26 @@ class Registry:
         dom.last_screen = str(reply.get("text", ""))
         return dom.last_screen
 
+    async def vnc(self, dom: Domain, key: str = "vnc") -> str:
+        """`HOST:PORT` of the domain's VNC server (key "vnc") or its WebSocket listener
+        ("vnc_websocket"); empty when the domain or the server is not running."""
+        if dom.client is None or dom.state not in (State.RUNNING, State.PAUSED):
+            return ""
+        try:
+            reply = await dom.client.request(f"cannot ask domain {dom.name} for its VNC server",
+                                             "status")
+        except VzfsError:
+            return ""
+        dom.vnc_restarts = int(reply.get("vnc_restarts", dom.vnc_restarts))
+        return str(reply.get(key) or "")
+
     # -- reading --------------------------------------------------------------
     def stats(self, dom: Domain) -> dict[str, int]:
-        out = {"cpu_ns": 0, "memory_bytes": 0, "pids": 0, "uptime_s": 0}
+        out = {"cpu_ns": 0, "memory_bytes": 0, "pids": 0, "uptime_s": 0,
+               "vnc_restarts": 0}
         if dom.state in (State.STOPPED, State.CRASHED, State.SUSPENDED) or dom.pid is None:
             return out
+        out["vnc_restarts"] = dom.vnc_restarts
         out.update(self.cgroup(dom).stats())
         if dom.started_at:
             out["uptime_s"] = int(time.time() - dom.started_at)

@@ -14,6 +14,7 @@ import os
 import signal
 import socket
 import struct
+import sys
 import termios
 import time
 import traceback
@@ -24,9 +25,11 @@ import trio
 from .. import config as configmod
 from ..kernel import cgroups
 from ..kernel.syscalls import set_comm
-from . import container, paths
-from ..terminal.emulator import Terminal
-from .consolestream import FrameDecoder, FrameError, Ring, data_frame
+from . import container, paths, vncspawn
+from ..terminal import make_terminal
+from .consolestream import (
+    FrameDecoder, FrameError, Ring, data_frame, json_frame, parse_json_frame,
+)
 from .protocol import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
 
 SCROLLBACK = 1 << 20
@@ -36,6 +39,10 @@ SMALL_BATCH = 16 << 10
 GATHER_S = 0.001
 DEFAULT_COLUMNS, DEFAULT_LINES = 80, 25
 LOG_BYTES = 1 << 20
+VNC_CHUNK = 1 << 16
+VNC_FAST_RESTART = 0.05    # the first restart after a crash is at once (issue 5: within a second)
+VNC_MAX_BACKOFF = 1.0      # a server that keeps dying is tried again every second
+VNC_STABLE_S = 10.0        # a server that ran this long resets the backoff
 REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
 HALT_SIGNAL = signal.SIGINT        # … and with SIGINT for halt and power-off
 
@@ -76,8 +83,18 @@ class Controller:
         self.console_changed = trio.Event()
         self.input_lock = trio.Lock()
         self.columns, self.lines = DEFAULT_COLUMNS, DEFAULT_LINES
-        self.term = Terminal(self.columns, self.lines)
+        self.term = make_terminal(self.cfg.console.emulator, self.columns, self.lines)
         self.fed = 0                 # ring offset the emulator has consumed
+        # The VNC server process (vzfs.vnc.process), forked by the spawner on request.
+        self.vnc_spawner: socket.socket | None = None
+        self.vnc_pid = 0
+        self.vnc_address = ""        # HOST:PORT while a server listens
+        self.vnc_websocket = ""
+        self.vnc_error = ""
+        self.vnc_restarts = 0
+        self.vnc_prefer: dict[str, int] = {}   # the ports it had: a restart keeps them
+        self.vnc_resync = False
+        self.vnc_pidfd = -1
         self.screen_changed = trio.Event()
         self.master = -1
         self.slave = -1
@@ -136,6 +153,8 @@ class Controller:
             nursery.start_soon(self._drain_console)
             nursery.start_soon(self._feed_terminal)
             nursery.start_soon(self._wait_init)
+            if self.vnc_spawner is not None:
+                nursery.start_soon(self._supervise_vnc)
             await self.exited.wait()
             await self._broadcast({"event": "exited", "state": self.exit_state,
                                    "reason": self.exit_reason, "screen": self.term.text()})
@@ -146,7 +165,10 @@ class Controller:
 
     def _status(self) -> Message:
         return {"event": "status", "state": self.state, "pid": self.pid,
-                "started_at": self.started_at, "controller_pid": os.getpid()}
+                "started_at": self.started_at, "controller_pid": os.getpid(),
+                "vnc": self.vnc_address, "vnc_websocket": self.vnc_websocket,
+                "vnc_pid": self.vnc_pid, "vnc_restarts": self.vnc_restarts,
+                "vnc_error": self.vnc_error}
 
     async def _accept(self, listener: trio.socket.SocketType) -> None:
         while True:
@@ -260,6 +282,7 @@ class Controller:
         self.term.resize(columns, lines)
         # TIOCSWINSZ makes the kernel send SIGWINCH to the tty's foreground group.
         self._set_winsize()
+        self._resync_vnc()
 
     async def _drain_console(self) -> None:
         """Read the pty master as fast as the container writes, into the ring.
@@ -359,6 +382,127 @@ class Controller:
                 except BlockingIOError:
                     await trio.lowlevel.wait_writable(self.master)
 
+    # -- the VNC server ---------------------------------------------------------
+    async def _supervise_vnc(self) -> None:
+        """Keep a VNC server running for the domain's life; count and announce restarts."""
+        backoff = VNC_FAST_RESTART
+        while True:
+            started = trio.current_time()
+            await self._run_vnc()
+            self.vnc_address = self.vnc_websocket = ""
+            if self.vnc_spawner is None:
+                return
+            if trio.current_time() - started > VNC_STABLE_S:
+                backoff = VNC_FAST_RESTART
+            await trio.sleep(backoff)
+            backoff = min(VNC_MAX_BACKOFF, backoff * 4)
+            self.vnc_restarts += 1
+            print(f"vzfs: restarting the VNC server of {self.name} "
+                  f"(restart {self.vnc_restarts})", file=sys.stderr, flush=True)
+            await self._broadcast({"event": "vnc_restarted", "restarts": self.vnc_restarts})
+
+    async def _run_vnc(self) -> None:
+        """Start one VNC server and serve its link until it ends."""
+        assert self.vnc_spawner is not None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            vncspawn.request(self.vnc_spawner, self.name, theirs.fileno())
+        except OSError as exc:
+            # The spawner was killed. Another cannot be forked from inside trio (see
+            # vncspawn), so the domain runs on without VNC until its next start.
+            self.vnc_error = f"the VNC spawner is gone ({exc.strerror or exc})"
+            print(f"vzfs: {self.name}: {self.vnc_error}", file=sys.stderr, flush=True)
+            self.vnc_spawner.close()
+            self.vnc_spawner = None
+            ours.close()
+            return
+        finally:
+            theirs.close()
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        self.vnc_pidfd = -1
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._vnc_feed, stream)
+                await self._vnc_read(stream)
+                nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError):
+            pass                           # the server died: restart it
+        except* Exception:
+            # Whatever goes wrong with a VNC server must never end the domain's controller.
+            traceback.print_exc()
+        finally:
+            await stream.aclose()
+            self.vnc_pid = 0
+            if self.vnc_pidfd >= 0:
+                # A server that broke the link but lives on would hold its ports.
+                try:
+                    signal.pidfd_send_signal(self.vnc_pidfd, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                os.close(self.vnc_pidfd)
+                self.vnc_pidfd = -1
+
+    def _resync_vnc(self) -> None:
+        """Have the VNC server take our emulator's state (after a resize)."""
+        self.vnc_resync = True
+        changed, self.console_changed = self.console_changed, trio.Event()
+        changed.set()
+
+    async def _vnc_feed(self, stream: trio.SocketStream) -> None:
+        """The console to the VNC server: a snapshot of our emulator, then the bytes
+        after it; a new snapshot when it fell behind the ring or was resized."""
+        c = self.cfg.vnc
+        await stream.send_all(json_frame({
+            "op": "init", "snapshot": self.term.snapshot(), "emulator": self.cfg.console.emulator,
+            "vnc": {"listen": c.listen, "port": c.port, "password": c.password,
+                    "websocket": c.websocket, "websocket_port": c.websocket_port},
+            "prefer": self.vnc_prefer}))
+        self.vnc_resync = False
+        cursor = self.fed
+        while True:
+            changed = self.console_changed
+            if self.vnc_resync or cursor < self.ring.start:
+                self.vnc_resync = False
+                await stream.send_all(json_frame({"op": "snapshot", "snapshot": self.term.snapshot()}))
+                cursor = self.fed
+            elif cursor < self.ring.end:
+                data, new, _ = self.ring.read(cursor, VNC_CHUNK)
+                await stream.send_all(data_frame(new - len(data), data))
+                cursor = new
+            else:
+                await changed.wait()
+
+    async def _vnc_read(self, stream: trio.SocketStream) -> None:
+        frames = FrameDecoder()
+        async for data in stream:
+            for kind, _, payload in frames.feed(data):
+                if kind == "I":
+                    await self.write_console(payload)
+                    continue
+                if kind != "J":
+                    continue
+                msg = parse_json_frame(payload)
+                if msg.get("event") == "listening":
+                    self.vnc_pid = int(msg["pid"])
+                    try:
+                        self.vnc_pidfd = os.pidfd_open(self.vnc_pid)
+                    except ProcessLookupError:
+                        pass
+                    self.vnc_address = str(msg["rfb"])
+                    self.vnc_websocket = str(msg.get("websocket", ""))
+                    self.vnc_error = ""
+                    self.vnc_prefer = {"rfb": _port(self.vnc_address),
+                                       "websocket": _port(self.vnc_websocket)}
+                elif msg.get("event") == "error":
+                    self.vnc_error = str(msg.get("error", ""))
+                    print(f"vzfs: the VNC server of {self.name} cannot start: {self.vnc_error}",
+                          file=sys.stderr, flush=True)
+                elif msg.get("op") == "resize":
+                    try:
+                        self._resize(int(msg["columns"]), int(msg["lines"]))
+                    except ValueError:
+                        self._resync_vnc()
+
     async def _wait_init(self) -> None:
         while True:
             pidfd = os.pidfd_open(self.pid)
@@ -413,6 +557,10 @@ class Controller:
         self.exited.set()
 
 
+def _port(address: str) -> int:
+    return int(address.rsplit(":", 1)[1]) if address else 0
+
+
 def _log_to(path: str) -> None:
     """Send the controller's stderr (tracebacks) to a bounded per-domain log."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -456,6 +604,12 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
         # Init runs: say so before trio starts (its start-up costs milliseconds
         # the user's `echo start` need not wait for).
         os.write(daemon_fd, encode(ctl._status()))
+        # Forked now, while we are single-threaded and have no loop (vncspawn's
+        # docstring), and after "started": a start does not wait for it.
+        try:
+            ctl.vnc_spawner = vncspawn.start()
+        except OSError:
+            traceback.print_exc()
 
         async def _main() -> None:
             await ctl.main(daemon_fd, trio.socket.from_stdlib_socket(listener))

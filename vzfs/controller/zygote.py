@@ -51,6 +51,7 @@ def _serve(sock: socket.socket) -> NoReturn:
     code = 0
     try:
         from . import controller    # imported once here, shared by every fork
+        from ..vnc import process   # noqa: F401  the VNC server, forked by each controller's spawner
         from ..kernel.syscalls import set_comm
         set_comm("vzfs-zygote")
         # Exited controllers are reaped by the kernel; controllers reset this.

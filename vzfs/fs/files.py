@@ -71,6 +71,10 @@ def _line(value: object) -> str:
     return "" if value is None or value == "" else f"{value}\n"
 
 
+async def _line_async(value: Awaitable[str]) -> str:
+    return _line(await value)
+
+
 DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("config", lambda reg, dom: configmod.dumps(dom.config), store_config, whole=True),
     ControlFile("state", lambda reg, dom: dom.state.value + "\n", store_state),
@@ -80,6 +84,8 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("error", lambda reg, dom: _line(dom.error)),
     ControlFile("console", lambda reg, dom: "", store_console, stream=True),
     ControlFile("screen", lambda reg, dom: reg.screen(dom)),
+    ControlFile("vnc", lambda reg, dom: _line_async(reg.vnc(dom))),
+    ControlFile("vnc_websocket", lambda reg, dom: _line_async(reg.vnc(dom, "vnc_websocket"))),
 )
 
 
@@ -95,10 +101,12 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
                       write a verb: start stop kill restart
     id        r       the numeric domain id
     pid       r       host pid of the container's init (empty when not running)
-    stats     r       cpu_ns, memory_bytes, pids, uptime_s
+    stats     r       cpu_ns, memory_bytes, pids, uptime_s, vnc_restarts
     error     r       why the last command on this domain failed (empty when none)
     console   rw      read: recent output, then follows live (like tail -f); write: typed input
     screen    r       what the console shows now, one line per row
+    vnc       r       HOST:PORT of the console's VNC server (empty when none)
+    vnc_websocket r   HOST:PORT serving noVNC and RFB over WebSocket (empty when none)
 
 One write is one command; it returns when done. A refused command changes
 nothing, fails with an errno (EINVAL, EBUSY, EEXIST, ENOENT, EIO…) and `error`

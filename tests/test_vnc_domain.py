@@ -1,0 +1,150 @@
+"""The VNC server of a real running busybox domain, with real clients: the `vnc` file,
+typing, restarts after a crash, resize from a client, passwords."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import trio
+from PIL import Image
+
+from tests.system import VZFS, Instance, wait_for
+from tests.test_console import started_shell
+from tests.test_vnc_server import RawClient, set_desktop_size
+from vzfs.vnc import encodings as enc
+
+
+def vnc_port(inst: Instance, name: str) -> int:
+    wait_for(lambda: inst.read(name, "vnc").strip() != "", what="the vnc file")
+    host, port = inst.read(name, "vnc").strip().rsplit(":", 1)
+    assert host == "127.0.0.1"          # loopback unless configured
+    return int(port)
+
+
+def vnc_server_pid(inst: Instance, name: str) -> int:
+    """The domain's VNC server: the controller's grandchild named vzfs-vnc:NAME."""
+    out = subprocess.run(["pgrep", "-x", f"vzfs-vnc:{name}"[:15]], capture_output=True,
+                         text=True).stdout.split()
+    controller = int(open(f"/proc/{inst.read(name, 'pid').strip()}/stat").read()
+                     .rsplit(")", 1)[1].split()[1])
+    mine = [int(p) for p in out if _ancestor(int(p), controller)]
+    assert len(mine) == 1, (out, controller)
+    return mine[0]
+
+
+def _ancestor(pid: int, ancestor: int) -> bool:
+    while pid > 1:
+        try:
+            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+        except FileNotFoundError:
+            return False
+        if pid == ancestor:
+            return True
+    return False
+
+
+def capture(api: Any, port: int, path: Path, password: str | None = None) -> np.ndarray:
+    client = api.connect(f"127.0.0.1::{port}", password=password, timeout=20)
+    try:
+        client.captureScreen(str(path))
+    finally:
+        client.disconnect()
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def test_vncdotool_sees_the_terminal_and_types_into_the_console(
+        instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
+    started_shell(instance)
+    port = vnc_port(instance, "demo")
+    frame = capture(vncdotool_api, port, tmp_path / "a.png")
+    assert frame.shape == (25 * 16, 80 * 8, 3)            # 80x25 cells of 8x16
+    token = secrets.token_hex(4)
+    client = vncdotool_api.connect(f"127.0.0.1::{port}", timeout=20)
+    try:
+        client.type(f"echo vnc-{token}")
+        client.keyPress("enter")
+    finally:
+        client.disconnect()
+    wait_for(lambda: f"\nvnc-{token}\n" in "\n" + instance.read("demo", "screen"),
+             what="the typed command's output on the screen")
+
+
+def test_a_killed_vnc_server_is_restarted_with_the_same_screen(
+        instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
+    started_shell(instance)
+    token = secrets.token_hex(4)
+    instance.write("demo", "console", f"echo before-{token}\n")
+    wait_for(lambda: f"before-{token}\n" in instance.read("demo", "screen"), what="output")
+    port = vnc_port(instance, "demo")
+    before = capture(vncdotool_api, port, tmp_path / "before.png")
+    init_pid = instance.read("demo", "pid")
+    server = vnc_server_pid(instance, "demo")
+    assert "vnc_restarts 0\n" in instance.read("demo", "stats")
+    os.kill(server, signal.SIGKILL)
+    wait_for(lambda: "vnc_restarts 1\n" in instance.read("demo", "stats"), timeout=1.5,
+             what="the restart counted")
+    assert vnc_port(instance, "demo") == port                 # clients reconnect to the same place
+    assert vnc_server_pid(instance, "demo") != server
+    after = capture(vncdotool_api, port, tmp_path / "after.png")
+    assert np.array_equal(before, after)
+    # The domain never noticed.
+    assert instance.read("demo", "pid") == init_pid
+    assert instance.read("demo", "state") == "running\n"
+    instance.write("demo", "console", f"echo after-{token}\n")
+    wait_for(lambda: f"\nafter-{token}\n" in "\n" + instance.read("demo", "screen"), what="output")
+
+
+def test_a_client_resize_reaches_the_container_as_its_tty_size(instance: Instance) -> None:
+    started_shell(instance)
+    port = vnc_port(instance, "demo")
+
+    async def resize() -> None:
+        with trio.fail_after(20):
+            client = await RawClient.connect(port, [enc.RAW, enc.EXTENDED_DESKTOP_SIZE])
+            await client.request(incremental=False)
+            await client.next_message()
+            await client.stream.send_all(set_desktop_size(1003, 487))   # padded: 125x30 cells
+            await client.request(incremental=True)
+            while not any(d[0] == 1 for d in client.decoder.desktop_sizes):
+                await client.next_message()
+            assert [d[:2] for d in client.decoder.desktop_sizes if d[0] == 1] == [(1, 0)]
+            assert (client.decoder.width, client.decoder.height) == (1003, 487)
+            await client.stream.aclose()
+
+    trio.run(resize)
+    # stty reads the size the kernel keeps for the tty (TIOCGWINSZ): set by TIOCSWINSZ.
+    wait_for(lambda: subprocess.run(
+        [VZFS, "enter", "demo", "--", "sh", "-c", "stty size < /dev/console"],
+        capture_output=True, text=True).stdout == "30 125\n", what="stty size 30 125")
+    # The emulator behind `screen` has the new size too: one line per row.
+    wait_for(lambda: len(instance.read("demo", "screen").split("\n")) - 1 == 30,
+             what="a 30-row screen")
+
+
+def test_the_configured_password_is_required(
+        instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
+    instance.define("demo", '[vnc]\npassword = "s3cret"\n')
+    instance.write("demo", "state", "start")
+    port = vnc_port(instance, "demo")
+    frame = capture(vncdotool_api, port, tmp_path / "ok.png", password="s3cret")
+    assert frame.shape == (400, 640, 3)
+    with pytest.raises(Exception):
+        capture(vncdotool_api, port, tmp_path / "bad.png", password="wrong")
+    assert not (tmp_path / "bad.png").exists()
+
+
+def test_the_vnc_file_is_empty_when_stopped_and_follows_a_configured_port(instance: Instance) -> None:
+    instance.define("demo", "[vnc]\nport = 5987\nwebsocket = false\n")
+    assert instance.read("demo", "vnc") == ""
+    instance.write("demo", "state", "start")
+    wait_for(lambda: instance.read("demo", "vnc") == "127.0.0.1:5987\n", what="the vnc file")
+    assert instance.read("demo", "vnc_websocket") == ""
+    instance.write("demo", "state", "kill")
+    assert instance.read("demo", "vnc") == ""

@@ -1,0 +1,80 @@
+"""The VNC spawner: a small process the controller forks before it starts trio, whose only
+job is to fork the domain's VNC server whenever the controller asks.
+
+Why a spawner: the controller runs trio, and a process forked from inside a running
+trio loop cannot start a loop of its own; exec'ing a fresh interpreter would cost
+~300 ms of imports on every restart. The spawner is forked while the controller is
+still single-threaded and loop-free, keeps every pre-imported module (shared with the
+controller and the zygote), and forks a fresh VNC server in a few milliseconds.
+
+Requests are one SOCK_SEQPACKET message each: JSON ``{"name": …}`` plus, as
+SCM_RIGHTS, the server's end of its link to the controller. The spawner holds no other
+descriptor of the controller's (not the pty, not the daemon's socket), and ends when
+the controller's end of the request socket closes.
+"""
+
+import json
+import os
+import signal
+import socket
+from typing import NoReturn
+
+MAX_REQUEST = 1 << 16
+
+
+def start() -> socket.socket:
+    """Fork the spawner; return the controller's end of its request socket."""
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+    pid = os.fork()
+    if pid == 0:
+        _serve(theirs)
+    theirs.close()
+    return ours
+
+
+def request(sock: socket.socket, name: str, link_fd: int) -> None:
+    """Ask for one VNC server speaking to the controller over *link_fd* (blocking, tiny)."""
+    socket.send_fds(sock, [json.dumps({"name": name}).encode()], [link_fd])
+
+
+def _serve(sock: socket.socket) -> NoReturn:
+    code = 0
+    try:
+        keep = sock.fileno()
+        # Only stdio (the controller's log) and the request socket survive.
+        os.closerange(3, keep)
+        os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
+        signal.signal(signal.SIGCHLD, signal.SIG_IGN)    # exited servers are reaped by the kernel
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        from ..kernel.syscalls import set_comm
+        set_comm("vzfs-vncspawn")
+        while True:
+            msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
+            if not msg:
+                break                     # the controller is gone
+            if len(fds) != 1:
+                for fd in fds:
+                    os.close(fd)
+                continue
+            pid = os.fork()
+            if pid == 0:
+                sock.close()
+                _server(json.loads(msg), fds[0])
+            os.close(fds[0])
+    except BaseException:     # never return into the controller's code
+        code = 1
+    os._exit(code)
+
+
+def _server(request: dict[str, str], link_fd: int) -> NoReturn:
+    code = 0
+    try:
+        signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.SIG_DFL)
+        from ..vnc import process
+        process.run(request["name"], link_fd)
+    except BaseException:
+        code = 1
+        import traceback
+        traceback.print_exc()
+    os._exit(code)

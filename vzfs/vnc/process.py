@@ -1,0 +1,192 @@
+"""The VNC tty server process: one per running domain, started and restarted by its controller.
+
+Theory of operation. The controller's spawner forks this process with one end of a
+socketpair, the *link*, framed as in `controller.consolestream`. Over the link the
+controller sends first ``J {"op": "init", …}`` — the emulator's snapshot, the
+domain's ``[vnc]`` settings and the ports to prefer — then the console's bytes as
+``D`` frames from the snapshot's offset, and ``J {"op": "snapshot"}`` whenever our
+emulator must take the controller's state instead of its own (after a resize, or
+when we fell behind the console ring). We send ``J {"event": "listening"}`` once
+bound, ``I`` frames for what clients type and paste, and ``J {"op": "resize"}``
+for a client's SetDesktopSize.
+
+The process owns nothing of the domain: the pty, the console ring and the emulator
+whose screen `screen` shows stay in the controller. Killing this process loses only
+its connections; the controller starts another, which shows the same screen, and
+clients reconnect and get a full frame. It ends when the link closes.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import ipaddress
+import os
+import socket
+from typing import Any, NoReturn
+
+import trio
+
+from ..controller.consolestream import (
+    FrameDecoder, input_frame, json_frame, parse_json_frame,
+)
+from ..kernel.syscalls import set_comm
+from ..terminal import BACKENDS
+from .server import TerminalDisplay
+
+RFB_BASE = 5900           # 5900 + N: VNC display N
+WEBSOCKET_BASE = 5800     # 5800 + N: where VNC servers have long served their web client
+DISPLAYS = 100            # display numbers tried when the port is 0
+WEB_ROOT = "/usr/share/novnc"
+
+
+class LinkClosed(Exception):
+    pass
+
+
+def address(host: str, port: int) -> str:
+    """`HOST:PORT`, with an IPv6 host in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def bind(host: str, port: int, base: int, prefer: int = 0) -> trio.SocketListener:
+    """A listening TCP socket on *host*: *port*, or when it is 0 the *prefer*red port and
+    then base+0, base+1, … (the first free VNC display)."""
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    candidates = [port] if port else ([prefer] if prefer else []) + [base + n for n in range(DISPLAYS)]
+    last: OSError | None = None
+    for candidate in candidates:
+        sock = socket.socket(family, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((host, candidate))
+            sock.listen(64)
+        except OSError as exc:
+            sock.close()
+            last = exc
+            if exc.errno != errno.EADDRINUSE:
+                break
+            continue
+        return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+    what = f"port {port}" if port else f"ports {base}..{base + DISPLAYS - 1}"
+    raise OSError(last.errno if last else errno.EADDRINUSE,
+                  f"cannot listen on {host} {what}: {last.strerror if last else 'all in use'}")
+
+
+class Server:
+    """This process's state: the display and the link's outgoing queue."""
+
+    def __init__(self, link: trio.SocketStream, frames: FrameDecoder, init: dict[str, Any]) -> None:
+        self.link = link
+        self.frames = frames
+        self.vnc: dict[str, Any] = init["vnc"]
+        self.prefer: dict[str, int] = init.get("prefer", {})
+        backend = BACKENDS[init.get("emulator", "fast")]
+        self.display = TerminalDisplay(backend.restore(init["snapshot"]), on_resize=self._on_resize)
+        self.outgoing: list[bytes] = []
+        self.wake = trio.Event()
+
+    def _queue(self, frame: bytes) -> None:
+        self.outgoing.append(frame)
+        self.wake.set()
+
+    def _on_input(self, data: bytes) -> None:
+        self._queue(input_frame(data))
+
+    def _on_resize(self, columns: int, lines: int) -> None:
+        self._queue(json_frame({"op": "resize", "columns": columns, "lines": lines}))
+
+    def handle_frame(self, kind: str, payload: bytes) -> None:
+        if kind == "D":
+            self.display.feed(payload)         # replies: the controller's emulator answers
+        elif kind == "J":
+            msg = parse_json_frame(payload)
+            if msg.get("op") == "snapshot":
+                self.display.load(msg["snapshot"])
+
+    def _listen(self) -> tuple[trio.SocketListener, trio.SocketListener | None]:
+        host = self.vnc.get("listen", "127.0.0.1")
+        rfb = bind(host, int(self.vnc.get("port", 0)), RFB_BASE, self.prefer.get("rfb", 0))
+        if not self.vnc.get("websocket", True):
+            return rfb, None
+        display_number = rfb.socket.getsockname()[1] - RFB_BASE
+        prefer = self.prefer.get("websocket") or (
+            WEBSOCKET_BASE + display_number if 0 <= display_number < DISPLAYS else 0)
+        try:
+            ws = bind(host, int(self.vnc.get("websocket_port", 0)), WEBSOCKET_BASE, prefer)
+        except OSError:
+            rfb.socket.close()
+            raise
+        return rfb, ws
+
+    async def run(self) -> None:
+        host = self.vnc.get("listen", "127.0.0.1")
+        password = self.vnc.get("password") or None
+        try:
+            rfb, ws = self._listen()
+        except OSError as exc:
+            # The controller logs it, shows no address, and tries again later.
+            await self.link.send_all(json_frame({"event": "error", "error": exc.strerror or str(exc)}))
+            return
+        listening = {"event": "listening", "pid": os.getpid(),
+                     "rfb": address(host, rfb.socket.getsockname()[1]),
+                     "websocket": address(host, ws.socket.getsockname()[1]) if ws else ""}
+        async with trio.open_nursery() as nursery:
+            if ws is not None:
+                from . import websocket
+                handler = functools.partial(self.display.serve_client, password=password,
+                                            on_input=self._on_input)
+                nursery.start_soon(functools.partial(
+                    websocket.serve_websocket, ws, handler, web_root=WEB_ROOT))
+            await nursery.start(self.display.serve, rfb, password, self._on_input)
+            nursery.start_soon(self.display.blink)
+            nursery.start_soon(self._send_link)
+            self._queue(json_frame(listening))
+            await self._read_link()
+            nursery.cancel_scope.cancel()
+
+    async def _send_link(self) -> None:
+        while True:
+            await self.wake.wait()
+            self.wake = trio.Event()
+            out, self.outgoing = b"".join(self.outgoing), []
+            await self.link.send_all(out)
+
+    async def _read_link(self) -> None:
+        """Follow the console until the controller closes the link."""
+        while True:
+            data = await self.link.receive_some(1 << 16)
+            if not data:
+                return
+            for kind, _, payload in self.frames.feed(data):
+                self.handle_frame(kind, payload)
+                # Let clients be served between frames of a burst.
+                await trio.lowlevel.checkpoint()
+
+
+async def _main(link_fd: int) -> None:
+    link = trio.SocketStream(trio.socket.from_stdlib_socket(
+        socket.socket(fileno=link_fd)))
+    frames = FrameDecoder()
+    pending: list[tuple[str, int, bytes]] = []
+    while not pending:
+        data = await link.receive_some(1 << 20)
+        if not data:
+            return
+        pending.extend(frames.feed(data))
+    kind, _, payload = pending.pop(0)
+    init = parse_json_frame(payload) if kind == "J" else {}
+    if init.get("op") != "init":
+        raise RuntimeError("the controller's first message is not init")
+    server = Server(link, frames, init)
+    # Frames that arrived with the init message come first.
+    for kind, _, payload in pending:
+        server.handle_frame(kind, payload)
+    await server.run()
+
+
+def run(name: str, link_fd: int) -> NoReturn:
+    """The server's life, in the process the spawner forked. Never returns."""
+    set_comm(f"vzfs-vnc:{name}"[:15])
+    trio.run(_main, link_fd)
+    os._exit(0)
