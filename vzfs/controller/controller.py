@@ -452,19 +452,21 @@ class Controller:
         """The console to the VNC server: a snapshot of our emulator, then the bytes
         after it; a new snapshot when it fell behind the ring or was resized."""
         c = self.cfg.vnc
+        # The snapshot and the offset it stands for are taken together: the emulator
+        # moves on while we send.
+        self.vnc_resync = False
+        snapshot, cursor = self.term.snapshot(), self.fed
         await stream.send_all(json_frame({
-            "op": "init", "snapshot": self.term.snapshot(), "emulator": self.cfg.console.emulator,
+            "op": "init", "snapshot": snapshot, "emulator": self.cfg.console.emulator,
             "vnc": {"listen": c.listen, "port": c.port, "password": c.password,
                     "websocket": c.websocket, "websocket_port": c.websocket_port},
             "prefer": self.vnc_prefer}))
-        self.vnc_resync = False
-        cursor = self.fed
         while True:
             changed = self.console_changed
             if self.vnc_resync or cursor < self.ring.start:
                 self.vnc_resync = False
-                await stream.send_all(json_frame({"op": "snapshot", "snapshot": self.term.snapshot()}))
-                cursor = self.fed
+                snapshot, cursor = self.term.snapshot(), self.fed
+                await stream.send_all(json_frame({"op": "snapshot", "snapshot": snapshot}))
             elif cursor < self.ring.end:
                 data, new, _ = self.ring.read(cursor, VNC_CHUNK)
                 await stream.send_all(data_frame(new - len(data), data))

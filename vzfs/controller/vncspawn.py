@@ -41,7 +41,9 @@ def _serve(sock: socket.socket) -> NoReturn:
     code = 0
     try:
         keep = sock.fileno()
-        # Only stdio (the controller's log) and the request socket survive.
+        # Only stdio (the controller's log) and the request socket survive. The Python
+        # objects that owned the others stay referenced from the frames below us and are
+        # never collected: none of them will close a number reused by a link.
         os.closerange(3, keep)
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)    # exited servers are reaped by the kernel

@@ -21,8 +21,10 @@ from __future__ import annotations
 import errno
 import functools
 import ipaddress
+import logging
 import os
 import socket
+import sys
 from typing import Any, NoReturn
 
 import trio
@@ -40,8 +42,7 @@ DISPLAYS = 100            # display numbers tried when the port is 0
 WEB_ROOT = "/usr/share/novnc"
 
 
-class LinkClosed(Exception):
-    pass
+_INHERITED_HANDLERS: list[logging.Handler] = []
 
 
 def address(host: str, port: int) -> str:
@@ -185,8 +186,21 @@ async def _main(link_fd: int) -> None:
     await server.run()
 
 
+def _log_to_stderr() -> None:
+    """Log to stderr (the controller's log): the daemon's handlers we inherited write to
+    descriptors the spawner closed. Client comings and goings are not worth a line."""
+    root = logging.getLogger()
+    # Kept referenced: a dropped file handler would close, when collected, a descriptor
+    # number that is now someone else's (the link's, say).
+    _INHERITED_HANDLERS.extend(root.handlers)
+    root.handlers = [logging.StreamHandler(sys.stderr)]
+    root.handlers[0].setFormatter(logging.Formatter("vzfs-vnc: %(levelname)s %(name)s: %(message)s"))
+    root.setLevel(logging.WARNING)
+
+
 def run(name: str, link_fd: int) -> NoReturn:
     """The server's life, in the process the spawner forked. Never returns."""
     set_comm(f"vzfs-vnc:{name}"[:15])
+    _log_to_stderr()
     trio.run(_main, link_fd)
     os._exit(0)
