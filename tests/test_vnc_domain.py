@@ -160,3 +160,30 @@ def test_the_vnc_file_is_empty_when_stopped_and_follows_a_configured_port(instan
     assert instance.read("demo", "vnc_websocket") == ""
     instance.write("demo", "state", "kill")
     assert instance.read("demo", "vnc") == ""
+
+
+def test_novnc_in_chromium_connects_with_the_password_and_types(
+        instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
+    """Debian's noVNC, served by the domain's own WebSocket listener (no websockify)."""
+    from selenium.webdriver.common.keys import Keys
+
+    from tests.novnc_browser import NoVNC, novnc_url, require_browser
+    require_browser()
+    instance.define("demo", '[vnc]\npassword = "pw4vnc"\n')
+    instance.write("demo", "state", "start")
+    wait_for(lambda: ":/#" in instance.read("demo", "screen"), what="the shell prompt")
+    wait_for(lambda: instance.read("demo", "vnc_websocket") != "", what="the vnc_websocket file")
+    host, ws_port = instance.read("demo", "vnc_websocket").strip().rsplit(":", 1)
+    assert host == "127.0.0.1"
+    with NoVNC.start() as browser:
+        browser.open(novnc_url(int(ws_port), password="pw4vnc"))
+        browser.wait_connected()
+        assert browser.canvas_size() == (640, 400)
+        # What noVNC drew equals what vncdotool (another client) gets.
+        expected = capture(vncdotool_api, vnc_port(instance, "demo"), tmp_path / "ref.png",
+                           password="pw4vnc")
+        browser.wait_pixels(expected)
+        token = secrets.token_hex(4)
+        browser.type(f"echo novnc-{token}" + Keys.ENTER)
+        wait_for(lambda: f"\nnovnc-{token}\n" in "\n" + instance.read("demo", "screen"),
+                 what="what was typed in the browser, run in the container")
