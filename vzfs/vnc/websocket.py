@@ -39,7 +39,7 @@ import trio
 from wsproto import ConnectionType, WSConnection
 from wsproto.connection import ConnectionState
 from wsproto.events import (
-    AcceptConnection, BytesMessage, CloseConnection, Ping, Request, TextMessage,
+    AcceptConnection, BytesMessage, CloseConnection, Ping, Pong, Request, TextMessage,
 )
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import LocalProtocolError as WSLocalProtocolError
@@ -62,6 +62,8 @@ SEND_TIMEOUT: Final = 30.0       # a peer that takes no bytes for this long is d
 CLOSE_TIMEOUT: Final = 2.0       # how long a closing WebSocket waits for the peer's Close
 RECEIVE_SIZE: Final = 65536
 CHUNK: Final = 65536
+
+_Out = h11.Response | h11.Data | h11.EndOfMessage   # what this server sends with h11
 
 StreamHandler = Callable[["WebSocketStream"], Awaitable[object]]
 """Runs one WebSocket connection to its end; owns closing the stream."""
@@ -142,7 +144,7 @@ def read_static(root: str, path: str) -> bytes | None:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_FILE_SIZE:
             return None
-        chunks = []
+        chunks: list[bytes] = []
         size = 0
         while size <= MAX_FILE_SIZE:
             chunk = os.read(fd, CHUNK)
@@ -217,7 +219,7 @@ class WebSocketStream(trio.abc.Stream):
         """The TCP socket, so per-peer policies (the VNC auth throttle) see the real peer."""
         return getattr(self.transport, "socket", None)
 
-    async def _send_frame(self, event: BytesMessage | CloseConnection | Ping) -> None:
+    async def _send_frame(self, event: BytesMessage | CloseConnection | Pong) -> None:
         async with self._send_lock:
             try:
                 data = self._ws.send(event)
@@ -260,7 +262,7 @@ class WebSocketStream(trio.abc.Stream):
                 if self._buffer or self._eof:
                     break
                 data = await self.transport.receive_some(RECEIVE_SIZE)
-                self._ws.receive_data(data or None)   # None: TCP EOF, wsproto says 1006
+                self._ws.receive_data(bytes(data) or None)   # None: TCP EOF, wsproto says 1006
             if not self._buffer:
                 await trio.lowlevel.checkpoint()
                 return b""
@@ -319,7 +321,7 @@ class WebSocketStream(trio.abc.Stream):
     async def _wait_close(self) -> None:
         while self._ws.state is ConnectionState.LOCAL_CLOSING:
             data = await self.transport.receive_some(RECEIVE_SIZE)
-            self._ws.receive_data(data or None)
+            self._ws.receive_data(bytes(data) or None)
             for _ in self._ws.events():
                 pass
 
@@ -341,11 +343,11 @@ async def _next_event(transport: trio.abc.Stream, http: h11.Connection) -> objec
         event = http.next_event()
         if event is not h11.NEED_DATA:
             return event
-        http.receive_data(await transport.receive_some(RECEIVE_SIZE))
+        http.receive_data(bytes(await transport.receive_some(RECEIVE_SIZE)))
 
 
-async def _send(transport: trio.abc.Stream, http: h11.Connection, *events: object) -> None:
-    data = b"".join(http.send(e) or b"" for e in events)  # type: ignore[arg-type]
+async def _send(transport: trio.abc.Stream, http: h11.Connection, *events: _Out) -> None:
+    data = b"".join(http.send(e) for e in events)
     with trio.fail_after(SEND_TIMEOUT):
         await transport.send_all(data)
 
@@ -360,7 +362,7 @@ async def _respond(transport: trio.abc.Stream, http: h11.Connection, status: int
         (b"Cache-Control", b"no-cache"),
         *(headers or []),
     ]
-    events: list[object] = [h11.Response(status_code=status, headers=fields,
+    events: list[_Out] = [h11.Response(status_code=status, headers=fields,
                                          reason=HTTPStatus(status).phrase.encode())]
     if not head:
         events += [h11.Data(data=body[i:i + CHUNK]) for i in range(0, len(body), CHUNK)]
@@ -385,8 +387,11 @@ async def _serve_static(transport: trio.abc.Stream, http: h11.Connection,
     head = request.method == b"HEAD"
     if request.method not in (b"GET", b"HEAD"):
         raise _Refused(405, "only GET and HEAD are served", [(b"Allow", b"GET, HEAD")])
-    path = None if root is None else resolve_static(root, bytes(request.target))
-    if path == root and root is not None:
+    if root is None:
+        await _respond(transport, http, 404, b"not found\n", head=head)
+        return
+    path = resolve_static(root, bytes(request.target))
+    if path == root:
         # ``/`` is noVNC's page; keep the query, which carries its settings.
         query = bytes(request.target).partition(b"?")
         location = b"/" + INDEX.encode() + (query[1] + query[2])
