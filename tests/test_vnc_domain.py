@@ -187,3 +187,49 @@ def test_novnc_in_chromium_connects_with_the_password_and_types(
         browser.type(f"echo novnc-{token}" + Keys.ENTER)
         wait_for(lambda: f"\nnovnc-{token}\n" in "\n" + instance.read("demo", "screen"),
                  what="what was typed in the browser, run in the container")
+
+
+def save_screen(inst: Instance, name: str) -> dict[str, Any]:
+    """Ask the domain's controller to save its screen on the root, as a checkpoint will."""
+    import json
+    import socket as socketmod
+    with socketmod.socket(socketmod.AF_UNIX) as sock:
+        sock.settimeout(10)
+        sock.connect(str(inst.state / "domains" / name / "ctl.sock"))
+        sock.sendall(b'{"id": 1, "op": "save_screen"}\n')
+        buf = b""
+        while True:
+            buf += sock.recv(65536)
+            for line in buf.split(b"\n")[:-1]:
+                msg = json.loads(line)
+                if msg.get("id") == 1:
+                    return msg
+
+
+def test_the_screen_saved_on_the_root_is_shown_by_the_next_start(
+        instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
+    started_shell(instance)
+    token = secrets.token_hex(4)
+    instance.write("demo", "console", f"echo saved-{token}\n")
+    wait_for(lambda: re.search(f"\nsaved-{token}\n\\S+:/#\n", instance.read("demo", "screen")),
+             what="output and prompt")
+    screen = instance.read("demo", "screen")
+    reply = save_screen(instance, "demo")
+    assert reply["ok"] and reply["path"] == "/.vzfs/console.json", reply
+    root = Path(f"/proc/{instance.read('demo', 'pid').strip()}/root")
+    assert (root / ".vzfs" / "console.json").is_file()
+    instance.write("demo", "state", "kill")
+    # The next start shows the saved screen (and the new boot's output after it);
+    # the VNC server, started from the controller's emulator, shows the same.
+    instance.write("demo", "state", "start")
+    wait_for(lambda: f"saved-{token}" in instance.read("demo", "screen"), what="the saved screen")
+    assert instance.read("demo", "screen").startswith(screen.rstrip("\n").rsplit("\n", 1)[0])
+    prompts = screen.count(":/#")
+    wait_for(lambda: instance.read("demo", "screen").count(":/#") > prompts, what="the new prompt")
+    lines = instance.read("demo", "screen").split("\n")
+    row = next(i for i, line in enumerate(lines) if line == f"saved-{token}")
+    frame = capture(vncdotool_api, vnc_port(instance, "demo"), tmp_path / "restored.png")
+    assert frame[row * 16:(row + 1) * 16, :8 * len(lines[row])].any()   # the saved line is drawn
+    assert not frame[row * 16:(row + 1) * 16, 8 * len(lines[row]):].any()
+    assert not (Path(f"/proc/{instance.read('demo', 'pid').strip()}/root") / ".vzfs" /
+                "console.json").exists()       # used once

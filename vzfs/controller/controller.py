@@ -25,7 +25,7 @@ import trio
 from .. import config as configmod
 from ..kernel import cgroups
 from ..kernel.syscalls import set_comm
-from . import container, paths, vncspawn
+from . import container, paths, screenstate, vncspawn
 from ..terminal import make_terminal
 from .consolestream import (
     FrameDecoder, FrameError, Ring, data_frame, json_frame, parse_json_frame,
@@ -103,12 +103,45 @@ class Controller:
 
     # -- start (synchronous: runs before trio.run, in a single-threaded process) --
     def start(self) -> None:
+        self._load_screen()
         self.master, self.slave = os.openpty()
         self._set_winsize()
         os.set_inheritable(self.master, False)
         os.set_inheritable(self.slave, False)
         os.set_blocking(self.master, False)
         self._spawn()
+
+    def _load_screen(self) -> None:
+        """Show the screen saved on the root (screenstate: before a checkpoint), if any.
+
+        The file is the container's to write, so anything wrong with it is logged and
+        ignored: a bad file costs the old screen, never the start."""
+        try:
+            root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                snapshot = screenstate.load(root_fd)
+            finally:
+                os.close(root_fd)
+            if snapshot is None:
+                return
+            columns, lines = snapshot.get("columns"), snapshot.get("lines")
+            if not (isinstance(columns, int) and isinstance(lines, int)
+                    and 2 <= columns <= 1000 and 2 <= lines <= 1000):
+                raise ValueError(f"the saved screen is {columns}x{lines}")
+            term = type(self.term).restore(snapshot)
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            print(f"vzfs: {self.name}: not restoring the saved screen: {exc}",
+                  file=sys.stderr, flush=True)
+            return
+        self.term, self.columns, self.lines = term, term.columns, term.lines
+
+    def _save_screen(self) -> str:
+        root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            screenstate.save(root_fd, self.term.snapshot())
+        finally:
+            os.close(root_fd)
+        return f"/{screenstate.DIR}/{screenstate.FILE}"
 
     def _place(self, pid: int) -> None:
         """Create the domain's cgroup with its limits and move *pid* into it."""
@@ -228,6 +261,14 @@ class Controller:
         elif op == "screen":
             reply = reply_ok(req_id, text=self.term.text(), columns=self.columns,
                              lines=self.lines, title=self.term.title)
+        elif op == "save_screen":
+            try:
+                path = self._save_screen()
+            except OSError as exc:
+                reply = reply_error(req_id, exc.errno or errno.EIO,
+                                    f"cannot save the screen: {exc.strerror or exc}")
+            else:
+                reply = reply_ok(req_id, path=path)
         elif op == "resize":
             try:
                 self._resize(int(msg["columns"]), int(msg["lines"]))

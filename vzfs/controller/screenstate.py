@@ -1,0 +1,87 @@
+"""The console's screen, kept in a file on the domain's root across a checkpoint or a move.
+
+Before a dump the controller writes its emulator's snapshot (which holds the terminal
+size) to ``/.vzfs/console.json`` in the container's root; the file travels with the
+root, and the controller that restores the domain loads it and removes it, so the
+screen after resume is the screen before suspend. Never per-connection state: VNC
+clients simply reconnect.
+
+The root is the container's to change: a process inside could have replaced
+``/.vzfs`` by a symlink to a host path. Every step is relative to a descriptor of
+the root and refuses symlinks (O_NOFOLLOW), so the controller, which runs as root
+on the host, never follows a path out of the container.
+"""
+
+import errno
+import json
+import os
+from typing import Any
+
+DIR = ".vzfs"
+FILE = "console.json"
+VERSION = 1
+MAX_BYTES = 64 << 20
+
+
+def _open_dir(root_fd: int, create: bool) -> int:
+    if create:
+        try:
+            os.mkdir(DIR, 0o700, dir_fd=root_fd)
+        except FileExistsError:
+            pass
+    return os.open(DIR, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC,
+                   dir_fd=root_fd)
+
+
+def save(root_fd: int, snapshot: dict[str, Any]) -> None:
+    """Write the snapshot atomically (a reader sees the old file or the new, whole)."""
+    body = json.dumps({"version": VERSION, "terminal": snapshot}, separators=(",", ":")).encode()
+    dir_fd = _open_dir(root_fd, create=True)
+    try:
+        tmp = FILE + ".tmp"
+        try:
+            os.unlink(tmp, dir_fd=dir_fd)
+        except FileNotFoundError:
+            pass
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                     0o600, dir_fd=dir_fd)
+        try:
+            view = memoryview(body)
+            while view:
+                view = view[os.write(fd, view):]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def load(root_fd: int) -> dict[str, Any] | None:
+    """The saved snapshot, removing the file (it describes one moment); None if there is none."""
+    try:
+        dir_fd = _open_dir(root_fd, create=False)
+    except FileNotFoundError:
+        return None
+    try:
+        try:
+            fd = os.open(FILE, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
+        except FileNotFoundError:
+            return None
+        try:
+            body = os.read(fd, MAX_BYTES + 1)
+        finally:
+            os.close(fd)
+        os.unlink(FILE, dir_fd=dir_fd)
+    finally:
+        os.close(dir_fd)
+    if len(body) > MAX_BYTES:
+        raise OSError(errno.EFBIG, f"the saved console state is over {MAX_BYTES} bytes")
+    try:
+        doc = json.loads(body)
+    except ValueError as exc:
+        raise OSError(errno.EINVAL, f"the saved console state is not JSON: {exc}") from None
+    if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(
+            doc.get("terminal"), dict):
+        raise OSError(errno.EINVAL, "the saved console state has an unknown format")
+    return doc["terminal"]
