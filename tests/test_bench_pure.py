@@ -1,8 +1,11 @@
 """The benchmark suite's pure parts: order statistics, the registry, the table and the JSON (no timings)."""
 
+import struct
+
 import pytest
 
 from bench import registry, report, stats
+from vzfs.vnc.rfb import NEED_DATA
 
 
 def test_percentile_is_nearest_rank() -> None:
@@ -59,3 +62,73 @@ def test_document_holds_every_key_null_when_missing() -> None:
     assert doc["crun_start_ms_p50"] is None
     assert doc["extra_ms"] == 1.0
     assert doc["quick"] is True
+
+
+# -- bench/vnc.py's framing of server messages, against vzfs's own encoders -----------------
+
+def _vnc_frames(encoding: int) -> bytes:
+    """Two updates (a full frame with the pseudo-rectangles, then a scroll and a dirty
+    row) and a Bell, from an RFB server connection that was offered *encoding* first."""
+    import numpy as np
+
+    from bench import vnc
+    from vzfs.vnc.rfb import RFBServerConnection
+
+    rng = np.random.default_rng(3)
+    frame = np.zeros((64, 80), dtype=np.uint32)
+    frame[8:24, 4:70] = rng.choice([0xAAAAAA, 0x00FF00, 0x123456], size=(16, 66))
+    frame[40:56, :] = rng.integers(0, 1 << 24, size=(16, 80), dtype=np.uint32)   # many colours
+    conn = RFBServerConnection()
+    conn.receive_data(b"RFB 003.008\n\x01\x01")
+    conn.next_event()
+    conn.send_server_init(80, 64, "bench")
+    encodings = [encoding, *(e for e in vnc.BEST_ENCODINGS if e != encoding)]
+    conn.receive_data(struct.pack(f">BxH{len(encodings)}i", 2, len(encodings), *encodings)
+                      + struct.pack(">BBHHHH", 3, 0, 0, 0, 80, 64))
+    while conn.next_event() is not NEED_DATA:
+        pass
+    conn.data_to_send()          # the handshake's bytes
+    data = conn.send_framebuffer_update(frame, [(0, 0, 80, 64)])
+    data += conn.send_framebuffer_update(frame, [(0, 48, 80, 16)], [(0, 0, 80, 48, 0, 16)])
+    return data + conn.send_bell()
+
+
+@pytest.mark.parametrize("encoding", [0, 5, 6, 7, 16])     # Raw, Hextile, zlib, Tight, ZRLE
+def test_vnc_framing_finds_every_message_end(encoding: int) -> None:
+    from bench import vnc
+
+    data = _vnc_frames(encoding)
+    sizes = vnc.PixelSizes.of(vzfs_native_format())
+    pos, kinds, updates, starts = 0, [], [], []
+    while pos < len(data):
+        starts.append(pos)
+        kind, pos, rects = vnc.parse_message(data, pos, sizes)
+        kinds.append(kind)
+        updates.append(rects)
+    assert pos == len(data)
+    # The layout (asked by the non-incremental request) in an update of its own, then
+    # the full frame with the cursor and the name, then the scroll, then the Bell.
+    assert kinds == [0, 0, 0, 2]
+    assert [r.encoding for r in updates[0]] == [vnc.EXTENDED_DESKTOP_SIZE]
+    assert {r.encoding for r in updates[1] if r.pixels} == {encoding}
+    assert {vnc.CURSOR, vnc.DESKTOP_NAME} <= {r.encoding for r in updates[1]}
+    assert updates[2][0].encoding == vnc.COPY_RECT
+    assert all(r.pixels for r in updates[2])
+    # Every cut inside the full frame is seen as incomplete, never misparsed.
+    start, end = starts[1], starts[2]
+    for cut in range(start, end, max(1, (end - start) // 97)):
+        with pytest.raises(vnc.Incomplete):
+            vnc.parse_message(data[:cut], start, sizes)
+
+
+def vzfs_native_format() -> bytes:
+    from vzfs.vnc.encodings import NATIVE_FORMAT
+    return NATIVE_FORMAT.pack()
+
+
+def test_vnc_pixel_sizes() -> None:
+    from bench import vnc
+
+    assert vnc.PixelSizes.of(vzfs_native_format()) == vnc.PixelSizes(4, 3)
+    bgr233 = bytes([8, 8, 0, 1]) + struct.pack(">HHH", 7, 7, 3) + bytes([0, 3, 6, 0, 0, 0])
+    assert vnc.PixelSizes.of(bgr233) == vnc.PixelSizes(1, 1)
