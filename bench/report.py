@@ -30,7 +30,9 @@ def number(value: Value) -> str:
 def ratio(mine: Value, peer: Value) -> str:
     if not isinstance(mine, (int, float)) or not isinstance(peer, (int, float)) or peer == 0:
         return MISSING
-    return f"{mine / peer:.2f}×"
+    r = mine / peer
+    # Two significant digits below 0.01 (a scrolled line against a whole Raw frame).
+    return f"{r:.2g}×" if 0 < r < 0.01 else f"{r:.2f}×"
 
 
 def row_line(row: Row, values: Mapping[str, Value]) -> str:

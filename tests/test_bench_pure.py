@@ -132,3 +132,9 @@ def test_vnc_pixel_sizes() -> None:
     assert vnc.PixelSizes.of(vzfs_native_format()) == vnc.PixelSizes(4, 3)
     bgr233 = bytes([8, 8, 0, 1]) + struct.pack(">HHH", 7, 7, 3) + bytes([0, 3, 6, 0, 0, 0])
     assert vnc.PixelSizes.of(bgr233) == vnc.PixelSizes(1, 1)
+
+
+def test_tiny_ratios_keep_their_digits() -> None:
+    from bench.report import ratio
+    assert ratio(195, 1024016) == "0.00019×"
+    assert ratio(3.0, 2.0) == "1.50×"

@@ -78,6 +78,22 @@ def test_vncdotool_sees_the_terminal_and_types_into_the_console(
              what="the typed command's output on the screen")
 
 
+def test_asyncvnc_zlib_gets_the_same_frame_as_vncdotool(
+        instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
+    import asyncio
+    asyncvnc = pytest.importorskip("asyncvnc")
+    started_shell(instance)
+    port = vnc_port(instance, "demo")
+
+    async def shot() -> np.ndarray:
+        async with asyncvnc.connect("127.0.0.1", port) as client:     # asks for zlib
+            return await asyncio.wait_for(client.screenshot(), 20)  # type: ignore[no-any-return]
+
+    rgba = asyncio.run(shot())
+    assert np.array_equal(rgba[..., :3], capture(vncdotool_api, port, tmp_path / "raw.png"))
+    assert rgba[..., :3].any()          # the banner and prompt are drawn
+
+
 def test_a_killed_vnc_server_is_restarted_with_the_same_screen(
         instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
     started_shell(instance)
