@@ -85,6 +85,9 @@ password = "secret"
     ("[vnc]\nwebsocket_port = -1", "vnc.websocket_port"),
     ("[vnc]\nport = 5905\nwebsocket_port = 5905", "vnc.websocket_port"),
     ("[[mount]]\nsource = '/a'\ntarget = 'b'", "mount[0].target"),
+    ("[[mount]]\nsource = '/a'\ntarget = '/b'\noptions = 'ro,sticky'", "mount[0]"),
+    ("[[mount]]\nsource = '/a'\ntarget = '/b'\n[[mount]]\nsource = '/c'\ntarget = '/b/'",
+     "mount[1].target"),
     ("colour = 'red'", "colour"),
 ])
 def test_invalid_values_name_the_key(text: str, key: str) -> None:
@@ -129,8 +132,8 @@ configs = st.builds(
                      pids=st.none() | st.integers(1, 4194304)),
     mounts=st.lists(st.builds(config.Mount, source=st.just("/srv"),
                               target=st.from_regex(r"/[a-z]{1,8}", fullmatch=True),
-                              options=st.sampled_from(["", "ro", "ro,nosuid"])),
-                    max_size=3).map(tuple),
+                              options=st.sampled_from(["", "ro", "ro,nosuid", "nodev,rbind"])),
+                    max_size=3, unique_by=lambda m: m.target).map(tuple),
     vnc=st.builds(config.Vnc, listen=st.just("127.0.0.1"), port=st.integers(0, 65535),
                   password=st.text(max_size=8).filter(
                       lambda s: "\0" not in s and len(s.encode()) <= 8),

@@ -7,7 +7,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent / "vzfs"
 PURE = [
-    "config.py", "errors.py",
+    "config.py", "errors.py", "mountspec.py",
     "controller/lifecycle.py", "controller/protocol.py",
     "terminal", "vnc/rfb.py", "vnc/encodings.py", "vnc/render.py", "vnc/font.py", "vnc/keys.py",
 ]

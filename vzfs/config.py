@@ -15,6 +15,7 @@ from typing import Any
 
 import tomli_w
 
+from . import mountspec
 from .errors import VzfsError
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
@@ -229,7 +230,13 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None) -> Doma
         if not target or not target.startswith("/"):
             raise _invalid(where + "target", "must be an absolute path inside the container")
         _no_leftovers(m, where)
-        mounts.append(Mount(source, target, options))
+        try:
+            spec = mountspec.make(source, target, options)
+        except VzfsError as exc:
+            raise _invalid(f"mount[{i}]", exc.sentence) from None
+        if any(spec.target == earlier.target for earlier in mounts):
+            raise _invalid(where + "target", f"{spec.target} is already a mount target")
+        mounts.append(Mount(spec.source, spec.target, ",".join(spec.options)))
 
     vnc_t = dict(_take(doc, "vnc", dict, "") or {})
     listen = _take(vnc_t, "listen", str, "vnc.") or "127.0.0.1"
