@@ -424,8 +424,15 @@ def test_every_start_returns_with_init_running(instance: Instance) -> None:
     for _ in range(25):
         instance.write("loop", "state", "start")
         pid = int(instance.read("loop", "pid"))
-        # exec'd and alive (an init that exited at once has an empty cmdline)
-        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] in (b"/bin/sh", b"sleep")
+        # exec'd and alive. The start returns when execve closed the report pipe, which
+        # the kernel does (begin_new_exec) just before it sets up the new argv: a read in
+        # that window sees an empty cmdline, so give it a moment — an init that exited
+        # at once stays empty (a zombie) or vanishes.
+        argv0 = b""
+        deadline = time.monotonic() + 1
+        while not argv0 and time.monotonic() < deadline:
+            argv0 = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0]
+        assert argv0 in (b"/bin/sh", b"sleep")
         time.sleep(0.03)
         assert state(instance, "loop") == "running"
         instance.write("loop", "state", "kill")
