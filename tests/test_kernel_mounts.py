@@ -189,6 +189,31 @@ def test_rbind_carries_submounts_and_bind_does_not(container: tuple[int, Path],
         syscalls.umount(str(outer / "sub"))
 
 
+def test_propagation_private_by_default_slave_on_request(container: tuple[int, Path],
+                                                         tmp_path: Path) -> None:
+    """A host mount made later under a shared source reaches a `slave` bind (the clone
+    joined the source's peer group, mount_setattr made it its slave), never a private one."""
+    from vzfs.kernel._cdefs import MS_SHARED
+    pid, _ = container
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    syscalls.mount("tmpfs", str(shared), "tmpfs")
+    try:
+        syscalls.mount(None, str(shared), None, MS_SHARED)
+        (shared / "later").mkdir()
+        mounts.inject(pid, MountSpec(str(shared), "/private"))
+        mounts.inject(pid, MountSpec(str(shared), "/slave", ("slave",)))
+        syscalls.mount("tmpfs", str(shared / "later"), "tmpfs")
+        seen = mounts.mounted_targets(pid)
+        assert "/slave/later" in seen and "/private/later" not in seen
+        info = Path(f"/proc/{pid}/mountinfo").read_text().splitlines()
+        (slave,) = [line for line in info if line.split(" ")[4] == "/slave"]
+        (private,) = [line for line in info if line.split(" ")[4] == "/private"]
+        assert "master:" in slave and "shared:" not in private and "master:" not in private
+    finally:
+        syscalls.umount(str(shared), 2)                  # MNT_DETACH: with what's beneath
+
+
 # --- nothing escapes the root ---------------------------------------------------
 
 @pytest.mark.parametrize("target", ["/../../tmp/x", "/etc/../../x"])
