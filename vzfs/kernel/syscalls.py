@@ -83,3 +83,74 @@ def set_comm(name: str) -> None:
     """Name the calling thread as ps and top show it (proc(5) /proc/self/comm, 15 bytes)."""
     with open("/proc/self/comm", "w") as f:
         f.write(name[:15])
+
+
+# The new mount API and openat2(2): glibc has no wrappers, so syscall(2). Its
+# arguments are variadic, and cffi passes variadic arguments only as typed cdata.
+
+def _long(value: int) -> object:
+    return _ffi.cast("long", value)
+
+
+def _path(value: str) -> object:
+    return _ffi.new("char[]", os.fsencode(value))
+
+
+def openat2(dirfd: int, path: str, flags: int, resolve: int, mode: int = 0) -> int:
+    """openat2(2): open *path* relative to *dirfd*, its resolution restricted by *resolve*."""
+    how = _ffi.new("struct open_how *", {"flags": flags, "mode": mode, "resolve": resolve})
+    return check(_libc.syscall(SYSCALLS["openat2"], _long(dirfd), _path(path), how,
+                               _long(_ffi.sizeof("struct open_how"))), "openat2", path)
+
+
+def open_tree(dirfd: int, path: str, flags: int) -> int:
+    """open_tree(2): with OPEN_TREE_CLONE, a detached copy of the mount at *path*."""
+    return check(_libc.syscall(SYSCALLS["open_tree"], _long(dirfd), _path(path),
+                               _long(flags)), "open_tree", path)
+
+
+def move_mount(from_dirfd: int, from_path: str, to_dirfd: int, to_path: str,
+               flags: int) -> None:
+    """move_mount(2): attach (or move) a mount; with *_EMPTY_PATH the fds name both ends."""
+    check(_libc.syscall(SYSCALLS["move_mount"], _long(from_dirfd), _path(from_path),
+                        _long(to_dirfd), _path(to_path), _long(flags)), "move_mount")
+
+
+def fsopen(fstype: str, flags: int) -> int:
+    """fsopen(2): a filesystem context for *fstype*, to configure with fsconfig(2)."""
+    return check(_libc.syscall(SYSCALLS["fsopen"], _path(fstype), _long(flags)),
+                 "fsopen", fstype)
+
+
+def fsconfig(fs_fd: int, cmd: int, key: str | None = None, value: str | None = None,
+             aux: int = 0) -> None:
+    """fsconfig(2): set one parameter of a filesystem context, or run a command on it."""
+    action = f"fsconfig {key}={value}" if key is not None else "fsconfig"
+    check(_libc.syscall(SYSCALLS["fsconfig"], _long(fs_fd), _long(cmd),
+                        _ffi.NULL if key is None else _path(key),
+                        _ffi.NULL if value is None else _path(value), _long(aux)), action)
+
+
+def fsmount(fs_fd: int, flags: int, attr_flags: int = 0) -> int:
+    """fsmount(2): a detached mount of a created filesystem context."""
+    return check(_libc.syscall(SYSCALLS["fsmount"], _long(fs_fd), _long(flags),
+                               _long(attr_flags)), "fsmount")
+
+
+def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0,
+                  propagation: int = 0) -> None:
+    """mount_setattr(2): change mount properties (MOUNT_ATTR_*, propagation) of a mount."""
+    attr = _ffi.new("struct mount_attr *", {"attr_set": attr_set, "attr_clr": attr_clr,
+                                            "propagation": propagation})
+    check(_libc.syscall(SYSCALLS["mount_setattr"], _long(dirfd), _path(path), _long(flags),
+                        attr, _long(_ffi.sizeof("struct mount_attr"))), "mount_setattr", path)
+
+
+def statx_mnt_id(dirfd: int, path: str, flags: int) -> tuple[int, int]:
+    """(mount id, inode) of *path* relative to *dirfd* (statx(2) STATX_MNT_ID)."""
+    buf = _ffi.new("struct statx *")
+    check(_libc.statx(dirfd, os.fsencode(path), flags, _cdefs.STATX_MNT_ID | _cdefs.STATX_INO,
+                      buf), "statx", path)
+    if not buf.stx_mask & _cdefs.STATX_MNT_ID:
+        raise OSError(95, "statx: this kernel reports no mount ids (STATX_MNT_ID, Linux 5.8)", path)
+    return int(buf.stx_mnt_id), int(buf.stx_ino)
