@@ -19,8 +19,8 @@ from typing import Any
 import trio
 
 from . import config as configmod
-from . import templates
-from .config import DomainConfig
+from . import mountspec, templates
+from .config import DomainConfig, Mount
 from .controller import lifecycle, paths
 from .controller.lifecycle import State
 from .controller.consolestream import FrameDecoder, FrameError, Ring, input_frame
@@ -183,6 +183,7 @@ class Domain:
     console: DomainConsole = dataclasses.field(default_factory=DomainConsole)
     last_screen: str = ""      # the screen when the domain last stopped
     vnc_restarts: int = 0      # times the controller restarted the VNC server this run
+    mounts_lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
 
     def set_state(self, state: State) -> None:
         if state != self.state:
@@ -538,6 +539,65 @@ class Registry:
         dom.vnc_restarts = int(reply.get("vnc_restarts", dom.vnc_restarts))
         return str(reply.get(key) or "")
 
+    # -- mounts ---------------------------------------------------------------
+    async def mounts(self, dom: Domain) -> str:
+        """The `mounts` file: what is mounted now when running, the configured table otherwise."""
+        if dom.client is not None and dom.state in (State.RUNNING, State.PAUSED):
+            try:
+                reply = await dom.client.request(f"cannot list the mounts of domain {dom.name}",
+                                                 "mounts")
+            except VzfsError:
+                pass
+            else:
+                return "".join(f"{line}\n" for line in reply.get("lines", []))
+        return "".join(f"{_spec(m).line()}\n" for m in dom.config.mounts)
+
+    async def change_mounts(self, dom: Domain, data: bytes) -> None:
+        """One write to `mounts`: add or del, live on a running domain, always kept in config.
+
+        The config is stored first and put back if the live change fails, so a
+        crash at any point leaves the config saying what is (or will be) mounted."""
+        what = f"cannot change the mounts of domain {dom.name}"
+        try:
+            verb, arg = mountspec.parse_command(data.decode("utf-8"))
+        except UnicodeDecodeError:
+            raise VzfsError(errno.EINVAL, f"{what}: the write is not UTF-8 text") from None
+        except VzfsError as exc:
+            raise VzfsError(exc.errno, f"{what}: {exc.sentence}") from None
+        async with dom.mounts_lock:
+            current = list(dom.config.mounts)
+            if verb == "add":
+                assert isinstance(arg, mountspec.MountSpec)
+                spec = arg
+                if any(m.target == spec.target for m in current):
+                    raise VzfsError(errno.EEXIST, f"{what}: {spec.target} is already one of its "
+                                                  f"mounts (del it first)")
+                if not spec.is_tmpfs and not os.path.exists(spec.source):
+                    raise VzfsError(errno.ENOENT, f"{what}: the source {spec.source} does not exist")
+                new = current + [Mount(spec.source, spec.target, ",".join(spec.options))]
+                op, fields = "mount_add", {"source": spec.source, "target": spec.target,
+                                           "options": ",".join(spec.options)}
+            else:
+                target = str(arg)
+                if not any(m.target == target for m in current):
+                    raise VzfsError(errno.ENOENT, f"{what}: {target} is not one of its mounts")
+                new = [m for m in current if m.target != target]
+                op, fields = "mount_del", {"target": target}
+            if dom.state not in (State.RUNNING, State.STOPPED, State.CRASHED):
+                raise VzfsError(errno.EBUSY, f"{what}: it is {dom.state.value}")
+            old = dom.config
+            cfg = dataclasses.replace(old, mounts=tuple(new))
+            atomic_write(paths.config_file(self.state_dir, dom.name), configmod.dumps(cfg))
+            dom.config = cfg
+            if dom.state == State.RUNNING:
+                try:
+                    await self.control(dom, what, op, **fields)
+                except BaseException:
+                    atomic_write(paths.config_file(self.state_dir, dom.name), configmod.dumps(old))
+                    dom.config = old
+                    raise
+            dom.changed_at = time.time()
+
     # -- reading --------------------------------------------------------------
     def stats(self, dom: Domain) -> dict[str, int]:
         out = {"cpu_ns": 0, "memory_bytes": 0, "pids": 0, "uptime_s": 0,
@@ -549,3 +609,7 @@ class Registry:
         if dom.started_at:
             out["uptime_s"] = int(time.time() - dom.started_at)
         return out
+
+
+def _spec(m: Mount) -> mountspec.MountSpec:
+    return mountspec.MountSpec(m.source, m.target, tuple(o for o in m.options.split(",") if o))

@@ -29,7 +29,9 @@ import os
 import signal
 from collections.abc import Callable
 
+from ..kernel import mounts as kmounts
 from ..kernel import namespaces, rootfs, syscalls
+from ..mountspec import MountSpec
 from ..kernel._cdefs import CLONE_NEWCGROUP, PR_SET_PDEATHSIG
 from ..kernel.cgroups import Cgroup
 
@@ -70,6 +72,7 @@ class ContainerSpec:
     init: tuple[str, ...]
     console: str | None = None       # host path of the pty slave to bind as /dev/console
     cgroup: Cgroup | None = None
+    mounts: tuple[MountSpec, ...] = ()   # applied in order before init runs
 
 
 @dataclasses.dataclass
@@ -131,6 +134,7 @@ def launch(prepared: PreparedInit, spec: ContainerSpec,
     message = json.dumps({
         "rootfs": spec.rootfs, "hostname": spec.hostname, "init": list(spec.init),
         "console": spec.console,
+        "mounts": [[m.source, m.target, list(m.options)] for m in spec.mounts],
     }).encode() + b"\n"
     try:
         view = memoryview(message)
@@ -214,6 +218,9 @@ def _child(spec_r: int, wfd: int) -> None:
         rootfs.mount_proc_sys(root)
         step = "populate /dev"
         rootfs.populate_dev(root, str(console) if console else None)
+        step = "mount the configured mounts"
+        kmounts.apply_at_start(root, [MountSpec(src, target, tuple(options))
+                                      for src, target, options in spec.get("mounts", [])])  # type: ignore[attr-defined]
         step = "set hostname"
         syscalls.sethostname(str(spec["hostname"]))
         step = "bring up lo"

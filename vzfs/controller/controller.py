@@ -24,6 +24,8 @@ import trio
 
 from .. import config as configmod
 from ..kernel import cgroups
+from ..kernel import mounts as kmounts
+from ..mountspec import MountSpec
 from ..kernel.syscalls import set_comm
 from . import container, paths, screenstate, vncspawn
 from ..terminal import make_terminal
@@ -69,6 +71,11 @@ class Controller:
         self.cfg = configmod.from_dict(request["config"], name=self.name, default_id=None)
         self.rootfs: str = request["rootfs"]
         self.prepared: container.PreparedInit | None = request.get("prepared")
+        # The mounts vzfs made in the container (configured, then added and removed live):
+        # a reboot inside re-applies them, a checkpoint names them to CRIU (mounts.json).
+        self.mounts: list[MountSpec] = [
+            MountSpec(m.source, m.target, tuple(o for o in m.options.split(",") if o))
+            for m in self.cfg.mounts]
         self.layout = cgroups.Layout(**request["layout"])
         self.cgroup = cgroups.Cgroup(self.layout, request["cgroup"])
         self.pid = 0
@@ -153,11 +160,27 @@ class Controller:
     def _spawn(self) -> None:
         spec = container.ContainerSpec(
             name=self.name, rootfs=self.rootfs, hostname=self.cfg.hostname,
-            init=self.cfg.init, console=os.ttyname(self.slave), cgroup=self.cgroup)
+            init=self.cfg.init, console=os.ttyname(self.slave), cgroup=self.cgroup,
+            mounts=tuple(self.mounts))
         prepared, self.prepared = self.prepared, None
         self.pid = container.launch(prepared or container.prepare(), spec, self._place)
         self.started_at = time.time()
         self.state = "running"
+        self._record_mounts()
+
+    def _record_mounts(self) -> None:
+        """mounts.json in the domain's directory: the external mounts of the running
+        domain, for the checkpoint to declare to CRIU and re-create on restore."""
+        body = json.dumps([{"source": m.source, "target": m.target, "options": list(m.options)}
+                           for m in self.mounts]).encode()
+        tmp = "mounts.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600,
+                     dir_fd=self.dir_fd)
+        try:
+            os.write(fd, body)
+        finally:
+            os.close(fd)
+        os.rename(tmp, "mounts.json", src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
 
     def listen(self) -> socket.socket:
         """Bind the controller socket (before "started" is sent, so the daemon can connect)."""
@@ -261,6 +284,8 @@ class Controller:
         elif op == "screen":
             reply = reply_ok(req_id, text=self.term.text(), columns=self.columns,
                              lines=self.lines, title=self.term.title)
+        elif op in ("mount_add", "mount_del", "mounts"):
+            reply = await self._mount_op(req_id, op, msg)
         elif op == "save_screen":
             try:
                 path = self._save_screen()
@@ -280,6 +305,29 @@ class Controller:
         else:
             reply = reply_error(req_id, errno.EINVAL, f"unknown controller request {op!r}")
         await self._send(stream, reply)
+
+    async def _mount_op(self, req_id: Any, op: str, msg: Message) -> Message:
+        """Live mounts (kernel.mounts forks a single-threaded child that joins the
+        container's mount namespace; it runs in a thread so trio goes on meanwhile)."""
+        try:
+            if op == "mounts":
+                present = await trio.to_thread.run_sync(kmounts.mounted_targets, self.pid)
+                return reply_ok(req_id, lines=[m.line() for m in self.mounts if m.target in present])
+            if op == "mount_add":
+                spec = MountSpec(str(msg["source"]), str(msg["target"]),
+                                 tuple(o for o in str(msg.get("options", "")).split(",") if o))
+                await trio.to_thread.run_sync(kmounts.inject, self.pid, spec)
+                self.mounts.append(spec)
+            else:
+                target = str(msg["target"])
+                await trio.to_thread.run_sync(kmounts.eject, self.pid, target)
+                self.mounts = [m for m in self.mounts if m.target != target]
+            self._record_mounts()
+        except OSError as exc:
+            return reply_error(req_id, exc.errno or errno.EIO, exc.strerror or str(exc))
+        except (KeyError, TypeError, ValueError) as exc:
+            return reply_error(req_id, errno.EINVAL, f"bad mount request: {exc}")
+        return reply_ok(req_id)
 
     def _begin_stop(self, timeout: float, sig: int) -> None:
         if self.stop_requested or self.exited.is_set():

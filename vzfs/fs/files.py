@@ -59,6 +59,10 @@ async def store_config(reg: Registry, dom: Domain, data: bytes) -> None:
     reg.replace_config(dom, data)
 
 
+async def store_mounts(reg: Registry, dom: Domain, data: bytes) -> None:
+    await reg.change_mounts(dom, data)
+
+
 async def store_console(reg: Registry, dom: Domain, data: bytes) -> None:
     await dom.console.send_input(dom.name, data)
 
@@ -84,6 +88,7 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("error", lambda reg, dom: _line(dom.error)),
     ControlFile("console", lambda reg, dom: "", store_console, stream=True),
     ControlFile("screen", lambda reg, dom: reg.screen(dom)),
+    ControlFile("mounts", lambda reg, dom: reg.mounts(dom), store_mounts),
     ControlFile("vnc", lambda reg, dom: _line_async(reg.vnc(dom))),
     ControlFile("vnc_websocket", lambda reg, dom: _line_async(reg.vnc(dom, "vnc_websocket"))),
 )
@@ -105,6 +110,7 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
     error     r       why the last command on this domain failed (empty when none)
     console   rw      read: recent output, then follows live (like tail -f); write: typed input
     screen    r       what the console shows now, one line per row
+    mounts    rw      SOURCE TARGET OPTIONS lines; write: add SOURCE TARGET [OPTIONS] | del TARGET
     vnc       r       HOST:PORT of the console's VNC server (empty when none)
     vnc_websocket r   HOST:PORT serving noVNC and RFB over WebSocket (empty when none)
 
