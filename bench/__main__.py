@@ -11,7 +11,7 @@ import traceback
 from types import FrameType
 
 # Importing the measurement modules registers them, in this order.
-from . import console, control, density, hooks, lifecycle, vnc  # noqa: F401
+from . import console, control, density, hooks, lifecycle, mounts, vnc  # noqa: F401
 from . import host, report
 from .context import Context, Settings
 from .registry import MEASUREMENTS, Value

@@ -14,8 +14,8 @@ KIB_PER_MB = 1024
 
 
 def per_domain_pss_kib(init_pid: int) -> int:
-    """PSS of the processes vzfs runs for one domain: its controller (init's parent) and the
-    controller's other children (the VNC server, once it exists) — not the container."""
+    """PSS of the processes vzfs runs for one domain: its controller (init's parent) and
+    every descendant of it outside the container (the VNC spawner and the VNC server)."""
     controller = host.parent_pid(init_pid)
     # A controller is forked from the daemon's zygote, so it has the daemon's
     # command line; anything else means init was re-parented (no controller).
@@ -24,7 +24,12 @@ def per_domain_pss_kib(init_pid: int) -> int:
     if "vzfs" not in cmdline:
         raise BenchError(f"the parent of init {init_pid} is pid {controller} ({cmdline!r}), "
                          "not a vzfs controller")
-    helpers = [pid for pid in host.children(controller) if pid != init_pid]
+    helpers: list[int] = []
+    todo = [pid for pid in host.children(controller) if pid != init_pid]
+    while todo:
+        pid = todo.pop()
+        helpers.append(pid)
+        todo.extend(host.children(pid))
     return sum(host.pss_kib(pid) for pid in (controller, *helpers))
 
 
@@ -36,6 +41,12 @@ def many_domains(ctx: Context) -> Values:
     for name in names:
         inst.define(name, DOMAIN_CONFIG)
         inst.start(name)
+    # Measure the steady state: every domain's VNC server has started and listens.
+    deadline = time.monotonic() + 60
+    while any(inst.read(name, "vnc") == "" for name in names):
+        if time.monotonic() > deadline:
+            raise BenchError("the domains' VNC servers did not all start within 60 s")
+        time.sleep(0.05)
     # Reads go round the domains' state files, as a monitor polling all of them would.
     ops = [read_op(inst.path(name, "state")) for name in names]
     clock = time.perf_counter_ns

@@ -110,7 +110,7 @@ def test_a_killed_vnc_server_is_restarted_with_the_same_screen(
     server = vnc_server_pid(instance, "demo")
     assert "vnc_restarts 0\n" in instance.read("demo", "stats")
     os.kill(server, signal.SIGKILL)
-    wait_for(lambda: "vnc_restarts 1\n" in instance.read("demo", "stats"), timeout=1.5,
+    wait_for(lambda: "vnc_restarts 1\n" in instance.read("demo", "stats"),
              what="the restart counted")
     assert vnc_port(instance, "demo") == port                 # clients reconnect to the same place
     assert vnc_server_pid(instance, "demo") != server

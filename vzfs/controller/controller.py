@@ -495,7 +495,9 @@ class Controller:
         assert self.vnc_spawner is not None
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
         try:
-            vncspawn.request(self.vnc_spawner, self.name, theirs.fileno())
+            vncspawn.request(self.vnc_spawner, self.name, theirs.fileno(),
+                             os.path.join(paths.domain_dir(self.state_dir, self.name),
+                                          "controller.log"))
         except OSError as exc:
             # The spawner was killed. Another cannot be forked from inside trio (see
             # vncspawn), so the domain runs on without VNC until its next start.
@@ -695,12 +697,15 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
         # Init runs: say so before trio starts (its start-up costs milliseconds
         # the user's `echo start` need not wait for).
         os.write(daemon_fd, encode(ctl._status()))
-        # Forked now, while we are single-threaded and have no loop (vncspawn's
+        # The zygote's spare forked our spawner before the request came; if it could
+        # not, fork one now, while we are single-threaded and have no loop (vncspawn's
         # docstring), and after "started": a start does not wait for it.
-        try:
-            ctl.vnc_spawner = vncspawn.start()
-        except OSError:
-            traceback.print_exc()
+        ctl.vnc_spawner = request.get("vnc_spawner")
+        if ctl.vnc_spawner is None:
+            try:
+                ctl.vnc_spawner = vncspawn.start()
+            except OSError:
+                traceback.print_exc()
 
         async def _main() -> None:
             await ctl.main(daemon_fd, trio.socket.from_stdlib_socket(listener))

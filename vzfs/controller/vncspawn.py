@@ -1,13 +1,15 @@
-"""The VNC spawner: a small process the controller forks before it starts trio, whose only
+"""The VNC spawner: a small process forked before the controller starts trio, whose only
 job is to fork the domain's VNC server whenever the controller asks.
 
 Why a spawner: the controller runs trio, and a process forked from inside a running
 trio loop cannot start a loop of its own; exec'ing a fresh interpreter would cost
-~300 ms of imports on every restart. The spawner is forked while the controller is
-still single-threaded and loop-free, keeps every pre-imported module (shared with the
-controller and the zygote), and forks a fresh VNC server in a few milliseconds.
+~300 ms of imports on every restart. The spawner is forked while the controller-to-be
+is still single-threaded and loop-free — by the zygote's spare, before any start
+request arrives, when it is a near copy of the zygote and shares almost all its
+memory (a controller whose spare could not fork one forks its own before trio) — and
+it keeps every pre-imported module and forks a fresh VNC server in a few milliseconds.
 
-Requests are one SOCK_SEQPACKET message each: JSON ``{"name": …}`` plus, as
+Requests are one SOCK_SEQPACKET message each: JSON ``{"name": …, "log": …}`` plus, as
 SCM_RIGHTS, the server's end of its link to the controller. The spawner holds no other
 descriptor of the controller's (not the pty, not the daemon's socket), and ends when
 the controller's end of the request socket closes.
@@ -32,9 +34,10 @@ def start() -> socket.socket:
     return ours
 
 
-def request(sock: socket.socket, name: str, link_fd: int) -> None:
-    """Ask for one VNC server speaking to the controller over *link_fd* (blocking, tiny)."""
-    socket.send_fds(sock, [json.dumps({"name": name}).encode()], [link_fd])
+def request(sock: socket.socket, name: str, link_fd: int, log: str) -> None:
+    """Ask for one VNC server speaking to the controller over *link_fd*, with its stderr
+    appended to *log* (the domain's controller.log) (blocking, tiny)."""
+    socket.send_fds(sock, [json.dumps({"name": name, "log": log}).encode()], [link_fd])
 
 
 def _serve(sock: socket.socket) -> NoReturn:
@@ -73,6 +76,10 @@ def _server(request: dict[str, str], link_fd: int) -> NoReturn:
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.SIG_DFL)
+        if request.get("log"):
+            fd = os.open(request["log"], os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC, 0o600)
+            os.dup2(fd, 2)
+            os.close(fd)
         from ..vnc import process
         process.run(request["name"], link_fd)
     except BaseException:

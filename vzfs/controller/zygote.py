@@ -51,7 +51,11 @@ def _serve(sock: socket.socket) -> NoReturn:
     code = 0
     try:
         from . import controller    # imported once here, shared by every fork
-        from ..vnc import process   # noqa: F401  the VNC server, forked by each controller's spawner
+        from ..vnc import process   # the VNC server, forked by each controller's spawner
+        try:
+            process.preload()
+        except Exception:           # no font: each VNC server will say why in its domain's log
+            pass
         from ..kernel.syscalls import set_comm
         set_comm("vzfs-zygote")
         # Exited controllers are reaped by the kernel; controllers reset this.
@@ -102,11 +106,18 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
             prepared: container.PreparedInit | None = container.prepare()
         except OSError:
             prepared = None          # the controller will prepare one itself
+        from . import vncspawn
+        try:
+            # Forked now, while we are a near copy of the zygote: the spawner shares
+            # almost all its memory, and the start path forks nothing for it.
+            spawner: socket.socket | None = vncspawn.start()
+        except OSError:
+            spawner = None           # the controller will fork one itself
         msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
         if not msg:
             if prepared is not None:
                 prepared.abandon()
-            os._exit(0)          # the daemon is gone
+            os._exit(0)          # the daemon is gone (the spawner sees our end close)
         os.write(taken_w, b"x")
         os.close(taken_w)
         sock.close()
@@ -115,6 +126,7 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
             os._exit(1)
         request = json.loads(msg)
         request["prepared"] = prepared
+        request["vnc_spawner"] = spawner
         run(request, fds[0])  # type: ignore[operator]
     except BaseException:
         code = 1

@@ -34,6 +34,9 @@ from ..controller.consolestream import (
 )
 from ..kernel.syscalls import set_comm
 from ..terminal import BACKENDS
+from . import websocket
+from .font import default_font
+from .render import Renderer
 from .server import TerminalDisplay
 
 RFB_BASE = 5900           # 5900 + N: VNC display N
@@ -43,6 +46,18 @@ WEB_ROOT = "/usr/share/novnc"
 
 
 _INHERITED_HANDLERS: list[logging.Handler] = []
+
+FONT = None
+"""The terminal font, loaded once by `preload()` in the zygote and shared by every fork."""
+
+
+def preload() -> None:
+    """Load what every VNC server needs (the font: its OpenType files and the glyphs
+    of ASCII) before the zygote forks, so a server starts without that work."""
+    global FONT
+    FONT = default_font()
+    for char in map(chr, range(0x20, 0x7F)):
+        FONT.lookup(char)
 
 
 def address(host: str, port: int) -> str:
@@ -83,7 +98,10 @@ class Server:
         self.vnc: dict[str, Any] = init["vnc"]
         self.prefer: dict[str, int] = init.get("prefer", {})
         backend = BACKENDS[init.get("emulator", "fast")]
-        self.display = TerminalDisplay(backend.restore(init["snapshot"]), on_resize=self._on_resize)
+        terminal = backend.restore(init["snapshot"])
+        self.display = TerminalDisplay(
+            terminal, Renderer(terminal.columns, terminal.lines, FONT or default_font()),
+            on_resize=self._on_resize)
         self.outgoing: list[bytes] = []
         self.wake = trio.Event()
 
@@ -134,7 +152,6 @@ class Server:
                      "websocket": address(host, ws.socket.getsockname()[1]) if ws else ""}
         async with trio.open_nursery() as nursery:
             if ws is not None:
-                from . import websocket
                 handler = functools.partial(self.display.serve_client, password=password,
                                             on_input=self._on_input)
                 nursery.start_soon(functools.partial(
