@@ -424,8 +424,12 @@ def test_every_start_returns_with_init_running(instance: Instance) -> None:
     for _ in range(25):
         instance.write("loop", "state", "start")
         pid = int(instance.read("loop", "pid"))
-        # exec'd and alive (an init that exited at once has an empty cmdline)
-        assert Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0] in (b"/bin/sh", b"sleep")
+        # exec'd and alive (an init that exited at once has an empty cmdline). The
+        # report pipe closes in execve before the new argv is in place, so for some
+        # microseconds after the start returns the cmdline still reads empty.
+        cmdline = Path(f"/proc/{pid}/cmdline")
+        wait_for(lambda: cmdline.read_bytes() != b"", timeout=1.0, what="init's argv")
+        assert cmdline.read_bytes().split(b"\0")[0] in (b"/bin/sh", b"sleep")
         time.sleep(0.03)
         assert state(instance, "loop") == "running"
         instance.write("loop", "state", "kill")
