@@ -104,15 +104,16 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     pyfuse3.init(ops, mountpoint, options)
     log.info("serving %s from state dir %s (cgroup %s)", mountpoint, state_dir, layout.mode)
     try:
-        trio.run(_main, registry, ready_fd)
+        trio.run(_main, registry, ops, ready_fd)
     finally:
         pyfuse3.close(unmount=True)
         log.info("stopped serving %s", mountpoint)
 
 
-async def _main(registry: Registry, ready_fd: int | None) -> None:
+async def _main(registry: Registry, ops: Operations, ready_fd: int | None) -> None:
     async with trio.open_nursery() as nursery:
         registry.nursery = nursery
+        nursery.start_soon(ops.invalidator.run)
         await registry.attach_all()
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
 

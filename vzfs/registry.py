@@ -170,6 +170,10 @@ class DomainConsole:
                                        "the controller went away") from exc
 
 
+# The fields the kernel-cached control files (state, pid, id) are made from.
+SHOWN_CACHED = frozenset({"state", "pid", "config"})
+
+
 @dataclasses.dataclass(eq=False)
 class Domain:
     name: str
@@ -184,6 +188,16 @@ class Domain:
     last_screen: str = ""      # the screen when the domain last stopped
     vnc_restarts: int = 0      # times the controller restarted the VNC server this run
     mounts_lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
+    # Called after any of SHOWN_CACHED is assigned: the filesystem lets the kernel
+    # cache the files that show them, and must drop those copies at every change.
+    watcher: Callable[["Domain"], None] | None = dataclasses.field(default=None, repr=False)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)
+        if name in SHOWN_CACHED:
+            watcher = self.__dict__.get("watcher")
+            if watcher is not None:
+                watcher(self)
 
     def set_state(self, state: State) -> None:
         if state != self.state:
@@ -199,6 +213,8 @@ class Registry:
         self.domains: dict[str, Domain] = {}
         self.nursery: trio.Nursery | None = None
         self.on_change: Callable[[Domain], None] = lambda dom: None
+        # Set by the filesystem: a domain's SHOWN_CACHED fields changed.
+        self.on_shown_change: Callable[[Domain], None] = lambda dom: None
         for sub in ("domains", "private", "templates"):
             os.makedirs(os.path.join(self.state_dir, sub), mode=0o700, exist_ok=True)
 
@@ -211,7 +227,7 @@ class Registry:
                 continue
             with open(path, "rb") as f:
                 cfg = configmod.parse(f.read(), name=name, default_id=None)
-            self.domains[name] = Domain(name, cfg)
+            self.domains[name] = Domain(name, cfg, watcher=self._shown_changed)
 
     def get(self, name: str) -> Domain:
         try:
@@ -236,9 +252,12 @@ class Registry:
         ddir = paths.domain_dir(self.state_dir, name)
         os.makedirs(ddir, mode=0o700, exist_ok=True)
         atomic_write(paths.config_file(self.state_dir, name), configmod.dumps(cfg))
-        dom = Domain(name, cfg)
+        dom = Domain(name, cfg, watcher=self._shown_changed)
         self.domains[name] = dom
         return dom
+
+    def _shown_changed(self, dom: Domain) -> None:
+        self.on_shown_change(dom)
 
     def undefine(self, name: str) -> None:
         dom = self.get(name)

@@ -40,7 +40,12 @@ DOMAIN_BASE = 1024
 DOMAIN_BLOCK = 64
 ENTRY_TIMEOUT = 60.0
 ATTR_TIMEOUT = 1.0
-FILE_SIZE = 4096          # what sysfs reports; reads are direct, so it is only a hint
+FILE_SIZE = 4096          # what sysfs reports; a hint for direct reads, the limit for cached ones
+# Control files whose reads the kernel answers from its page cache: one FUSE
+# request (READ) fewer per open+read+close. Their content is short and made only
+# from the Domain fields in registry.SHOWN_CACHED, so the daemon knows every
+# change and drops the kernel's copy then (Invalidator). The rest stay direct_io.
+CACHED_FILES = frozenset({"state", "pid", "id"})
 
 INTERRUPT_POLL = 0.1
 
@@ -75,6 +80,59 @@ def boundary(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _invalidate(inodes: set[int]) -> None:
+    for inode in inodes:
+        try:
+            pyfuse3.invalidate_inode(inode)
+        except OSError:
+            pass        # ENOENT: the kernel holds no such inode, so nothing cached
+
+
+class Invalidator:
+    """Drops the kernel's cached copies of control files after their content changed.
+
+    The notification runs in a thread: in the event loop it could wait for a page
+    that a READ still queued for this same loop has locked, and never return.
+    `flushed` waits until every change marked before it has been dropped: a
+    write that changed a domain returns only once readers see the change, and an
+    open is answered only once no file shows older content than the daemon holds.
+    """
+
+    def __init__(self) -> None:
+        self.pending: set[int] = set()
+        self.marked = 0
+        self.done = 0
+        self.running = False
+        self.wake = trio.Event()
+        self.progress = trio.Event()
+
+    def mark(self, inodes: list[int]) -> None:
+        self.pending.update(inodes)
+        self.marked += 1
+        self.wake.set()
+
+    async def run(self) -> None:
+        self.running = True
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake = trio.Event()
+                batch, self.pending = self.pending, set()
+                upto = self.marked
+                await trio.to_thread.run_sync(_invalidate, batch, abandon_on_cancel=True)
+                self.done = upto
+                self.progress.set()
+                self.progress = trio.Event()
+        finally:
+            self.running = False
+            self.progress.set()
+
+    async def flushed(self) -> None:
+        target = self.marked
+        while self.running and self.done < target:
+            await self.progress.wait()
+
+
 @dataclasses.dataclass
 class Handle:
     inode: int
@@ -103,8 +161,16 @@ class Operations(pyfuse3.Operations):
         self.next_base = DOMAIN_BASE
         self.handles: dict[int, Handle] = {}
         self.next_fh = 1
+        self.invalidator = Invalidator()
+        self.cached_index = [i for i, f in enumerate(files.DOMAIN_FILES) if f.name in CACHED_FILES]
         for dom in registry.domains.values():
             self._assign(dom)
+        registry.on_shown_change = self._shown_changed
+
+    def _shown_changed(self, dom: Domain) -> None:
+        base = self.dom_base.get(dom.name)
+        if base is not None and self.ino_dom.get(base) is dom:
+            self.invalidator.mark([base + 1 + i for i in self.cached_index])
 
     # -- inode bookkeeping -------------------------------------------------------
     def _assign(self, dom: Domain) -> int:
@@ -165,6 +231,13 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.ENOENT)
         if cfile is None:
             return self._attrs(inode, stat.S_IFDIR | 0o755, dom.changed_at)
+        if cfile.name in CACHED_FILES:
+            # The kernel reads a cached file up to its size only: give the exact one.
+            # A READ then fills the page exactly, never leaving the zeros of a short read.
+            shown = cfile.show(self.reg, dom)
+            assert isinstance(shown, str)
+            return self._attrs(inode, stat.S_IFREG | cfile.mode, dom.changed_at,
+                               len(shown.encode()))
         return self._attrs(inode, stat.S_IFREG | cfile.mode, dom.changed_at, FILE_SIZE)
 
     def _children(self, inode: int) -> list[tuple[str, int]]:
@@ -274,6 +347,10 @@ class Operations(pyfuse3.Operations):
     # -- files ---------------------------------------------------------------------------
     @boundary
     async def open(self, inode: int, flags: int, ctx: Any) -> pyfuse3.FileInfo:
+        # Cached copies are dropped from a thread, one inode after another: an open
+        # waits for the drops due, so a reader that saw one change (a new pid)
+        # then sees the others made with it (the state) in every file it opens.
+        await self.invalidator.flushed()
         writing = flags & os.O_ACCMODE != os.O_RDONLY
         dom, cfile = None, None
         static: Callable[[], str] | None = None
@@ -299,6 +376,8 @@ class Operations(pyfuse3.Operations):
             handle.nonblock = bool(flags & os.O_NONBLOCK)
             handle.opener = ctx.pid
         self.handles[fh] = handle
+        if not writing and cfile is not None and cfile.name in CACHED_FILES:
+            return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False,
                                 nonseekable=bool(cfile is not None and cfile.stream))
 
@@ -365,6 +444,8 @@ class Operations(pyfuse3.Operations):
         except VzfsError as exc:
             dom.error = exc.sentence
             raise
+        finally:
+            await self.invalidator.flushed()
         if not cfile.stream:
             dom.error = ""
         return len(buf)
