@@ -47,7 +47,7 @@ class Vnc:
     port: int = 0                  # 0: 5900 + the first free display number
     password: str = ""
     websocket: bool = True         # the WebSocket (noVNC) listener, beside RFB
-    websocket_port: int = 0        # 0: 5800 + the first free display number
+    websocket_port: int = 0        # 0: 15900 + the display number, or the next free
 
 
 @dataclasses.dataclass(frozen=True)

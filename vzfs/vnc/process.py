@@ -40,8 +40,8 @@ from .render import Renderer
 from .server import TerminalDisplay
 
 RFB_BASE = 5900           # 5900 + N: VNC display N
-WEBSOCKET_BASE = 5800     # 5800 + N: where VNC servers have long served their web client
-DISPLAYS = 100            # display numbers tried when the port is 0
+WEBSOCKET_BASE = 15900    # 15900 + N: the RFB port + 10000, clear of the RFB range
+DISPLAYS = 1000           # display numbers tried when the port is 0 (5900..6899)
 WEB_ROOT = "/usr/share/novnc"
 
 
