@@ -178,6 +178,16 @@ def test_the_vnc_file_is_empty_when_stopped_and_follows_a_configured_port(instan
     assert instance.read("demo", "vnc") == ""
 
 
+def test_a_restart_keeps_the_vnc_address(instance: Instance) -> None:
+    started_shell(instance)
+    wait_for(lambda: instance.read("demo", "vnc") != "", what="the vnc file")
+    address = instance.read("demo", "vnc")
+    instance.write("demo", "state", "restart")
+    # The old server is gone before the stop returns: the new one gets its ports back.
+    wait_for(lambda: instance.read("demo", "vnc") != "", what="the vnc file")
+    assert instance.read("demo", "vnc") == address
+
+
 def test_novnc_in_chromium_connects_with_the_password_and_types(
         instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
     """Debian's noVNC, served by the domain's own WebSocket listener (no websockify)."""

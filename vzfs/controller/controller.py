@@ -212,6 +212,7 @@ class Controller:
             if self.vnc_spawner is not None:
                 nursery.start_soon(self._supervise_vnc)
             await self.exited.wait()
+            await self._stop_vnc()
             await self._broadcast({"event": "exited", "state": self.exit_state,
                                    "reason": self.exit_reason, "screen": self.term.text()})
             # Give replies queued on the exit a moment to leave, then end.
@@ -532,6 +533,22 @@ class Controller:
                     pass
                 os.close(self.vnc_pidfd)
                 self.vnc_pidfd = -1
+
+    async def _stop_vnc(self) -> None:
+        """End the VNC server before the domain is reported stopped, so its ports are
+        free again for the next start (a restart keeps its address)."""
+        if self.vnc_pidfd < 0:
+            return
+        # Our own copy: the link's task closes its pidfd when the server dies.
+        pidfd = os.dup(self.vnc_pidfd)
+        try:
+            signal.pidfd_send_signal(pidfd, signal.SIGKILL)
+            with trio.move_on_after(0.5):
+                await trio.lowlevel.wait_readable(pidfd)
+        except ProcessLookupError:
+            pass
+        finally:
+            os.close(pidfd)
 
     def _resync_vnc(self) -> None:
         """Have the VNC server take our emulator's state (after a resize)."""
