@@ -308,8 +308,8 @@ class Controller:
         await self._send(stream, reply)
 
     async def _mount_op(self, req_id: Any, op: str, msg: Message) -> Message:
-        """Live mounts (kernel.mounts forks a single-threaded child that joins the
-        container's mount namespace; it runs in a thread so trio goes on meanwhile)."""
+        """Live mounts: kernel.mounts forks, from this (the loop's) thread, a helper that
+        joins the container's mount namespace; the loop goes on until it reports."""
         try:
             if op == "mounts":
                 present = await trio.to_thread.run_sync(kmounts.mounted_targets, self.pid)
@@ -317,11 +317,11 @@ class Controller:
             if op == "mount_add":
                 spec = MountSpec(str(msg["source"]), str(msg["target"]),
                                  tuple(o for o in str(msg.get("options", "")).split(",") if o))
-                await trio.to_thread.run_sync(kmounts.inject, self.pid, spec)
+                await _finish(kmounts.start_inject(self.pid, spec))
                 self.mounts.append(spec)
             else:
                 target = str(msg["target"])
-                await trio.to_thread.run_sync(kmounts.eject, self.pid, target)
+                await _finish(kmounts.start_eject(self.pid, target))
                 self.mounts = [m for m in self.mounts if m.target != target]
             self._record_mounts()
         except OSError as exc:
@@ -665,6 +665,13 @@ class Controller:
         except FileNotFoundError:
             pass
         self.exited.set()
+
+
+async def _finish(pending: kmounts.Pending) -> None:
+    # Shielded: the helper only makes a few syscalls, and must be reaped whatever happens.
+    with trio.CancelScope(shield=True):
+        await trio.lowlevel.wait_readable(pending.fd)
+    pending.finish()
 
 
 def _port(address: str) -> int:

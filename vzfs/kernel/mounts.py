@@ -258,11 +258,38 @@ def _report(exc: BaseException) -> bytes:
     return f"{code} {sentence}".encode(errors="replace")[:_PIPE_BUF]
 
 
-def _in_child(work: Callable[[], None]) -> None:
-    """Run *work* in a forked child; re-raise its failure here as OSError(errno, sentence).
+class Pending:
+    """A forked helper at work: wait until `fd` is readable (or just call `finish`)."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self.fd = fd
+
+    def finish(self) -> None:
+        """Collect the helper's outcome; re-raise its failure as OSError(errno, sentence)."""
+        try:
+            reply = os.read(self.fd, _PIPE_BUF)
+        finally:
+            os.close(self.fd)
+            try:
+                os.waitpid(self.pid, 0)
+            except ChildProcessError:     # someone reaps children for us (SIGCHLD ignored)
+                pass
+        if reply == b"OK":
+            return
+        if not reply:
+            raise OSError(errno.EIO, "the mount helper process died without a word")
+        code, _, sentence = reply.decode(errors="replace").partition(" ")
+        raise OSError(int(code) if code.isdigit() else errno.EIO, sentence)
+
+
+def _fork(work: Callable[[], None]) -> Pending:
+    """Run *work* in a forked child that reports "OK" or "errno sentence" on a pipe.
 
     fork, not a thread: setns(CLONE_NEWNS) refuses a multi-threaded caller and would
-    change the caller's root. The parent uses no signals, so it works from any thread.
+    change the caller's root. The parent uses no signals. An event loop calls this
+    from its own thread (not a worker's), so that no other thread of ours is in the
+    middle of anything when the child is made, and waits for `Pending.fd`.
     """
     read_fd, write_fd = os.pipe2(os.O_CLOEXEC)
     try:
@@ -282,20 +309,7 @@ def _in_child(work: Callable[[], None]) -> None:
         finally:
             os._exit(0)
     os.close(write_fd)
-    try:
-        reply = os.read(read_fd, _PIPE_BUF)
-    finally:
-        os.close(read_fd)
-        try:
-            os.waitpid(pid, 0)
-        except ChildProcessError:     # someone reaps children for us (SIGCHLD ignored)
-            pass
-    if reply == b"OK":
-        return
-    if not reply:
-        raise OSError(errno.EIO, "the mount helper process died without a word")
-    code, _, sentence = reply.decode(errors="replace").partition(" ")
-    raise OSError(int(code) if code.isdigit() else errno.EIO, sentence)
+    return Pending(pid, read_fd)
 
 
 def _join_mount_ns(pid: int) -> None:
@@ -312,6 +326,11 @@ def _join_mount_ns(pid: int) -> None:
 
 def inject(pid: int, spec: MountSpec) -> None:
     """Mount *spec* into the running container whose init is host pid *pid*."""
+    start_inject(pid, spec).finish()
+
+
+def start_inject(pid: int, spec: MountSpec) -> Pending:
+    """`inject`, returning once the helper is forked (for an event loop to wait on)."""
     def work() -> None:
         try:
             # The source resolves in the host's namespace; the detached mount then
@@ -326,11 +345,16 @@ def inject(pid: int, spec: MountSpec) -> None:
         except OSError as exc:
             raise OSError(exc.errno, f"mount {spec.source} on {spec.target}: "
                           f"{exc.strerror}") from exc
-    _in_child(work)
+    return _fork(work)
 
 
 def eject(pid: int, target: str) -> None:
     """Unmount *target* in the running container whose init is host pid *pid*."""
+    start_eject(pid, target).finish()
+
+
+def start_eject(pid: int, target: str) -> Pending:
+    """`eject`, returning once the helper is forked (for an event loop to wait on)."""
     def work() -> None:
         # The container's /proc (if any) belongs to its pid namespace, where this
         # process has no /proc/self: reach our fds through the host's /proc, as cwd.
@@ -339,7 +363,7 @@ def eject(pid: int, target: str) -> None:
         os.fchdir(fd_dir)
         root_fd = os.open("/", _DIR)
         _detach(root_fd, target, ".")
-    _in_child(work)
+    return _fork(work)
 
 
 def _unescape(field: str) -> str:
