@@ -20,6 +20,7 @@ import trio
 
 from . import config as configmod
 from . import mountspec, templates
+from .atomicfile import atomic_write
 from .config import DomainConfig, Mount
 from .controller import lifecycle, paths
 from .controller.lifecycle import State
@@ -31,23 +32,6 @@ from .kernel import cgroups
 START_TIMEOUT = 30.0
 CONSOLE_SCROLLBACK = 1 << 20
 REQUEST_TIMEOUT = 10.0
-
-
-def atomic_write(path: str, data: str) -> None:
-    """Replace *path* with *data*: temp file, fsync, rename, fsync of the directory."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-    try:
-        os.write(fd, data.encode())
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.rename(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
 
 
 class ControllerClient:

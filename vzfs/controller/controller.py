@@ -23,6 +23,7 @@ from typing import Any, NoReturn
 import trio
 
 from .. import config as configmod
+from ..atomicfile import atomic_write
 from ..kernel import cgroups
 from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
@@ -166,21 +167,15 @@ class Controller:
         self.pid = container.launch(prepared or container.prepare(), spec, self._place)
         self.started_at = time.time()
         self.state = "running"
-        self._record_mounts()
 
-    def _record_mounts(self) -> None:
+    def record_mounts(self) -> None:
         """mounts.json in the domain's directory: the external mounts of the running
-        domain, for the checkpoint to declare to CRIU and re-create on restore."""
-        body = json.dumps([{"source": m.source, "target": m.target, "options": list(m.options)}
-                           for m in self.mounts]).encode()
-        tmp = "mounts.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600,
+        domain, for the checkpoint to declare to CRIU and re-create on restore.
+        Written once the start has been reported, and after every live change."""
+        atomic_write("mounts.json",
+                     json.dumps([{"source": m.source, "target": m.target,
+                                  "options": list(m.options)} for m in self.mounts]),
                      dir_fd=self.dir_fd)
-        try:
-            os.write(fd, body)
-        finally:
-            os.close(fd)
-        os.rename(tmp, "mounts.json", src_dir_fd=self.dir_fd, dst_dir_fd=self.dir_fd)
 
     def listen(self) -> socket.socket:
         """Bind the controller socket (before "started" is sent, so the daemon can connect)."""
@@ -317,13 +312,13 @@ class Controller:
             if op == "mount_add":
                 spec = MountSpec(str(msg["source"]), str(msg["target"]),
                                  tuple(o for o in str(msg.get("options", "")).split(",") if o))
-                await _finish(kmounts.start_inject(self.pid, spec))
+                await _await_helper(kmounts.start_inject(self.pid, spec))
                 self.mounts.append(spec)
             else:
                 target = str(msg["target"])
-                await _finish(kmounts.start_eject(self.pid, target))
+                await _await_helper(kmounts.start_eject(self.pid, target))
                 self.mounts = [m for m in self.mounts if m.target != target]
-            self._record_mounts()
+            self.record_mounts()
         except OSError as exc:
             return reply_error(req_id, exc.errno or errno.EIO, exc.strerror or str(exc))
         except (KeyError, TypeError, ValueError) as exc:
@@ -653,13 +648,7 @@ class Controller:
         self.exit_state, self.exit_reason = kind, reason
         self.state = kind
         record = {"state": kind, "reason": reason, "time": time.time(), "pid": self.pid}
-        path = paths.last_exit_file(self.state_dir, self.name)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(record, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
+        atomic_write(paths.last_exit_file(self.state_dir, self.name), json.dumps(record))
         try:
             os.unlink(paths.socket_path_via(self.dir_fd))
         except FileNotFoundError:
@@ -667,7 +656,7 @@ class Controller:
         self.exited.set()
 
 
-async def _finish(pending: kmounts.Pending) -> None:
+async def _await_helper(pending: kmounts.Pending) -> None:
     # Shielded: the helper only makes a few syscalls, and must be reaped whatever happens.
     with trio.CancelScope(shield=True):
         await trio.lowlevel.wait_readable(pending.fd)
@@ -721,6 +710,10 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
         # Init runs: say so before trio starts (its start-up costs milliseconds
         # the user's `echo start` need not wait for).
         os.write(daemon_fd, encode(ctl._status()))
+        try:
+            ctl.record_mounts()
+        except OSError:
+            traceback.print_exc()       # the domain runs; the checkpoint will say what is missing
         # The zygote's spare forked our spawner before the request came; if it could
         # not, fork one now, while we are single-threaded and have no loop (vncspawn's
         # docstring), and after "started": a start does not wait for it.

@@ -1,0 +1,31 @@
+"""Replacing a file whole, so that readers and a crash see the old content or the new.
+
+The state dir's records (a domain's config, the controller's last_exit.json and
+mounts.json) are written this way. (The screen saved on a container's root is not:
+that directory is the container's, so `controller.screenstate` refuses symlinks at
+every step as well.)
+"""
+
+import os
+
+
+def atomic_write(path: str, data: str | bytes, *, dir_fd: int | None = None) -> None:
+    """Replace *path* (relative to *dir_fd* when given) with *data*: a temp file,
+    fsync, rename over *path*, fsync of the directory."""
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = f"{path}.tmp{os.getpid()}"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600, dir_fd=dir_fd)
+    try:
+        view = memoryview(raw)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.rename(tmp, path, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+    dfd = os.open(os.path.dirname(path) or ".", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC,
+                  dir_fd=dir_fd)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
