@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .context import Context
+from .host import parent_pid
 from .instance import BenchError
 from .registry import Values, measurement
 from .stats import median, percentile
@@ -408,14 +409,9 @@ def raw_frame_bytes(host: str, port: int) -> tuple[int, int]:
         client.close()
 
 
-def _ppid(pid: int) -> int:
-    with open(f"/proc/{pid}/stat") as f:
-        return int(f.read().rsplit(")", 1)[1].split()[1])
-
-
 def _server_pid(init_pid: int, name: str) -> int:
     """The domain's VNC server: vzfs-vnc:NAME, a grandchild of init's parent (the controller)."""
-    controller = _ppid(init_pid)
+    controller = parent_pid(init_pid)
     comm = f"vzfs-vnc:{name}"[:15]
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -424,7 +420,7 @@ def _server_pid(init_pid: int, name: str) -> int:
             with open(f"/proc/{entry}/comm") as f:
                 if f.read().strip() != comm:
                     continue
-            if _ppid(_ppid(int(entry))) == controller:
+            if parent_pid(parent_pid(int(entry))) == controller:
                 return int(entry)
         except (OSError, ValueError):
             continue

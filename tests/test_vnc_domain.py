@@ -16,9 +16,10 @@ import pytest
 import trio
 from PIL import Image
 
+from bench.host import parent_pid
 from tests.system import VZFS, Instance, wait_for
 from tests.test_console import started_shell
-from tests.test_vnc_server import RawClient, set_desktop_size
+from tests.test_vnc_server import RawClient
 from vzfs.vnc import encodings as enc
 
 
@@ -30,11 +31,10 @@ def vnc_port(inst: Instance, name: str) -> int:
 
 
 def vnc_server_pid(inst: Instance, name: str) -> int:
-    """The domain's VNC server: the controller's grandchild named vzfs-vnc:NAME."""
+    """The domain's VNC server: a process named vzfs-vnc:NAME below its controller."""
     out = subprocess.run(["pgrep", "-x", f"vzfs-vnc:{name}"[:15]], capture_output=True,
                          text=True).stdout.split()
-    controller = int(open(f"/proc/{inst.read(name, 'pid').strip()}/stat").read()
-                     .rsplit(")", 1)[1].split()[1])
+    controller = parent_pid(int(inst.read(name, "pid")))
     mine = [int(p) for p in out if _ancestor(int(p), controller)]
     assert len(mine) == 1, (out, controller)
     return mine[0]
@@ -43,12 +43,20 @@ def vnc_server_pid(inst: Instance, name: str) -> int:
 def _ancestor(pid: int, ancestor: int) -> bool:
     while pid > 1:
         try:
-            pid = int(open(f"/proc/{pid}/stat").read().rsplit(")", 1)[1].split()[1])
+            pid = parent_pid(pid)
         except FileNotFoundError:
             return False
         if pid == ancestor:
             return True
     return False
+
+
+def echo_and_settle(inst: Instance, word: str) -> None:
+    """Run `echo WORD` in the demo's shell; return once its output and the next prompt
+    are on the screen, after which the screen stays still."""
+    inst.write("demo", "console", f"echo {word}\n")
+    wait_for(lambda: re.search(f"\n{word}\n\\S+:/#\n", inst.read("demo", "screen")),
+             what="output and prompt")
 
 
 def capture(api: Any, port: int, path: Path, password: str | None = None) -> np.ndarray:
@@ -98,10 +106,7 @@ def test_a_killed_vnc_server_is_restarted_with_the_same_screen(
         instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
     started_shell(instance)
     token = secrets.token_hex(4)
-    instance.write("demo", "console", f"echo before-{token}\n")
-    # The output and the next prompt: then the screen stays still.
-    wait_for(lambda: re.search(f"\nbefore-{token}\n\\S+:/#\n", instance.read("demo", "screen")),
-             what="output and prompt")
+    echo_and_settle(instance, f"before-{token}")
     port = vnc_port(instance, "demo")
     before = capture(vncdotool_api, port, tmp_path / "before.png")
     again = capture(vncdotool_api, port, tmp_path / "again.png")
@@ -133,11 +138,8 @@ def test_a_client_resize_reaches_the_container_as_its_tty_size(instance: Instanc
             client = await RawClient.connect(port, [enc.RAW, enc.EXTENDED_DESKTOP_SIZE])
             await client.request(incremental=False)
             await client.next_message()
-            await client.stream.send_all(set_desktop_size(1003, 487))   # padded: 125x30 cells
-            await client.request(incremental=True)
-            while not any(d[0] == 1 for d in client.decoder.desktop_sizes):
-                await client.next_message()
-            assert [d[:2] for d in client.decoder.desktop_sizes if d[0] == 1] == [(1, 0)]
+            # Not a multiple of the 8x16 cell (padded): 125x30 cells.
+            assert await client.set_desktop_size(1003, 487) == enc.STATUS_OK
             assert (client.decoder.width, client.decoder.height) == (1003, 487)
             await client.stream.aclose()
 
@@ -236,9 +238,7 @@ def test_the_screen_saved_on_the_root_is_shown_by_the_next_start(
         instance: Instance, vncdotool_api: Any, tmp_path: Path) -> None:
     started_shell(instance)
     token = secrets.token_hex(4)
-    instance.write("demo", "console", f"echo saved-{token}\n")
-    wait_for(lambda: re.search(f"\nsaved-{token}\n\\S+:/#\n", instance.read("demo", "screen")),
-             what="output and prompt")
+    echo_and_settle(instance, f"saved-{token}")
     screen = instance.read("demo", "screen")
     reply = save_screen(instance, "demo")
     assert reply["ok"] and reply["path"] == "/.vzfs/console.json", reply

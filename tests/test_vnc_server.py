@@ -275,6 +275,19 @@ class RawClient:
                                                *encodings))
         return self
 
+    async def set_desktop_size(self, width: int, height: int) -> int:
+        """Ask for a width×height framebuffer (one screen); the status of the server's
+        answer: the next ExtendedDesktopSize record with reason 1, this client's request."""
+        def answers() -> list[int]:
+            # Records are (reason, status, width, height, screens).
+            return [d[1] for d in self.decoder.desktop_sizes if d[0] == 1]
+        before = len(answers())
+        await self.stream.send_all(set_desktop_size(width, height))
+        await self.request(incremental=True)
+        while len(answers()) == before:
+            await self.next_message()
+        return answers()[before]
+
     async def request(self, incremental: bool) -> None:
         d = self.decoder
         await self.stream.send_all(struct.pack(">BBHHHH", 3, incremental, 0, 0, d.width, d.height))
@@ -489,13 +502,7 @@ async def test_set_desktop_size_resizes_the_terminal_exactly() -> None:
                 while client.decoder.encodings_seen.count(enc.RAW) == 0:
                     await client.next_message()
             # Not a multiple of the 8x16 cell: the framebuffer is exactly this, padded.
-            await asker.stream.send_all(set_desktop_size(333, 170))
-            await asker.request(incremental=True)
-            # ExtendedDesktopSize records: (reason, status, width, height, screens).
-            while not any(d[0] == 1 for d in asker.decoder.desktop_sizes):
-                await asker.next_message()
-            reason, status = [d[:2] for d in asker.decoder.desktop_sizes if d[0] == 1][-1]
-            assert (reason, status) == (1, 0)      # this client's request, accepted
+            assert await asker.set_desktop_size(333, 170) == enc.STATUS_OK
             assert (asker.decoder.width, asker.decoder.height) == (333, 170)
             assert resized == [(41, 10)]
             assert (display.terminal.columns, display.terminal.lines) == (41, 10)
@@ -509,10 +516,7 @@ async def test_set_desktop_size_resizes_the_terminal_exactly() -> None:
                 assert np.array_equal(client.rgb(), display.framebuffer)
             assert display.terminal.text().startswith("keep me")
             # Too small for 2x2 cells: refused (invalid layout), nothing changes.
-            await asker.stream.send_all(set_desktop_size(12, 20))
-            await asker.request(incremental=True)
-            while asker.decoder.desktop_sizes[-1][1] != 3:
-                await asker.next_message()
+            assert await asker.set_desktop_size(12, 20) == enc.STATUS_INVALID_LAYOUT
             assert resized == [(41, 10)] and display.width == 333
         nursery.cancel_scope.cancel()
 
@@ -525,11 +529,7 @@ async def test_set_desktop_size_is_refused_without_a_pty_to_resize() -> None:
             client = await RawClient.connect(served.port, [enc.RAW, enc.EXTENDED_DESKTOP_SIZE])
             await client.request(incremental=False)
             await client.next_message()
-            await client.stream.send_all(set_desktop_size(400, 200))
-            await client.request(incremental=True)
-            while not any(d[0] == 1 for d in client.decoder.desktop_sizes):
-                await client.next_message()
-            assert [d[:2] for d in client.decoder.desktop_sizes if d[0] == 1] == [(1, 1)]  # prohibited
+            assert await client.set_desktop_size(400, 200) == enc.STATUS_PROHIBITED
             assert served.display.width == 160
         nursery.cancel_scope.cancel()
 
