@@ -407,7 +407,11 @@ def test_reboot_inside_restarts_in_place(instance: Instance) -> None:
     wait_for(lambda: len(cgroup_procs(instance, "rb")) == 2, what="the shell on the console")
     # reboot(2) itself (busybox init's own reboot path just exits 0)
     r = sh(f"{' '.join(VZFS)} enter --mount {instance.mnt} rb -- reboot -f")
-    assert r.returncode == 0, r.stderr
+    # In a pid namespace reboot(2) SIGKILLs init and then exits the caller with 0, but
+    # init's death SIGKILLs the whole namespace: when that group kill lands before the
+    # caller's exit is reaped, its status is SIGKILL (137). Both are a reboot; what the
+    # domain does next is what is tested.
+    assert r.returncode in (0, 128 + signal.SIGKILL), r.stderr
     wait_for(lambda: instance.read("rb", "pid") not in ("", f"{old}\n"), timeout=20,
              what="a new init after the reboot")
     assert state(instance, "rb") == "running"
