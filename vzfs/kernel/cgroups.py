@@ -200,6 +200,57 @@ class Cgroup:
             pass
         return out
 
+    # -- the freezer ------------------------------------------------------------
+    def freezer(self) -> tuple[str, str, str, str]:
+        """(file, freeze value, thaw value, "v1"|"v2"): the v1 freezer controller where the
+        host has one (v1 and hybrid hosts), else the v2 core freezer (`cgroup.freeze`)."""
+        if "freezer" in self.dirs:
+            return os.path.join(self.dirs["freezer"], "freezer.state"), "FROZEN", "THAWED", "v1"
+        unified = self.dirs.get("unified")
+        if unified is None:
+            raise OSError(errno.ENOTSUP, "this host has no cgroup freezer")
+        return os.path.join(unified, "cgroup.freeze"), "1", "0", "v2"
+
+    def freezer_dir(self) -> str:
+        """The directory CRIU's --freeze-cgroup wants."""
+        return os.path.dirname(self.freezer()[0])
+
+    def frozen(self) -> bool:
+        path, _, _, kind = self.freezer()
+        if kind == "v1":
+            return _read(path).strip() == "FROZEN"
+        # cgroup.freeze says what was asked; cgroup.events says what is (cgroup-v2.rst).
+        events = _read(os.path.join(os.path.dirname(path), "cgroup.events"))
+        return "frozen 1" in events.splitlines()
+
+    def freeze(self, timeout: float = 5.0) -> None:
+        """Freeze every process of the cgroup; return once all are frozen.
+
+        A task in an uninterruptible sleep (D state) holds the freeze up; past
+        *timeout* the cgroup is thawed again and EBUSY raised, so a failed freeze
+        leaves the domain running as it was."""
+        path, freeze, _, _ = self.freezer()
+        _write(path, freeze)
+        deadline = time.monotonic() + timeout
+        delay = 0.0005
+        while not self.frozen():
+            if time.monotonic() > deadline:
+                self.thaw()
+                raise OSError(errno.EBUSY, f"its processes did not freeze within {timeout:g} s "
+                                           "(one is probably stuck in the kernel)")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.01)
+
+    def thaw(self) -> None:
+        path, _, thaw, kind = self.freezer()
+        _write(path, thaw)
+        if kind == "v1":
+            # v1 thaws at once: THAWED is read back as soon as it is written.
+            return
+        deadline = time.monotonic() + 5.0
+        while self.frozen() and time.monotonic() < deadline:
+            time.sleep(0.0005)
+
     # -- teardown -----------------------------------------------------------------
     def kill_all(self) -> None:
         """SIGKILL every process (cgroup.kill where the kernel has it, else one by one)."""
