@@ -36,8 +36,28 @@ def test_refused_with_ebusy(state: State, verb: str, words: str) -> None:
     assert info.value.sentence == f"cannot {verb} domain web1: {words}"
 
 
-def test_unknown_and_unavailable_verbs_are_einval() -> None:
-    for verb in ("bogus", "START", "pause", "resume", "suspend"):
+def test_pause_resume_suspend_transitions() -> None:
+    assert lifecycle.begin("web1", State.RUNNING, "pause") == State.PAUSED
+    assert lifecycle.begin("web1", State.PAUSED, "resume") == State.RUNNING
+    # A suspend keeps the state while CRIU works; a resume of a suspended domain starts it.
+    assert lifecycle.begin("web1", State.RUNNING, "suspend") == State.RUNNING
+    assert lifecycle.begin("web1", State.PAUSED, "suspend") == State.PAUSED
+    assert lifecycle.begin("web1", State.SUSPENDED, "resume") == State.STARTING
+    assert lifecycle.begin("web1", State.SUSPENDED, "start") == State.STARTING
+    assert lifecycle.begin("web1", State.SUSPENDED, "kill") == State.STOPPED
+    for state, verb in ((State.STOPPED, "pause"), (State.STOPPED, "suspend"),
+                        (State.RUNNING, "resume"), (State.SUSPENDED, "stop"),
+                        (State.SUSPENDED, "pause")):
+        with pytest.raises(VzfsError) as info:
+            lifecycle.begin("web1", state, verb)
+        assert info.value.errno == errno.EBUSY
+    assert lifecycle.outcome(State.RUNNING, "suspended") == State.SUSPENDED
+    assert lifecycle.outcome(State.PAUSED, "suspended") == State.SUSPENDED
+    assert lifecycle.outcome(State.STOPPED, "suspended") == State.SUSPENDED
+
+
+def test_unknown_verbs_are_einval() -> None:
+    for verb in ("bogus", "START", "freeze"):
         with pytest.raises(VzfsError) as info:
             lifecycle.begin("web1", State.RUNNING, verb)
         assert info.value.errno == errno.EINVAL

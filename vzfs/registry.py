@@ -19,10 +19,11 @@ from typing import Any
 import trio
 
 from . import config as configmod
+from . import criu as criumod
 from . import mountspec, templates
 from .atomicfile import atomic_write
 from .config import DomainConfig, Mount
-from .controller import lifecycle, paths
+from .controller import checkpoint, lifecycle, paths
 from .controller.lifecycle import State
 from .controller.consolestream import FrameDecoder, FrameError, Ring, input_frame
 from .controller.protocol import Decoder, Message, ProtocolError, encode
@@ -30,6 +31,7 @@ from .errors import VzfsError, from_oserror
 from .kernel import cgroups
 
 START_TIMEOUT = 30.0
+CHECKPOINT_TIMEOUT = 900.0     # a dump or restore of many gigabytes takes minutes
 CONSOLE_SCROLLBACK = 1 << 20
 REQUEST_TIMEOUT = 10.0
 
@@ -172,6 +174,7 @@ class Domain:
     last_screen: str = ""      # the screen when the domain last stopped
     vnc_restarts: int = 0      # times the controller restarted the VNC server this run
     mounts_lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
+    busy: str = ""             # a long verb under way ("suspended"): other verbs wait their turn
     # Called after any of SHOWN_CACHED is assigned: the filesystem lets the kernel
     # cache the files that show them, and must drop those copies at every change.
     watcher: Callable[["Domain"], None] | None = dataclasses.field(default=None, repr=False)
@@ -277,7 +280,7 @@ class Registry:
         if running and (cfg.id != dom.config.id or cfg.rootfs_path != dom.config.rootfs_path):
             raise VzfsError(errno.EBUSY, f"cannot change the id or rootfs of domain {dom.name} "
                                          f"while it is {dom.state.value}")
-        if running and cfg.limits != dom.config.limits:
+        if running and cfg.limits != dom.config.limits and dom.state != State.SUSPENDED:
             try:
                 self.cgroup(dom).set_limits(cfg.limits.memory, cfg.limits.cpus, cfg.limits.pids)
             except OSError as exc:
@@ -289,20 +292,30 @@ class Registry:
     # -- verbs -----------------------------------------------------------------
     async def command(self, dom: Domain, verb: str) -> None:
         nxt = lifecycle.begin(dom.name, dom.state, verb)
-        if verb == "start":
+        if dom.busy:
+            raise VzfsError(errno.EBUSY, f"cannot {verb} domain {dom.name}: it is being {dom.busy}")
+        if dom.state == State.SUSPENDED and verb in ("start", "resume"):
+            await self.start(dom, nxt, restore=True)
+        elif dom.state == State.SUSPENDED and verb == "kill":
+            self.discard_checkpoint(dom)
+        elif verb == "start":
             await self.start(dom, nxt)
         elif verb in ("stop", "kill"):
             await self.stop(dom, verb, nxt)
+        elif verb in ("pause", "resume"):
+            await self.freeze(dom, verb, nxt)
+        elif verb == "suspend":
+            await self.suspend(dom)
         elif verb == "restart":
             await self.stop(dom, "stop", nxt)
             await self.start(dom, lifecycle.begin(dom.name, dom.state, "start"))
 
-    async def start(self, dom: Domain, starting: State) -> None:
+    async def start(self, dom: Domain, starting: State, restore: bool = False) -> None:
         previous = dom.state
         dom.set_state(starting)
         self.on_change(dom)
         try:
-            client, hello = await self._spawn_controller(dom)
+            client, hello = await self._spawn_controller(dom, restore)
         except BaseException:
             dom.set_state(previous)
             self.on_change(dom)
@@ -326,11 +339,18 @@ class Registry:
                                           f"its rootfs {rootfs}")
         return rootfs
 
-    async def _spawn_controller(self, dom: Domain) -> tuple[ControllerClient, Message]:
-        what = f"cannot start domain {dom.name}"
+    async def _spawn_controller(self, dom: Domain,
+                                restore: bool = False) -> tuple[ControllerClient, Message]:
+        what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
         rootfs = self._prepare_rootfs(dom)
         if self.zygote is None:
             raise VzfsError(errno.EIO, f"{what}: this daemon cannot start controllers")
+        try:
+            criu = criumod.locate()
+        except OSError as exc:
+            if restore:
+                raise from_oserror(exc, what) from exc
+            criu = ""               # the domain runs; a suspend will say CRIU is missing
         request = {
             "name": dom.name,
             "state_dir": self.state_dir,
@@ -338,6 +358,8 @@ class Registry:
             "rootfs": rootfs,
             "layout": dataclasses.asdict(self.layout),
             "cgroup": paths.cgroup_relpath(self.state_dir, dom.config.id),
+            "criu": criu,
+            "restore": restore,
         }
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -351,7 +373,8 @@ class Registry:
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         decoder = Decoder()
         hello: Message | None = None
-        with trio.move_on_after(START_TIMEOUT):
+        timeout = CHECKPOINT_TIMEOUT if restore else START_TIMEOUT
+        with trio.move_on_after(timeout):
             async for data in stream:
                 # Take one message; any that follow stay buffered in the decoder
                 # for the client, which drains it first.
@@ -362,7 +385,7 @@ class Registry:
             await stream.aclose()
             if hello is None:
                 raise VzfsError(errno.EIO, f"{what}: its controller did not report in "
-                                           f"{START_TIMEOUT:g} s")
+                                           f"{timeout:g} s")
             raise VzfsError(int(hello.get("errno", errno.EIO)), f"{what}: {hello.get('error')}")
         client = ControllerClient(stream, decoder, lambda msg: self._on_event(dom, msg))
         return client, hello
@@ -405,13 +428,22 @@ class Registry:
         dom.client = None
         dom.pid = None
         dom.started_at = None
-        state = lifecycle.outcome(dom.state, "crashed" if kind == "crashed" else "exited")
+        event = kind if kind in ("crashed", "suspended") else "exited"
+        state = lifecycle.outcome(dom.state, event)
         if state == State.CRASHED and dom.state != State.CRASHED:
             dom.error = f"domain {dom.name} crashed: {reason}"
         dom.set_state(state)
         self.on_change(dom)
 
     def _settle_from_disk(self, dom: Domain, lost_controller: bool) -> None:
+        if checkpoint.has_checkpoint(paths.domain_dir(self.state_dir, dom.name)):
+            # A complete checkpoint is the truth, whatever else was recorded.
+            dom.client = None
+            dom.pid = None
+            dom.started_at = None
+            dom.set_state(State.SUSPENDED)
+            self.on_change(dom)
+            return
         path = paths.last_exit_file(self.state_dir, dom.name)
         try:
             with open(path) as f:
@@ -446,6 +478,67 @@ class Registry:
             raise
         if dom.client is client:
             self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
+
+    async def freeze(self, dom: Domain, verb: str, nxt: State) -> None:
+        """pause / resume of a running domain: the cgroup freezer, through its controller."""
+        client = dom.client
+        if client is None:
+            raise VzfsError(errno.EIO, f"cannot {verb} domain {dom.name}: no controller is attached")
+        previous = dom.state
+        dom.set_state(nxt)
+        self.on_change(dom)
+        try:
+            await client.request(f"cannot {verb} domain {dom.name}", verb)
+        except BaseException:
+            if dom.client is client and dom.state == nxt:
+                dom.set_state(previous)
+                self.on_change(dom)
+            raise
+
+    async def suspend(self, dom: Domain) -> None:
+        """Checkpoint the domain to disk and end it (its controller runs CRIU)."""
+        client = dom.client
+        if client is None:
+            raise VzfsError(errno.EIO, f"cannot suspend domain {dom.name}: no controller is attached")
+        dom.busy = "suspended"
+        try:
+            reply = await client.request(f"cannot suspend domain {dom.name}", "suspend",
+                                         timeout=CHECKPOINT_TIMEOUT)
+        finally:
+            dom.busy = ""
+        if dom.client is client:
+            self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
+
+    def discard_checkpoint(self, dom: Domain) -> None:
+        """`kill` of a suspended domain: its processes live only in the checkpoint."""
+        ddir = paths.domain_dir(self.state_dir, dom.name)
+        try:
+            checkpoint.discard(ddir)
+            os.unlink(paths.last_exit_file(self.state_dir, dom.name))
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise from_oserror(exc, f"cannot kill domain {dom.name}: its checkpoint "
+                                    "cannot be removed") from exc
+        dom.set_state(State.STOPPED)
+        self.on_change(dom)
+
+    def checkpoint_figures(self, dom: Domain) -> dict[str, float]:
+        try:
+            with open(os.path.join(paths.domain_dir(self.state_dir, dom.name),
+                                   checkpoint.RECORD)) as f:
+                figures = json.load(f)
+        except (OSError, ValueError):
+            return {}
+        return figures if isinstance(figures, dict) else {}
+
+    def checkpoint_log(self, dom: Domain) -> str:
+        try:
+            with open(os.path.join(paths.domain_dir(self.state_dir, dom.name), checkpoint.LOG),
+                      errors="replace") as f:
+                return f.read()
+        except OSError:
+            return ""
 
     def _connect(self, dom: Domain) -> socket.socket:
         ddir = paths.domain_dir(self.state_dir, dom.name)

@@ -28,7 +28,7 @@ from ..kernel import cgroups
 from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
 from ..kernel.syscalls import set_comm
-from . import container, paths, screenstate, vncspawn
+from . import checkpoint, container, paths, screenstate, vncspawn
 from ..terminal import make_terminal
 from .consolestream import (
     FrameDecoder, FrameError, Ring, data_frame, json_frame, parse_json_frame,
@@ -82,6 +82,14 @@ class Controller:
         self.pid = 0
         self.started_at = 0.0
         self.state = "starting"
+        # Suspend and resume (checkpoint.py): the CRIU command the daemon found, and
+        # whether this controller restores the domain's checkpoint instead of booting.
+        self.criu: str = request.get("criu", "")
+        self.restoring = bool(request.get("restore"))
+        self.suspending = False
+        self.suspended = False          # the dump succeeded: init's death is the suspend
+        self.suspend_done = trio.Event()
+        self.restore_figures: dict[str, float] = {}
         self.stop_requested = False
         self.exited = trio.Event()
         self.exit_state = ""
@@ -106,8 +114,8 @@ class Controller:
         self.screen_changed = trio.Event()
         self.master = -1
         self.slave = -1
-        self.dir_fd = os.open(paths.domain_dir(self.state_dir, self.name),
-                              os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.domain_dir = paths.domain_dir(self.state_dir, self.name)
+        self.dir_fd = os.open(self.domain_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     # -- start (synchronous: runs before trio.run, in a single-threaded process) --
     def start(self) -> None:
@@ -117,7 +125,10 @@ class Controller:
         os.set_inheritable(self.master, False)
         os.set_inheritable(self.slave, False)
         os.set_blocking(self.master, False)
-        self._spawn()
+        if self.restoring:
+            self._restore()
+        else:
+            self._spawn()
 
     def _load_screen(self) -> None:
         """Show the screen saved on the root (screenstate: before a checkpoint), if any.
@@ -167,6 +178,41 @@ class Controller:
         self.pid = container.launch(prepared or container.prepare(), spec, self._place)
         self.started_at = time.time()
         self.state = "running"
+
+    def _restore(self) -> None:
+        """Bring the domain back from its checkpoint, as our child, in its cgroup."""
+        started = time.monotonic()
+        prepared, self.prepared = self.prepared, None
+        if prepared is not None:
+            prepared.abandon()             # the restored tree brings its own init
+        meta = checkpoint.read_meta(self.domain_dir)
+        if (meta.columns, meta.lines) != (self.columns, self.lines):
+            # No saved screen (or a damaged one): at least the size the tree had.
+            self.columns, self.lines = meta.columns, meta.lines
+            self.term.resize(self.columns, self.lines)
+            self._set_winsize()
+        self.mounts = list(meta.mounts)
+        self.vnc_prefer = dict(meta.vnc_prefer)
+        self.cgroup.create()
+        limits = self.cfg.limits
+        self.cgroup.set_limits(limits.memory, limits.cpus, limits.pids)
+        try:
+            self.pid, figures = checkpoint.restore(self.criu, self.domain_dir, self.rootfs,
+                                                   meta, self.slave, self.cgroup.join_self)
+        except OSError:
+            self.cgroup.kill_all()         # whatever CRIU got as far as creating
+            raise
+        self.started_at = time.time()
+        self.state = "running"
+        figures["restore_ms"] = (time.monotonic() - started) * 1000
+        figures["restored_at"] = self.started_at
+        self.restore_figures = figures
+
+    def record_restore(self) -> None:
+        """Before "started" is sent: the checkpoint is spent (a reader of `state` or
+        `checkpoint` after the resume must not see it), the figures recorded."""
+        checkpoint.retire(self.domain_dir)
+        checkpoint.record(self.domain_dir, self.restore_figures, fresh=False)
 
     def record_mounts(self) -> None:
         """mounts.json in the domain's directory: the external mounts of the running
@@ -282,6 +328,10 @@ class Controller:
                              lines=self.lines, title=self.term.title)
         elif op in ("mount_add", "mount_del", "mounts"):
             reply = await self._mount_op(req_id, op, msg)
+        elif op in ("pause", "resume"):
+            reply = await self._freeze_op(req_id, op)
+        elif op == "suspend":
+            reply = await self._suspend(req_id)
         elif op == "save_screen":
             try:
                 path = self._save_screen()
@@ -325,10 +375,98 @@ class Controller:
             return reply_error(req_id, errno.EINVAL, f"bad mount request: {exc}")
         return reply_ok(req_id)
 
+    # -- pause, resume, suspend ------------------------------------------------
+    async def _freeze_op(self, req_id: Any, op: str) -> Message:
+        want = "running" if op == "pause" else "paused"
+        if self.state != want or self.suspending:
+            return reply_error(req_id, errno.EBUSY, f"it is {self.state}")
+        try:
+            if op == "pause":
+                await trio.to_thread.run_sync(self.cgroup.freeze)
+                self.state = "paused"
+            else:
+                await trio.to_thread.run_sync(self.cgroup.thaw)
+                self.state = "running"
+        except OSError as exc:
+            return reply_error(req_id, exc.errno or errno.EIO,
+                               f"the cgroup freezer refused: {exc.strerror or exc}")
+        return reply_ok(req_id, state=self.state)
+
+    async def _suspend(self, req_id: Any) -> Message:
+        """Checkpoint the domain to disk and end it; on failure it runs on as it was.
+
+        CRIU stops a running tree itself (ptrace: a millisecond, where its cgroup
+        freezer path waits 100 ms before it first looks); a paused domain's frozen
+        cgroup is handed to it as it is. The screen is saved on the root before the
+        dump and, once CRIU has ended the tree and its last output is read, again:
+        the screen after the resume is the screen at the checkpoint."""
+        if self.state not in ("running", "paused") or self.suspending:
+            return reply_error(req_id, errno.EBUSY, f"it is {self.state}")
+        if not self.criu:
+            return reply_error(req_id, errno.ENOENT, "no CRIU was found on this host "
+                                                     "(set VZFS_CRIU or run ./bootstrap)")
+        self.suspending = True
+        self.suspend_done = trio.Event()
+        started = time.monotonic()
+        try:
+            try:
+                self._save_screen()
+                meta = checkpoint.Meta(
+                    console_key=checkpoint.tty_key(os.fstat(self.slave)),
+                    # The container's /dev/tty: the node in its own /dev, seen through init.
+                    devtty_key=checkpoint.tty_key(os.stat(f"/proc/{self.pid}/root/dev/tty")),
+                    mounts=tuple(self.mounts), columns=self.columns, lines=self.lines,
+                    vnc_prefer=dict(self.vnc_prefer), dumped_at=time.time())
+                freezer = self.cgroup.freezer_dir() if self.state == "paused" else None
+                figures = await trio.to_thread.run_sync(
+                    checkpoint.dump, self.criu, self.domain_dir, self.pid, self.rootfs,
+                    freezer, meta)
+                await self._settle_console()
+                try:
+                    self._save_screen()
+                except OSError:
+                    traceback.print_exc()      # the one saved before the dump stays
+                checkpoint.commit(self.domain_dir, meta)
+            except OSError as exc:
+                return reply_error(req_id, exc.errno or errno.EIO, exc.strerror or str(exc))
+            figures["suspend_ms"] = (time.monotonic() - started) * 1000
+            figures["dumped_at"] = meta.dumped_at
+            try:
+                checkpoint.record(self.domain_dir, figures, fresh=True)
+            except OSError:
+                traceback.print_exc()
+            self.suspended = True
+        finally:
+            self.suspending = False
+            self.suspend_done.set()
+        await self.exited.wait()
+        return reply_ok(req_id, state=self.exit_state, **figures)
+
+    async def _settle_console(self) -> None:
+        """Read what is left in the pty and let the emulator take it all."""
+        batch = bytearray()
+        while True:
+            try:
+                chunk = os.read(self.master, 65536)
+            except (BlockingIOError, OSError):
+                break
+            if not chunk:
+                break
+            batch += chunk
+        if batch:
+            self.ring.append(bytes(batch))
+            changed, self.console_changed = self.console_changed, trio.Event()
+            changed.set()
+        with trio.move_on_after(1):
+            while self.fed < self.ring.end:
+                await trio.sleep(0.001)
+
     def _begin_stop(self, timeout: float, sig: int) -> None:
         if self.stop_requested or self.exited.is_set():
             return
         self.stop_requested = True
+        if self.state == "paused":
+            self.cgroup.thaw()           # a frozen init cannot hear the stop signal
         self.state = "stopping"
         self._signal_init(sig)
         self.nursery.start_soon(self._stop_escalation, timeout, sig)
@@ -345,9 +483,13 @@ class Controller:
 
     def _kill(self) -> None:
         self.stop_requested = True
+        paused = self.state == "paused"
         self.state = "stopping"
         self._signal_init(signal.SIGKILL)
         self.cgroup.kill_all()
+        if paused:
+            # The v1 freezer holds even a SIGKILLed task until it is thawed.
+            self.cgroup.thaw()
 
     def _signal_init(self, sig: int) -> None:
         try:
@@ -617,6 +759,12 @@ class Controller:
                 os.close(pidfd)
             _, status = os.waitpid(self.pid, 0)
             kind, reason = describe_exit(status)
+            if self.suspending:
+                # CRIU ends the tree once its images are written: wait for its verdict.
+                await self.suspend_done.wait()
+            if self.suspended:
+                self._finish("suspended", "suspended to disk")
+                return
             if kind == "rebooted" and not self.stop_requested:
                 self._cleanup_processes()
                 try:
@@ -696,9 +844,11 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
                 pass
             ctl.start()
         except OSError as exc:
+            traceback.print_exc()
             if ctl.prepared is not None:
                 ctl.prepared.abandon()
             try:
+                ctl.cgroup.kill_all()
                 ctl.cgroup.remove()
             except OSError:
                 pass
@@ -707,11 +857,18 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
                                         "errno": exc.errno or errno.EIO, "error": reason}))
             os._exit(0)
         listener = ctl.listen()
+        if ctl.restoring:
+            try:
+                ctl.record_restore()
+            except OSError:
+                traceback.print_exc()
         # Init runs: say so before trio starts (its start-up costs milliseconds
         # the user's `echo start` need not wait for).
         os.write(daemon_fd, encode(ctl._status()))
         try:
             ctl.record_mounts()
+            if ctl.restoring:
+                checkpoint.discard(ctl.domain_dir)     # the spent images
         except OSError:
             traceback.print_exc()       # the domain runs; the checkpoint will say what is missing
         # The zygote's spare forked our spawner before the request came; if it could

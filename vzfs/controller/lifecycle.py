@@ -48,18 +48,18 @@ VERBS: dict[tuple[State, str], State] = {
     (S.RUNNING, "restart"): S.STOPPING,
     (S.RUNNING, "pause"): S.PAUSED,
     (S.PAUSED, "resume"): S.RUNNING,
-    (S.RUNNING, "suspend"): S.SUSPENDED,
+    # A suspend keeps its state while CRIU works (the domain is `busy` meanwhile): on
+    # failure the domain is exactly as it was, on success it is `suspended`.
+    (S.RUNNING, "suspend"): S.RUNNING,
+    (S.PAUSED, "suspend"): S.PAUSED,
     (S.SUSPENDED, "start"): S.STARTING,
     (S.SUSPENDED, "resume"): S.STARTING,
+    (S.SUSPENDED, "kill"): S.STOPPED,     # forget the checkpoint
 }
 
 # Verbs that are part of the contract but not available in this build: refused
 # with EINVAL and a sentence that says so, whatever the state.
-UNAVAILABLE: dict[str, str] = {
-    "pause": "pausing needs the checkpoint support, which this version does not have yet",
-    "resume": "resuming needs the checkpoint support, which this version does not have yet",
-    "suspend": "suspending needs the checkpoint support, which this version does not have yet",
-}
+UNAVAILABLE: dict[str, str] = {}
 
 ALL_VERBS = frozenset(verb for _, verb in VERBS)
 
@@ -74,6 +74,9 @@ OUTCOMES: dict[tuple[State, str], State] = {
     (S.PAUSED, "crashed"): S.CRASHED,
     (S.STARTING, "crashed"): S.CRASHED,
     (S.STOPPING, "crashed"): S.STOPPED,     # we asked it to go: any exit is a stop
+    (S.RUNNING, "suspended"): S.SUSPENDED,
+    (S.PAUSED, "suspended"): S.SUSPENDED,
+    (S.STOPPED, "suspended"): S.SUSPENDED,  # a daemon that starts finds a checkpoint
     # A daemon that starts assumes `stopped` until it hears otherwise; the
     # record of a crash while it was away makes that `crashed`.
     (S.STOPPED, "crashed"): S.CRASHED,

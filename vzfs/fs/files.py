@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 
 from .. import __version__
 from .. import config as configmod
+from ..controller import checkpoint
 from ..errors import VzfsError
 from ..registry import Domain, Registry
 
@@ -71,6 +72,18 @@ def show_stats(reg: Registry, dom: Domain) -> str:
     return "".join(f"{k} {v}\n" for k, v in reg.stats(dom).items())
 
 
+def show_checkpoint(reg: Registry, dom: Domain) -> str:
+    figures = reg.checkpoint_figures(dom)
+    out = []
+    for key in checkpoint.FIGURES:
+        value = figures.get(key)
+        if isinstance(value, (int, float)):
+            text = f"{value:.3f}" if key.endswith("_at") else (
+                f"{value:.1f}" if key.endswith("_ms") else f"{int(value)}")
+            out.append(f"{key} {text}\n")
+    return "".join(out)
+
+
 def _line(value: object) -> str:
     return "" if value is None or value == "" else f"{value}\n"
 
@@ -91,6 +104,8 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("mounts", lambda reg, dom: reg.mounts(dom), store_mounts),
     ControlFile("vnc", lambda reg, dom: _line_async(reg.vnc(dom))),
     ControlFile("vnc_websocket", lambda reg, dom: _line_async(reg.vnc(dom, "vnc_websocket"))),
+    ControlFile("checkpoint", show_checkpoint),
+    ControlFile("checkpoint.log", lambda reg, dom: reg.checkpoint_log(dom)),
 )
 
 
@@ -103,7 +118,7 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
   domains/NAME/
     config    rw      the definition in TOML; write a whole new one to replace it
     state     rw      read: stopped starting running stopping crashed …
-                      write a verb: start stop kill restart
+                      write a verb: start stop kill restart pause resume suspend
     id        r       the numeric domain id
     pid       r       host pid of the container's init (empty when not running)
     stats     r       cpu_ns, memory_bytes, pids, uptime_s, vnc_restarts
@@ -113,6 +128,8 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
     mounts    rw      SOURCE TARGET OPTIONS lines; write: add SOURCE TARGET [OPTIONS] | del TARGET
     vnc       r       HOST:PORT of the console's VNC server (empty when none)
     vnc_websocket r   HOST:PORT serving noVNC and RFB over WebSocket (empty when none)
+    checkpoint r      figures of the last suspend and resume (dump_ms, frozen_ms, restore_ms…)
+    checkpoint.log r  CRIU's log of the last suspend or resume
 
 One write is one command; it returns when done. A refused command changes
 nothing, fails with an errno (EINVAL, EBUSY, EEXIST, ENOENT, EIO…) and `error`

@@ -1,0 +1,397 @@
+"""Suspend to disk and back, with CRIU as the engine.
+
+Theory of operation
+-------------------
+A checkpoint is a directory of CRIU images plus `vzfs.json`, the few facts the
+restore needs that CRIU does not keep: which terminal was the console, which
+mounts came from the host, the screen's size and the VNC ports. The dump writes
+into `checkpoint.new/`; only when CRIU succeeded is `vzfs.json` written and the
+directory renamed to `checkpoint/`, so a `checkpoint/` with a `vzfs.json` is
+always complete and is what makes a domain `suspended` (also for a daemon that
+starts later). A failed dump leaves no images behind; a failed restore leaves
+them in place to be tried again.
+
+What CRIU must be told (FACTS.md, criu(8)):
+
+* The console is a pty of the host, held by the controller, outside the dump:
+  `--external tty[RDEV:DEV]` on dump, and on restore the new pty's slave is handed
+  in with `--inherit-fd fd[N]:tty[RDEV:DEV]` under the old key. Its bind mounts
+  on /dev/console and /dev/tty1 are external mounts the same way.
+* `/dev/tty` (5:0) is declared external too, and restored as the console. CRIU
+  4 refuses to dump a `/dev/tty` opened by a task whose controlling terminal is an
+  external tty ("ctty inheritance detected … no PTY peer"), and every interactive
+  shell on the console holds one. Inside a domain the console is the terminal such
+  a task has, so after a restore its /dev/tty is the console.
+* Bind mounts from the host (the domain's `mounts`) are external: dumped as
+  `mnt[TARGET]:mN`, restored from `mnt[mN]:SOURCE`. tmpfs mounts are internal
+  (CRIU saves their contents).
+* Cgroups are vzfs's: `--manage-cgroups=ignore`, and the restore runs CRIU from
+  inside the domain's cgroup so that the restored tree is born there. A running
+  tree is stopped by CRIU's ptrace seize; a paused one is handed over frozen
+  (`--freeze-cgroup`), and stays paused if the dump fails.
+* `--restore-sibling --restore-detached`: the restored init becomes a child of
+  CRIU's parent, the controller, which then supervises it like one it started.
+"""
+
+import dataclasses
+import errno
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+
+from ..atomicfile import atomic_write
+from ..mountspec import MountSpec
+
+IMAGES = "checkpoint"
+PARTIAL = "checkpoint.new"
+SPENT = "checkpoint.old"
+META = "vzfs.json"
+LOG = "checkpoint.log"
+RECORD = "checkpoint.json"
+PIDFILE = "restored.pid"
+
+CONSOLE_MOUNTS = ("/dev/console", "/dev/tty1")
+COMMON = ("-v4", "--manage-cgroups=ignore", "--tcp-established", "--file-locks")
+
+# Lines every run logs as "Error" that say nothing about why a run failed: probes
+# of kernel features and of tools that are optional (iptables; nftables is used).
+_NOISE = re.compile(r"RLIMIT_NOFILE|execvp\(\"(ip6?tables|iptables-legacy|ip6tables-legacy)|"
+                    r"tables(-legacy)?-(save|restore) -V failed|Unable to create tun|"
+                    r"exited, status=1$|Can't keep kdat cache")
+_ERROR = re.compile(r"Error \([^)]*\): (.*)$")
+
+
+class CheckpointError(OSError):
+    """CRIU refused; `sentence` says why in words, from its log."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Meta:
+    """What the restore needs besides CRIU's images (stored as META)."""
+    console_key: str            # tty[RDEV:DEV] of the console at dump time
+    devtty_key: str             # tty[RDEV:DEV] of the container's /dev/tty
+    mounts: tuple[MountSpec, ...]
+    columns: int
+    lines: int
+    vnc_prefer: dict[str, int]
+    dumped_at: float
+
+    def to_json(self) -> str:
+        return json.dumps({
+            "console_key": self.console_key, "devtty_key": self.devtty_key,
+            "mounts": [{"source": m.source, "target": m.target, "options": list(m.options)}
+                       for m in self.mounts],
+            "columns": self.columns, "lines": self.lines, "vnc_prefer": self.vnc_prefer,
+            "dumped_at": self.dumped_at})
+
+    @classmethod
+    def from_json(cls, text: str) -> "Meta":
+        d = json.loads(text)
+        return cls(str(d["console_key"]), str(d["devtty_key"]),
+                   tuple(MountSpec(str(m["source"]), str(m["target"]),
+                                   tuple(str(o) for o in m["options"])) for m in d["mounts"]),
+                   int(d["columns"]), int(d["lines"]),
+                   {str(k): int(v) for k, v in d.get("vnc_prefer", {}).items()},
+                   float(d["dumped_at"]))
+
+
+def tty_key(st: os.stat_result) -> str:
+    return f"tty[{st.st_rdev:x}:{st.st_dev:x}]"
+
+
+def has_checkpoint(domain_dir: str) -> bool:
+    return os.path.exists(os.path.join(domain_dir, IMAGES, META))
+
+
+def _external_mounts(mounts: Sequence[MountSpec]) -> list[tuple[str, MountSpec]]:
+    """(key, mount) for every mount that comes from the host (binds, not tmpfs)."""
+    return [(f"m{i}", m) for i, m in enumerate(mounts) if not m.is_tmpfs]
+
+
+def dump_args(criu: str, pid: int, images: str, log: str, root: str, freezer: str | None,
+              meta: Meta) -> list[str]:
+    args = [criu, "dump", "-t", str(pid), "-D", images, "-o", log, "--root", root,
+            "--network-lock", "nftables", *COMMON,
+            "--external", meta.console_key, "--external", meta.devtty_key]
+    if freezer is not None:
+        args += ["--freeze-cgroup", freezer]
+    for target in CONSOLE_MOUNTS:
+        args += ["--external", f"mnt[{target}]:{os.path.basename(target)}"]
+    for key, m in _external_mounts(meta.mounts):
+        args += ["--external", f"mnt[{m.target}]:{key}"]
+    return args
+
+
+def restore_args(criu: str, images: str, log: str, root: str, pidfile: str, meta: Meta,
+                 console_fd: int, devtty_fd: int, console_path: str) -> list[str]:
+    args = [criu, "restore", "-D", images, "-o", log, "--root", root, "--pidfile", pidfile,
+            "--restore-detached", "--restore-sibling", *COMMON,
+            # One fd per key: CRIU moves each inherited fd away as it takes it.
+            "--inherit-fd", f"fd[{console_fd}]:{meta.console_key}",
+            "--inherit-fd", f"fd[{devtty_fd}]:{meta.devtty_key}"]
+    for target in CONSOLE_MOUNTS:
+        args += ["--external", f"mnt[{os.path.basename(target)}]:{console_path}"]
+    for key, m in _external_mounts(meta.mounts):
+        args += ["--external", f"mnt[{key}]:{m.source}"]
+    return args
+
+
+def reasons(log: str, limit: int = 3) -> str:
+    """The last few errors CRIU logged, in its words, without the noise every run has."""
+    found: list[str] = []
+    try:
+        with open(log, errors="replace") as f:
+            for line in f:
+                m = _ERROR.search(line.rstrip("\n"))
+                if m and not _NOISE.search(line):
+                    text = m.group(1).strip().rstrip(":")
+                    if text and text not in found:
+                        found.append(text)
+    except OSError:
+        return "its log could not be read"
+    specific = [t for t in found if not re.fullmatch(r"(Dumping|Restoring) FAILED\.?", t)]
+    chosen = (specific or found)[-limit:]
+    return "; ".join(chosen) if chosen else "it gave no reason in its log"
+
+
+# -- CRIU's statistics images (stats-dump, stats-restore) -------------------------
+# A service image: two magics, then one size-prefixed protobuf message
+# (images/stats.proto: StatsEntry{dump=1: DumpStatsEntry, restore=2: RestoreStatsEntry}).
+# Only varint fields and one level of nesting are used, so a few lines of wire
+# format reading do; times are in microseconds.
+DUMP_FIELDS = {1: "freezing_time", 2: "frozen_time", 3: "memdump_time", 4: "memwrite_time",
+               5: "pages_scanned", 7: "pages_written"}
+RESTORE_FIELDS = {3: "forking_time", 4: "restore_time", 5: "pages_restored"}
+
+
+def _varint(buf: bytes, i: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if i >= len(buf):
+            raise ValueError("truncated varint")
+        b = buf[i]
+        i += 1
+        value |= (b & 0x7F) << shift
+        shift += 7
+        if not b & 0x80:
+            return value, i
+
+
+def _fields(buf: bytes) -> dict[int, int | bytes]:
+    out: dict[int, int | bytes] = {}
+    i = 0
+    while i < len(buf):
+        key, i = _varint(buf, i)
+        number, wire = key >> 3, key & 7
+        if wire == 0:
+            out[number], i = _varint(buf, i)
+        elif wire == 2:
+            length, i = _varint(buf, i)
+            out[number] = buf[i:i + length]
+            i += length
+        elif wire == 1:
+            i += 8
+        elif wire == 5:
+            i += 4
+        else:
+            raise ValueError(f"unexpected wire type {wire}")
+    return out
+
+
+def read_stats(path: str) -> dict[str, int]:
+    """The figures of a stats-dump or stats-restore image ({} when there is none)."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except OSError:
+        return {}
+    if len(data) < 12:
+        return {}
+    size = int.from_bytes(data[8:12], "little")
+    try:
+        entry = _fields(data[12:12 + size])
+        out: dict[str, int] = {}
+        for number, names in ((1, DUMP_FIELDS), (2, RESTORE_FIELDS)):
+            sub = entry.get(number)
+            if isinstance(sub, bytes):
+                for k, v in _fields(sub).items():
+                    if k in names and isinstance(v, int):
+                        out[names[k]] = v
+        return out
+    except ValueError:
+        return {}
+
+
+# -- running CRIU -------------------------------------------------------------------
+def _run(args: list[str], log: str, cwd: str, pass_fds: Sequence[int] = (),
+         preexec: Callable[[], None] | None = None) -> int:
+    """Run CRIU; what it prints itself (and the tools it runs print) goes after its log."""
+    proc = subprocess.run(args, cwd=cwd, pass_fds=tuple(pass_fds), preexec_fn=preexec,
+                          stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, check=False)
+    if proc.stdout:
+        with open(log, "ab") as f:
+            f.write(b"\n--- printed by criu and the tools it ran ---\n" + proc.stdout)
+    return proc.returncode
+
+
+def _images_bytes(path: str) -> int:
+    total = 0
+    for entry in os.scandir(path):
+        if entry.is_file(follow_symlinks=False):
+            total += entry.stat(follow_symlinks=False).st_size
+    return total
+
+
+def dump(criu: str, domain_dir: str, pid: int, root: str, freezer: str | None,
+         meta: Meta) -> dict[str, float]:
+    """Checkpoint the tree of *pid* and end it; return the figures of the dump.
+
+    *freezer* is the frozen cgroup of a paused domain (None: CRIU stops the tree).
+    On failure the tree runs on as it was, the partial images are removed and
+    CheckpointError says why."""
+    partial = os.path.join(domain_dir, PARTIAL)
+    log = os.path.join(domain_dir, LOG)
+    shutil.rmtree(partial, ignore_errors=True)
+    os.mkdir(partial, 0o700)
+    try:
+        os.unlink(log)
+    except FileNotFoundError:
+        pass
+    started = time.monotonic()
+    try:
+        code = _run(dump_args(criu, pid, partial, log, root, freezer, meta), log, partial)
+    except OSError as exc:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise CheckpointError(exc.errno or errno.EIO,
+                              f"cannot run CRIU ({criu}): {exc.strerror or exc}") from exc
+    elapsed = time.monotonic() - started
+    if code != 0:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise CheckpointError(errno.EIO, f"CRIU could not checkpoint it: {reasons(log)} "
+                                         f"(its whole log is in {LOG})")
+    stats = read_stats(os.path.join(partial, "stats-dump"))
+    return {"dump_ms": elapsed * 1000,
+            "frozen_ms": stats.get("frozen_time", 0) / 1000,
+            "freezing_ms": stats.get("freezing_time", 0) / 1000,
+            "memdump_ms": stats.get("memdump_time", 0) / 1000,
+            "memwrite_ms": stats.get("memwrite_time", 0) / 1000,
+            "pages_written": stats.get("pages_written", 0),
+            "images_bytes": _images_bytes(partial)}
+
+
+def commit(domain_dir: str, meta: Meta) -> None:
+    """Make the dumped images the domain's checkpoint (META last, then one rename)."""
+    partial = os.path.join(domain_dir, PARTIAL)
+    atomic_write(os.path.join(partial, META), meta.to_json())
+    final = os.path.join(domain_dir, IMAGES)
+    shutil.rmtree(final, ignore_errors=True)
+    os.rename(partial, final)
+
+
+def retire(domain_dir: str) -> None:
+    """The domain runs from its checkpoint: it is no checkpoint any more (one rename,
+    so a crash right after cannot make a stale one look current)."""
+    try:
+        os.rename(os.path.join(domain_dir, IMAGES), os.path.join(domain_dir, SPENT))
+    except FileNotFoundError:
+        pass
+
+
+def discard(domain_dir: str) -> None:
+    """Forget the checkpoint (META first: a half-removed directory is no checkpoint)."""
+    final = os.path.join(domain_dir, IMAGES)
+    try:
+        os.unlink(os.path.join(final, META))
+    except FileNotFoundError:
+        pass
+    for name in (IMAGES, SPENT, PARTIAL):
+        shutil.rmtree(os.path.join(domain_dir, name), ignore_errors=True)
+
+
+def read_meta(domain_dir: str) -> Meta:
+    path = os.path.join(domain_dir, IMAGES, META)
+    try:
+        with open(path) as f:
+            return Meta.from_json(f.read())
+    except FileNotFoundError:
+        raise CheckpointError(errno.ENOENT, "it has no checkpoint to restore") from None
+    except (ValueError, KeyError, TypeError) as exc:
+        raise CheckpointError(errno.EIO, f"its checkpoint's {META} is damaged ({exc})") from exc
+
+
+def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: int,
+            join_cgroup: Callable[[], None]) -> tuple[int, dict[str, float]]:
+    """Restore the checkpoint as a child of the caller; return (host pid of init, figures).
+
+    CRIU runs from inside the domain's cgroup (*join_cgroup* runs in its process
+    before the exec). The images stay whatever happens: the caller discards them
+    once the domain runs."""
+    images = os.path.join(domain_dir, IMAGES)
+    log = os.path.join(domain_dir, LOG)
+    pidfile = os.path.join(domain_dir, PIDFILE)
+    for path in (log, pidfile):
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+    for m in meta.mounts:
+        if not m.is_tmpfs and not os.path.exists(m.source):
+            raise CheckpointError(errno.ENOENT, f"the source {m.source} of its mount on "
+                                                f"{m.target} does not exist any more")
+    fds = [os.dup(console_slave), os.dup(console_slave)]
+    started = time.monotonic()
+    try:
+        args = restore_args(criu, images, log, root, pidfile, meta, fds[0], fds[1],
+                            os.ttyname(console_slave))
+        code = _run(args, log, images, pass_fds=fds, preexec=join_cgroup)
+    except OSError as exc:
+        raise CheckpointError(exc.errno or errno.EIO,
+                              f"cannot run CRIU ({criu}): {exc.strerror or exc}") from exc
+    finally:
+        for fd in fds:
+            os.close(fd)
+    elapsed = time.monotonic() - started
+    if code != 0:
+        raise CheckpointError(errno.EIO, f"CRIU could not restore it: {reasons(log)} "
+                                         f"(its whole log is in {LOG}; the checkpoint is kept)")
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+    except (OSError, ValueError) as exc:
+        raise CheckpointError(errno.EIO, f"CRIU restored it but left no pid ({exc})") from exc
+    finally:
+        try:
+            os.unlink(pidfile)
+        except FileNotFoundError:
+            pass
+    stats = read_stats(os.path.join(images, "stats-restore"))
+    return pid, {"criu_restore_ms": elapsed * 1000,
+                 "restore_time_ms": stats.get("restore_time", 0) / 1000,
+                 "forking_ms": stats.get("forking_time", 0) / 1000,
+                 "pages_restored": stats.get("pages_restored", 0)}
+
+
+# The figures, in the order the `checkpoint` file shows them (times in ms).
+FIGURES = ("dumped_at", "suspend_ms", "dump_ms", "frozen_ms", "freezing_ms", "memdump_ms",
+           "memwrite_ms", "pages_written", "images_bytes",
+           "restored_at", "restore_ms", "criu_restore_ms", "restore_time_ms", "forking_ms",
+           "pages_restored")
+
+
+def record(domain_dir: str, figures: dict[str, float], fresh: bool) -> None:
+    """checkpoint.json: the figures of the last dump and the restore that followed it."""
+    path = os.path.join(domain_dir, RECORD)
+    current: dict[str, float] = {}
+    if not fresh:
+        try:
+            with open(path) as f:
+                current = json.load(f)
+        except (OSError, ValueError):
+            current = {}
+    current.update(figures)
+    atomic_write(path, json.dumps(current, sort_keys=True))
