@@ -64,11 +64,15 @@ def host_pid_of(inst: Instance, name: str, inner: int) -> int:
     todo = [init]
     while todo:
         pid = todo.pop()
-        status = Path(f"/proc/{pid}/status").read_text()
+        try:
+            status = Path(f"/proc/{pid}/status").read_text()
+            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        except FileNotFoundError:
+            continue                  # one of the counter's sleeps, gone meanwhile
         for line in status.splitlines():
             if line.startswith("NSpid:") and int(line.split()[-1]) == inner:
                 return pid
-        todo += [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+        todo += [int(c) for c in children]
     raise AssertionError(f"no process {inner} in the domain")
 
 
@@ -113,6 +117,9 @@ def test_a_paused_domain_can_be_killed_and_stopped(instance: Instance) -> None:
 
 def test_suspend_and_resume_keep_processes_files_and_screen(instance: Instance) -> None:
     start_with_counter(instance, "s")
+    # A pipe between two processes, one of them in /etc, and a file kept open.
+    instance.write("s", "console", "cd /etc; (while :; do pwd; sleep 0.05; done) | "
+                                   "while read l; do echo $l > /piped; done & cd /\n")
     instance.write("s", "console", "exec 7</etc/hostname; echo before-suspend\n")
     wait_for(lambda: "before-suspend\n" in instance.read("s", "screen").replace(" ", ""),
              what="the echo on the screen")
@@ -146,6 +153,10 @@ def test_suspend_and_resume_keep_processes_files_and_screen(instance: Instance) 
     assert values == list(range(1, len(values) + 1)), "the count restarted or skipped"
     assert instance.read("s", "screen") == screen
     assert not checkpoint.has_checkpoint(str(ddir)), "a spent checkpoint was kept"
+    piped = rootfs(instance, "s") / "piped"
+    piped.unlink()
+    wait_for(lambda: piped.exists() and piped.read_text() == "/etc\n",
+             what="the pipe carrying the working directory again")
     # The console is live again: the shell answers.
     instance.write("s", "console", "echo after-resume\n")
     wait_for(lambda: "after-resume\n" in instance.read("s", "screen").replace(" ", ""),
@@ -215,6 +226,7 @@ def test_a_failed_restore_keeps_the_checkpoint_to_retry(instance: Instance, tmp_
     (source / "hello").write_text("hello\n")
     start_with_counter(instance, "m")
     instance.write("m", "mounts", f"add {source} /data ro")
+    screen = instance.read("m", "screen")
     instance.write("m", "state", "suspend")
     hidden = tmp_path / "elsewhere"
     source.rename(hidden)
@@ -228,6 +240,7 @@ def test_a_failed_restore_keeps_the_checkpoint_to_retry(instance: Instance, tmp_
     pid = int(instance.read("m", "pid"))
     assert Path(f"/proc/{pid}/root/data/hello").read_text() == "hello\n"
     assert instance.read("m", "mounts") == f"{source} /data ro\n"
+    assert instance.read("m", "screen") == screen, "the failed try cost the saved screen"
 
 
 def test_kill_of_a_suspended_domain_forgets_its_checkpoint(instance: Instance) -> None:
@@ -244,7 +257,12 @@ def test_kill_of_a_suspended_domain_forgets_its_checkpoint(instance: Instance) -
 
 def test_the_figures_and_the_log_of_the_last_checkpoint(instance: Instance) -> None:
     start_with_counter(instance, "v")
+    # Output nobody read back yet is still on the screen of the suspended domain.
+    instance.write("v", "console", "echo last-words; touch /said\n")
+    wait_for(lambda: (rootfs(instance, "v") / "said").exists(), what="the shell's answer")
+    time.sleep(0.2)
     instance.write("v", "state", "suspend")
+    assert "last-words\n" in instance.read("v", "screen").replace(" ", "")
     figures = dict(line.split(" ") for line in instance.read("v", "checkpoint").splitlines())
     for key in ("dump_ms", "frozen_ms", "suspend_ms", "images_bytes", "pages_written"):
         assert float(figures[key]) > 0, key

@@ -30,6 +30,22 @@ def test_round_trip_restores_the_same_screen_once(tmp_path: Path) -> None:
         os.close(fd)
 
 
+def test_a_restore_keeps_the_file_until_it_succeeded(tmp_path: Path) -> None:
+    term = Terminal(40, 10)
+    term.feed(b"kept for a retry")
+    fd = root_fd(tmp_path)
+    try:
+        screenstate.save(fd, term.snapshot())
+        for _ in range(2):                         # a failed restore, then the retry
+            snapshot = screenstate.load(fd, consume=False)
+            assert snapshot is not None and Terminal.restore(snapshot).text() == term.text()
+        screenstate.remove(fd)
+        assert screenstate.load(fd) is None
+        screenstate.remove(fd)                     # nothing left: nothing to do
+    finally:
+        os.close(fd)
+
+
 def test_symlinks_planted_by_the_container_are_never_followed(tmp_path: Path) -> None:
     root, outside = tmp_path / "root", tmp_path / "host"
     root.mkdir()

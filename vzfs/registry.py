@@ -387,7 +387,8 @@ class Registry:
                 raise VzfsError(errno.EIO, f"{what}: its controller did not report in "
                                            f"{timeout:g} s")
             raise VzfsError(int(hello.get("errno", errno.EIO)), f"{what}: {hello.get('error')}")
-        client = ControllerClient(stream, decoder, lambda msg: self._on_event(dom, msg))
+        client = ControllerClient(stream, decoder, lambda msg: None)
+        client.on_event = lambda msg: self._on_event(dom, client, msg)
         return client, hello
 
     def _attach(self, dom: Domain, client: ControllerClient, status: Message) -> None:
@@ -408,7 +409,11 @@ class Registry:
             # truth; otherwise it died without one.
             self._settle_from_disk(dom, lost_controller=True)
 
-    def _on_event(self, dom: Domain, msg: Message) -> None:
+    def _on_event(self, dom: Domain, client: ControllerClient, msg: Message) -> None:
+        if dom.client is not client:
+            # A controller whose end was already taken from its reply (stop, suspend):
+            # its "exited" must not undo a verb that came after.
+            return
         event = msg.get("event")
         if event == "exited":
             if isinstance(msg.get("screen"), str):
@@ -477,6 +482,8 @@ class Registry:
                 self.on_change(dom)
             raise
         if dom.client is client:
+            if isinstance(reply.get("screen"), str):
+                dom.last_screen = reply["screen"]
             self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
 
     async def freeze(self, dom: Domain, verb: str, nxt: State) -> None:
@@ -507,6 +514,8 @@ class Registry:
         finally:
             dom.busy = ""
         if dom.client is client:
+            if isinstance(reply.get("screen"), str):
+                dom.last_screen = reply["screen"]
             self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
 
     def discard_checkpoint(self, dom: Domain) -> None:
@@ -579,7 +588,8 @@ class Registry:
             self._settle_from_disk(dom, lost_controller=False)
             return
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        client = ControllerClient(stream, Decoder(), lambda msg: self._on_event(dom, msg))
+        client = ControllerClient(stream, Decoder(), lambda msg: None)
+        client.on_event = lambda msg: self._on_event(dom, client, msg)
         assert self.nursery is not None
         self.nursery.start_soon(client.run)
         try:

@@ -92,6 +92,7 @@ class Controller:
         self.restore_figures: dict[str, float] = {}
         self.stop_requested = False
         self.exited = trio.Event()
+        self.ended = trio.Event()        # exited, and the VNC server gone: its ports are free
         self.exit_state = ""
         self.exit_reason = ""
         self.streams: dict[trio.SocketStream, trio.Lock] = {}
@@ -138,7 +139,7 @@ class Controller:
         try:
             root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
             try:
-                snapshot = screenstate.load(root_fd)
+                snapshot = screenstate.load(root_fd, consume=not self.restoring)
             finally:
                 os.close(root_fd)
             if snapshot is None:
@@ -213,6 +214,11 @@ class Controller:
         `checkpoint` after the resume must not see it), the figures recorded."""
         checkpoint.retire(self.domain_dir)
         checkpoint.record(self.domain_dir, self.restore_figures, fresh=False)
+        root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            screenstate.remove(root_fd)
+        finally:
+            os.close(root_fd)
 
     def record_mounts(self) -> None:
         """mounts.json in the domain's directory: the external mounts of the running
@@ -254,6 +260,7 @@ class Controller:
                 nursery.start_soon(self._supervise_vnc)
             await self.exited.wait()
             await self._stop_vnc()
+            self.ended.set()
             await self._broadcast({"event": "exited", "state": self.exit_state,
                                    "reason": self.exit_reason, "screen": self.term.text()})
             # Give replies queued on the exit a moment to leave, then end.
@@ -319,8 +326,9 @@ class Controller:
                                  int(msg.get("signal", self.cfg.stop_signal)))
             else:
                 self._kill()
-            await self.exited.wait()
-            reply = reply_ok(req_id, state=self.exit_state, reason=self.exit_reason)
+            await self.ended.wait()
+            reply = reply_ok(req_id, state=self.exit_state, reason=self.exit_reason,
+                             screen=self.term.text())
         elif op == "stats":
             reply = reply_ok(req_id, **self.cgroup.stats())
         elif op == "screen":
@@ -439,8 +447,9 @@ class Controller:
         finally:
             self.suspending = False
             self.suspend_done.set()
-        await self.exited.wait()
-        return reply_ok(req_id, state=self.exit_state, **figures)
+        await self.ended.wait()
+        return reply_ok(req_id, state=self.exit_state, reason=self.exit_reason,
+                        screen=self.term.text(), **figures)
 
     async def _settle_console(self) -> None:
         """Read what is left in the pty and let the emulator take it all."""
@@ -617,8 +626,8 @@ class Controller:
             started = trio.current_time()
             await self._run_vnc()
             self.vnc_address = self.vnc_websocket = ""
-            if self.vnc_spawner is None:
-                return
+            if self.vnc_spawner is None or self.exited.is_set():
+                return             # ended on purpose (_stop_vnc): the domain is gone
             if trio.current_time() - started > VNC_STABLE_S:
                 backoff = VNC_FAST_RESTART
             await trio.sleep(backoff)

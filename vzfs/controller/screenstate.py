@@ -57,8 +57,10 @@ def save(root_fd: int, snapshot: dict[str, Any]) -> None:
         os.close(dir_fd)
 
 
-def load(root_fd: int) -> dict[str, Any] | None:
-    """The saved snapshot, removing the file (it describes one moment); None if there is none."""
+def load(root_fd: int, consume: bool = True) -> dict[str, Any] | None:
+    """The saved snapshot, and by default remove the file (it describes one moment); None
+    if there is none. A restore keeps it until it succeeded (`remove`): a failed one is
+    tried again."""
     try:
         dir_fd = _open_dir(root_fd, create=False)
     except FileNotFoundError:
@@ -72,7 +74,8 @@ def load(root_fd: int) -> dict[str, Any] | None:
             body = os.read(fd, MAX_BYTES + 1)
         finally:
             os.close(fd)
-        os.unlink(FILE, dir_fd=dir_fd)
+        if consume:
+            os.unlink(FILE, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
     if len(body) > MAX_BYTES:
@@ -85,3 +88,16 @@ def load(root_fd: int) -> dict[str, Any] | None:
             doc.get("terminal"), dict):
         raise OSError(errno.EINVAL, "the saved console state has an unknown format")
     return doc["terminal"]
+
+
+def remove(root_fd: int) -> None:
+    try:
+        dir_fd = _open_dir(root_fd, create=False)
+    except FileNotFoundError:
+        return
+    try:
+        os.unlink(FILE, dir_fd=dir_fd)
+    except FileNotFoundError:
+        pass
+    finally:
+        os.close(dir_fd)
