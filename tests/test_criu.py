@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.system import Instance
 from vzfs import criu
 
 
@@ -108,3 +109,9 @@ def test_version_of_what_cannot_run(tmp_path: Path) -> None:
     assert caught.value.errno == errno.EIO
     assert caught.value.strerror == f"cannot run CRIU {path}: No such file or directory"
 
+
+def test_version_file_names_criu(bootstrap_criu: str, instance: Instance) -> None:
+    lines = (instance.mnt / "version").read_text().splitlines()
+    version = dict(line.split(" ", 1) for line in lines)
+    assert version["checkpoint"] == f"criu {criu.version(bootstrap_criu)} {bootstrap_criu}"
+    assert version["checkpoint"].startswith("criu 4.")
