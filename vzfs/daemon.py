@@ -18,6 +18,7 @@ import trio
 
 from .controller import zygote
 from .errors import VzfsError
+from .fs import files
 from .fs.operations import Operations
 from .kernel import cgroups
 from .registry import Registry
@@ -95,6 +96,7 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
             log.warning("cgroup: cannot turn on favordynmods (%s); starts will be slower", exc)
     registry = Registry(state_dir, layout, None)
     registry.load()
+    log.info("checkpoint: %s", files.checkpoint_engine())
     keep = {lock_fd} | ({ready_fd} if ready_fd is not None else set())
     registry.zygote = zygote.start(close_fds=keep)
     ops = Operations(registry)

@@ -8,11 +8,12 @@ once it has taken effect — or raises VzfsError and changes nothing
 
 import dataclasses
 import errno
+import functools
 import os
 import platform
 from collections.abc import Awaitable, Callable
 
-from .. import __version__
+from .. import __version__, criu
 from .. import config as configmod
 from ..controller import checkpoint
 from ..errors import VzfsError
@@ -143,9 +144,16 @@ def version_text(reg: Registry) -> str:
             f"kernel {platform.release()}\n"
             f"cgroup {reg.layout.mode}\n"
             f"cgroup_favordynmods {'yes' if _favordynmods(reg) else 'no'}\n"
-            f"checkpoint none\n"
+            f"checkpoint {checkpoint_engine()}\n"
             f"state_dir {reg.state_dir}\n"
             f"daemon_pid {os.getpid()}\n")
+
+
+@functools.cache
+def checkpoint_engine() -> str:
+    """criu.describe(), once per daemon: it runs `criu --version`, too slow for every read
+    (the daemon asks before trio runs, so no request waits for it)."""
+    return criu.describe()
 
 
 def _favordynmods(reg: Registry) -> bool:
