@@ -345,12 +345,14 @@ class Registry:
         rootfs = self._prepare_rootfs(dom)
         if self.zygote is None:
             raise VzfsError(errno.EIO, f"{what}: this daemon cannot start controllers")
+        criu, criu_error = "", ""
         try:
-            criu = criumod.locate()
+            criu = criumod.find()
         except OSError as exc:
             if restore:
                 raise from_oserror(exc, what) from exc
-            criu = ""               # the domain runs; a suspend will say CRIU is missing
+            # The domain runs; a suspend will say what is wrong with CRIU.
+            criu_error = f"{exc.errno or errno.EIO} {exc.strerror or exc}"
         request = {
             "name": dom.name,
             "state_dir": self.state_dir,
@@ -359,6 +361,7 @@ class Registry:
             "layout": dataclasses.asdict(self.layout),
             "cgroup": paths.cgroup_relpath(self.state_dir, dom.config.id),
             "criu": criu,
+            "criu_error": criu_error,
             "restore": restore,
         }
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)

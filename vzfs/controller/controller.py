@@ -85,6 +85,7 @@ class Controller:
         # Suspend and resume (checkpoint.py): the CRIU command the daemon found, and
         # whether this controller restores the domain's checkpoint instead of booting.
         self.criu: str = request.get("criu", "")
+        self.criu_error: str = request.get("criu_error", "")    # "errno sentence" when none
         self.restoring = bool(request.get("restore"))
         self.suspending = False
         self.suspended = False          # the dump succeeded: init's death is the suspend
@@ -411,8 +412,9 @@ class Controller:
         if self.state not in ("running", "paused") or self.suspending:
             return reply_error(req_id, errno.EBUSY, f"it is {self.state}")
         if not self.criu:
-            return reply_error(req_id, errno.ENOENT, "no CRIU was found on this host "
-                                                     "(set VZFS_CRIU or run ./bootstrap)")
+            code, _, why = self.criu_error.partition(" ")
+            return reply_error(req_id, int(code) if code.isdigit() else errno.ENOENT,
+                               why or "no CRIU was found (set VZFS_CRIU or run ./bootstrap)")
         self.suspending = True
         self.suspend_done = trio.Event()
         started = time.monotonic()
