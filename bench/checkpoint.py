@@ -283,6 +283,15 @@ FIGURES = (
 )
 
 
+def cpu_stall_us() -> int | None:
+    """Microseconds some task has waited for a CPU since boot (PSI, /proc/pressure/cpu)."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            return int(f.readline().rpartition("total=")[2])
+    except (OSError, ValueError):
+        return None
+
+
 def _measure(ctx: Context, subject: Subject, rounds: int) -> dict[str, float]:
     inst, size = subject.inst, subject.size
     needed = 2 * size * MIB + 256 * MIB
@@ -294,6 +303,7 @@ def _measure(ctx: Context, subject: Subject, rounds: int) -> dict[str, float]:
     subject.boot()
     vz: list[dict[str, float]] = []
     raw: list[dict[str, float]] = []
+    stalled, began = cpu_stall_us(), time.monotonic()
     for i in range(rounds):
         for side in alternate(i, ("vzfs", "raw")):
             os.sync()                  # untimed: no writeback left over from the last one
@@ -302,11 +312,17 @@ def _measure(ctx: Context, subject: Subject, rounds: int) -> dict[str, float]:
                 vz.append(subject.vzfs_cycle())
             else:
                 raw.append(subject.raw_cycle())
+    elapsed = time.monotonic() - began
+    stalled_after = cpu_stall_us()
     inst.kill(subject.name)
 
     tag = f"{size}mb"
     sides = {"vzfs": vz, "raw": raw}
     out: dict[str, float] = {}
+    if stalled is not None and stalled_after is not None:
+        # How busy the host was meanwhile: the share of the time some task waited
+        # for a CPU (other work on a shared machine moves these medians a lot).
+        out[f"checkpoint_cpu_pressure_pct_{tag}"] = (stalled_after - stalled) / 1e4 / elapsed
     for key, side, figure in FIGURES:
         samples = [cycle[figure] for cycle in sides[side]]
         out[f"{key}_{tag}"] = median(samples)
