@@ -35,7 +35,7 @@ from .stats import alternate, median
 
 MIB = 1 << 20
 NS_PER_MS = 1e6
-SETTLE_S = 0.2            # untimed, after each cycle: let the controller settle
+SETTLE_S = 0.2            # untimed, before each dump and between a dump and its restore
 BOOT_TIMEOUT = 30.0
 # The program that holds the memory: N MiB from malloc (an anonymous mapping), every
 # byte written with xorshift output (never zero), then a line on stdout, then pause().
@@ -78,7 +78,10 @@ def build_hog(workdir: str) -> str:
 
 
 def criu_version(criu: str) -> str:
-    done = subprocess.run([criu, "--version"], capture_output=True, text=True, timeout=30)
+    try:
+        done = subprocess.run([criu, "--version"], capture_output=True, text=True, timeout=30)
+    except OSError as exc:
+        raise BenchError(f"cannot run CRIU {criu}: {exc.strerror or exc}") from exc
     for line in done.stdout.splitlines():
         if line.startswith("Version:"):
             return line.split(":", 1)[1].strip()
@@ -108,7 +111,7 @@ class Subject:
     """One domain holding *size* MiB, driven through vzfs's files and by hand."""
 
     def __init__(self, ctx: Context, inst: Instance, criu: str, hog: str, size: int) -> None:
-        self.ctx, self.inst, self.criu, self.hog, self.size = ctx, inst, criu, hog, size
+        self.inst, self.criu, self.hog, self.size = inst, criu, hog, size
         self.name = f"ckpt{size}"
         self.boots = 0
         self.raw_dir = os.path.join(ctx.root, "criu-raw", self.name)
@@ -292,7 +295,7 @@ def cpu_stall_us() -> int | None:
         return None
 
 
-def _measure(ctx: Context, subject: Subject, rounds: int) -> dict[str, float]:
+def _measure(subject: Subject, rounds: int) -> dict[str, float]:
     inst, size = subject.inst, subject.size
     needed = 2 * size * MIB + 256 * MIB
     free = shutil.disk_usage(inst.state_dir).free
@@ -353,6 +356,6 @@ def suspend_resume(ctx: Context) -> Values:
     out: dict[str, float] = {}
     for size in sizes:
         ctx.log(f"suspend/resume and raw CRIU, {size} MB, {rounds} rounds")
-        out.update(_measure(ctx, Subject(ctx, inst, criu, hog, size), rounds))
+        out.update(_measure(Subject(ctx, inst, criu, hog, size), rounds))
     ctx.meta["checkpoint_rounds"] = rounds
     return out
