@@ -17,6 +17,20 @@ if TYPE_CHECKING:
 Value = float | int | str | None
 Values = Mapping[str, Value]
 
+# Suspend/resume beside raw CRIU (issue 7): one set of figures per size of the
+# memory the container holds.
+CHECKPOINT_SIZES_MB: tuple[int, ...] = (10, 100, 500)
+
+
+def checkpoint_keys(size_mb: int) -> tuple[str, ...]:
+    tag = f"{size_mb}mb"
+    return (f"suspend_frozen_ms_{tag}", f"raw_criu_frozen_ms_{tag}",
+            f"suspend_dump_ms_{tag}", f"raw_criu_dump_ms_{tag}",
+            f"resume_restore_ms_{tag}", f"raw_criu_restore_ms_{tag}",
+            f"suspend_write_ms_{tag}", f"resume_write_ms_{tag}",
+            f"frozen_overhead_pct_{tag}", f"resume_overhead_pct_{tag}")
+
+
 # The keys of the bench issue's table (issue 3), in its order.
 KEYS: tuple[str, ...] = (
     "start_ms_p50", "crun_start_ms_p50",
@@ -31,7 +45,7 @@ KEYS: tuple[str, ...] = (
     "vnc_bytes_per_scrolled_line", "vnc_raw_frame_bytes",
     "vnc_bytes_per_scrolled_line_paced", "vnc_restart_ms",
     "mount_add_ms_p50", "mount_del_ms_p50",
-    "suspend_frozen_ms_100mb", "resume_ms_100mb", "criu_frozen_ms_100mb", "criu_restore_ms_100mb",
+    *(key for size in CHECKPOINT_SIZES_MB for key in checkpoint_keys(size)),
     "migrate_downtime_ms_10mb", "migrate_downtime_ms_100mb", "migrate_downtime_ms_500mb",
     "criu_dump_restore_ms_10mb", "criu_dump_restore_ms_100mb", "criu_dump_restore_ms_500mb",
     "domain_pss_mb",
@@ -47,6 +61,20 @@ class Row:
     # The peer's name; `{key}` fields are filled from the run's descriptive
     # values (e.g. the crun version and cgroup mode found on this host).
     peer_name: str = ""
+
+
+def _checkpoint_rows(size_mb: int) -> tuple[Row, ...]:
+    tag = f"{size_mb}mb"
+    raw = "raw {criu_name}, same container"
+    return (
+        Row(f"suspend_frozen_ms_{tag}", f"raw_criu_frozen_ms_{tag}", f"{raw}: dump's frozen_time"),
+        Row(f"suspend_dump_ms_{tag}", f"raw_criu_dump_ms_{tag}", f"{raw}: criu dump"),
+        Row(f"suspend_write_ms_{tag}", f"raw_criu_dump_ms_{tag}", f"{raw}: criu dump"),
+        Row(f"resume_restore_ms_{tag}", f"raw_criu_restore_ms_{tag}", f"{raw}: criu restore"),
+        Row(f"resume_write_ms_{tag}", f"raw_criu_restore_ms_{tag}", f"{raw}: criu restore"),
+        Row(f"frozen_overhead_pct_{tag}"),
+        Row(f"resume_overhead_pct_{tag}"),
+    )
 
 
 ROWS: tuple[Row, ...] = (
@@ -71,8 +99,7 @@ ROWS: tuple[Row, ...] = (
     Row("vnc_restart_ms"),
     Row("mount_add_ms_p50"),
     Row("mount_del_ms_p50"),
-    Row("suspend_frozen_ms_100mb", "criu_frozen_ms_100mb", "raw CRIU, same container"),
-    Row("resume_ms_100mb", "criu_restore_ms_100mb", "raw CRIU, same container"),
+    *(row for size in CHECKPOINT_SIZES_MB for row in _checkpoint_rows(size)),
     Row("migrate_downtime_ms_10mb", "criu_dump_restore_ms_10mb", "CRIU dump + restore"),
     Row("migrate_downtime_ms_100mb", "criu_dump_restore_ms_100mb", "CRIU dump + restore"),
     Row("migrate_downtime_ms_500mb", "criu_dump_restore_ms_500mb", "CRIU dump + restore"),
