@@ -76,6 +76,11 @@ def host_pid_of(inst: Instance, name: str, inner: int) -> int:
     raise AssertionError(f"no process {inner} in the domain")
 
 
+def shown(inst: Instance, name: str, line: str) -> bool:
+    """Whether a screen line reads exactly *line* (output, not the typed command)."""
+    return any(row.strip() == line for row in inst.read(name, "screen").splitlines())
+
+
 def write_fails(path: Path, text: str) -> int:
     try:
         with open(path, "w") as f:
@@ -121,8 +126,7 @@ def test_suspend_and_resume_keep_processes_files_and_screen(instance: Instance) 
     instance.write("s", "console", "cd /etc; (while :; do pwd; sleep 0.05; done) | "
                                    "while read l; do echo $l > /piped; done & cd /\n")
     instance.write("s", "console", "exec 7</etc/hostname; echo before-suspend\n")
-    wait_for(lambda: "before-suspend\n" in instance.read("s", "screen").replace(" ", ""),
-             what="the echo on the screen")
+    wait_for(lambda: shown(instance, "s", "before-suspend"), what="the echo on the screen")
     before_procs = processes(instance, "s")
     shell = host_pid_of(instance, "s", 3)
     assert os.readlink(f"/proc/{shell}/fd/7") == "/etc/hostname"
@@ -159,7 +163,7 @@ def test_suspend_and_resume_keep_processes_files_and_screen(instance: Instance) 
              what="the pipe carrying the working directory again")
     # The console is live again: the shell answers.
     instance.write("s", "console", "echo after-resume\n")
-    wait_for(lambda: "after-resume\n" in instance.read("s", "screen").replace(" ", ""),
+    wait_for(lambda: shown(instance, "s", "after-resume"),
              what="the shell answering after the resume")
     wait_for(lambda: instance.read("s", "vnc") == vnc, what="the VNC server on its old address")
 
@@ -212,8 +216,8 @@ def test_a_failed_dump_leaves_the_domain_running_and_says_why(instance: Instance
     log = instance.read("f", "checkpoint.log")
     assert "Dumping FAILED" in log
     # Closed, it suspends.
-    instance.write("f", "console", "exec 9<&-\n")
-    time.sleep(0.3)
+    instance.write("f", "console", "exec 9<&-; touch /closed\n")
+    wait_for(lambda: (rootfs(instance, "f") / "closed").exists(), what="the file closed")
     instance.write("f", "state", "suspend")
     assert state(instance, "f") == "suspended"
     instance.write("f", "state", "resume")
@@ -262,7 +266,7 @@ def test_the_figures_and_the_log_of_the_last_checkpoint(instance: Instance) -> N
     wait_for(lambda: (rootfs(instance, "v") / "said").exists(), what="the shell's answer")
     time.sleep(0.2)
     instance.write("v", "state", "suspend")
-    assert "last-words\n" in instance.read("v", "screen").replace(" ", "")
+    assert shown(instance, "v", "last-words")
     figures = dict(line.split(" ") for line in instance.read("v", "checkpoint").splitlines())
     for key in ("dump_ms", "frozen_ms", "suspend_ms", "images_bytes", "pages_written"):
         assert float(figures[key]) > 0, key
