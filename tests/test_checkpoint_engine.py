@@ -1,5 +1,6 @@
 """The pure parts of the CRIU engine: its statistics images, its logs, its command lines."""
 
+import dataclasses
 from pathlib import Path
 
 from vzfs.controller import checkpoint
@@ -100,3 +101,11 @@ def test_commit_retire_discard(tmp_path: Path) -> None:
     assert not checkpoint.has_checkpoint(d)
     checkpoint.discard(d)
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_a_domain_without_dev_tty_declares_none() -> None:
+    m = dataclasses.replace(meta(), devtty_key="")
+    dump = checkpoint.dump_args("/x/criu", 42, "/i", "/l", "/root", None, m)
+    restore = checkpoint.restore_args("/x/criu", "/i", "/l", "/root", "/p", m, 7, 8, "/dev/pts/3")
+    assert "tty[500:2c]" not in " ".join(dump + restore)
+    assert [a for a in restore if a.startswith("fd[")] == ["fd[7]:tty[8801:1a]"]

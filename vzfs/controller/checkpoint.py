@@ -73,7 +73,7 @@ class CheckpointError(OSError):
 class Meta:
     """What the restore needs besides CRIU's images (stored as META)."""
     console_key: str            # tty[RDEV:DEV] of the console at dump time
-    devtty_key: str             # tty[RDEV:DEV] of the container's /dev/tty
+    devtty_key: str             # tty[RDEV:DEV] of the container's /dev/tty ("" if it had none)
     mounts: tuple[MountSpec, ...]
     columns: int
     lines: int
@@ -115,8 +115,9 @@ def _external_mounts(mounts: Sequence[MountSpec]) -> list[tuple[str, MountSpec]]
 def dump_args(criu: str, pid: int, images: str, log: str, root: str, freezer: str | None,
               meta: Meta) -> list[str]:
     args = [criu, "dump", "-t", str(pid), "-D", images, "-o", log, "--root", root,
-            "--network-lock", "nftables", *COMMON,
-            "--external", meta.console_key, "--external", meta.devtty_key]
+            "--network-lock", "nftables", *COMMON, "--external", meta.console_key]
+    if meta.devtty_key:
+        args += ["--external", meta.devtty_key]
     if freezer is not None:
         args += ["--freeze-cgroup", freezer]
     for target in CONSOLE_MOUNTS:
@@ -131,8 +132,9 @@ def restore_args(criu: str, images: str, log: str, root: str, pidfile: str, meta
     args = [criu, "restore", "-D", images, "-o", log, "--root", root, "--pidfile", pidfile,
             "--restore-detached", "--restore-sibling", *COMMON,
             # One fd per key: CRIU moves each inherited fd away as it takes it.
-            "--inherit-fd", f"fd[{console_fd}]:{meta.console_key}",
-            "--inherit-fd", f"fd[{devtty_fd}]:{meta.devtty_key}"]
+            "--inherit-fd", f"fd[{console_fd}]:{meta.console_key}"]
+    if meta.devtty_key:
+        args += ["--inherit-fd", f"fd[{devtty_fd}]:{meta.devtty_key}"]
     for target in CONSOLE_MOUNTS:
         args += ["--external", f"mnt[{os.path.basename(target)}]:{console_path}"]
     for key, m in _external_mounts(meta.mounts):

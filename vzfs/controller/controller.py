@@ -13,6 +13,7 @@ import json
 import os
 import signal
 import socket
+import stat
 import struct
 import sys
 import termios
@@ -423,8 +424,7 @@ class Controller:
                 self._save_screen()
                 meta = checkpoint.Meta(
                     console_key=checkpoint.tty_key(os.fstat(self.slave)),
-                    # The container's /dev/tty: the node in its own /dev, seen through init.
-                    devtty_key=checkpoint.tty_key(os.stat(f"/proc/{self.pid}/root/dev/tty")),
+                    devtty_key=self._devtty_key(),
                     mounts=tuple(self.mounts), columns=self.columns, lines=self.lines,
                     vnc_prefer=dict(self.vnc_prefer), dumped_at=time.time())
                 freezer = self.cgroup.freezer_dir() if self.state == "paused" else None
@@ -452,6 +452,15 @@ class Controller:
         await self.ended.wait()
         return reply_ok(req_id, state=self.exit_state, reason=self.exit_reason,
                         screen=self.term.text(), **figures)
+
+    def _devtty_key(self) -> str:
+        """The key of the container's /dev/tty (the node in its own /dev, seen through
+        init); empty when the container removed it (then no process can hold one)."""
+        try:
+            st = os.stat(f"/proc/{self.pid}/root/dev/tty")
+        except FileNotFoundError:
+            return ""
+        return checkpoint.tty_key(st) if stat.S_ISCHR(st.st_mode) else ""
 
     async def _settle_console(self) -> None:
         """Read what is left in the pty and let the emulator take it all."""
@@ -855,7 +864,6 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
                 pass
             ctl.start()
         except OSError as exc:
-            traceback.print_exc()
             if ctl.prepared is not None:
                 ctl.prepared.abandon()
             try:
