@@ -251,6 +251,14 @@ def test_kill_of_a_suspended_domain_forgets_its_checkpoint(instance: Instance) -
     start_with_counter(instance, "k")
     instance.write("k", "state", "suspend")
     assert write_fails(instance.dom("k") / "state", "stop") == errno.EBUSY
+    try:
+        instance.dom("k").rmdir()
+    except OSError as exc:
+        assert exc.errno == errno.EBUSY
+    else:
+        raise AssertionError("a suspended domain was undefined")
+    assert instance.read("k", "error") == ("cannot undefine domain k: it is suspended (resume "
+                                           "it, or kill it to forget its checkpoint)\n")
     instance.write("k", "state", "kill")
     assert state(instance, "k") == "stopped"
     assert not checkpoint.has_checkpoint(str(instance.state / "domains" / "k"))

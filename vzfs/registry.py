@@ -249,8 +249,10 @@ class Registry:
     def undefine(self, name: str) -> None:
         dom = self.get(name)
         if dom.state not in (State.STOPPED, State.CRASHED):
+            how = ("resume it, or kill it to forget its checkpoint" if dom.state == State.SUSPENDED
+                   else "stop it first")
             raise VzfsError(errno.EBUSY, f"cannot undefine domain {name}: it is {dom.state.value} "
-                                         "(stop it first)")
+                                         f"({how})")
         rootfs = self.rootfs(dom)
         if dom.config.rootfs_path is None:
             # The private area vzfs made from a template goes with the domain
