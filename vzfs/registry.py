@@ -628,6 +628,9 @@ class Registry:
 
     async def screen(self, dom: Domain) -> str:
         """The console's screen as text (the last one seen when not running)."""
+        if dom.state == State.SUSPENDED and not dom.last_screen:
+            # A daemon that started after the suspend: the screen saved on the root.
+            dom.last_screen = self._saved_screen(dom)
         if dom.client is None or dom.state not in (State.RUNNING, State.PAUSED, State.STOPPING):
             return dom.last_screen
         try:
@@ -636,6 +639,22 @@ class Registry:
             return dom.last_screen
         dom.last_screen = str(reply.get("text", ""))
         return dom.last_screen
+
+    def _saved_screen(self, dom: Domain) -> str:
+        """The text of the screen a checkpoint left on the domain's root ("" if none)."""
+        from .controller import screenstate
+        from .terminal import BACKENDS
+        try:
+            root_fd = os.open(self.rootfs(dom), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            try:
+                snapshot = screenstate.load(root_fd, consume=False)
+            finally:
+                os.close(root_fd)
+            if snapshot is None:
+                return ""
+            return BACKENDS[dom.config.console.emulator].restore(snapshot).text()
+        except (OSError, ValueError, KeyError, TypeError, IndexError):
+            return ""            # the container's file: a bad one costs the picture only
 
     async def vnc(self, dom: Domain, key: str = "vnc") -> str:
         """`HOST:PORT` of the domain's VNC server (key "vnc") or its WebSocket listener
