@@ -210,9 +210,9 @@ def test_a_failed_dump_leaves_the_domain_running_and_says_why(instance: Instance
     # An open file that was deleted is kept by CRIU as a "ghost" copy, up to 1 MB:
     # a 2 MB one makes the dump fail.
     instance.write("f", "console",
-                   "dd if=/dev/zero of=/big bs=1M count=2 2>/dev/null; exec 9</big; rm /big\n")
-    wait_for(lambda: not (rootfs(instance, "f") / "big").exists(), what="the deleted file")
-    time.sleep(0.2)
+                   "dd if=/dev/zero of=/big bs=1M count=2 2>/dev/null; exec 9</big; rm /big; "
+                   "touch /held\n")
+    wait_for(lambda: (rootfs(instance, "f") / "held").exists(), what="the deleted file held")
     pid = instance.read("f", "pid")
     assert write_fails(instance.dom("f") / "state", "suspend") == errno.EIO
     error = instance.read("f", "error")
