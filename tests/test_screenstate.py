@@ -68,6 +68,10 @@ def test_symlinks_planted_by_the_container_are_never_followed(tmp_path: Path) ->
         screenstate.save(fd, Terminal(10, 4).snapshot())
         assert secret.read_text() == "host file"
         assert not (root / ".vzfs" / "console.json").is_symlink()
+        # Nor through a link planted at the temp file's name.
+        (root / ".vzfs" / f"console.json.tmp{os.getpid()}").symlink_to(secret)
+        screenstate.save(fd, Terminal(10, 4).snapshot())
+        assert secret.read_text() == "host file"
     finally:
         os.close(fd)
 

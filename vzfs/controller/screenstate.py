@@ -17,6 +17,8 @@ import json
 import os
 from typing import Any
 
+from ..atomicfile import atomic_write
+
 DIR = ".vzfs"
 FILE = "console.json"
 VERSION = 1
@@ -38,21 +40,7 @@ def save(root_fd: int, snapshot: dict[str, Any]) -> None:
     body = json.dumps({"version": VERSION, "terminal": snapshot}, separators=(",", ":")).encode()
     dir_fd = _open_dir(root_fd, create=True)
     try:
-        tmp = FILE + ".tmp"
-        try:
-            os.unlink(tmp, dir_fd=dir_fd)
-        except FileNotFoundError:
-            pass
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
-                     0o600, dir_fd=dir_fd)
-        try:
-            view = memoryview(body)
-            while view:
-                view = view[os.write(fd, view):]
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.rename(tmp, FILE, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
+        atomic_write(FILE, body, dir_fd=dir_fd)
     finally:
         os.close(dir_fd)
 
