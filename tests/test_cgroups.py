@@ -74,6 +74,15 @@ def _child_in(cg: cgroups.Cgroup) -> int:
     return pid
 
 
+def _remove_tree(cg: cgroups.Cgroup) -> None:
+    for d in cg.distinct_dirs():
+        for path in (d, os.path.dirname(d)):
+            try:
+                os.rmdir(path)
+            except OSError:
+                pass
+
+
 def test_v2_code_path_on_a_real_cgroup2_mount() -> None:
     if system_ready():
         pytest.skip(system_ready())
@@ -128,12 +137,7 @@ def test_v1_create_join_limits_remove() -> None:
         cg.remove()
         assert not cg.exists()
     finally:
-        for d in cg.distinct_dirs():
-            for path in (d, os.path.dirname(d)):
-                try:
-                    os.rmdir(path)
-                except OSError:
-                    pass
+        _remove_tree(cg)
 
 
 def test_favordynmods_toggle_keeps_every_other_option() -> None:
@@ -217,15 +221,6 @@ def _freeze_thaw_kill(cg: cgroups.Cgroup) -> None:
             os.waitpid(pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
-
-
-def _remove_tree(cg: cgroups.Cgroup) -> None:
-    for d in cg.distinct_dirs():
-        for path in (d, os.path.dirname(d)):
-            try:
-                os.rmdir(path)
-            except OSError:
-                pass
 
 
 def test_v1_freezer_freezes_and_thaws() -> None:

@@ -8,6 +8,7 @@ tests type into that shell like a user would. The counter writes its value to
 import errno
 import os
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from tests.system import Instance, wait_for
@@ -39,29 +40,9 @@ def start_with_counter(inst: Instance, name: str) -> None:
              what="the counter counting")
 
 
-def processes(inst: Instance, name: str) -> set[tuple[int, str]]:
-    """(pid inside the container, command) of every process but the counter's sleeps."""
-    out = set()
-    init = int(inst.read(name, "pid"))
-    todo = [init]
-    while todo:
-        pid = todo.pop()
-        try:
-            status = Path(f"/proc/{pid}/status").read_text()
-            children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-        except FileNotFoundError:
-            continue
-        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
-        comm = fields["Name"].strip()
-        if comm != "sleep":
-            out.add((int(fields["NSpid"].split()[-1]), comm))
-        todo += [int(c) for c in children]
-    return out
-
-
-def host_pid_of(inst: Instance, name: str, inner: int) -> int:
-    init = int(inst.read(name, "pid"))
-    todo = [init]
+def tree(inst: Instance, name: str) -> Iterator[tuple[int, int, str]]:
+    """(host pid, pid inside the container, command) of every process of the domain."""
+    todo = [int(inst.read(name, "pid"))]
     while todo:
         pid = todo.pop()
         try:
@@ -69,10 +50,20 @@ def host_pid_of(inst: Instance, name: str, inner: int) -> int:
             children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
         except FileNotFoundError:
             continue                  # one of the counter's sleeps, gone meanwhile
-        for line in status.splitlines():
-            if line.startswith("NSpid:") and int(line.split()[-1]) == inner:
-                return pid
+        fields = dict(line.split(":\t", 1) for line in status.splitlines() if ":\t" in line)
+        yield pid, int(fields["NSpid"].split()[-1]), fields["Name"].strip()
         todo += [int(c) for c in children]
+
+
+def processes(inst: Instance, name: str) -> set[tuple[int, str]]:
+    """(pid inside the container, command) of every process but the counter's sleeps."""
+    return {(inner, comm) for _, inner, comm in tree(inst, name) if comm != "sleep"}
+
+
+def host_pid_of(inst: Instance, name: str, inner: int) -> int:
+    for pid, their, _ in tree(inst, name):
+        if their == inner:
+            return pid
     raise AssertionError(f"no process {inner} in the domain")
 
 

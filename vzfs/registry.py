@@ -37,10 +37,11 @@ REQUEST_TIMEOUT = 10.0
 
 
 class ControllerClient:
-    """The daemon's connection to one controller: requests with ids, events to a callback."""
+    """The daemon's connection to one controller: requests with ids, events to a callback
+    (which is told which client it came from: a domain may have a newer one by then)."""
 
     def __init__(self, stream: trio.SocketStream, decoder: Decoder,
-                 on_event: Callable[[Message], None]) -> None:
+                 on_event: Callable[["ControllerClient", Message], None]) -> None:
         self.stream = stream
         self.decoder = decoder
         self.on_event = on_event
@@ -72,7 +73,7 @@ class ControllerClient:
             slot.append(msg)
             event.set()
         elif req_id is None:
-            self.on_event(msg)
+            self.on_event(self, msg)
 
     async def request(self, what: str, op: str, timeout: float = REQUEST_TIMEOUT,
                       **fields: Any) -> Message:
@@ -392,8 +393,8 @@ class Registry:
                 raise VzfsError(errno.EIO, f"{what}: its controller did not report in "
                                            f"{timeout:g} s")
             raise VzfsError(int(hello.get("errno", errno.EIO)), f"{what}: {hello.get('error')}")
-        client = ControllerClient(stream, decoder, lambda msg: None)
-        client.on_event = lambda msg: self._on_event(dom, client, msg)
+        client = ControllerClient(stream, decoder,
+                                  lambda client, msg: self._on_event(dom, client, msg))
         return client, hello
 
     def _attach(self, dom: Domain, client: ControllerClient, status: Message) -> None:
@@ -469,10 +470,20 @@ class Registry:
             dom.client = None
             dom.pid = None
 
-    async def stop(self, dom: Domain, verb: str, stopping: State) -> None:
-        client = dom.client
-        if client is None:
+    def _client(self, dom: Domain, verb: str) -> ControllerClient:
+        if dom.client is None:
             raise VzfsError(errno.EIO, f"cannot {verb} domain {dom.name}: no controller is attached")
+        return dom.client
+
+    def _ended(self, dom: Domain, client: ControllerClient, reply: Message) -> None:
+        """A stop's or suspend's reply: the domain's end, unless an event told it first."""
+        if dom.client is client:
+            if isinstance(reply.get("screen"), str):
+                dom.last_screen = reply["screen"]
+            self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
+
+    async def stop(self, dom: Domain, verb: str, stopping: State) -> None:
+        client = self._client(dom, verb)
         previous = dom.state
         dom.set_state(stopping)
         self.on_change(dom)
@@ -486,16 +497,11 @@ class Registry:
                 dom.set_state(previous)
                 self.on_change(dom)
             raise
-        if dom.client is client:
-            if isinstance(reply.get("screen"), str):
-                dom.last_screen = reply["screen"]
-            self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
+        self._ended(dom, client, reply)
 
     async def freeze(self, dom: Domain, verb: str, nxt: State) -> None:
         """pause / resume of a running domain: the cgroup freezer, through its controller."""
-        client = dom.client
-        if client is None:
-            raise VzfsError(errno.EIO, f"cannot {verb} domain {dom.name}: no controller is attached")
+        client = self._client(dom, verb)
         previous = dom.state
         dom.set_state(nxt)
         self.on_change(dom)
@@ -509,19 +515,14 @@ class Registry:
 
     async def suspend(self, dom: Domain) -> None:
         """Checkpoint the domain to disk and end it (its controller runs CRIU)."""
-        client = dom.client
-        if client is None:
-            raise VzfsError(errno.EIO, f"cannot suspend domain {dom.name}: no controller is attached")
+        client = self._client(dom, "suspend")
         dom.busy = "suspended"
         try:
             reply = await client.request(f"cannot suspend domain {dom.name}", "suspend",
                                          timeout=CHECKPOINT_TIMEOUT)
         finally:
             dom.busy = ""
-        if dom.client is client:
-            if isinstance(reply.get("screen"), str):
-                dom.last_screen = reply["screen"]
-            self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
+        self._ended(dom, client, reply)
 
     def discard_checkpoint(self, dom: Domain) -> None:
         """`kill` of a suspended domain: its processes live only in the checkpoint."""
@@ -593,8 +594,8 @@ class Registry:
             self._settle_from_disk(dom, lost_controller=False)
             return
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
-        client = ControllerClient(stream, Decoder(), lambda msg: None)
-        client.on_event = lambda msg: self._on_event(dom, client, msg)
+        client = ControllerClient(stream, Decoder(),
+                                  lambda client, msg: self._on_event(dom, client, msg))
         assert self.nursery is not None
         self.nursery.start_soon(client.run)
         try:
@@ -645,11 +646,8 @@ class Registry:
         from .controller import screenstate
         from .terminal import BACKENDS
         try:
-            root_fd = os.open(self.rootfs(dom), os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
+            with screenstate.root(self.rootfs(dom)) as root_fd:
                 snapshot = screenstate.load(root_fd, consume=False)
-            finally:
-                os.close(root_fd)
             if snapshot is None:
                 return ""
             return BACKENDS[dom.config.console.emulator].restore(snapshot).text()

@@ -139,11 +139,8 @@ class Controller:
         The file is the container's to write, so anything wrong with it is logged and
         ignored: a bad file costs the old screen, never the start."""
         try:
-            root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-            try:
+            with screenstate.root(self.rootfs) as root_fd:
                 snapshot = screenstate.load(root_fd, consume=not self.restoring)
-            finally:
-                os.close(root_fd)
             if snapshot is None:
                 return
             columns, lines = snapshot.get("columns"), snapshot.get("lines")
@@ -158,11 +155,8 @@ class Controller:
         self.term, self.columns, self.lines = term, term.columns, term.lines
 
     def _save_screen(self) -> str:
-        root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
+        with screenstate.root(self.rootfs) as root_fd:
             screenstate.save(root_fd, self.term.snapshot())
-        finally:
-            os.close(root_fd)
         return f"/{screenstate.DIR}/{screenstate.FILE}"
 
     def _place(self, pid: int) -> None:
@@ -216,11 +210,8 @@ class Controller:
         `checkpoint` after the resume must not see it), the figures recorded."""
         checkpoint.retire(self.domain_dir)
         checkpoint.record(self.domain_dir, self.restore_figures, fresh=False)
-        root_fd = os.open(self.rootfs, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
+        with screenstate.root(self.rootfs) as root_fd:
             screenstate.remove(root_fd)
-        finally:
-            os.close(root_fd)
 
     def record_mounts(self) -> None:
         """mounts.json in the domain's directory: the external mounts of the running
@@ -464,19 +455,7 @@ class Controller:
 
     async def _settle_console(self) -> None:
         """Read what is left in the pty and let the emulator take it all."""
-        batch = bytearray()
-        while True:
-            try:
-                chunk = os.read(self.master, 65536)
-            except (BlockingIOError, OSError):
-                break
-            if not chunk:
-                break
-            batch += chunk
-        if batch:
-            self.ring.append(bytes(batch))
-            changed, self.console_changed = self.console_changed, trio.Event()
-            changed.set()
+        self._read_console(SCROLLBACK)
         with trio.move_on_after(1):
             while self.fed < self.ring.end:
                 await trio.sleep(0.001)
@@ -539,28 +518,33 @@ class Controller:
         """
         while True:
             await trio.lowlevel.wait_readable(self.master)
-            batch = bytearray()
-            while len(batch) < READ_BATCH:
-                try:
-                    chunk = os.read(self.master, 65536)
-                except BlockingIOError:
-                    break
-                except OSError:        # EIO: no slave open right now
-                    break
-                if not chunk:
-                    break
-                batch += chunk
-            if not batch:
+            got = self._read_console(READ_BATCH)
+            if not got:
                 await trio.sleep(0.01)
                 continue
-            self.ring.append(bytes(batch))
-            changed, self.console_changed = self.console_changed, trio.Event()
-            changed.set()
-            if len(batch) < SMALL_BATCH:
+            if got < SMALL_BATCH:
                 # A writer making many small writes (a line each) would have us
                 # wake per line; a millisecond lets its output gather (at most
                 # a millisecond more on a typed character's echo).
                 await trio.sleep(GATHER_S)
+
+    def _read_console(self, limit: int) -> int:
+        """Append everything the pty master has now (up to about *limit* bytes) to the
+        ring; return how many bytes that was."""
+        batch = bytearray()
+        while len(batch) < limit:
+            try:
+                chunk = os.read(self.master, 65536)
+            except OSError:            # EAGAIN: drained; EIO: no slave open right now
+                break
+            if not chunk:
+                break
+            batch += chunk
+        if batch:
+            self.ring.append(bytes(batch))
+            changed, self.console_changed = self.console_changed, trio.Event()
+            changed.set()
+        return len(batch)
 
     async def _feed_terminal(self) -> None:
         """Keep the emulator up with the ring, in its own task.

@@ -12,9 +12,11 @@ the root and refuses symlinks (O_NOFOLLOW), so the controller, which runs as roo
 on the host, never follows a path out of the container.
 """
 
+import contextlib
 import errno
 import json
 import os
+from collections.abc import Iterator
 from typing import Any
 
 from ..atomicfile import atomic_write
@@ -23,6 +25,16 @@ DIR = ".vzfs"
 FILE = "console.json"
 VERSION = 1
 MAX_BYTES = 64 << 20
+
+
+@contextlib.contextmanager
+def root(path: str) -> Iterator[int]:
+    """An fd of the container's root directory *path* (the host's path to it)."""
+    fd = os.open(path, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def _open_dir(root_fd: int, create: bool) -> int:
