@@ -105,6 +105,11 @@ def cmd_enter(args: argparse.Namespace) -> int:
         return exc.code
 
 
+def cmd_migrate_receive(args: argparse.Namespace) -> int:
+    from .migrate import receiver
+    return receiver.run(os.path.abspath(args.mountpoint))
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="vzfs", description="Containers managed through a filesystem.")
     sub = p.add_subparsers(dest="command", required=True)
@@ -124,6 +129,10 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("name")
     e.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- COMMAND")
     e.set_defaults(func=cmd_enter)
+    r = sub.add_parser("migrate-receive", help="the receiving end of a migration (run by the "
+                                               "source over ssh, speaking on stdin and stdout)")
+    r.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
+    r.set_defaults(func=cmd_migrate_receive)
     return p
 
 

@@ -21,6 +21,7 @@ from .errors import VzfsError
 from .fs import files
 from .fs.operations import Operations
 from .kernel import cgroups
+from .migrate import incoming
 from .registry import Registry
 
 log = logging.getLogger("vzfs")
@@ -94,6 +95,9 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
                          cgroups.favordynmods_target(layout))
         except OSError as exc:
             log.warning("cgroup: cannot turn on favordynmods (%s); starts will be slower", exc)
+    for name in incoming.leftovers(state_dir):
+        log.warning("removing domain %s: its migration to here never completed", name)
+        incoming.remove_leftover(state_dir, name)
     registry = Registry(state_dir, layout, None)
     registry.load()
     log.info("checkpoint: %s", files.checkpoint_engine())
@@ -117,6 +121,7 @@ async def _main(registry: Registry, ops: Operations, ready_fd: int | None) -> No
         registry.nursery = nursery
         nursery.start_soon(ops.invalidator.run)
         await registry.attach_all()
+        await nursery.start(incoming.Incoming(registry).serve)
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
 
         async def fuse_loop() -> None:

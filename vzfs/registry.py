@@ -34,6 +34,7 @@ START_TIMEOUT = 30.0
 CHECKPOINT_TIMEOUT = 900.0     # a dump or restore of many gigabytes takes minutes
 CONSOLE_SCROLLBACK = 1 << 20
 REQUEST_TIMEOUT = 10.0
+MIGRATE_PREFLIGHT_TIMEOUT = 120.0  # ssh to the target, its checks; the move then goes on
 
 
 class ControllerClient:
@@ -176,6 +177,8 @@ class Domain:
     vnc_restarts: int = 0      # times the controller restarted the VNC server this run
     mounts_lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
     busy: str = ""             # a long verb under way ("suspended"): other verbs wait their turn
+    incoming: bool = False     # being received by a migration: not ours until committed
+    migration: dict[str, Any] = dataclasses.field(default_factory=dict)  # the last one's record
     # Called after any of SHOWN_CACHED is assigned: the filesystem lets the kernel
     # cache the files that show them, and must drop those copies at every change.
     watcher: Callable[["Domain"], None] | None = dataclasses.field(default=None, repr=False)
@@ -203,6 +206,10 @@ class Registry:
         self.on_change: Callable[[Domain], None] = lambda dom: None
         # Set by the filesystem: a domain's SHOWN_CACHED fields changed.
         self.on_shown_change: Callable[[Domain], None] = lambda dom: None
+        # Set by the filesystem: a domain came or went without a mkdir or rmdir (a
+        # migration brought it or took it away).
+        self.on_added: Callable[[Domain], Any] = lambda dom: None
+        self.on_removed: Callable[[str], None] = lambda name: None
         for sub in ("domains", "private", "templates"):
             os.makedirs(os.path.join(self.state_dir, sub), mode=0o700, exist_ok=True)
 
@@ -342,8 +349,9 @@ class Registry:
                                           f"its rootfs {rootfs}")
         return rootfs
 
-    async def _spawn_controller(self, dom: Domain,
-                                restore: bool = False) -> tuple[ControllerClient, Message]:
+    async def _spawn_controller(self, dom: Domain, restore: bool = False,
+                                extra: dict[str, Any] | None = None
+                                ) -> tuple[ControllerClient, Message]:
         what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
         rootfs = self._prepare_rootfs(dom)
         if self.zygote is None:
@@ -366,6 +374,7 @@ class Registry:
             "criu": criu,
             "criu_error": criu_error,
             "restore": restore,
+            **(extra or {}),
         }
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
@@ -428,6 +437,16 @@ class Registry:
         elif event == "vnc_restarted":
             dom.vnc_restarts = int(msg.get("restarts", dom.vnc_restarts + 1))
             dom.changed_at = time.time()
+        elif event == "migrate":
+            dom.migration = dict(msg.get("record") or {})
+            dom.changed_at = time.time()
+        elif event == "migrate_failed":
+            dom.migration = dict(msg.get("record") or {})
+            dom.error = f"domain {dom.name} was not migrated: {msg.get('error')}"
+            dom.busy = ""
+            if dom.state == State.MIGRATING:
+                dom.set_state(State.RUNNING)
+            self.on_change(dom)
         elif event == "rebooted":
             dom.pid = int(msg["pid"])
             dom.started_at = float(msg["started_at"])
@@ -439,12 +458,14 @@ class Registry:
         dom.client = None
         dom.pid = None
         dom.started_at = None
-        event = kind if kind in ("crashed", "suspended") else "exited"
+        event = kind if kind in ("crashed", "suspended", "migrated") else "exited"
         state = lifecycle.outcome(dom.state, event)
         if state == State.CRASHED and dom.state != State.CRASHED:
             dom.error = f"domain {dom.name} crashed: {reason}"
         dom.set_state(state)
         self.on_change(dom)
+        if event == "migrated":
+            self._gone(dom)
 
     def _settle_from_disk(self, dom: Domain, lost_controller: bool) -> None:
         if checkpoint.has_checkpoint(paths.domain_dir(self.state_dir, dom.name)):
@@ -523,6 +544,115 @@ class Registry:
         finally:
             dom.busy = ""
         self._ended(dom, client, reply)
+
+    # -- migration (vzfs.migrate) ----------------------------------------------
+    async def migrate(self, dom: Domain, data: bytes) -> None:
+        """A write to `migrate_target`: TARGET moves the running domain there (the write
+        returns once the preflight passed; the move goes on, shown in `migrate_target`),
+        `check TARGET` runs the preflight alone."""
+        from .migrate import target as targetmod
+        what = f"cannot migrate domain {dom.name}"
+        try:
+            words = data.decode("utf-8").split()
+        except UnicodeDecodeError:
+            raise VzfsError(errno.EINVAL, f"{what}: the write is not UTF-8 text") from None
+        dry_run = len(words) == 2 and words[0] == "check"
+        if dry_run:
+            words = words[1:]
+        if len(words) != 1:
+            raise VzfsError(errno.EINVAL, f"{what}: write a target "
+                                          "([ssh://][USER@]HOST[:PORT][/MOUNTPOINT]), or "
+                                          "`check TARGET` for a dry run")
+        try:
+            target = targetmod.parse(words[0])
+        except VzfsError as exc:
+            raise VzfsError(exc.errno, f"{what}: {exc.sentence}") from None
+        if dom.busy:
+            raise VzfsError(errno.EBUSY, f"{what}: it is being {dom.busy}")
+        if dom.state != State.RUNNING:
+            raise VzfsError(errno.EBUSY, f"{what}: it is {dom.state.value} (a running domain "
+                                         "migrates)")
+        client = self._client(dom, "migrate")
+        dom.busy = "migrated"
+        try:
+            reply = await client.request(what, "migrate", timeout=MIGRATE_PREFLIGHT_TIMEOUT,
+                                         target=str(target), dry_run=dry_run)
+        except VzfsError as exc:
+            dom.busy = ""
+            dom.migration = {"target": str(target), "status": "refused", "phase": "preflight",
+                             "error": exc.sentence}
+            dom.changed_at = time.time()
+            raise
+        dom.migration = dict(reply.get("record") or {})
+        dom.changed_at = time.time()
+        if dry_run or dom.client is not client:
+            dom.busy = ""
+            return
+        if dom.busy == "migrated" and dom.state == State.RUNNING:
+            dom.set_state(State.MIGRATING)
+            self.on_change(dom)
+
+    def _gone(self, dom: Domain) -> None:
+        """The domain runs on another host now: forget it here, with its files."""
+        if self.domains.get(dom.name) is not dom:
+            return
+        if dom.config.rootfs_path is None:
+            shutil.rmtree(self.rootfs(dom), ignore_errors=True)
+        shutil.rmtree(paths.domain_dir(self.state_dir, dom.name), ignore_errors=True)
+        self.forget(dom)
+
+    def forget(self, dom: Domain) -> None:
+        if self.domains.get(dom.name) is dom:
+            del self.domains[dom.name]
+            self.on_removed(dom.name)
+
+    def receive(self, name: str, cfg: DomainConfig) -> Domain:
+        """A domain coming in by migration: defined, `migrating`, not startable."""
+        ddir = paths.domain_dir(self.state_dir, name)
+        os.makedirs(ddir, mode=0o700, exist_ok=True)
+        atomic_write(paths.config_file(self.state_dir, name), configmod.dumps(cfg))
+        dom = Domain(name, cfg, state=State.MIGRATING, incoming=True, busy="migrated here",
+                     watcher=self._shown_changed)
+        self.domains[name] = dom
+        self.on_added(dom)
+        self.on_change(dom)
+        return dom
+
+    async def restore_incoming(self, dom: Domain, images: str) -> None:
+        """CRIU restores the incoming domain from *images* (pages come lazily), under a
+        controller of ours; it stays `migrating` until committed."""
+        client, hello = await self._spawn_controller(dom, restore=True,
+                                                     extra={"images": images, "lazy": True})
+        self._attach(dom, client, hello)
+        dom.set_state(State.MIGRATING)
+        await self._open_console(dom)
+        self.on_change(dom)
+
+    def received(self, dom: Domain, record: dict[str, Any]) -> None:
+        dom.incoming = False
+        dom.busy = ""
+        dom.migration = record
+        dom.error = ""
+        if dom.client is not None:
+            dom.set_state(State.RUNNING)
+        self.on_change(dom)
+
+    async def drop_incoming(self, dom: Domain) -> None:
+        """Undo a reception: the restored tree (if any) killed, the domain forgotten."""
+        client = dom.client
+        if client is not None:
+            try:
+                await client.request(f"cannot undo the reception of {dom.name}", "kill",
+                                     timeout=REQUEST_TIMEOUT)
+            except VzfsError:
+                pass
+        try:
+            self.cgroup(dom).kill_all()
+        except OSError:
+            pass
+        dom.client = None
+        dom.pid = None
+        self.forget(dom)
 
     def discard_checkpoint(self, dom: Domain) -> None:
         """`kill` of a suspended domain: its processes live only in the checkpoint."""
@@ -632,7 +762,8 @@ class Registry:
         if dom.state == State.SUSPENDED and not dom.last_screen:
             # A daemon that started after the suspend: the screen saved on the root.
             dom.last_screen = self._saved_screen(dom)
-        if dom.client is None or dom.state not in (State.RUNNING, State.PAUSED, State.STOPPING):
+        if dom.client is None or dom.state not in (State.RUNNING, State.PAUSED, State.STOPPING,
+                                                   State.MIGRATING):
             return dom.last_screen
         try:
             reply = await dom.client.request(f"cannot read the screen of domain {dom.name}", "screen")
@@ -657,7 +788,7 @@ class Registry:
     async def vnc(self, dom: Domain, key: str = "vnc") -> str:
         """`HOST:PORT` of the domain's VNC server (key "vnc") or its WebSocket listener
         ("vnc_websocket"); empty when the domain or the server is not running."""
-        if dom.client is None or dom.state not in (State.RUNNING, State.PAUSED):
+        if dom.client is None or dom.state not in (State.RUNNING, State.PAUSED, State.MIGRATING):
             return ""
         try:
             reply = await dom.client.request(f"cannot ask domain {dom.name} for its VNC server",

@@ -127,10 +127,21 @@ def dump_args(criu: str, pid: int, images: str, log: str, root: str, freezer: st
     return args
 
 
+def lazy_dump_args(criu: str, pid: int, images: str, log: str, root: str, meta: Meta,
+                   ps_fd: int, status_fd: int) -> list[str]:
+    """A migration's dump: everything but the memory into *images*, then the memory
+    served through the connected socket *ps_fd* as the target's lazy-pages daemon asks
+    for it (post-copy); *status_fd* gets a byte when the images are complete."""
+    return dump_args(criu, pid, images, log, root, None, meta) + [
+        "--lazy-pages", "--ps-socket", str(ps_fd), "--status-fd", str(status_fd)]
+
+
 def restore_args(criu: str, images: str, log: str, root: str, pidfile: str, meta: Meta,
-                 console_fd: int, devtty_fd: int, console_path: str) -> list[str]:
+                 console_fd: int, devtty_fd: int, console_path: str,
+                 lazy: bool = False) -> list[str]:
     args = [criu, "restore", "-D", images, "-o", log, "--root", root, "--pidfile", pidfile,
             "--restore-detached", "--restore-sibling", *COMMON,
+            *(["--lazy-pages"] if lazy else []),
             # One fd per key: CRIU moves each inherited fd away as it takes it.
             "--inherit-fd", f"fd[{console_fd}]:{meta.console_key}"]
     if meta.devtty_key:
@@ -315,8 +326,8 @@ def discard(domain_dir: str) -> None:
         shutil.rmtree(os.path.join(domain_dir, name), ignore_errors=True)
 
 
-def read_meta(domain_dir: str) -> Meta:
-    path = os.path.join(domain_dir, IMAGES, META)
+def read_meta(domain_dir: str, images: str | None = None) -> Meta:
+    path = os.path.join(images or os.path.join(domain_dir, IMAGES), META)
     try:
         with open(path) as f:
             return Meta.from_json(f.read())
@@ -327,13 +338,16 @@ def read_meta(domain_dir: str) -> Meta:
 
 
 def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: int,
-            join_cgroup: Callable[[], None]) -> tuple[int, dict[str, float]]:
-    """Restore the checkpoint as a child of the caller; return (host pid of init, figures).
+            join_cgroup: Callable[[], None], images: str | None = None,
+            lazy: bool = False) -> tuple[int, dict[str, float]]:
+    """Restore the checkpoint (or the *images* a migration brought, their memory
+    *lazy*ly from CRIU's lazy-pages daemon) as a child of the caller; return (host pid
+    of init, figures).
 
     CRIU runs from inside the domain's cgroup (*join_cgroup* runs in its process
     before the exec). The images stay whatever happens: the caller discards them
     once the domain runs."""
-    images = os.path.join(domain_dir, IMAGES)
+    images = images or os.path.join(domain_dir, IMAGES)
     log = os.path.join(domain_dir, LOG)
     pidfile = os.path.join(domain_dir, PIDFILE)
     for path in (log, pidfile):
@@ -349,7 +363,7 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
     started = time.monotonic()
     try:
         args = restore_args(criu, images, log, root, pidfile, meta, fds[0], fds[1],
-                            os.ttyname(console_slave))
+                            os.ttyname(console_slave), lazy)
         code = _run(args, log, images, pass_fds=fds, preexec=join_cgroup)
     except OSError as exc:
         raise CheckpointError(exc.errno or errno.EIO,

@@ -25,6 +25,7 @@ import trio
 
 from .. import config as configmod
 from ..atomicfile import atomic_write
+from ..errors import VzfsError
 from ..kernel import cgroups
 from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
@@ -88,6 +89,14 @@ class Controller:
         self.criu: str = request.get("criu", "")
         self.criu_error: str = request.get("criu_error", "")    # "errno sentence" when none
         self.restoring = bool(request.get("restore"))
+        # A migration's restore: the images it brought, the memory coming lazily.
+        self.images: str | None = request.get("images")
+        self.lazy = bool(request.get("lazy"))
+        self.migration: Any = None       # the outgoing migration under way (vzfs.migrate)
+        self.migrating = False           # its dump runs: init's death may be the move
+        self.migrated = False
+        self.migrate_done = trio.Event()
+        self.migration_target = ""
         self.suspending = False
         self.suspended = False          # the dump succeeded: init's death is the suspend
         self.suspend_done = trio.Event()
@@ -182,7 +191,7 @@ class Controller:
         prepared, self.prepared = self.prepared, None
         if prepared is not None:
             prepared.abandon()             # the restored tree brings its own init
-        meta = checkpoint.read_meta(self.domain_dir)
+        meta = checkpoint.read_meta(self.domain_dir, self.images)
         if (meta.columns, meta.lines) != (self.columns, self.lines):
             # No saved screen (or a damaged one): at least the size the tree had.
             self.columns, self.lines = meta.columns, meta.lines
@@ -195,7 +204,8 @@ class Controller:
         self.cgroup.set_limits(limits.memory, limits.cpus, limits.pids)
         try:
             self.pid, figures = checkpoint.restore(self.criu, self.domain_dir, self.rootfs,
-                                                   meta, self.slave, self.cgroup.join_self)
+                                                   meta, self.slave, self.cgroup.join_self,
+                                                   self.images, self.lazy)
         except OSError:
             self.cgroup.kill_all()         # whatever CRIU got as far as creating
             raise
@@ -262,7 +272,8 @@ class Controller:
             nursery.cancel_scope.cancel()
 
     def _status(self) -> Message:
-        return {"event": "status", "state": self.state, "pid": self.pid,
+        state = "migrating" if self.migration is not None and self.state == "running" else self.state
+        return {"event": "status", "state": state, "pid": self.pid,
                 "started_at": self.started_at, "controller_pid": os.getpid(),
                 "vnc": self.vnc_address, "vnc_websocket": self.vnc_websocket,
                 "vnc_pid": self.vnc_pid, "vnc_restarts": self.vnc_restarts,
@@ -333,6 +344,8 @@ class Controller:
             reply = await self._freeze_op(req_id, op)
         elif op == "suspend":
             reply = await self._suspend(req_id)
+        elif op == "migrate":
+            reply = await self._migrate(req_id, msg)
         elif op == "save_screen":
             try:
                 path = self._save_screen()
@@ -443,6 +456,55 @@ class Controller:
         await self.ended.wait()
         return reply_ok(req_id, state=self.exit_state, reason=self.exit_reason,
                         screen=self.term.text(), **figures)
+
+    async def _migrate(self, req_id: Any, msg: Message) -> Message:
+        """Move the running domain to another vzfs (vzfs.migrate.source): reply once the
+        preflight passed (or failed), go on with the move in the background, and tell
+        the daemon its phases as events."""
+        from ..migrate import source
+        from ..migrate import target as targetmod
+        if self.state != "running" or self.suspending or self.migration is not None:
+            return reply_error(req_id, errno.EBUSY, f"it is {self.state}"
+                               + (" and being migrated" if self.migration is not None else ""))
+        if not self.criu:
+            code, _, why = self.criu_error.partition(" ")
+            return reply_error(req_id, int(code) if code.isdigit() else errno.ENOENT,
+                               why or "no CRIU was found (set VZFS_CRIU or run ./bootstrap)")
+        try:
+            target = targetmod.parse(str(msg.get("target", "")))
+        except VzfsError as exc:
+            return reply_error(req_id, exc.errno, exc.sentence)
+        mig = source.Migration(self, target, self._broadcast)
+        self.migration = mig
+        try:
+            await mig.preflight(self.nursery)
+        except VzfsError as exc:
+            await mig.close()
+            self.migration = None
+            return reply_error(req_id, exc.errno, exc.sentence)
+        if msg.get("dry_run"):
+            mig.record["status"] = "checked"
+            await mig.close()
+            self.migration = None
+            return reply_ok(req_id, record=mig.public_record())
+        self.migration_target = str(target)
+        self.nursery.start_soon(self._migrate_on, mig)
+        return reply_ok(req_id, record=mig.public_record())
+
+    async def _migrate_on(self, mig: Any) -> None:
+        try:
+            self.migrating = True
+            ok = await mig.move()
+        finally:
+            self.migrating = False
+        if ok:
+            self.migrated = True
+        else:
+            self.migration = None
+        done = self.migrate_done
+        if not ok:
+            self.migrate_done = trio.Event()     # for the next attempt
+        done.set()
 
     def _devtty_key(self) -> str:
         """The key of the container's /dev/tty (the node in its own /dev, seen through
@@ -768,6 +830,12 @@ class Controller:
                 await self.suspend_done.wait()
             if self.suspended:
                 self._finish("suspended", "suspended to disk")
+                return
+            if self.migrating:
+                # The same for a migration's dump, once the target has every page.
+                await self.migrate_done.wait()
+            if self.migrated:
+                self._finish("migrated", f"migrated to {self.migration_target}")
                 return
             if kind == "rebooted" and not self.stop_requested:
                 self._cleanup_processes()

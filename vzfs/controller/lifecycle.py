@@ -80,6 +80,11 @@ OUTCOMES: dict[tuple[State, str], State] = {
     # A daemon that starts assumes `stopped` until it hears otherwise; the
     # record of a crash while it was away makes that `crashed`.
     (S.STOPPED, "crashed"): S.CRASHED,
+    # A migration: the domain runs elsewhere now (the source then forgets it), or
+    # it ended on its own while being moved.
+    (S.MIGRATING, "migrated"): S.STOPPED,
+    (S.MIGRATING, "exited"): S.STOPPED,
+    (S.MIGRATING, "crashed"): S.CRASHED,
 }
 
 

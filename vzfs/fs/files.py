@@ -11,6 +11,7 @@ import errno
 import functools
 import os
 import platform
+import sys
 from collections.abc import Awaitable, Callable
 
 from .. import __version__, criu
@@ -65,6 +66,29 @@ async def store_mounts(reg: Registry, dom: Domain, data: bytes) -> None:
     await reg.change_mounts(dom, data)
 
 
+async def store_migrate(reg: Registry, dom: Domain, data: bytes) -> None:
+    await reg.migrate(dom, data)
+
+
+def show_migration(reg: Registry, dom: Domain) -> str:
+    """The migration under way (target, phase, progress, times so far), or the last
+    one's outcome: `KEY VALUE` lines in a fixed order, empty when there was none."""
+    record = dom.migration
+    keys = [k for k in MIGRATION_KEYS if k in record]
+    keys += sorted(k for k in record if k not in MIGRATION_KEYS)
+    return "".join(f"{k} {_value(record[k])}\n" for k in keys)
+
+
+MIGRATION_KEYS = ("target", "source_host", "direction", "status", "phase", "bytes_done",
+                  "bytes_total", "percent", "error", "downtime_ms", "total_ms", "preflight_ms",
+                  "reserve_ms", "copy_ms", "freeze_ms", "transfer_ms", "restore_ms", "pages_ms",
+                  "started_at")
+
+
+def _value(value: object) -> str:
+    return " ".join(str(value).split()) if not isinstance(value, float) else f"{value:g}"
+
+
 async def store_console(reg: Registry, dom: Domain, data: bytes) -> None:
     await dom.console.send_input(dom.name, data)
 
@@ -107,6 +131,7 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("vnc_websocket", lambda reg, dom: _line_async(reg.vnc(dom, "vnc_websocket"))),
     ControlFile("checkpoint", show_checkpoint),
     ControlFile("checkpoint.log", lambda reg, dom: reg.checkpoint_log(dom)),
+    ControlFile("migrate_target", show_migration, store_migrate),
 )
 
 
@@ -131,6 +156,8 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
     vnc_websocket r   HOST:PORT serving noVNC and RFB over WebSocket (empty when none)
     checkpoint r      figures of the last suspend and resume (dump_ms, frozen_ms, restore_ms…)
     checkpoint.log r  CRIU's log of the last suspend or resume
+    migrate_target rw write [ssh://][USER@]HOST[:PORT][/MOUNTPOINT] to move the running domain
+                      there (`check TARGET`: the preflight alone); read: phase, progress, outcome
 
 One write is one command; it returns when done. A refused command changes
 nothing, fails with an errno (EINVAL, EBUSY, EEXIST, ENOENT, EIO…) and `error`
@@ -146,7 +173,8 @@ def version_text(reg: Registry) -> str:
             f"cgroup_favordynmods {'yes' if _favordynmods(reg) else 'no'}\n"
             f"checkpoint {checkpoint_engine()}\n"
             f"state_dir {reg.state_dir}\n"
-            f"daemon_pid {os.getpid()}\n")
+            f"daemon_pid {os.getpid()}\n"
+            f"program {sys.executable} -m vzfs\n")
 
 
 @functools.cache

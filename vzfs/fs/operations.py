@@ -166,6 +166,8 @@ class Operations(pyfuse3.Operations):
         for dom in registry.domains.values():
             self._assign(dom)
         registry.on_shown_change = self._shown_changed
+        registry.on_added = self._assign
+        registry.on_removed = self._removed
 
     def _shown_changed(self, dom: Domain) -> None:
         base = self.dom_base.get(dom.name)
@@ -184,6 +186,14 @@ class Operations(pyfuse3.Operations):
         base = self.dom_base.pop(name, None)
         if base is not None:
             self.ino_dom.pop(base, None)
+
+    def _removed(self, name: str) -> None:
+        """A domain went away without an rmdir (it migrated to another host)."""
+        self._forget_domain(name)
+        try:
+            pyfuse3.invalidate_entry_async(INO_DOMAINS, os.fsencode(name), ignore_enoent=True)
+        except OSError:
+            pass
 
     def _resolve(self, inode: int) -> tuple[Domain | None, ControlFile | None]:
         """Domain and control file of a domain inode, or (None, None)."""

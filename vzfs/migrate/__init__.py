@@ -1,0 +1,1 @@
+"""Online migration of a running domain to another vzfs over SSH (see source.py)."""

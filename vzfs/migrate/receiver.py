@@ -1,0 +1,238 @@
+"""The receiving end of a migration: `vzfs migrate-receive MOUNTPOINT`, started by the
+source over SSH on the target host.
+
+It speaks `mux` on its stdin and stdout (the SSH session) and asks the daemon
+serving MOUNTPOINT for each step (`incoming`). It runs the processes that must
+be on the target's side of the session: `rsync --server` for the root, and
+CRIU's lazy-pages daemon, which fetches the domain's memory from the source's
+dump as the restored processes touch it and in the background until all of it
+is here. Everything it makes is removed again unless the migration completes:
+when the session ends early, or a step fails, the source still has the domain.
+"""
+
+import base64
+import errno
+import os
+import re
+import socket
+import subprocess
+import sys
+from typing import Any
+
+import trio
+
+from .. import criu as criumod
+from ..controller import checkpoint
+from ..controller.protocol import Decoder, Message
+from ..errors import VzfsError
+from . import incoming
+from .mux import Mux
+
+_IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
+LAZY_LOG = "lazy-pages.log"
+COMMIT_WAIT_S = 5.0
+
+
+def state_dir_of(mountpoint: str) -> str:
+    try:
+        with open(os.path.join(mountpoint, "version")) as f:
+            for line in f:
+                key, _, value = line.rstrip("\n").partition(" ")
+                if key == "state_dir":
+                    return value
+    except OSError as exc:
+        raise VzfsError(errno.ENOENT, f"no vzfs serves {mountpoint} here ({exc.strerror})") from exc
+    raise VzfsError(errno.EIO, f"the vzfs at {mountpoint} does not name its state dir")
+
+
+class Receiver:
+    def __init__(self, state_dir: str) -> None:
+        self.state_dir = state_dir
+        self.name = ""
+        self.rootfs = ""
+        self.images = ""
+        self.done = False              # committed or aborted: nothing left to undo
+        self.pages_complete = False
+        self.record: dict[str, Any] = {}
+        self.lazy: trio.Process | None = None
+        self.procs: list[trio.Process] = []
+        self.commit_asked = trio.Event()
+
+    async def main(self) -> None:
+        from ..registry import ControllerClient
+        sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            await sock.connect(incoming.socket_path(self.state_dir))
+        except OSError as exc:
+            raise VzfsError(errno.ECONNREFUSED, f"the vzfs daemon of {self.state_dir} does not "
+                                                f"answer ({exc.strerror})") from exc
+        self.daemon = ControllerClient(trio.SocketStream(sock), Decoder(), lambda c, m: None)
+        # The session is our stdin and stdout; nothing else may write to fd 1.
+        send = trio.lowlevel.FdStream(os.dup(1))
+        receive = trio.lowlevel.FdStream(os.dup(0))
+        os.dup2(2, 1)
+        self.mux = Mux(send, receive, handler=self.handle)
+        async with trio.open_nursery() as nursery:
+            self.nursery = nursery
+            nursery.start_soon(self.daemon.run)
+            await self.mux.run()
+            with trio.CancelScope(shield=True):
+                await self.finish("the SSH session from the source ended")
+            nursery.cancel_scope.cancel()
+
+    async def ask(self, what: str, op: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
+        reply = await self.daemon.request(what, op, timeout=timeout, **fields)
+        return {k: v for k, v in reply.items() if k not in ("id", "ok")}
+
+    async def handle(self, msg: Message) -> dict[str, Any]:
+        op = msg.get("op")
+        what = f"the target cannot {op}"
+        if op == "info":
+            return await self.ask(what, "info")
+        if op == "check":
+            return await self.ask(what, "check", name=msg.get("name"), id_=msg.get("id_"),
+                                  mounts=msg.get("mounts", []), need_bytes=msg.get("need_bytes", 0))
+        if op == "reserve":
+            if self.name:
+                raise VzfsError(errno.EBUSY, "one domain per session")
+            reply = await self.ask(what, "reserve", name=msg.get("name"), config=msg.get("config"))
+            self.name, self.rootfs, self.images = str(msg["name"]), reply["rootfs"], reply["images"]
+            return reply
+        if not self.name:
+            raise VzfsError(errno.EINVAL, f"{what}: no domain was reserved")
+        if op == "rsync":
+            await self.rsync(int(msg["channel"]), [str(w) for w in msg["argv"]])
+            return {}
+        if op == "put":
+            self.put(str(msg["file"]), base64.b64decode(msg["data"]), bool(msg.get("append")))
+            return {}
+        if op == "lazy":
+            await self.start_lazy(int(msg["channel"]))
+            return {}
+        if op == "restore":
+            return await self.ask(what, "restore", timeout=600, name=self.name)
+        if op == "commit":
+            self.record = dict(msg.get("record") or {})
+            self.commit_asked.set()
+            await self.commit()
+            return {}
+        if op == "abort":
+            await self.abort(str(msg.get("reason", "the source gave up")))
+            return {}
+        raise VzfsError(errno.EINVAL, f"unknown request {op!r}")
+
+    # -- the root: rsync --server on our side of the session -------------------
+    async def rsync(self, channel: int, argv: list[str]) -> None:
+        """Start the receiving rsync the source's rsync asked for, writing into the
+        reserved root whatever destination it named (and never sending: no --sender)."""
+        if len(argv) < 3 or argv[0] != "rsync" or argv[1] != "--server" or "--sender" in argv:
+            raise VzfsError(errno.EPERM, f"not a receiving rsync: {' '.join(argv)[:200]}")
+        argv = argv[:-1] + [self.rootfs + "/"]
+        ours, theirs = socket.socketpair()
+        try:
+            proc = await trio.lowlevel.open_process(argv, stdin=theirs.fileno(),
+                                                    stdout=theirs.fileno(), cwd=self.rootfs)
+        finally:
+            theirs.close()
+        self.procs.append(proc)
+        self.mux.bind(channel, trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        self.nursery.start_soon(proc.wait)
+
+    # -- the images ---------------------------------------------------------------
+    def put(self, name: str, data: bytes, append: bool) -> None:
+        if not _IMAGE_NAME.fullmatch(name):
+            raise VzfsError(errno.EINVAL, f"{name!r} is not an image name")
+        flags = os.O_WRONLY | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+        flags |= os.O_APPEND if append else os.O_TRUNC
+        dir_fd = os.open(self.images, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        try:
+            fd = os.open(name, flags, 0o600, dir_fd=dir_fd)
+        finally:
+            os.close(dir_fd)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+
+    # -- the memory: CRIU's lazy-pages daemon ---------------------------------------
+    async def start_lazy(self, channel: int) -> None:
+        criu = criumod.find()
+        log = os.path.join(self.images, LAZY_LOG)
+        ours, theirs = socket.socketpair()
+        rfd, wfd = os.pipe()
+        try:
+            self.lazy = await trio.lowlevel.open_process(
+                [criu, "lazy-pages", "-D", self.images, "-o", log, "-v4", "--page-server",
+                 "--ps-socket", str(theirs.fileno()), "--status-fd", str(wfd)],
+                pass_fds=(theirs.fileno(), wfd), stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=self.images)
+        finally:
+            theirs.close()
+            os.close(wfd)
+        self.mux.bind(channel, trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
+        try:
+            await trio.lowlevel.wait_readable(rfd)
+            ready = os.read(rfd, 1)
+        finally:
+            os.close(rfd)
+        if not ready:
+            await self.lazy.wait()
+            raise VzfsError(errno.EIO, f"CRIU's lazy-pages daemon did not start: "
+                                       f"{checkpoint.reasons(log)}")
+        self.nursery.start_soon(self._watch_lazy, self.lazy, log)
+
+    async def _watch_lazy(self, proc: trio.Process, log: str) -> None:
+        code = await proc.wait()
+        if self.done:
+            return
+        if code == 0:
+            # Every page is here, so the source's dump is complete and ends the
+            # domain there: from now on it lives here, whatever the session does.
+            self.pages_complete = True
+            await self.mux.event(event="pages_complete")
+            # The source's commit brings the migration's record; without it, after
+            # a moment, commit anyway (its session may be gone).
+            with trio.move_on_after(COMMIT_WAIT_S):
+                await self.commit_asked.wait()
+            await self.commit()
+        else:
+            why = checkpoint.reasons(log)
+            await self.mux.event(event="pages_failed", error=why)
+            await self.abort(f"CRIU's lazy-pages daemon failed: {why}")
+
+    # -- the end --------------------------------------------------------------------
+    async def commit(self) -> None:
+        if self.done:
+            return
+        await self.ask("the target cannot take the domain over", "commit", name=self.name,
+                       record=self.record)
+        self.done = True
+
+    async def abort(self, reason: str) -> None:
+        if self.done:
+            return
+        self.done = True
+        for proc in [self.lazy, *self.procs]:
+            if proc is not None and proc.returncode is None:
+                proc.kill()
+                await proc.wait()
+        try:
+            await self.ask("the target cannot undo", "abort", name=self.name, reason=reason)
+        except VzfsError as exc:
+            print(f"vzfs migrate-receive: {exc.sentence}", file=sys.stderr)
+
+    async def finish(self, reason: str) -> None:
+        if not self.name or self.done:
+            return
+        if self.pages_complete:
+            await self.commit()
+        else:
+            await self.abort(reason)
+
+
+def run(mountpoint: str) -> int:
+    receiver = Receiver(state_dir_of(mountpoint))
+    trio.run(receiver.main)
+    return 0
