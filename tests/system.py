@@ -46,15 +46,16 @@ def wait_for(cond, timeout: float = 10.0, what: str = "condition") -> None:
 class Instance:
     """One vzfs daemon with its own state dir and mountpoint."""
 
-    def __init__(self, base: Path) -> None:
+    def __init__(self, base: Path, env: dict[str, str] | None = None) -> None:
         self.base = base
         self.mnt = base / "mnt"
         self.state = base / "state"
+        self.env = env or {}          # the daemon's environment beyond ours (VZFS_SSH…)
         self.mnt.mkdir(parents=True, exist_ok=True)
 
     def mount(self) -> None:
         subprocess.run(VZFS + ["mount", "--state-dir", str(self.state), str(self.mnt)],
-                       check=True, timeout=60)
+                       check=True, timeout=60, env={**os.environ, **self.env})
 
     def umount(self) -> None:
         subprocess.run(VZFS + ["umount", str(self.mnt)], check=True, timeout=60)

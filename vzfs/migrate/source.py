@@ -63,6 +63,9 @@ RSYNC_FLAGS = ("-aHAX", "--numeric-ids", "--delete")
 PIPE_MAX = 4 << 20
 PIPE_MAX_FILE = "/proc/sys/fs/pipe-max-size"
 CONNECT_TIMEOUT = 60.0
+# For fault-injection tests: a directory; the move waits before phase P while DIR/P
+# exists (what CRIU_FAULT is to CRIU). Unset in normal use.
+HOLD_ENV = "VZFS_MIGRATE_HOLD"
 RESTORE_TIMEOUT = 600.0
 
 
@@ -131,6 +134,10 @@ class Migration:
         self.progress = (0, 0)
         self.progress_channel = 0
         await self.emit({"event": "migrate", "record": self.public_record()})
+        hold = os.environ.get(HOLD_ENV)
+        if hold and self.record.get("status") == "migrating":
+            while os.path.exists(os.path.join(hold, name)):
+                await trio.sleep(0.02)
 
     async def _report_progress(self) -> None:
         while True:
