@@ -458,6 +458,8 @@ class Registry:
         dom.client = None
         dom.pid = None
         dom.started_at = None
+        if dom.busy == "migrated":
+            dom.busy = ""          # the move ended with the domain, one way or the other
         event = kind if kind in ("crashed", "suspended", "migrated") else "exited"
         state = lifecycle.outcome(dom.state, event)
         if state == State.CRASHED and dom.state != State.CRASHED:
@@ -556,13 +558,20 @@ class Registry:
             words = data.decode("utf-8").split()
         except UnicodeDecodeError:
             raise VzfsError(errno.EINVAL, f"{what}: the write is not UTF-8 text") from None
+        if words == ["cancel"]:
+            if dom.state != State.MIGRATING or dom.client is None:
+                raise VzfsError(errno.EINVAL, f"cannot cancel the migration of domain {dom.name}: "
+                                              "none is under way")
+            await dom.client.request(f"cannot cancel the migration of domain {dom.name}",
+                                     "migrate_cancel", timeout=MIGRATE_PREFLIGHT_TIMEOUT)
+            return
         dry_run = len(words) == 2 and words[0] == "check"
         if dry_run:
             words = words[1:]
         if len(words) != 1:
             raise VzfsError(errno.EINVAL, f"{what}: write a target "
-                                          "([ssh://][USER@]HOST[:PORT][/MOUNTPOINT]), or "
-                                          "`check TARGET` for a dry run")
+                                          "([ssh://][USER@]HOST[:PORT][/MOUNTPOINT]), "
+                                          "`check TARGET` for a dry run, or `cancel`")
         try:
             target = targetmod.parse(words[0])
         except VzfsError as exc:
@@ -575,8 +584,10 @@ class Registry:
         client = self._client(dom, "migrate")
         dom.busy = "migrated"
         try:
+            # The daemon's ssh command: a controller may be older than its daemon.
             reply = await client.request(what, "migrate", timeout=MIGRATE_PREFLIGHT_TIMEOUT,
-                                         target=str(target), dry_run=dry_run)
+                                         target=str(target), dry_run=dry_run,
+                                         ssh=targetmod.ssh_base())
         except VzfsError as exc:
             dom.busy = ""
             dom.migration = {"target": str(target), "status": "refused", "phase": "preflight",

@@ -44,6 +44,7 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..atomicfile import atomic_write
+from ..kernel import namespaces
 from ..mountspec import MountSpec
 
 IMAGES = "checkpoint"
@@ -79,10 +80,18 @@ class Meta:
     lines: int
     vnc_prefer: dict[str, int]
     dumped_at: float
+    # "net[INODE]:KEY" when the network namespace was left out of the dump (a plain
+    # one: see plain_netns) and the restore is to bring a fresh one as KEY; "" when
+    # CRIU dumped it.
+    netns: str = ""
+
+    @property
+    def netns_key(self) -> str:
+        return self.netns.rpartition(":")[2]
 
     def to_json(self) -> str:
         return json.dumps({
-            "console_key": self.console_key, "devtty_key": self.devtty_key,
+            "console_key": self.console_key, "devtty_key": self.devtty_key, "netns": self.netns,
             "mounts": [{"source": m.source, "target": m.target, "options": list(m.options)}
                        for m in self.mounts],
             "columns": self.columns, "lines": self.lines, "vnc_prefer": self.vnc_prefer,
@@ -96,7 +105,7 @@ class Meta:
                                    tuple(str(o) for o in m["options"])) for m in d["mounts"]),
                    int(d["columns"]), int(d["lines"]),
                    {str(k): int(v) for k, v in d.get("vnc_prefer", {}).items()},
-                   float(d["dumped_at"]))
+                   float(d["dumped_at"]), str(d.get("netns", "")))
 
 
 def tty_key(st: os.stat_result) -> str:
@@ -114,8 +123,13 @@ def _external_mounts(mounts: Sequence[MountSpec]) -> list[tuple[str, MountSpec]]
 
 def dump_args(criu: str, pid: int, images: str, log: str, root: str, freezer: str | None,
               meta: Meta) -> list[str]:
+    # A network namespace left out of the dump needs no lock: nothing outside the
+    # frozen tree can reach a plain one.
+    lock = "skip" if meta.netns else "nftables"
     args = [criu, "dump", "-t", str(pid), "-D", images, "-o", log, "--root", root,
-            "--network-lock", "nftables", *COMMON, "--external", meta.console_key]
+            "--network-lock", lock, *COMMON, "--external", meta.console_key]
+    if meta.netns:
+        args += ["--external", meta.netns]
     if meta.devtty_key:
         args += ["--external", meta.devtty_key]
     if freezer is not None:
@@ -138,7 +152,7 @@ def lazy_dump_args(criu: str, pid: int, images: str, log: str, root: str, meta: 
 
 def restore_args(criu: str, images: str, log: str, root: str, pidfile: str, meta: Meta,
                  console_fd: int, devtty_fd: int, console_path: str,
-                 lazy: bool = False) -> list[str]:
+                 lazy: bool = False, netns_fd: int = -1) -> list[str]:
     args = [criu, "restore", "-D", images, "-o", log, "--root", root, "--pidfile", pidfile,
             "--restore-detached", "--restore-sibling", *COMMON,
             *(["--lazy-pages"] if lazy else []),
@@ -146,11 +160,49 @@ def restore_args(criu: str, images: str, log: str, root: str, pidfile: str, meta
             "--inherit-fd", f"fd[{console_fd}]:{meta.console_key}"]
     if meta.devtty_key:
         args += ["--inherit-fd", f"fd[{devtty_fd}]:{meta.devtty_key}"]
+    if meta.netns:
+        args += ["--inherit-fd", f"fd[{netns_fd}]:{meta.netns_key}"]
     for target in CONSOLE_MOUNTS:
         args += ["--external", f"mnt[{os.path.basename(target)}]:{console_path}"]
     for key, m in _external_mounts(meta.mounts):
         args += ["--external", f"mnt[{key}]:{m.source}"]
     return args
+
+
+NETNS_KEY = "vzfs-net"
+
+
+def plain_netns(pid: int) -> str:
+    """"net[INODE]:vzfs-net" when the network namespace of *pid* holds nothing a fresh
+    one with `lo` up lacks — only `lo`, only loopback addresses, no routes of its own,
+    no nftables rules — so a restore may bring a fresh one instead of CRIU dumping it
+    (which execs ip and nft: about 60 ms of frozen time here); else ""."""
+    proc = f"/proc/{pid}/net"
+    try:
+        with open(f"{proc}/dev") as f:
+            links = [line.split(":")[0].strip() for line in f.readlines()[2:]]
+        with open(f"{proc}/route") as f:
+            routes = f.readlines()[1:]
+        with open(f"{proc}/if_inet6") as f:
+            v6 = [line.split()[0] for line in f]
+        with open(f"{proc}/fib_trie") as f:
+            trie = f.read().split()
+        inode = os.stat(f"/proc/{pid}/ns/net").st_ino
+    except OSError:
+        return ""
+    v4 = [trie[i - 3] for i, word in enumerate(trie) if word == "LOCAL" and i >= 3]
+    if links != ["lo"] or routes or any(a != "0" * 31 + "1" for a in v6) \
+            or any(not a.startswith("127.") for a in v4):
+        return ""
+    if shutil.which("nft"):
+        try:
+            rules = subprocess.run(["nsenter", f"--net=/proc/{pid}/ns/net", "nft", "list",
+                                    "ruleset"], capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.TimeoutExpired):
+            return ""
+        if rules.returncode != 0 or rules.stdout.strip():
+            return ""
+    return f"net[{inode}]:{NETNS_KEY}"
 
 
 def reasons(log: str, limit: int = 3) -> str:
@@ -360,10 +412,13 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
             raise CheckpointError(errno.ENOENT, f"the source {m.source} of its mount on "
                                                 f"{m.target} does not exist any more")
     fds = [os.dup(console_slave), os.dup(console_slave)]
+    if meta.netns:
+        fds.append(namespaces.fresh_netns())
+        os.set_inheritable(fds[-1], True)
     started = time.monotonic()
     try:
         args = restore_args(criu, images, log, root, pidfile, meta, fds[0], fds[1],
-                            os.ttyname(console_slave), lazy)
+                            os.ttyname(console_slave), lazy, fds[-1])
         code = _run(args, log, images, pass_fds=fds, preexec=join_cgroup)
     except OSError as exc:
         raise CheckpointError(exc.errno or errno.EIO,

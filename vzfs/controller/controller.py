@@ -346,6 +346,8 @@ class Controller:
             reply = await self._suspend(req_id)
         elif op == "migrate":
             reply = await self._migrate(req_id, msg)
+        elif op == "migrate_cancel":
+            reply = await self._migrate_cancel(req_id)
         elif op == "save_screen":
             try:
                 path = self._save_screen()
@@ -474,7 +476,9 @@ class Controller:
             target = targetmod.parse(str(msg.get("target", "")))
         except VzfsError as exc:
             return reply_error(req_id, exc.errno, exc.sentence)
-        mig = source.Migration(self, target, self._broadcast)
+        ssh = msg.get("ssh")
+        mig = source.Migration(self, target, self._broadcast,
+                               [str(w) for w in ssh] if isinstance(ssh, list) and ssh else None)
         self.migration = mig
         try:
             await mig.preflight(self.nursery)
@@ -490,6 +494,16 @@ class Controller:
         self.migration_target = str(target)
         self.nursery.start_soon(self._migrate_on, mig)
         return reply_ok(req_id, record=mig.public_record())
+
+    async def _migrate_cancel(self, req_id: Any) -> Message:
+        mig = self.migration
+        if mig is None or not self.migrating:
+            return reply_error(req_id, errno.EINVAL, "no migration is under way")
+        done = self.migrate_done
+        if not mig.cancel():
+            return reply_error(req_id, errno.EBUSY, "it is too late: the target has all of it")
+        await done.wait()
+        return reply_ok(req_id)
 
     async def _migrate_on(self, mig: Any) -> None:
         try:

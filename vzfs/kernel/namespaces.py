@@ -34,6 +34,22 @@ def open_namespaces(pid: int) -> dict[str, int]:
     return fds
 
 
+def fresh_netns() -> int:
+    """An fd of a new network namespace with `lo` up, made without leaving ours (the
+    caller must be single-threaded: unshare and setns act on the calling thread)."""
+    from . import rootfs
+    ours = os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        syscalls.unshare(CLONE_NEWNET)
+        try:
+            rootfs.loopback_up()
+            return os.open("/proc/self/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        finally:
+            syscalls.setns(ours, CLONE_NEWNET)
+    finally:
+        os.close(ours)
+
+
 def enter(fds: dict[str, int]) -> None:
     """Join the namespaces in *fds* (from open_namespaces) — single-threaded callers only."""
     for kind in ENTER_ORDER:

@@ -77,6 +77,9 @@ class Mux:
         self.received: Counter[int] = Counter()
         self.closed = trio.Event()
         self.nursery: trio.Nursery | None = None
+        # Channels whose local end this side closes itself (bind(keep=True)): the
+        # other end's EOF is not passed on, nor is the stream closed with the session.
+        self.kept: set[int] = set()
         # What arrived for each channel, in order, for its writer. A channel the other
         # end began before this end bound it (CRIU's page server may speak first)
         # keeps up to QUEUE_FRAMES frames until it is bound.
@@ -107,8 +110,9 @@ class Mux:
             for event, _ in self.pending.values():
                 event.set()
             with trio.CancelScope(shield=True):
-                for stream in list(self.channels.values()):
-                    await stream.aclose()
+                for channel, stream in list(self.channels.items()):
+                    if channel not in self.kept:
+                        await stream.aclose()
 
     def _dispatch(self, msg: Message) -> None:
         req_id = msg.get("id")
@@ -158,7 +162,8 @@ class Mux:
             async for payload in receive:
                 if payload:
                     await stream.send_all(payload)
-                elif isinstance(stream, trio.SocketStream):
+                elif isinstance(stream, trio.abc.HalfCloseableStream) and \
+                        channel not in self.kept:
                     await stream.send_eof()
         except (trio.BrokenResourceError, trio.ClosedResourceError):
             pass
@@ -204,10 +209,14 @@ class Mux:
             raise VzfsError(int(reply.get("errno", errno.EIO)), f"{what}: {reply.get('error')}")
         return reply
 
-    def bind(self, channel: int, stream: trio.abc.Stream, prefix: bytes = b"") -> None:
+    def bind(self, channel: int, stream: trio.abc.Stream, prefix: bytes = b"",
+             keep: bool = False) -> None:
         """Join *stream* to *channel*: what arrives goes to it, what it says is sent
-        (after *prefix*: bytes already read from it)."""
+        (after *prefix*: bytes already read from it). A *keep* stream is never closed
+        nor half-closed by the mux: its owner decides how it ends."""
         assert self.nursery is not None and channel != CONTROL
+        if keep:
+            self.kept.add(channel)
         self.channels[channel] = stream
         self.nursery.start_soon(self._write, channel, stream)
         self.nursery.start_soon(self._pump, channel, stream, prefix)

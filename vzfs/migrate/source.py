@@ -39,6 +39,7 @@ import socket
 import subprocess
 import sys
 import time
+import traceback
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -51,13 +52,32 @@ from ..errors import VzfsError
 from . import target as targetmod
 from .mux import Mux
 
-RELAY = os.path.join(os.path.dirname(os.path.abspath(__file__)), "relay.py")
+# rsync's remote shell during a migration. rsync runs `RSH HOST rsync --server ARGS…`
+# and talks to its stdin and stdout; this stands in for ssh: it writes that command
+# line (NUL after each word, then a newline) to the socket it inherits as fd {w},
+# then copies rsync's bytes there and what comes from the socket it inherits as fd
+# {r} back: the two ends of a channel of the migration's open SSH session (one socket
+# per direction, so that each direction's end reaches the other side as an EOF when
+# its cat exits: a shell cannot half-close a socket). The relay ends when the other
+# side's rsync has (rsync waits for its remote shell). A shell and two cats start in a
+# milliseconds, where a new ssh costs 200 ms and a Python relay 30 (the delta is copied
+# while the domain is frozen). bash, not sh: dash takes one-digit fds only; without
+# BASH_ENV, which would have it run a start-up file of the environment's first. rsync
+# splits this on spaces and keeps quoted parts whole.
+RELAY = ("env -u BASH_ENV bash --noprofile --norc -c 'shift; printf \"%s\\000\" \"$@\" >&{w}; "
+         "printf \"\\n\" >&{w}; cat <&0 >&{w} & exec cat <&{r}' relay")
 OUT = "migration.out"              # the dump's images, in the domain's directory
 LOG = "migration.log"              # CRIU's log of the dump
 PAGES_CHANNEL = 1
-PUT_CHUNK = 256 << 10
+# What ends a lazy dump in failure: CRIU's page server takes an end of its stream for
+# the end of the transfer (and ends the tree), but an unknown command for an error,
+# after which it resumes the tree as it was. Three headers of 24 bytes: whatever part
+# of a request the stream held, one whole bad one follows.
+BAD_PAGE_REQUEST = b"\xff" * 72
+PUT_CHUNK = 512 << 10             # base64 in one message: within protocol.MAX_LINE
 PROGRESS_EVERY_S = 0.25
-RSYNC_FLAGS = ("-aHAX", "--numeric-ids", "--delete")
+# --timeout: a session that stalls fails the copy (and the undo runs) within a minute.
+RSYNC_FLAGS = ("-aHAX", "--numeric-ids", "--delete", "--timeout=60")
 # CRIU's lazy dump splices pages into pipes of up to 4 MB; without CAP_SYS_RESOURCE
 # (root in these VMs lacks it) a smaller fs.pipe-max-size fails the dump (FACTS.md).
 PIPE_MAX = 4 << 20
@@ -93,9 +113,11 @@ def tree_bytes(path: str) -> int:
 
 class Migration:
     def __init__(self, ctl: Any, target: targetmod.Target,
-                 emit: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
+                 emit: Callable[[dict[str, Any]], Awaitable[None]],
+                 ssh: list[str] | None = None) -> None:
         self.ctl = ctl
         self.target = target
+        self.ssh_command = ssh
         self.emit = emit
         self.record: dict[str, Any] = {"target": str(target), "status": "migrating",
                                        "phase": "preflight", "started_at": round(time.time(), 3)}
@@ -104,13 +126,16 @@ class Migration:
         self.mux: Mux | None = None
         self.ssh: trio.Process | None = None
         self.ssh_errors: list[str] = []
-        self.scope = trio.CancelScope()
+        self.scope = trio.CancelScope()          # the session's
+        self.move_scope = trio.CancelScope()     # the move's (cancel)
         self.session_over = trio.Event()
         self.channels = itertools.count(PAGES_CHANNEL + 1)
         self.reserved = False
         self.dump: trio.Process | None = None
         self.pages_stream: trio.SocketStream | None = None
         self.pages_complete = False
+        self.pages_over = trio.Event()          # complete, or failed (pages_error says why)
+        self.pages_error = ""
         self.progress: tuple[int, int] = (0, 0)     # (bytes done, bytes in all) of the phase
         self.progress_channel = 0
         self.last_emit = 0.0
@@ -180,7 +205,8 @@ class Migration:
     async def _session(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """The ssh process and the mux over it, until close() or the session ends."""
         ours, theirs = socket.socketpair()
-        argv = targetmod.ssh_argv(self.target, targetmod.receiver_command(self.target))
+        argv = targetmod.ssh_argv(self.target, targetmod.receiver_command(self.target),
+                                  self.ssh_command)
         with self.scope:
             try:
                 self.ssh = await trio.lowlevel.open_process(
@@ -221,6 +247,10 @@ class Migration:
     def _on_event(self, msg: dict[str, Any]) -> None:
         if msg.get("event") == "pages_complete":
             self.pages_complete = True
+            self.pages_over.set()
+        elif msg.get("event") == "pages_failed":
+            self.pages_error = str(msg.get("error", ""))
+            self.pages_over.set()
 
     async def _ask(self, op: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
         assert self.mux is not None
@@ -256,31 +286,21 @@ class Migration:
         """The phases after the preflight; True when the domain runs on the target."""
         ctl = self.ctl
         try:
-            await self._phase("reserve")
-            reply = await self._ask("reserve", name=ctl.name, config=configmod.to_dict(ctl.cfg))
-            self.reserved = True
-            self.remote_root = str(reply["rootfs"])
-            await self._phase("copy")
-            self.progress = (0, self.root_bytes)
-            await self._rsync()
-            await self._phase("freeze")
-            dump_started = await self._dump()
-            await self._phase("transfer")
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._rsync)
-                nursery.start_soon(self._send_images)
-            await self._phase("restore")
-            await self._ask("lazy", channel=PAGES_CHANNEL)
-            await self._ask("restore", timeout=RESTORE_TIMEOUT)
-            self.record["downtime_ms"] = round((time.monotonic() - dump_started) * 1000, 1)
-            await self._phase("pages")
-            self.progress = (0, self.memory_bytes)
-            self.progress_channel = PAGES_CHANNEL
-            await self._wait_dump()
+            with self.move_scope:
+                await self._steps()
+            if self.move_scope.cancelled_caught:
+                raise VzfsError(errno.ECANCELED, f"{self._what()}: cancelled "
+                                                 "(cancel written to migrate_target)")
         except (VzfsError, OSError) as exc:
             sentence = exc.sentence if isinstance(exc, VzfsError) else \
                 f"{self._what()}: {exc.strerror or exc}"
             await self._undo(sentence)
+            return False
+        except Exception as exc:
+            # A bug here must cost the migration, never the domain (the controller
+            # would go with it): undo like any failure, and keep the traceback.
+            traceback.print_exc()
+            await self._undo(f"{self._what()}: internal error ({exc!r}; see controller.log)")
             return False
         # The dump ended the tree here: the domain lives on the target.
         await self._phase("done")
@@ -296,22 +316,64 @@ class Migration:
         await self.emit({"event": "migrate", "record": self.public_record()})
         return True
 
+    def cancel(self) -> bool:
+        """Stop the move and undo it; False once it is past undoing (the target has
+        every page of the domain's memory)."""
+        if self.pages_complete or self.record.get("status") != "migrating":
+            return False
+        self.move_scope.cancel()
+        return True
+
+    async def _steps(self) -> None:
+        ctl = self.ctl
+        await self._phase("reserve")
+        reply = await self._ask("reserve", name=ctl.name, config=configmod.to_dict(ctl.cfg))
+        self.reserved = True
+        self.remote_root = str(reply["rootfs"])
+        await self._phase("copy")
+        self.progress = (0, self.root_bytes)
+        await self._rsync()
+        await self._phase("freeze")
+        dump_started = await self._dump()
+        await self._phase("transfer")
+        async with trio.open_nursery() as nursery:
+            # The root's delta beside the images, and the target's lazy-pages
+            # daemon (which reads the images) as soon as they are there.
+            nursery.start_soon(self._timed, "delta_ms", self._rsync())
+            nursery.start_soon(self._images_and_lazy)
+        await self._phase("restore")
+        await self._timed("criu_restore_ms", self._ask("restore", timeout=RESTORE_TIMEOUT))
+        self.record["downtime_ms"] = round((time.monotonic() - dump_started) * 1000, 1)
+        await self._phase("pages")
+        self.progress = (0, self.memory_bytes)
+        self.progress_channel = PAGES_CHANNEL
+        await self._wait_dump()
+
+    async def _timed(self, key: str, step: Awaitable[Any]) -> None:
+        started = time.monotonic()
+        await step
+        self.record[key] = round((time.monotonic() - started) * 1000, 1)
+
     async def _rsync(self) -> None:
         """rsync the root to the reserved one on the target, through the session."""
         assert self.mux is not None
         ctl = self.ctl
         channel = next(self.channels)
-        ours, theirs = socket.socketpair()
-        rsh = f"{sys.executable} -S {RELAY} {theirs.fileno()}"
+        from_rsync, relay_w = socket.socketpair()
+        to_rsync, relay_r = socket.socketpair()
+        rsh = RELAY.format(w=relay_w.fileno(), r=relay_r.fileno())
         argv = ["rsync", *RSYNC_FLAGS, "--rsh", rsh, ctl.rootfs.rstrip("/") + "/",
                 f"target:{self.remote_root}/"]
         try:
             proc = await trio.lowlevel.open_process(
-                argv, pass_fds=(theirs.fileno(),), stdin=subprocess.DEVNULL,
+                argv, pass_fds=(relay_w.fileno(), relay_r.fileno()), stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         finally:
-            theirs.close()
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+            relay_w.close()
+            relay_r.close()
+        stream = trio.StapledStream(
+            trio.SocketStream(trio.socket.from_stdlib_socket(to_rsync)),
+            trio.SocketStream(trio.socket.from_stdlib_socket(from_rsync)))
         errors = b""
         try:
             first = b""
@@ -322,7 +384,8 @@ class Migration:
                 first += data
             line, _, rest = first.partition(b"\n")
             if line:
-                await self._ask("rsync", channel=channel, argv=line.decode().split("\0"))
+                await self._ask("rsync", channel=channel,
+                                argv=line.decode().rstrip("\0").split("\0"))
                 self.mux.bind(channel, stream, prefix=rest)
                 if self.record["phase"] == "copy":
                     self.progress_channel = channel
@@ -353,7 +416,8 @@ class Migration:
         meta = checkpoint.Meta(
             console_key=checkpoint.tty_key(os.fstat(ctl.slave)), devtty_key=ctl._devtty_key(),
             mounts=tuple(ctl.mounts), columns=ctl.columns, lines=ctl.lines,
-            vnc_prefer=dict(ctl.vnc_prefer), dumped_at=time.time())
+            vnc_prefer=dict(ctl.vnc_prefer), dumped_at=time.time(),
+            netns=checkpoint.plain_netns(ctl.pid))
         self.meta = meta
         ours, theirs = socket.socketpair()
         rfd, wfd = os.pipe()
@@ -378,37 +442,79 @@ class Migration:
             await self.dump.wait()
             raise VzfsError(errno.EIO, f"{self._what()}: CRIU could not checkpoint it: "
                                        f"{checkpoint.reasons(log)} (its log is {LOG})")
-        self.mux.bind(PAGES_CHANNEL, self.pages_stream)
+        self.record["dump_ms"] = round((time.monotonic() - started) * 1000, 1)
+        self.mux.bind(PAGES_CHANNEL, self.pages_stream, keep=True)
         # The tree is stopped: what the console shows now is what it shows there.
         await ctl._settle_console()
         ctl._save_screen()
         return started
 
+    async def _images_and_lazy(self) -> None:
+        await self._timed("images_ms", self._send_images())
+        await self._timed("lazy_ms", self._ask("lazy", channel=PAGES_CHANNEL))
+
     async def _send_images(self) -> None:
+        """The dump's images (a few hundred KB: the memory is not in them) to the target,
+        all files at once, each in order."""
         out = os.path.join(self.ctl.domain_dir, OUT)
-        for entry in sorted(os.scandir(out), key=lambda e: e.name):
-            if not entry.is_file(follow_symlinks=False) or entry.name.endswith(".log"):
-                continue
-            with open(entry.path, "rb") as f:
-                first = True
-                while True:
-                    chunk = f.read(PUT_CHUNK)
-                    if not chunk and not first:
-                        break
-                    await self._ask("put", file=entry.name, append=not first,
-                                    data=base64.b64encode(chunk).decode())
-                    first = False
-                    if not chunk:
-                        break
-        await self._ask("put", file=checkpoint.META, append=False,
-                        data=base64.b64encode(self.meta.to_json().encode()).decode())
+        files = [(e.name, e.path) for e in os.scandir(out)
+                 if e.is_file(follow_symlinks=False) and not e.name.endswith(".log")]
+        async with trio.open_nursery() as nursery:
+            for name, path in files:
+                nursery.start_soon(self._send_file, name, path)
+            nursery.start_soon(self._put, checkpoint.META, self.meta.to_json().encode(), False)
+
+    async def _send_file(self, name: str, path: str) -> None:
+        with open(path, "rb") as f:
+            data = f.read(PUT_CHUNK)
+            await self._put(name, data, False)
+            while data := f.read(PUT_CHUNK):
+                await self._put(name, data, True)
+
+    async def _put(self, name: str, data: bytes, append: bool) -> None:
+        await self._ask("put", file=name, append=append, data=base64.b64encode(data).decode())
 
     async def _wait_dump(self) -> None:
-        assert self.dump is not None
-        code = await self.dump.wait()
-        if code != 0 and not self.pages_complete:
-            raise VzfsError(errno.EIO, f"{self._what()}: CRIU's dump ended with status {code}: "
-                            f"{checkpoint.reasons(os.path.join(self.ctl.domain_dir, LOG))}")
+        """Until the target has every page; then end the page stream, which ends the
+        dump (and with it the tree here)."""
+        assert self.dump is not None and self.mux is not None
+        dump = self.dump
+        async with trio.open_nursery() as nursery:
+            async def dump_ended() -> None:
+                await dump.wait()
+                nursery.cancel_scope.cancel()
+
+            async def session_ended() -> None:
+                await self.mux.closed.wait()
+                # An event may still be on its way in: the receiver's last words.
+                await trio.sleep(0.05)
+                self.pages_over.set()
+
+            nursery.start_soon(dump_ended)
+            nursery.start_soon(session_ended)
+            await self.pages_over.wait()
+            nursery.cancel_scope.cancel()
+        if dump.returncode is None:
+            if not self.pages_complete:
+                raise VzfsError(errno.EIO, f"{self._what()}: "
+                                + (f"the target could not take the memory ({self.pages_error})"
+                                   if self.pages_error else
+                                   f"the SSH session to {self.target.host} ended"))
+            if self.pages_stream is not None:
+                await self.pages_stream.aclose()
+            await dump.wait()
+        if dump.returncode == 0:
+            return                 # the tree here is gone: the domain runs there
+        if self.pages_complete:
+            # CRIU failed after the last page and resumed the tree here, but the target
+            # has it all and runs it: ours must not come back.
+            print(f"vzfs: {self.ctl.name}: the dump failed after the target had every page; "
+                  "ending the tree here", file=sys.stderr, flush=True)
+            self.ctl.cgroup.kill_all()
+            return
+        raise VzfsError(errno.EIO, f"{self._what()}: CRIU's dump ended with status "
+                        f"{dump.returncode}: "
+                        f"{checkpoint.reasons(os.path.join(self.ctl.domain_dir, LOG))}")
 
     async def _undo(self, sentence: str) -> None:
         """Put everything back: the tree runs here as before, the target has nothing."""
@@ -423,8 +529,12 @@ class Migration:
                 except VzfsError:
                     pass
             if self.dump is not None and self.dump.returncode is None:
-                # The page stream ends: CRIU's dump fails and resumes the tree.
+                # A bad request on the page stream: CRIU's dump fails and resumes the tree.
                 if self.pages_stream is not None:
+                    try:
+                        await self.pages_stream.send_all(BAD_PAGE_REQUEST)
+                    except (trio.BrokenResourceError, trio.ClosedResourceError):
+                        pass
                     await self.pages_stream.aclose()
                 with trio.move_on_after(30):
                     await self.dump.wait()
