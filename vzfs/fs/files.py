@@ -86,7 +86,7 @@ MIGRATION_KEYS = ("target", "source_host", "direction", "status", "phase", "byte
 
 
 def _value(value: object) -> str:
-    return " ".join(str(value).split()) if not isinstance(value, float) else f"{value:g}"
+    return " ".join(str(value).split())
 
 
 async def store_console(reg: Registry, dom: Domain, data: bytes) -> None:

@@ -43,6 +43,7 @@ log = logging.getLogger(__name__)
 SOCKET = "daemon.sock"
 INCOMING = "incoming.json"
 IMAGES = "migration"
+DUMP_LOG = "migration.log"          # CRIU's log of the dump on the source (source.LOG)
 # Room kept free beyond the root and the images on the target's state dir.
 SPARE_BYTES = 64 << 20
 
@@ -117,13 +118,14 @@ class Incoming:
 
     async def _connection(self, stream: trio.SocketStream) -> None:
         reserved: set[str] = set()
+        received: set[str] = set()
         lock = trio.Lock()
         decoder = Decoder()
 
         async def handle(msg: Message) -> None:
             req_id = msg.get("id")
             try:
-                fields = await self.handle(msg, reserved)
+                fields = await self.handle(msg, reserved, received)
                 reply = reply_ok(req_id, **fields)
             except VzfsError as exc:
                 reply = reply_error(req_id, exc.errno, exc.sentence)
@@ -152,7 +154,8 @@ class Incoming:
                     await self.abort(name, "the receiving end went away")
                 await stream.aclose()
 
-    async def handle(self, msg: Message, reserved: set[str]) -> dict[str, Any]:
+    async def handle(self, msg: Message, reserved: set[str],
+                     received: set[str]) -> dict[str, Any]:
         op = msg.get("op")
         name = str(msg.get("name", ""))
         if op == "info":
@@ -165,6 +168,10 @@ class Incoming:
             out = self.reserve(name, dict(msg["config"]))
             reserved.add(name)
             return out
+        if op == "record" and name in received and name in self.reg.domains:
+            # The source's record of the move, after the domain was taken over.
+            self.reg.domains[name].migration = dict(msg.get("record", {}))
+            return {}
         if name not in reserved:
             raise VzfsError(errno.EPERM, f"domain {name} was not reserved on this connection")
         if op == "restore":
@@ -172,6 +179,7 @@ class Incoming:
         if op == "commit":
             self.commit(name, dict(msg.get("record", {})))
             reserved.discard(name)
+            received.add(name)
             return {}
         if op == "abort":
             reserved.discard(name)
@@ -249,6 +257,12 @@ class Incoming:
         try:
             os.unlink(os.path.join(ddir, INCOMING))
         except FileNotFoundError:
+            pass
+        try:
+            # The source's log of the dump, when it came before the commit.
+            os.rename(os.path.join(images_dir(self.reg.state_dir, name), DUMP_LOG),
+                      os.path.join(ddir, DUMP_LOG))
+        except OSError:
             pass
         shutil.rmtree(images_dir(self.reg.state_dir, name), ignore_errors=True)
         self.reg.received(dom, record)

@@ -53,6 +53,7 @@ class Receiver:
         self.images = ""
         self.done = False              # committed or aborted: nothing left to undo
         self.pages_complete = False
+        self.committed = False
         self.record: dict[str, Any] = {}
         self.lazy: trio.Process | None = None
         self.procs: list[trio.Process] = []
@@ -205,10 +206,13 @@ class Receiver:
     # -- the end --------------------------------------------------------------------
     async def commit(self) -> None:
         if self.done:
+            if self.committed and self.record:
+                await self.ask("the target cannot keep the record", "record", name=self.name,
+                               record=self.record)
             return
         await self.ask("the target cannot take the domain over", "commit", name=self.name,
                        record=self.record)
-        self.done = True
+        self.done = self.committed = True
 
     async def abort(self, reason: str) -> None:
         if self.done:

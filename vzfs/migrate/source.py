@@ -31,6 +31,7 @@ the source's are stopped, and are killed before the source's resume.
 """
 
 import base64
+import datetime
 import errno
 import itertools
 import os
@@ -119,8 +120,10 @@ class Migration:
         self.target = target
         self.ssh_command = ssh
         self.emit = emit
-        self.record: dict[str, Any] = {"target": str(target), "status": "migrating",
-                                       "phase": "preflight", "started_at": round(time.time(), 3)}
+        self.record: dict[str, Any] = {
+            "target": str(target), "status": "migrating", "phase": "preflight",
+            "started_at": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="milliseconds").replace("+00:00", "Z")}
         self.phase_started = time.monotonic()
         self.started = time.monotonic()
         self.mux: Mux | None = None
@@ -306,6 +309,12 @@ class Migration:
         await self._phase("done")
         self.record["status"] = "done"
         self.record["total_ms"] = round((time.monotonic() - self.started) * 1000, 1)
+        try:
+            # CRIU's log of the dump goes with the domain (the target keeps it as LOG).
+            with open(os.path.join(ctl.domain_dir, LOG), "rb") as f:
+                await self._put(LOG, f.read()[-PUT_CHUNK:], False)
+        except (OSError, VzfsError):
+            pass
         try:
             await self._ask("commit", record={**self.public_record(), "source_host":
                                               os.uname().nodename, "direction": "in"})
