@@ -66,7 +66,7 @@ from .mux import Mux
 # BASH_ENV, which would have it run a start-up file of the environment's first. rsync
 # splits this on spaces and keeps quoted parts whole.
 RELAY = ("env -u BASH_ENV bash --noprofile --norc -c 'shift; printf \"%s\\000\" \"$@\" >&{w}; "
-         "printf \"\\n\" >&{w}; cat <&0 >&{w} & exec cat <&{r}' relay")
+         "printf \"\\n\" >&{w}; cat <&0 >&{w} {r}<&- & exec cat <&{r} {w}>&-' relay")
 OUT = "migration.out"              # the dump's images, in the domain's directory
 LOG = "migration.log"              # CRIU's log of the dump
 PAGES_CHANNEL = 1

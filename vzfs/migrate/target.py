@@ -37,7 +37,8 @@ class Target:
     def __str__(self) -> str:
         user = f"{self.user}@" if self.user else ""
         port = f":{self.port}" if self.port else ""
-        return f"ssh://{user}{self.host}{port}{self.mountpoint}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"ssh://{user}{host}{port}{self.mountpoint}"
 
 
 def parse(text: str) -> Target:
