@@ -12,8 +12,8 @@ from types import FrameType
 
 # Importing the measurement modules registers them, in this order.
 from . import console, control, density, hooks, lifecycle, mounts, vnc  # noqa: F401
-# Last: it writes hundreds of MB of images and holds as much memory while it runs.
-from . import checkpoint  # noqa: F401,E402
+# Last: they write hundreds of MB of images and hold as much memory while they run.
+from . import checkpoint, migration  # noqa: F401,E402
 from . import host, report
 from .context import Context, Settings
 from .registry import MEASUREMENTS, Value

@@ -61,20 +61,25 @@ int main(int argc, char **argv) {
 """
 
 
-def build_hog(workdir: str) -> str:
-    """Compile the memory holder as a static program (the busybox root has no libc)."""
-    source = os.path.join(workdir, "hog.c")
-    binary = os.path.join(workdir, "hog")
+def build_static(workdir: str, name: str, code: str, what: str) -> str:
+    """Compile *code* as the static program WORKDIR/NAME (the busybox root has no libc)."""
+    source = os.path.join(workdir, f"{name}.c")
+    binary = os.path.join(workdir, name)
     with open(source, "w") as f:
-        f.write(HOG_C)
+        f.write(code)
     try:
         done = subprocess.run(["gcc", "-O2", "-static", "-o", binary, source],
                               capture_output=True, text=True, timeout=120)
     except FileNotFoundError:
         raise BenchError("gcc is not installed (apt install gcc libc6-dev)") from None
     if done.returncode != 0:
-        raise BenchError(f"gcc could not build the memory holder: {done.stderr.strip()}")
+        raise BenchError(f"gcc could not build {what}: {done.stderr.strip()}")
     return binary
+
+
+def build_hog(workdir: str) -> str:
+    """Compile the memory holder."""
+    return build_static(workdir, "hog", HOG_C, "the memory holder")
 
 
 def criu_version(criu: str) -> str:
@@ -110,9 +115,10 @@ def _figures(text: str) -> dict[str, float]:
 class Subject:
     """One domain holding *size* MiB, driven through vzfs's files and by hand."""
 
-    def __init__(self, ctx: Context, inst: Instance, criu: str, hog: str, size: int) -> None:
+    def __init__(self, ctx: Context, inst: Instance, criu: str, hog: str, size: int,
+                 name: str = "") -> None:
         self.inst, self.criu, self.hog, self.size = inst, criu, hog, size
-        self.name = f"ckpt{size}"
+        self.name = name or f"ckpt{size}"
         self.boots = 0
         self.raw_dir = os.path.join(ctx.root, "criu-raw", self.name)
         self.layout = cgroups.detect()
@@ -122,7 +128,7 @@ class Subject:
     def boot(self) -> None:
         """Start the domain (untimed), put the memory holder in it, wait until it holds."""
         self.inst.start(self.name)
-        shutil.copy(self.hog, os.path.join(self.inst.rootfs(self.name), "hog"))
+        self.install(self.inst.rootfs(self.name))
         self.boots += 1
         token = f"b{self.boots}"
         console = self.inst.path(self.name, "console")
@@ -130,10 +136,18 @@ class Subject:
         # from outside the container, which CRIU refuses. Input typed before the shell
         # reads is kept by the pty; the marker the program prints is not in the typed line.
         with open(console, "w") as f:
-            f.write(f"/hog {self.size} {token} &\n")
+            f.write(self.command(token))
         self._wait(lambda: f"hog-ready-{token}" in self.inst.read(self.name, "screen"),
                    "the memory holder to fill its memory")
         self.check_memory(self.domain_cgroup(), "after the boot")
+
+    def install(self, rootfs: str) -> None:
+        """Put the programs the domain runs into its root (before each boot)."""
+        shutil.copy(self.hog, os.path.join(rootfs, "hog"))
+
+    def command(self, token: str) -> str:
+        """The line typed into the domain's shell to start them."""
+        return f"/hog {self.size} {token} &\n"
 
     def domain_cgroup(self) -> cgroups.Cgroup:
         return cgroups.Cgroup(self.layout, paths.cgroup_relpath(

@@ -38,8 +38,10 @@ def timed_write(path: str, data: bytes) -> tuple[int, OSError | None]:
 class Instance:
     """One vzfs daemon serving `ROOT/mnt` from the state dir `ROOT/state`."""
 
-    def __init__(self, root: str) -> None:
+    def __init__(self, root: str, env: dict[str, str] | None = None) -> None:
         self.state_dir = os.path.join(root, "state")
+        # The daemon's environment beyond the suite's own (e.g. VZFS_SSH for migrations).
+        self.env = dict(env or {})
         self.mountpoint = os.path.join(root, "mnt")
         self.daemon_pid: int | None = None
         self.names: list[str] = []
@@ -50,7 +52,8 @@ class Instance:
     def _vzfs(self, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
         # `python -m vzfs` with this interpreter, so the checkout's vzfs is the one measured.
         return subprocess.run([sys.executable, "-P", "-m", "vzfs", *args], capture_output=True,
-                              text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+                              text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                              env={**os.environ, **self.env})
 
     def mount(self) -> None:
         os.makedirs(self.mountpoint, exist_ok=True)
