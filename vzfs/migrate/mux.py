@@ -23,7 +23,8 @@ from ..errors import VzfsError
 
 HEADER = struct.Struct(">BI")
 MAX_FRAME = 1 << 20
-CHUNK = 1 << 16
+CHUNK = 1 << 18                    # a channel's reads, and so its largest frames
+RECEIVE = 1 << 20                  # the session's reads
 CONTROL = 0
 QUEUE_FRAMES = 64
 
@@ -40,19 +41,27 @@ class Deframer:
     """Bytes in, (channel, payload) out; an empty payload is that channel's end."""
 
     def __init__(self) -> None:
-        self._buf = bytearray()
+        self._buf = b""
 
     def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
-        self._buf += data
-        while len(self._buf) >= HEADER.size:
-            channel, length = HEADER.unpack_from(self._buf)
-            if length > MAX_FRAME:
-                raise FrameError(f"a frame of {length} bytes (at most {MAX_FRAME})")
-            if len(self._buf) < HEADER.size + length:
-                return
-            payload = bytes(self._buf[HEADER.size:HEADER.size + length])
-            del self._buf[:HEADER.size + length]
-            yield channel, payload
+        # Pages stream through here: slice whole frames out of what arrived (one copy
+        # each) and keep only the unfinished tail, never shifting a big buffer.
+        buf = self._buf + data if self._buf else data
+        view = memoryview(buf)
+        pos = 0
+        try:
+            while len(buf) - pos >= HEADER.size:
+                channel, length = HEADER.unpack_from(buf, pos)
+                if length > MAX_FRAME:
+                    raise FrameError(f"a frame of {length} bytes (at most {MAX_FRAME})")
+                end = pos + HEADER.size + length
+                if end > len(buf):
+                    break
+                yield channel, bytes(view[pos + HEADER.size:end])
+                pos = end
+        finally:
+            self._buf = bytes(view[pos:])
+            view.release()
 
 
 Handler = Callable[[Message], Awaitable[dict[str, Any]]]
@@ -93,7 +102,7 @@ class Mux:
                 self.nursery = nursery
                 task_status.started()
                 try:
-                    async for data in self.receive_stream:
+                    while data := await self.receive_stream.receive_some(RECEIVE):
                         for channel, payload in deframer.feed(data):
                             self.received[channel] += len(payload)
                             if channel == CONTROL:

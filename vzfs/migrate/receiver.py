@@ -12,6 +12,7 @@ when the session ends early, or a step fails, the source still has the domain.
 
 import base64
 import errno
+import fcntl
 import os
 import re
 import socket
@@ -30,6 +31,8 @@ from .mux import Mux
 
 _IMAGE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,200}")
 LAZY_LOG = "lazy-pages.log"
+F_SETPIPE_SZ = 1031
+PIPE_SIZE = 1 << 20
 COMMIT_WAIT_S = 5.0
 
 
@@ -68,7 +71,13 @@ class Receiver:
             raise VzfsError(errno.ECONNREFUSED, f"the vzfs daemon of {self.state_dir} does not "
                                                 f"answer ({exc.strerror})") from exc
         self.daemon = ControllerClient(trio.SocketStream(sock), Decoder(), lambda c, m: None)
-        # The session is our stdin and stdout; nothing else may write to fd 1.
+        # The session is our stdin and stdout; nothing else may write to fd 1. sshd
+        # gives pipes: larger ones carry the page stream in fewer, bigger reads.
+        for fd in (0, 1):
+            try:
+                fcntl.fcntl(fd, F_SETPIPE_SZ, PIPE_SIZE)
+            except OSError:
+                pass            # not a pipe, or over fs.pipe-max-size: as it is
         send = trio.lowlevel.FdStream(os.dup(1))
         receive = trio.lowlevel.FdStream(os.dup(0))
         os.dup2(2, 1)

@@ -13,8 +13,10 @@ costs a fifth of a second here. Phases, each timed in the record that
   reserve    the target defines the domain, `migrating`, with an empty root
   copy       rsync of the root while the domain runs
   freeze     `criu dump --lazy-pages`: the tree is stopped and dumped without its
-             memory, which stays pinned for the page stream; the screen is saved
-  transfer   rsync of what changed in the root since the copy, and the images
+             memory, which stays pinned for the page stream; once every task is
+             stopped, the screen is saved and rsync copies what changed in the root
+             since the copy, while CRIU still dumps
+  transfer   the images
   restore    the target's lazy-pages daemon and `criu restore --lazy-pages`: the
              domain runs there (the downtime ends), its memory follows on demand
   pages      the rest of the memory, in the background; when the last page is
@@ -84,6 +86,7 @@ RSYNC_FLAGS = ("-aHAX", "--numeric-ids", "--delete", "--timeout=60")
 PIPE_MAX = 4 << 20
 PIPE_MAX_FILE = "/proc/sys/fs/pipe-max-size"
 CONNECT_TIMEOUT = 60.0
+FREEZE_POLL_S = 0.001
 # For fault-injection tests: a directory; the move waits before phase P while DIR/P
 # exists (what CRIU_FAULT is to CRIU). Unset in normal use.
 HOLD_ENV = "VZFS_MIGRATE_HOLD"
@@ -99,6 +102,24 @@ def raise_pipe_max() -> None:
                 f.write(str(PIPE_MAX))
     except (OSError, ValueError):
         pass        # the dump will say what is wrong
+
+
+def all_stopped(pids: list[int]) -> bool:
+    """Every task of *pids* is stopped (ptrace or job control) or dead."""
+    for pid in pids:
+        try:
+            tids = os.listdir(f"/proc/{pid}/task")
+        except FileNotFoundError:
+            continue
+        for tid in tids:
+            try:
+                with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                    state = f.read().rpartition(")")[2].split()[0]
+            except (FileNotFoundError, IndexError):
+                continue
+            if state not in ("t", "T", "Z", "X"):
+                return False
+    return bool(pids)
 
 
 def tree_bytes(path: str) -> int:
@@ -343,13 +364,17 @@ class Migration:
         self.progress = (0, self.root_bytes)
         await self._rsync()
         await self._phase("freeze")
-        dump_started = await self._dump()
-        await self._phase("transfer")
+        self.frozen = trio.Event()
         async with trio.open_nursery() as nursery:
-            # The root's delta beside the images, and the target's lazy-pages
-            # daemon (which reads the images) as soon as they are there.
-            nursery.start_soon(self._timed, "delta_ms", self._rsync())
-            nursery.start_soon(self._images_and_lazy)
+            dump_started = await self._start_dump()
+            # The root's delta as soon as every process is stopped, while CRIU still
+            # dumps; the images, and the target's lazy-pages daemon (which reads
+            # them), once the dump has written them.
+            nursery.start_soon(self._watch_freeze)
+            nursery.start_soon(self._delta)
+            await self._dump_written()
+            await self._phase("transfer")
+            await self._images_and_lazy()
         await self._phase("restore")
         await self._timed("criu_restore_ms", self._ask("restore", timeout=RESTORE_TIMEOUT))
         self.record["downtime_ms"] = round((time.monotonic() - dump_started) * 1000, 1)
@@ -412,9 +437,27 @@ class Migration:
             raise VzfsError(errno.EIO, f"{self._what()}: rsync of its root exited with status "
                                        f"{code}" + (f" ({said[-1].strip()})" if said else ""))
 
-    async def _dump(self) -> float:
-        """Start CRIU's lazy dump; return when its images are complete (the tree is
-        stopped), with the moment it started."""
+    async def _watch_freeze(self) -> None:
+        """Set `frozen` once CRIU has stopped every task of the domain (they stay so
+        until the dump ends: the parasite it runs in them writes no files)."""
+        cgroup = self.ctl.cgroup
+        while not self.frozen.is_set():
+            if all_stopped(cgroup.procs()):
+                self.frozen.set()
+                return
+            await trio.sleep(FREEZE_POLL_S)
+
+    async def _delta(self) -> None:
+        await self.frozen.wait()
+        started = time.monotonic()
+        # What the console shows now is what it shows there (saved on the root).
+        await self.ctl._settle_console()
+        self.ctl._save_screen()
+        await self._rsync()
+        self.record["delta_ms"] = round((time.monotonic() - started) * 1000, 1)
+
+    async def _start_dump(self) -> float:
+        """Start CRIU's lazy dump; return the moment it started."""
         assert self.mux is not None
         ctl = self.ctl
         raise_pipe_max()
@@ -438,10 +481,22 @@ class Migration:
                                               theirs.fileno(), wfd),
                     pass_fds=(theirs.fileno(), wfd), stdin=subprocess.DEVNULL,
                     stdout=logf, stderr=subprocess.STDOUT, cwd=out)
+        except BaseException:
+            ours.close()
+            os.close(rfd)
+            raise
         finally:
             theirs.close()
             os.close(wfd)
         self.pages_stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
+        self.status_fd = rfd
+        self.dump_started = started
+        return started
+
+    async def _dump_written(self) -> None:
+        """Until CRIU says its images are complete (the tree is stopped)."""
+        assert self.mux is not None and self.dump is not None
+        rfd = self.status_fd
         try:
             await trio.lowlevel.wait_readable(rfd)
             ready = os.read(rfd, 1)
@@ -449,14 +504,12 @@ class Migration:
             os.close(rfd)
         if not ready:
             await self.dump.wait()
+            log = os.path.join(self.ctl.domain_dir, LOG)
             raise VzfsError(errno.EIO, f"{self._what()}: CRIU could not checkpoint it: "
                                        f"{checkpoint.reasons(log)} (its log is {LOG})")
-        self.record["dump_ms"] = round((time.monotonic() - started) * 1000, 1)
+        self.record["dump_ms"] = round((time.monotonic() - self.dump_started) * 1000, 1)
+        self.frozen.set()
         self.mux.bind(PAGES_CHANNEL, self.pages_stream, keep=True)
-        # The tree is stopped: what the console shows now is what it shows there.
-        await ctl._settle_console()
-        ctl._save_screen()
-        return started
 
     async def _images_and_lazy(self) -> None:
         await self._timed("images_ms", self._send_images())
