@@ -88,6 +88,8 @@ def _hosts(tmp_path: Path, server: sshdmod.Sshd, dst_tmpfs_mb: int | None) -> It
         dst.mount()
         yield hosts
     finally:
+        # Shown by pytest when the test failed.
+        print(diagnosis(hosts))
         for flag in hold.iterdir():          # a failed test must not leave a move waiting
             flag.unlink()
         for inst in (src, dst):
@@ -95,7 +97,43 @@ def _hosts(tmp_path: Path, server: sshdmod.Sshd, dst_tmpfs_mb: int | None) -> It
         for pid, _ in migration_processes(hosts):
             _kill(pid)
         if dst_fs is not None:
-            subprocess.run(["umount", "-l", str(dst_fs)], capture_output=True)
+            subprocess.run(["umount", "-l", str(dst_fs)], check=False, capture_output=True)
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError as exc:
+        return f"({exc.strerror})"
+
+
+def diagnosis(hosts: Hosts) -> str:
+    """Both sides' files, logs and the migration's processes, for a failed test."""
+    out = []
+    for side, inst in (("source", hosts.src), ("target", hosts.dst)):
+        out.append(f"=== {side} {inst.mnt}")
+        try:
+            names = sorted(os.listdir(inst.mnt / "domains"))
+        except OSError as exc:
+            names = []
+            out.append(f"domains/: {exc.strerror}")
+        for name in names:
+            for file in ("state", "pid", "error", "migrate_target", "mounts"):
+                try:
+                    out.append(f"--- {name}/{file}\n{inst.read(name, file).rstrip()}")
+                except OSError as exc:
+                    out.append(f"--- {name}/{file}: {exc.strerror}")
+        out.append(f"--- vzfs.log\n{_tail(inst.state / 'vzfs.log')}")
+        ddirs = inst.state / "domains"
+        for ddir in sorted(ddirs.iterdir()) if ddirs.is_dir() else []:
+            out.append(f"--- {ddir}: {sorted(os.listdir(ddir))}")
+            for log in ("controller.log", "migration.log", "checkpoint.log",
+                        "migration/lazy-pages.log"):
+                if (ddir / log).exists():
+                    out.append(f"--- {ddir.name}/{log}\n{_tail(ddir / log)}")
+    out.append(f"=== sshd.log\n{_tail(hosts.sshd.base / 'sshd.log', 20)}")
+    out.append(f"=== migration processes\n{migration_processes(hosts)}")
+    return "\n".join(out)
 
 
 @pytest.fixture
@@ -107,7 +145,7 @@ def hosts(tmp_path: Path, sshd: sshdmod.Sshd) -> Iterator[Hosts]:
 def small_target(tmp_path: Path, sshd: sshdmod.Sshd) -> Iterator[Hosts]:
     """The target's whole instance (state dir and mountpoint) on a 128 MB tmpfs: room
     for a busybox domain (the preflight wants its root, its memory and 64 MB), not
-    for one with a 60 MB file."""
+    for one with an 80 MB file."""
     yield from _hosts(tmp_path, sshd, 128)
 
 
@@ -146,16 +184,26 @@ def rootfs(inst: Instance, name: str) -> Path:
     return inst.state / "private" / str(dom_id(inst, name))
 
 
-def counter_at(root: Path) -> int:
+def cnt(root: Path) -> int:
+    """The counter in /cnt; 0 when caught between the shell's truncate and its write."""
     try:
         text = (root / "cnt").read_text().strip()
     except FileNotFoundError:
         return 0
-    return int(text) if text else 0          # caught between the truncate and the write
+    return int(text) if text else 0
 
 
 def count_log(root: Path) -> list[int]:
-    return [int(v) for v in (root / "count.log").read_text().split()]
+    try:
+        return [int(v) for v in (root / "count.log").read_text().split()]
+    except FileNotFoundError:
+        return []
+
+
+def counter_at(root: Path) -> int:
+    """The counter's last value, from the log it appends to (never empty once begun)."""
+    values = count_log(root)
+    return values[-1] if values else 0
 
 
 def shown(inst: Instance, name: str, line: str) -> bool:
@@ -195,6 +243,11 @@ def lasting(inst: Instance, name: str) -> set[tuple[int, str]]:
         seen = now if seen is None else seen & now
     assert seen is not None
     return seen
+
+
+def proc_state(pid: int) -> str:
+    """The state letter of a process (`t`: stopped by a tracer, as CRIU's dump does)."""
+    return Path(f"/proc/{pid}/stat").read_text().rpartition(") ")[2].split()[0]
 
 
 def write_errno(path: Path, text: str) -> int:
@@ -308,6 +361,7 @@ def target_is_clean(hosts: Hosts, name: str, ident: int, defined: tuple[str, ...
     if name not in defined:
         cg = domain_cgroup(dst, ident)
         wait_for(lambda: cg.procs() == [], what="no process in the target's domain cgroup")
+        wait_for(lambda: not cg.exists(), what="the target's domain cgroup removed")
     wait_for(lambda: migration_processes(hosts) == [], timeout=15,
              what="no ssh, sshd session, rsync, CRIU or receiving end left")
 
@@ -334,7 +388,7 @@ def runs_on_source_as_before(hosts: Hosts, before: Before) -> None:
 def failed_at(hosts: Hosts, name: str, phase: str) -> dict[str, str]:
     """Wait for the outcome of a migration that must fail in *phase*; its record."""
     src = hosts.src
-    wait_for(lambda: record(src, name).get("status") != "migrating", timeout=MOVE_TIMEOUT,
+    wait_for(lambda: state(src, name) != "migrating", timeout=MOVE_TIMEOUT,
              what="the migration's outcome")
     rec = record(src, name)
     assert rec.get("status") == "failed", rec
@@ -403,11 +457,12 @@ def test_a_running_domain_moves_with_processes_console_and_mounts(hosts: Hosts,
     # The same processes under the same pids inside: not a new boot.
     assert lasting(dst, "m") == before.processes
     dst_root = rootfs(dst, "m")
-    assert Path(f"/proc/{dst.read('m', 'pid').strip()}/root/cnt").exists()
-    # The counter goes on from where it was, through the file it had open.
+    # The counter goes on from where it was, through the file it had open: /cnt as
+    # the container sees it, and the log on the target's copy of its root.
+    inside = Path(f"/proc/{dst.read('m', 'pid').strip()}/root")
     first = counter_at(dst_root)
     assert first >= at_start
-    wait_for(lambda: counter_at(dst_root) > first + 3, what="the counter going on at the target")
+    wait_for(lambda: cnt(inside) > first + 3, what="the counter going on at the target")
     values = count_log(dst_root)
     assert values == list(range(1, len(values) + 1)), "the count restarted or skipped"
     assert values[-1] > at_start
@@ -430,7 +485,7 @@ def test_a_running_domain_moves_with_processes_console_and_mounts(hosts: Hosts,
 # -- 2. the dry run -----------------------------------------------------------------------
 
 def test_check_is_a_dry_run_that_changes_nothing(hosts: Hosts) -> None:
-    src, dst = hosts.src, hosts.dst
+    src = hosts.src
     before = counting_domain(src, "c")
     src_files = sorted(os.listdir(src.state / "domains" / "c"))
     src.write("c", "migrate_target", f"check {hosts.target()}")
@@ -506,10 +561,9 @@ def test_preflight_refuses_a_target_without_room(small_target: Hosts) -> None:
     # There is room for the domain as it is: the check passes.
     src.write("s", "migrate_target", f"check {hosts.target()}")
     assert record(src, "s").get("status") == "checked"
-    # 60 MB more in its root does not fit in the target's 128 MB with 64 MB to spare.
+    # 80 MB more in its root does not fit in the target's 128 MB with 64 MB to spare.
     with open(rootfs(src, "s") / "big", "wb") as f:
-        for _ in range(60):
-            f.write(b"\x5a" * MIB)
+        f.writelines(b"\x5a" * MIB for _ in range(80))
     error = refused(hosts, before, hosts.target(), errno.ENOSPC, str(hosts.dst.state))
     assert "free" in error, error
     target_is_clean(hosts, "s", before.ident)
@@ -536,6 +590,21 @@ def test_ssh_killed_during_the_copy(hosts: Hosts) -> None:
     assert lasting(hosts.dst, "k") == before.processes
 
 
+def test_target_refuses_the_reservation(hosts: Hosts) -> None:
+    # The name was free at the preflight; by the reservation it is taken there.
+    before = counting_domain(hosts.src, "v")
+    flag = hold_at(hosts, "v", "reserve")
+    hosts.dst.define("v")
+    config = hosts.dst.read("v", "config")
+    flag.unlink()
+    rec = failed_at(hosts, "v", "reserve")
+    assert "a domain v exists" in rec["error"], rec
+    assert state(hosts.dst, "v") == "stopped"
+    assert hosts.dst.read("v", "config") == config
+    target_is_clean(hosts, "v", before.ident, defined=("v",))
+    runs_on_source_as_before(hosts, before)
+
+
 def test_ssh_killed_while_pages_stream(hosts: Hosts, hog: str) -> None:
     src, dst = hosts.src, hosts.dst
     src.define("p")
@@ -543,7 +612,9 @@ def test_ssh_killed_while_pages_stream(hosts: Hosts, hog: str) -> None:
     wait_for(lambda: ":/#" in src.read("p", "screen"), what="the shell prompt")
     shutil.copy(hog, rootfs(src, "p") / "hog")
     # Typed into the console shell: a process `vzfs enter` starts holds fds from outside.
-    type_and_see(src, "p", f"/hog {PAGES_HOG_MB} held &", "hog-ready-held")
+    src.write("p", "console", f"/hog {PAGES_HOG_MB} held &\n")
+    # Its line follows the prompt the shell printed at once (the typed one lacks "ready").
+    wait_for(lambda: "hog-ready-held" in src.read("p", "screen"), what="the memory held")
     src.write("p", "console", COUNTER)
     wait_for(lambda: counter_at(rootfs(src, "p")) > 2, what="the counter counting")
     type_and_see(src, "p", "echo typed-$((40+2))", "typed-42")
@@ -555,9 +626,20 @@ def test_ssh_killed_while_pages_stream(hosts: Hosts, hog: str) -> None:
     # Restored there, its memory still coming: the target has it, not yet its own.
     assert state(dst, "p") == "migrating"
     assert dom_id(dst, "p") == before.ident
+    assert proc_state(int(before.pid)) == "t", "the source's tree runs while the target's does"
+    # The fault must come while pages still stream: CRIU's lazy-pages daemon on the
+    # target ends once it has them all (if not, PAGES_HOG_MB is too small).
+    assert any("lazy-pages" in cmd for _, cmd in migration_processes(hosts)), \
+        "every page had arrived before the fault"
     ssh = session_ssh(hosts)
     os.kill(ssh, signal.SIGKILL)
     flag.unlink()
+    # Never on both hosts: when the source's tree runs again, the target's is gone.
+    cg = domain_cgroup(dst, before.ident)
+    deadline = time.monotonic() + MOVE_TIMEOUT
+    while proc_state(int(before.pid)) == "t" and time.monotonic() < deadline:
+        time.sleep(0.005)
+    assert cg.procs() == [], "the domain's processes exist on both hosts"
     rec = failed_at(hosts, "p", "pages")
     assert "downtime_ms" in rec
     target_is_clean(hosts, "p", before.ident)
@@ -574,7 +656,9 @@ def test_target_filesystem_full_during_the_copy(small_target: Hosts) -> None:
     before = counting_domain(hosts.src, "f")
     flag = hold_at(hosts, "f", "copy")
     filler = hosts.dst_fs / "filler"
-    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], capture_output=True)
+    # dd writes until the filesystem is full, and fails then.
+    subprocess.run(["dd", "if=/dev/zero", f"of={filler}", "bs=1M"], check=False,
+                   capture_output=True)
     assert os.statvfs(hosts.dst_fs).f_bavail == 0
     flag.unlink()
     rec = failed_at(hosts, "f", "copy")
@@ -599,3 +683,16 @@ def test_restore_fails_on_the_target(hosts: Hosts, tmp_path: Path) -> None:
     target_is_clean(hosts, "r", before.ident)
     runs_on_source_as_before(hosts, before)
     assert f"{data} /data ro" in hosts.src.read("r", "mounts")
+
+
+def test_criu_restore_fails_on_the_target(hosts: Hosts) -> None:
+    before = counting_domain(hosts.src, "q")
+    flag = hold_at(hosts, "q", "restore")
+    # The images are there; one of them is damaged on the way: CRIU's restore fails.
+    images = hosts.dst.state / "domains" / "q" / "migration"
+    (images / "pstree.img").write_bytes(b"\0garbage" * 64)
+    flag.unlink()
+    rec = failed_at(hosts, "q", "restore")
+    assert "CRIU" in rec["error"], rec
+    target_is_clean(hosts, "q", before.ident)
+    runs_on_source_as_before(hosts, before)
