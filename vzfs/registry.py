@@ -594,7 +594,11 @@ class Registry:
                              "error": exc.sentence}
             dom.changed_at = time.time()
             raise
-        dom.migration = dict(reply.get("record") or {})
+        record = dict(reply.get("record") or {})
+        if dom.migration.get("started_at") != record.get("started_at"):
+            # Events of this migration may have come in before the reply was taken:
+            # theirs is the newer record.
+            dom.migration = record
         dom.changed_at = time.time()
         if dry_run or dom.client is not client:
             dom.busy = ""

@@ -399,6 +399,8 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
     CRIU runs from inside the domain's cgroup (*join_cgroup* runs in its process
     before the exec). The images stay whatever happens: the caller discards them
     once the domain runs."""
+    where = (f"its whole log is in {LOG}; the checkpoint is kept" if images is None else
+             "the source keeps CRIU's log of it as migration-restore.log")
     images = images or os.path.join(domain_dir, IMAGES)
     log = os.path.join(domain_dir, LOG)
     pidfile = os.path.join(domain_dir, PIDFILE)
@@ -429,7 +431,7 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
     elapsed = time.monotonic() - started
     if code != 0:
         raise CheckpointError(errno.EIO, f"CRIU could not restore it: {reasons(log)} "
-                                         f"(its whole log is in {LOG}; the checkpoint is kept)")
+                                         f"({where})")
     try:
         with open(pidfile) as f:
             pid = int(f.read().strip())

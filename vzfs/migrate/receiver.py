@@ -34,6 +34,8 @@ LAZY_LOG = "lazy-pages.log"
 F_SETPIPE_SZ = 1031
 PIPE_SIZE = 1 << 20
 COMMIT_WAIT_S = 5.0
+RSYNC_WAIT_S = 5.0
+LOG_TAIL = 256 << 10
 
 
 def state_dir_of(mountpoint: str) -> str:
@@ -61,6 +63,7 @@ class Receiver:
         self.lazy: trio.Process | None = None
         self.procs: list[trio.Process] = []
         self.commit_asked = trio.Event()
+        self.rsyncs: dict[int, tuple[trio.Process, trio.Event, list[str]]] = {}
 
     async def main(self) -> None:
         from ..registry import ControllerClient
@@ -113,6 +116,8 @@ class Receiver:
         if op == "rsync":
             await self.rsync(int(msg["channel"]), [str(w) for w in msg["argv"]])
             return {}
+        if op == "rsync_status":
+            return await self.rsync_status(int(msg["channel"]))
         if op == "put":
             self.put(str(msg["file"]), base64.b64decode(msg["data"]), bool(msg.get("append")))
             return {}
@@ -127,8 +132,7 @@ class Receiver:
             await self.commit()
             return {}
         if op == "abort":
-            await self.abort(str(msg.get("reason", "the source gave up")))
-            return {}
+            return await self.abort(str(msg.get("reason", "the source gave up")))
         raise VzfsError(errno.EINVAL, f"unknown request {op!r}")
 
     # -- the root: rsync --server on our side of the session -------------------
@@ -141,12 +145,36 @@ class Receiver:
         ours, theirs = socket.socketpair()
         try:
             proc = await trio.lowlevel.open_process(argv, stdin=theirs.fileno(),
-                                                    stdout=theirs.fileno(), cwd=self.rootfs)
+                                                    stdout=theirs.fileno(), cwd=self.rootfs,
+                                                    stderr=subprocess.PIPE)
         finally:
             theirs.close()
         self.procs.append(proc)
         self.mux.bind(channel, trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
-        self.nursery.start_soon(proc.wait)
+        done = trio.Event()
+        self.rsyncs[channel] = (proc, done, [])
+        self.nursery.start_soon(self._reap_rsync, proc, done, self.rsyncs[channel][2])
+
+    async def _reap_rsync(self, proc: trio.Process, done: trio.Event, said: list[str]) -> None:
+        """Keep what the receiving rsync says (why it failed: a full disk is only told
+        here, the sending one just sees the stream end)."""
+        assert proc.stderr is not None
+        buf = b""
+        async for data in proc.stderr:
+            buf = (buf + data)[-4096:]
+        said[:] = [line.strip() for line in buf.decode(errors="replace").splitlines()
+                   if line.strip()]
+        await proc.wait()
+        done.set()
+
+    async def rsync_status(self, channel: int) -> dict[str, Any]:
+        entry = self.rsyncs.get(channel)
+        if entry is None:
+            raise VzfsError(errno.ENOENT, f"no rsync on channel {channel}")
+        proc, done, said = entry
+        with trio.move_on_after(RSYNC_WAIT_S):
+            await done.wait()
+        return {"code": proc.returncode, "said": said[-3:]}
 
     # -- the images ---------------------------------------------------------------
     def put(self, name: str, data: bytes, append: bool) -> None:
@@ -223,10 +251,21 @@ class Receiver:
                        record=self.record)
         self.done = self.committed = True
 
-    async def abort(self, reason: str) -> None:
+    async def abort(self, reason: str) -> dict[str, Any]:
+        """Undo the reception; return the tail of CRIU's logs here (they go with it)."""
         if self.done:
-            return
+            return {}
         self.done = True
+        logs = {}
+        for key, path in (("restore_log", os.path.join(self.state_dir, "domains", self.name,
+                                                        checkpoint.LOG)),
+                          ("lazy_log", os.path.join(self.images, LAZY_LOG))):
+            try:
+                with open(path, "rb") as f:
+                    f.seek(max(0, os.fstat(f.fileno()).st_size - LOG_TAIL))
+                    logs[key] = f.read().decode(errors="replace")
+            except OSError:
+                pass
         for proc in [self.lazy, *self.procs]:
             if proc is not None and proc.returncode is None:
                 proc.kill()
@@ -235,6 +274,7 @@ class Receiver:
             await self.ask("the target cannot undo", "abort", name=self.name, reason=reason)
         except VzfsError as exc:
             print(f"vzfs migrate-receive: {exc.sentence}", file=sys.stderr)
+        return logs
 
     async def finish(self, reason: str) -> None:
         if not self.name or self.done:

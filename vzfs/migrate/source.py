@@ -71,6 +71,7 @@ RELAY = ("env -u BASH_ENV bash --noprofile --norc -c 'shift; printf \"%s\\000\" 
          "printf \"\\n\" >&{w}; cat <&0 >&{w} {r}<&- & exec cat <&{r} {w}>&-' relay")
 OUT = "migration.out"              # the dump's images, in the domain's directory
 LOG = "migration.log"              # CRIU's log of the dump
+RESTORE_LOG = "migration-restore.log"   # the target's logs of a restore that failed
 PAGES_CHANNEL = 1
 # What ends a lazy dump in failure: CRIU's page server takes an end of its stream for
 # the end of the transfer (and ends the tree), but an unknown command for an error,
@@ -174,12 +175,15 @@ class Migration:
             out["percent"] = min(99, int(done * 100 / total)) if done < total else 100
         return out
 
-    async def _phase(self, name: str) -> None:
+    def _end_phase(self) -> None:
+        """Record how long the current phase took."""
         now = time.monotonic()
-        previous = self.record["phase"]
-        self.record[f"{previous}_ms"] = round((now - self.phase_started) * 1000, 1)
-        self.record["phase"] = name
+        self.record[f"{self.record['phase']}_ms"] = round((now - self.phase_started) * 1000, 1)
         self.phase_started = now
+
+    async def _phase(self, name: str) -> None:
+        self._end_phase()
+        self.record["phase"] = name
         self.progress = (0, 0)
         self.progress_channel = 0
         await self.emit({"event": "migrate", "record": self.public_record()})
@@ -191,7 +195,8 @@ class Migration:
     async def _report_progress(self) -> None:
         while True:
             await trio.sleep(PROGRESS_EVERY_S)
-            if self.mux is not None and self.progress_channel:
+            if self.mux is not None and self.progress_channel and \
+                    self.record.get("status") == "migrating":
                 _, total = self.progress
                 self.progress = (self.mux.sent[self.progress_channel], total)
                 await self.emit({"event": "migrate", "record": self.public_record()})
@@ -433,9 +438,18 @@ class Migration:
                 with trio.CancelScope(shield=True):
                     await proc.wait()
         if code != 0:
-            said = [line for line in errors.decode(errors="replace").splitlines() if line.strip()]
-            raise VzfsError(errno.EIO, f"{self._what()}: rsync of its root exited with status "
-                                       f"{code}" + (f" ({said[-1].strip()})" if said else ""))
+            said = [line.strip() for line in errors.decode(errors="replace").splitlines()
+                    if line.strip()]
+            try:
+                # The receiving side knows why, when it was its disk or its files.
+                remote = await self._ask("rsync_status", channel=channel, timeout=10)
+                said = [f"on the target: {line}" for line in remote.get("said", [])
+                        if "error" in line.lower() or "failed" in line.lower()] + said
+            except VzfsError:
+                pass
+            raise VzfsError(errno.ENOSPC if any("No space left" in s for s in said) else errno.EIO,
+                            f"{self._what()}: rsync of its root exited with status {code}"
+                            + (f" ({said[0]})" if said else ""))
 
     async def _watch_freeze(self) -> None:
         """Set `frozen` once CRIU has stopped every task of the domain (they stay so
@@ -587,9 +601,18 @@ class Migration:
             if self.reserved and self.mux is not None and not self.mux.closed.is_set():
                 # First the target's processes go, then ours may run again.
                 try:
-                    await self._ask("abort", reason=sentence, timeout=30)
+                    logs = await self._ask("abort", reason=sentence, timeout=30)
                 except VzfsError:
-                    pass
+                    logs = {}
+                if logs.get("restore_log") or logs.get("lazy_log"):
+                    # The target's logs of a failed restore (its copy goes with the undo).
+                    try:
+                        with open(os.path.join(ctl.domain_dir, RESTORE_LOG), "w") as f:
+                            f.write(str(logs.get("restore_log", "")))
+                            if logs.get("lazy_log"):
+                                f.write("\n--- CRIU lazy-pages ---\n" + str(logs["lazy_log"]))
+                    except OSError:
+                        pass
             if self.dump is not None and self.dump.returncode is None:
                 # A bad request on the page stream: CRIU's dump fails and resumes the tree.
                 if self.pages_stream is not None:
@@ -610,6 +633,6 @@ class Migration:
             except OSError:
                 pass
             shutil.rmtree(os.path.join(ctl.domain_dir, OUT), ignore_errors=True)
-            await self._phase(self.record["phase"])
+            self._end_phase()
             await self.emit({"event": "migrate_failed", "error": sentence,
                              "record": self.public_record()})
