@@ -696,3 +696,24 @@ def test_criu_restore_fails_on_the_target(hosts: Hosts) -> None:
     assert "CRIU" in rec["error"], rec
     target_is_clean(hosts, "q", before.ident)
     runs_on_source_as_before(hosts, before)
+
+
+def test_cancel_undoes_a_move_under_way(hosts: Hosts) -> None:
+    # `cancel` returns once the move is undone: the domain runs at the source as before.
+    before = counting_domain(hosts.src, "c")
+    flag = hold_at(hosts, "c", "transfer")        # frozen, the root's delta copied
+    hosts.src.write("c", "migrate_target", "cancel")
+    flag.unlink()
+    assert state(hosts.src, "c") == "running"
+    rec = record(hosts.src, "c")
+    assert (rec.get("status"), rec.get("phase")) == ("failed", "transfer"), rec
+    assert "cancelled" in rec["error"], rec
+    # The cancel was a command that succeeded: `error` is clear.
+    assert hosts.src.read("c", "error") == ""
+    target_is_clean(hosts, "c", before.ident)
+    runs_on_source_as_before(hosts, before)
+    # Nothing under way any more: a second cancel is refused, and says so.
+    with pytest.raises(OSError) as info:
+        hosts.src.write("c", "migrate_target", "cancel")
+    assert info.value.errno == errno.EINVAL
+    assert "none is under way" in hosts.src.read("c", "error")
