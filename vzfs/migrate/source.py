@@ -24,9 +24,10 @@ costs a fifth of a second here. Phases, each timed in the record that
   done       the target keeps the domain; the source forgets it
 
 Undo: until the last page has arrived the source's tree exists (stopped while the
-dump serves pages). Any failure before then closes the page stream, which makes
-CRIU's dump fail and resume the tree as it was, and the target removes all it
-made (asked to, or by itself when the session ends). After it, the domain lives
+dump serves pages). On any failure before then (or `cancel`) the target first
+removes all it made (asked to, or by itself when the session ends), then a bad
+request on the page stream makes CRIU's dump fail and resume the tree as it was
+(an end of the stream would be taken for success). After it, the domain lives
 on the target whatever happens to the session (the receiver commits on its own).
 A domain is never running on both hosts: the target's processes run only once
 the source's are stopped, and are killed before the source's resume.
@@ -63,7 +64,7 @@ from .mux import Mux
 # per direction, so that each direction's end reaches the other side as an EOF when
 # its cat exits: a shell cannot half-close a socket). The relay ends when the other
 # side's rsync has (rsync waits for its remote shell). A shell and two cats start in a
-# milliseconds, where a new ssh costs 200 ms and a Python relay 30 (the delta is copied
+# few milliseconds, where a new ssh costs 200 ms and a Python relay 30 (the delta is copied
 # while the domain is frozen). bash, not sh: dash takes one-digit fds only; without
 # BASH_ENV, which would have it run a start-up file of the environment's first. rsync
 # splits this on spaces and keeps quoted parts whole.
