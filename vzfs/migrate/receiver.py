@@ -119,7 +119,9 @@ class Receiver:
         if op == "rsync_status":
             return await self.rsync_status(int(msg["channel"]))
         if op == "put":
-            self.put(str(msg["file"]), base64.b64decode(msg["data"]), bool(msg.get("append")))
+            for piece in msg["files"]:
+                self.put(str(piece["file"]), base64.b64decode(piece["data"]),
+                         bool(piece.get("append")))
             return {}
         if op == "lazy":
             await self.start_lazy(int(msg["channel"]))
