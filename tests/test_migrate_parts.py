@@ -198,3 +198,29 @@ def test_rsync_through_the_relay(tmp_path: Path) -> None:
     assert (dst / "d" / "f").read_bytes() == (src / "d" / "f").read_bytes()
     assert os.readlink(dst / "link") == "d/f"
     assert not (dst / "stale").exists()
+
+
+# -- the daemon's socket for the receiving end ----------------------------------------
+def test_the_daemon_socket_is_root_only_and_refuses_bad_requests(instance) -> None:
+    import json
+    import stat as statmod
+    path = instance.state / "daemon.sock"
+    assert statmod.S_IMODE(os.stat(path).st_mode) & 0o077 == 0
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(path))
+        f = s.makefile("rwb")
+
+        def ask(msg: dict) -> dict:
+            f.write(json.dumps(msg).encode() + b"\n")
+            f.flush()
+            return json.loads(f.readline())
+
+        bad = ask({"id": 1, "op": "check", "name": "web1"})        # no id_
+        assert (bad["ok"], bad["errno"]) == (False, errno.EINVAL)
+        stray = ask({"id": 2, "op": "restore", "name": "web1"})    # never reserved here
+        assert (stray["ok"], stray["errno"]) == (False, errno.EPERM)
+        assert ask({"id": 3, "op": "nonsense", "name": "web1"})["ok"] is False
+        info = ask({"id": 4, "op": "info"})
+        assert info["ok"] and info["state_dir"] == str(instance.state)
+    # The daemon serves on.
+    assert "vzfs" in (instance.mnt / "version").read_text()

@@ -131,6 +131,11 @@ class Incoming:
                 reply = reply_error(req_id, exc.errno, exc.sentence)
             except OSError as exc:
                 reply = reply_error(req_id, exc.errno or errno.EIO, exc.strerror or str(exc))
+            except (KeyError, TypeError, ValueError) as exc:
+                reply = reply_error(req_id, errno.EINVAL, f"bad request: {exc!r}")
+            except Exception as exc:      # a bug costs this request, never the daemon
+                log.exception("migration request %r failed", msg.get("op"))
+                reply = reply_error(req_id, errno.EIO, f"internal error: {exc!r}")
             async with lock:
                 try:
                     await stream.send_all(encode(reply))

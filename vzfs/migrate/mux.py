@@ -142,6 +142,12 @@ class Mux:
             reply: Message = {"id": msg.get("id"), "ok": True, **fields}
         except VzfsError as exc:
             reply = {"id": msg.get("id"), "ok": False, "errno": exc.errno, "error": exc.sentence}
+        except OSError as exc:
+            reply = {"id": msg.get("id"), "ok": False, "errno": exc.errno or errno.EIO,
+                     "error": exc.strerror or str(exc)}
+        except (KeyError, TypeError, ValueError) as exc:
+            reply = {"id": msg.get("id"), "ok": False, "errno": errno.EINVAL,
+                     "error": f"bad request: {exc!r}"}
         await self.send_control(reply)
 
     def _queue(self, channel: int) -> tuple[trio.MemorySendChannel[bytes],
