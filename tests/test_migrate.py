@@ -717,3 +717,23 @@ def test_cancel_undoes_a_move_under_way(hosts: Hosts) -> None:
         hosts.src.write("c", "migrate_target", "cancel")
     assert info.value.errno == errno.EINVAL
     assert "none is under way" in hosts.src.read("c", "error")
+
+
+def test_each_phase_is_an_event_on_both_sides(hosts: Hosts) -> None:
+    from tests.test_events_stream import Reader
+    src_events, dst_events = Reader(hosts.src), Reader(hosts.dst)
+    try:
+        hosts.src.define("e")
+        hosts.src.write("e", "state", "start")
+        hosts.src.write("e", "migrate_target", hosts.target())
+        src_events.wait("e", "undefined", "migrated to", timeout=MOVE_TIMEOUT)
+        phases = [x.split()[0] for _, d, k, x in src_events.poll() if d == "e" and k == "migrate"]
+        assert phases == ["preflight", "reserve", "copy", "freeze", "transfer", "restore",
+                          "pages", "done"], phases
+        dst_events.wait("e", "state", "running")
+        seen = [(k, x) for _, d, k, x in dst_events.poll() if d == "e"]
+        assert seen[0] == ("defined", f"id {dom_id(hosts.dst, 'e')}, arriving by migration")
+        assert ("state", "migrating") in seen
+    finally:
+        src_events.close()
+        dst_events.close()

@@ -11,7 +11,7 @@ from tests.system import Instance, sh
 
 def test_top_level(instance: Instance) -> None:
     names = sorted(os.listdir(instance.mnt))
-    assert names == ["README", "domains", "templates", "version"]
+    assert names == ["README", "domains", "events", "templates", "version"]
     readme = (instance.mnt / "README").read_text()
     assert "domains/" in readme and "state" in readme and readme.endswith("\n")
     version = dict(line.split(" ", 1) for line in (instance.mnt / "version").read_text().splitlines())

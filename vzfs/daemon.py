@@ -134,6 +134,8 @@ async def _main(registry: Registry, ops: Operations, ready_fd: int | None) -> No
         if ready_fd is not None:
             os.write(ready_fd, b"ok")
             os.close(ready_fd)
+        # After `vzfs mount` has returned: a slow start must not hold the mount up.
+        nursery.start_soon(registry.autostart)
 
 
 async def _stop_on_signal(scope: trio.CancelScope) -> None:

@@ -28,6 +28,8 @@ from .controller.lifecycle import State
 from .controller.consolestream import FrameDecoder, FrameError, Ring, input_frame
 from .controller.protocol import Decoder, Message, ProtocolError, encode
 from .errors import VzfsError, from_oserror
+from .events import EventLog
+from .events import line as events_line
 from .kernel import cgroups
 
 START_TIMEOUT = 30.0
@@ -160,6 +162,8 @@ class DomainConsole:
 
 # The fields the kernel-cached control files (state, pid, id) are made from.
 SHOWN_CACHED = frozenset({"state", "pid", "config"})
+# The fields whose changes are events (the `events` stream), whoever changes them.
+NOTICED = frozenset({"state", "error", "vnc_restarts"})
 
 
 @dataclasses.dataclass(eq=False)
@@ -182,13 +186,21 @@ class Domain:
     # Called after any of SHOWN_CACHED is assigned: the filesystem lets the kernel
     # cache the files that show them, and must drop those copies at every change.
     watcher: Callable[["Domain"], None] | None = dataclasses.field(default=None, repr=False)
+    # Called with the field and its old value after one of NOTICED is assigned.
+    notice: Callable[["Domain", str, Any], None] | None = dataclasses.field(default=None,
+                                                                           repr=False)
 
     def __setattr__(self, name: str, value: Any) -> None:
+        old = self.__dict__.get(name)
         object.__setattr__(self, name, value)
         if name in SHOWN_CACHED:
             watcher = self.__dict__.get("watcher")
             if watcher is not None:
                 watcher(self)
+        if name in NOTICED and old != value:
+            notice = self.__dict__.get("notice")
+            if notice is not None:
+                notice(self, name, old)
 
     def set_state(self, state: State) -> None:
         if state != self.state:
@@ -212,6 +224,28 @@ class Registry:
         self.on_removed: Callable[[str], None] = lambda name: None
         for sub in ("domains", "private", "templates"):
             os.makedirs(os.path.join(self.state_dir, sub), mode=0o700, exist_ok=True)
+        self.events = EventLog()
+        self.events_changed = trio.Event()
+
+    # -- events ---------------------------------------------------------------
+    def emit(self, domain: str, kind: str, detail: str = "") -> None:
+        """One line of the `events` stream; readers blocked on it wake."""
+        self.events.append(events_line(domain, kind, detail))
+        changed, self.events_changed = self.events_changed, trio.Event()
+        changed.set()
+
+    def _noticed(self, dom: Domain, field: str, old: Any) -> None:
+        if self.domains.get(dom.name) is not dom:
+            return                     # not (or no longer) one of ours
+        if field == "state":
+            self.emit(dom.name, "state", dom.state.value)
+        elif field == "error" and dom.error:
+            self.emit(dom.name, "error", dom.error)
+        elif field == "vnc_restarts" and dom.vnc_restarts > (old or 0):
+            self.emit(dom.name, "vnc", f"restarted {dom.vnc_restarts}")
+
+    def _domain(self, name: str, cfg: DomainConfig, **fields: Any) -> Domain:
+        return Domain(name, cfg, watcher=self._shown_changed, notice=self._noticed, **fields)
 
     # -- definitions ----------------------------------------------------------
     def load(self) -> None:
@@ -222,7 +256,7 @@ class Registry:
                 continue
             with open(path, "rb") as f:
                 cfg = configmod.parse(f.read(), name=name, default_id=None)
-            self.domains[name] = Domain(name, cfg, watcher=self._shown_changed)
+            self.domains[name] = self._domain(name, cfg)
 
     def get(self, name: str) -> Domain:
         try:
@@ -247,8 +281,9 @@ class Registry:
         ddir = paths.domain_dir(self.state_dir, name)
         os.makedirs(ddir, mode=0o700, exist_ok=True)
         atomic_write(paths.config_file(self.state_dir, name), configmod.dumps(cfg))
-        dom = Domain(name, cfg, watcher=self._shown_changed)
+        dom = self._domain(name, cfg)
         self.domains[name] = dom
+        self.emit(name, "defined", f"id {cfg.id}")
         return dom
 
     def _shown_changed(self, dom: Domain) -> None:
@@ -268,6 +303,7 @@ class Registry:
             shutil.rmtree(rootfs, ignore_errors=True)
         shutil.rmtree(paths.domain_dir(self.state_dir, name), ignore_errors=True)
         del self.domains[name]
+        self.emit(name, "undefined")
 
     def rootfs(self, dom: Domain) -> str:
         return dom.config.rootfs_path or paths.default_rootfs(self.state_dir, dom.config.id)
@@ -298,6 +334,7 @@ class Registry:
         atomic_write(paths.config_file(self.state_dir, dom.name), configmod.dumps(cfg))
         dom.config = cfg
         dom.changed_at = time.time()
+        self.emit(dom.name, "config", "replaced")
 
     # -- verbs -----------------------------------------------------------------
     async def command(self, dom: Domain, verb: str) -> None:
@@ -438,9 +475,19 @@ class Registry:
             dom.vnc_restarts = int(msg.get("restarts", dom.vnc_restarts + 1))
             dom.changed_at = time.time()
         elif event == "migrate":
-            dom.migration = dict(msg.get("record") or {})
+            record = dict(msg.get("record") or {})
+            target = record.get("target", "")
+            if record.get("status") == "done" and dom.migration.get("status") != "done":
+                self.emit(dom.name, "migrate", f"done {target} downtime_ms "
+                                               f"{record.get('downtime_ms')} total_ms "
+                                               f"{record.get('total_ms')}")
+            elif record.get("status") == "migrating" and record.get("phase") != "done" and \
+                    record.get("phase") != dom.migration.get("phase"):
+                self.emit(dom.name, "migrate", f"{record.get('phase')} {target}")
+            dom.migration = record
             dom.changed_at = time.time()
         elif event == "migrate_failed":
+            self.emit(dom.name, "migrate", f"failed {msg.get('error')}")
             dom.migration = dict(msg.get("record") or {})
             dom.error = f"domain {dom.name} was not migrated: {msg.get('error')}"
             dom.busy = ""
@@ -593,7 +640,10 @@ class Registry:
             dom.migration = {"target": str(target), "status": "refused", "phase": "preflight",
                              "error": exc.sentence}
             dom.changed_at = time.time()
+            self.emit(dom.name, "migrate", f"preflight refused {target}")
             raise
+        self.emit(dom.name, "migrate",
+                  f"preflight {'checked' if dry_run else 'passed'} {target}")
         record = dict(reply.get("record") or {})
         if dom.migration.get("started_at") != record.get("started_at"):
             # Events of this migration may have come in before the reply was taken:
@@ -614,22 +664,24 @@ class Registry:
         if dom.config.rootfs_path is None:
             shutil.rmtree(self.rootfs(dom), ignore_errors=True)
         shutil.rmtree(paths.domain_dir(self.state_dir, dom.name), ignore_errors=True)
-        self.forget(dom)
+        self.forget(dom, f"migrated to {dom.migration.get('target', 'another host')}")
 
-    def forget(self, dom: Domain) -> None:
+    def forget(self, dom: Domain, why: str = "") -> None:
         if self.domains.get(dom.name) is dom:
             del self.domains[dom.name]
             self.on_removed(dom.name)
+            self.emit(dom.name, "undefined", why)
 
     def receive(self, name: str, cfg: DomainConfig) -> Domain:
         """A domain coming in by migration: defined, `migrating`, not startable."""
         ddir = paths.domain_dir(self.state_dir, name)
         os.makedirs(ddir, mode=0o700, exist_ok=True)
         atomic_write(paths.config_file(self.state_dir, name), configmod.dumps(cfg))
-        dom = Domain(name, cfg, state=State.MIGRATING, incoming=True, busy="migrated here",
-                     watcher=self._shown_changed)
+        dom = self._domain(name, cfg, state=State.MIGRATING, incoming=True,
+                           busy="migrated here")
         self.domains[name] = dom
         self.on_added(dom)
+        self.emit(name, "defined", f"id {cfg.id}, arriving by migration")
         self.on_change(dom)
         return dom
 
@@ -667,7 +719,7 @@ class Registry:
             pass
         dom.client = None
         dom.pid = None
-        self.forget(dom)
+        self.forget(dom, "its arrival by migration was undone")
 
     def discard_checkpoint(self, dom: Domain) -> None:
         """`kill` of a suspended domain: its processes live only in the checkpoint."""
@@ -759,6 +811,19 @@ class Registry:
         self.nursery.start_soon(self._watch_attached, dom, client)
         await self._open_console(dom)
         self.on_change(dom)
+
+    async def autostart(self) -> None:
+        """Start the domains whose config says `autostart = true` and that do not run
+        (a daemon that re-attached to a running one leaves it be); a suspended one is
+        resumed. One that cannot start says why in `error`."""
+        for dom in sorted(self.domains.values(), key=lambda d: d.name):
+            if dom.config.autostart and dom.state in (State.STOPPED, State.CRASHED,
+                                                      State.SUSPENDED) and not dom.busy:
+                try:
+                    await self.command(dom, "start")
+                    dom.error = ""
+                except VzfsError as exc:
+                    dom.error = f"autostart: {exc.sentence}"
 
     async def _watch_attached(self, dom: Domain, client: ControllerClient) -> None:
         await client.closed.wait()
@@ -871,6 +936,9 @@ class Registry:
                     dom.config = old
                     raise
             dom.changed_at = time.time()
+            self.emit(dom.name, "mount", " ".join([verb, *(
+                [spec.source, spec.target, ",".join(spec.options)] if verb == "add"
+                else [str(arg)])]).rstrip())
 
     # -- reading --------------------------------------------------------------
     def stats(self, dom: Domain) -> dict[str, int]:

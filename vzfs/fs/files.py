@@ -139,6 +139,7 @@ README = """\
 vzfs — containers managed through this filesystem. See vzfs(5) for the whole contract.
 
   version             vzfs, kernel, cgroup mode, checkpoint engine
+  events              TIME DOMAIN KIND DETAIL lines from when you open it, then follows (tail -f)
   templates/          rootfs templates (cat one to see where it lives)
   domains/            mkdir NAME defines a domain; rmdir NAME undefines a stopped one
   domains/NAME/

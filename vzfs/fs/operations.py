@@ -34,7 +34,7 @@ from ..controller.consolestream import skipped_marker
 log = logging.getLogger(__name__)
 
 ROOT = pyfuse3.ROOT_INODE
-INO_README, INO_VERSION, INO_TEMPLATES, INO_DOMAINS = 2, 3, 4, 5
+INO_README, INO_VERSION, INO_TEMPLATES, INO_DOMAINS, INO_EVENTS = 2, 3, 4, 5, 6
 TEMPLATE_BASE = 64
 DOMAIN_BASE = 1024
 DOMAIN_BLOCK = 64
@@ -144,6 +144,7 @@ class Handle:
     cursor: int = 0             # stream files: absolute offset in the console ring
     nonblock: bool = False
     opener: int = 0             # pid (thread id) that opened it, for signal checks
+    events: bool = False        # the `events` stream: cursor is a line number there
 
 
 class Operations(pyfuse3.Operations):
@@ -228,7 +229,7 @@ class Operations(pyfuse3.Operations):
     def _getattr(self, inode: int) -> pyfuse3.EntryAttributes:
         if inode == ROOT:
             return self._attrs(inode, stat.S_IFDIR | 0o755, self.started)
-        if inode in (INO_README, INO_VERSION):
+        if inode in (INO_README, INO_VERSION, INO_EVENTS):
             return self._attrs(inode, stat.S_IFREG | 0o444, self.started, FILE_SIZE)
         if inode == INO_TEMPLATES:
             return self._attrs(inode, stat.S_IFDIR | 0o755, self.started)
@@ -252,7 +253,7 @@ class Operations(pyfuse3.Operations):
 
     def _children(self, inode: int) -> list[tuple[str, int]]:
         if inode == ROOT:
-            return [("README", INO_README), ("version", INO_VERSION),
+            return [("README", INO_README), ("version", INO_VERSION), ("events", INO_EVENTS),
                     ("templates", INO_TEMPLATES), ("domains", INO_DOMAINS)]
         if inode == INO_TEMPLATES:
             return [(name, TEMPLATE_BASE + i) for i, name in enumerate(self.templates)]
@@ -364,6 +365,16 @@ class Operations(pyfuse3.Operations):
         writing = flags & os.O_ACCMODE != os.O_RDONLY
         dom, cfile = None, None
         static: Callable[[], str] | None = None
+        if inode == INO_EVENTS:
+            if writing:
+                raise pyfuse3.FUSEError(errno.EACCES)
+            fh = self.next_fh
+            self.next_fh += 1
+            # A reader sees the events from when it opened.
+            self.handles[fh] = Handle(inode, None, None, None, cursor=self.reg.events.end,
+                                      nonblock=bool(flags & os.O_NONBLOCK), opener=ctx.pid,
+                                      events=True)
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
         if inode == INO_README:
             static = lambda: files.README  # noqa: E731
         elif inode == INO_VERSION:
@@ -390,6 +401,19 @@ class Operations(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False,
                                 nonseekable=bool(cfile is not None and cfile.stream))
+
+    async def _read_events(self, h: Handle, size: int) -> bytes:
+        while True:
+            changed = self.reg.events_changed
+            data, h.cursor = self.reg.events.read(h.cursor, size)
+            if data:
+                return data
+            if h.nonblock:
+                raise pyfuse3.FUSEError(errno.EAGAIN)
+            with trio.move_on_after(INTERRUPT_POLL):     # as in _read_stream
+                await changed.wait()
+            if signal_pending(h.opener):
+                raise pyfuse3.FUSEError(errno.EINTR)
 
     async def _read_stream(self, h: Handle, size: int) -> bytes:
         assert h.domain is not None
@@ -418,6 +442,8 @@ class Operations(pyfuse3.Operations):
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self.handles[fh]
+        if h.events:
+            return await self._read_events(h, size)
         if h.cfile is not None and h.cfile.stream:
             return await self._read_stream(h, size)
         if off == 0 or h.content is None:

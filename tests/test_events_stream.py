@@ -1,0 +1,147 @@
+"""The `events` stream and autostart, on a real daemon."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.system import Instance, wait_for
+
+LINE = re.compile(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z) (\S+) (\S+)(?: (.*))?")
+
+
+class Reader:
+    """`tail -f`-like: a reader of `events` opened now, lines as they come."""
+
+    def __init__(self, inst: Instance) -> None:
+        self.fd = os.open(inst.mnt / "events", os.O_RDONLY | os.O_NONBLOCK)
+        self.buf = b""
+        self.lines: list[tuple[str, str, str, str]] = []
+
+    def poll(self) -> list[tuple[str, str, str, str]]:
+        while True:
+            try:
+                data = os.read(self.fd, 65536)
+            except BlockingIOError:
+                break
+            if not data:
+                break
+            self.buf += data
+        *whole, self.buf = self.buf.split(b"\n")
+        for raw in whole:
+            m = LINE.fullmatch(raw.decode())
+            assert m, raw
+            self.lines.append((m[1], m[2], m[3], m[4] or ""))
+        return self.lines
+
+    def wait(self, domain: str, kind: str, detail: str = "", timeout: float = 10) -> None:
+        wait_for(lambda: any(d == domain and k == kind and detail in x
+                             for _, d, k, x in self.poll()),
+                 timeout=timeout, what=f"event {domain} {kind} {detail}")
+
+    def close(self) -> None:
+        os.close(self.fd)
+
+
+def test_a_reader_sees_a_whole_cycle_in_order_from_when_it_opened(instance: Instance,
+                                                                  tmp_path: Path) -> None:
+    instance.quick("early")                       # before the reader: not seen
+    r = Reader(instance)
+    try:
+        instance.quick("web1")
+        instance.write("web1", "state", "start")
+        src = tmp_path / "data"
+        src.mkdir()
+        instance.write("web1", "mounts", f"add {src} /data ro")
+        with pytest.raises(OSError):
+            instance.write("web1", "state", "start")          # EBUSY: an error event
+        instance.write("web1", "state", "stop")
+        instance.write("web1", "config", instance.read("web1", "config").replace(
+            "stop_timeout = 5", "stop_timeout = 6"))
+        os.rmdir(instance.dom("web1"))
+        r.wait("web1", "undefined")
+        seen = [(d, k, x) for _, d, k, x in r.poll()]
+        assert all(d != "early" for d, _, _ in seen), seen
+        assert [e for e in seen if e[0] == "web1"] == [
+            ("web1", "defined", "id 102"),
+            ("web1", "config", "replaced"),            # quick() writes its config
+            ("web1", "state", "starting"),
+            ("web1", "state", "running"),
+            ("web1", "mount", f"add {src} /data ro"),
+            ("web1", "error", "cannot start domain web1: it is already running"),
+            ("web1", "state", "stopping"),
+            ("web1", "state", "stopped"),
+            ("web1", "config", "replaced"),
+            ("web1", "undefined", ""),
+        ], seen
+        times = [t for t, *_ in r.lines]
+        assert times == sorted(times)
+    finally:
+        r.close()
+
+
+def test_a_crash_nobody_wrote_is_an_event_for_every_reader(instance: Instance) -> None:
+    readers = [Reader(instance), Reader(instance)]
+    try:
+        instance.quick("c1")
+        instance.write("c1", "state", "start")
+        os.kill(int(instance.read("c1", "pid")), signal.SIGKILL)
+        for r in readers:
+            r.wait("c1", "state", "crashed")
+            r.wait("c1", "error", "crashed")
+    finally:
+        for r in readers:
+            r.close()
+
+
+def test_tail_f_follows_and_a_blocked_reader_stalls_nothing(instance: Instance) -> None:
+    # A real `tail -f`-like reader in another process (cat blocks in read), and one
+    # reader that never reads: the daemon goes on serving.
+    idle = os.open(instance.mnt / "events", os.O_RDONLY)
+    cat = subprocess.Popen(["cat", str(instance.mnt / "events")], stdout=subprocess.PIPE)
+    try:
+        time.sleep(0.2)                  # cat is reading (blocked) before the events
+        instance.quick("t1")
+        for _ in range(3):
+            instance.write("t1", "state", "start")
+            instance.write("t1", "state", "kill")
+        assert cat.stdout is not None
+        os.set_blocking(cat.stdout.fileno(), False)
+        got = b""
+
+        def stopped_three_times() -> bool:
+            nonlocal got
+            try:
+                got += os.read(cat.stdout.fileno(), 65536)   # type: ignore[union-attr]
+            except BlockingIOError:
+                pass
+            return got.count(b" t1 state stopped\n") == 3
+
+        wait_for(stopped_three_times, what="three stops through cat")
+        assert got.count(b" t1 state running\n") == 3
+    finally:
+        cat.kill()
+        cat.wait()
+        os.close(idle)
+
+
+def test_autostart_starts_exactly_the_autostart_domains(instance: Instance) -> None:
+    instance.quick("auto1", extra="autostart = true\n")
+    instance.quick("auto2", extra="autostart = true\n")
+    instance.quick("manual")
+    instance.write("auto2", "state", "start")
+    pid2 = instance.read("auto2", "pid")
+    instance.umount()
+    instance.mount()
+    # auto1 starts; auto2 ran all along and is re-attached, not started again;
+    # manual stays stopped.
+    wait_for(lambda: instance.read("auto1", "state") == "running\n", what="auto1 started")
+    assert instance.read("auto2", "state") == "running\n"
+    assert instance.read("auto2", "pid") == pid2
+    time.sleep(0.3)
+    assert instance.read("manual", "state") == "stopped\n"
+    assert instance.read("auto1", "error") == ""
