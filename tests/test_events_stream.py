@@ -145,3 +145,35 @@ def test_autostart_starts_exactly_the_autostart_domains(instance: Instance) -> N
     time.sleep(0.3)
     assert instance.read("manual", "state") == "stopped\n"
     assert instance.read("auto1", "error") == ""
+
+
+def test_poll_on_the_domain_events_file_wakes_on_start_and_stop(instance: Instance) -> None:
+    import select
+    instance.quick("p1")
+    fd = os.open(instance.dom("p1") / "events", os.O_RDONLY)
+    try:
+        def values() -> dict[str, str]:
+            os.lseek(fd, 0, os.SEEK_SET)
+            return dict(line.split(" ", 1) for line in os.read(fd, 4096).decode().splitlines())
+
+        assert values() == {"state": "stopped", "populated": "0", "vnc_restarts": "0",
+                            "error": "0"}
+        p = select.poll()
+        p.register(fd, select.POLLPRI)
+        assert p.poll(200) == [], "woke with nothing changed"
+        instance.write("p1", "state", "start")
+        assert p.poll(5000) and values()["state"] == "running"
+        assert values()["populated"] == "1"
+        # Re-armed by the read: quiet again until the next change.
+        assert p.poll(200) == []
+        # A change made in another thread while this one sleeps in poll wakes it.
+        import threading
+        later = threading.Timer(0.3, lambda: instance.write("p1", "state", "stop"))
+        later.start()
+        started = time.monotonic()
+        assert p.poll(5000), "poll did not wake on the stop"
+        later.join()
+        assert time.monotonic() - started < 4
+        wait_for(lambda: values()["state"] == "stopped", what="stopped shown")
+    finally:
+        os.close(fd)

@@ -183,6 +183,10 @@ class Domain:
     busy: str = ""             # a long verb under way ("suspended"): other verbs wait their turn
     incoming: bool = False     # being received by a migration: not ours until committed
     migration: dict[str, Any] = dataclasses.field(default_factory=dict)  # the last one's record
+    # The per-domain `events` file: bumped when a value it shows changes, with the
+    # poll(2) handles of its readers waiting for that (the filesystem's, opaque here).
+    events_generation: int = 0
+    pollers: dict[int, Any] = dataclasses.field(default_factory=dict)   # open file → handle
     # Called after any of SHOWN_CACHED is assigned: the filesystem lets the kernel
     # cache the files that show them, and must drop those copies at every change.
     watcher: Callable[["Domain"], None] | None = dataclasses.field(default=None, repr=False)
@@ -237,6 +241,10 @@ class Registry:
     def _noticed(self, dom: Domain, field: str, old: Any) -> None:
         if self.domains.get(dom.name) is not dom:
             return                     # not (or no longer) one of ours
+        dom.events_generation += 1
+        pollers, dom.pollers = dom.pollers, {}
+        for handle in pollers.values():
+            handle.notify()
         if field == "state":
             self.emit(dom.name, "state", dom.state.value)
         elif field == "error" and dom.error:

@@ -35,6 +35,8 @@ class ControlFile:
     # A stream (console): each open file has its own cursor, reads block for
     # new data like `tail -f`, and writes are bytes, not commands.
     stream: bool = False
+    # poll(2) wakes a reader when what it shows changed since it read it (events).
+    poll: bool = False
 
     @property
     def mode(self) -> int:
@@ -68,6 +70,17 @@ async def store_mounts(reg: Registry, dom: Domain, data: bytes) -> None:
 
 async def store_migrate(reg: Registry, dom: Domain, data: bytes) -> None:
     await reg.migrate(dom, data)
+
+
+def show_events(reg: Registry, dom: Domain) -> str:
+    """The domain's values in the cgroup.events style; poll(2) for POLLPRI wakes when
+    one of them changes (read it again from the start to re-arm, as in sysfs)."""
+    from ..controller.lifecycle import State
+    populated = dom.state not in (State.STOPPED, State.CRASHED, State.SUSPENDED)
+    return (f"state {dom.state.value}\n"
+            f"populated {int(populated)}\n"
+            f"vnc_restarts {dom.vnc_restarts}\n"
+            f"error {int(bool(dom.error))}\n")
 
 
 def show_migration(reg: Registry, dom: Domain) -> str:
@@ -132,6 +145,7 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("checkpoint", show_checkpoint),
     ControlFile("checkpoint.log", lambda reg, dom: reg.checkpoint_log(dom)),
     ControlFile("migrate_target", show_migration, store_migrate),
+    ControlFile("events", show_events, poll=True),
 )
 
 
@@ -157,6 +171,7 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
     vnc_websocket r   HOST:PORT serving noVNC and RFB over WebSocket (empty when none)
     checkpoint r      figures of the last suspend and resume (dump_ms, frozen_ms, restore_ms…)
     checkpoint.log r  CRIU's log of the last suspend or resume
+    events    r       state, populated, vnc_restarts, error as KEY VALUE; poll() it for POLLPRI
     migrate_target rw write [ssh://][USER@]HOST[:PORT][/MOUNTPOINT] to move the running domain
                       there (`check TARGET`: the preflight alone); read: phase, progress, outcome
 

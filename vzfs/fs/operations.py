@@ -16,6 +16,7 @@ import functools
 import inspect
 import logging
 import os
+import select
 import stat
 import time
 from collections.abc import Awaitable, Callable
@@ -145,6 +146,7 @@ class Handle:
     nonblock: bool = False
     opener: int = 0             # pid (thread id) that opened it, for signal checks
     events: bool = False        # the `events` stream: cursor is a line number there
+    generation: int = -1        # poll files: the domain's events_generation last read
 
 
 class Operations(pyfuse3.Operations):
@@ -453,6 +455,7 @@ class Operations(pyfuse3.Operations):
                 text = h.static()
             else:
                 assert h.cfile is not None and h.domain is not None
+                h.generation = h.domain.events_generation
                 shown = h.cfile.show(self.reg, h.domain)
                 text = await shown if inspect.isawaitable(shown) else shown
             h.content = text.encode()
@@ -487,5 +490,21 @@ class Operations(pyfuse3.Operations):
         return len(buf)
 
     @boundary
+    async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
+        """Like sysfs and cgroup.events: always readable, and POLLPRI|POLLERR once what
+        the file shows changed since this open file last read it from the start."""
+        h = self.handles.get(fh)
+        ready = select.POLLIN | select.POLLRDNORM
+        if h is None or h.domain is None or h.cfile is None or not h.cfile.poll:
+            return ready
+        if h.domain.events_generation != h.generation:
+            return ready | select.POLLPRI | select.POLLERR
+        if poll_handle is not None:
+            h.domain.pollers[fh] = poll_handle      # a newer poll's handle replaces its last
+        return ready
+
+    @boundary
     async def release(self, fh: int) -> None:
-        self.handles.pop(fh, None)
+        h = self.handles.pop(fh, None)
+        if h is not None and h.domain is not None:
+            h.domain.pollers.pop(fh, None)
