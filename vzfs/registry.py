@@ -490,8 +490,11 @@ class Registry:
                                                f"{record.get('downtime_ms')} total_ms "
                                                f"{record.get('total_ms')}")
             elif record.get("status") == "migrating" and record.get("phase") != "done" and \
-                    record.get("phase") != dom.migration.get("phase"):
-                self.emit(dom.name, "migrate", f"{record.get('phase')} {target}")
+                    (record.get("phase"), record.get("started_at")) != \
+                    (dom.migration.get("phase"), dom.migration.get("started_at")):
+                phase = record.get("phase")
+                outcome = "passed " if phase == "preflight" else ""
+                self.emit(dom.name, "migrate", f"{phase} {outcome}{target}")
             dom.migration = record
             dom.changed_at = time.time()
         elif event == "migrate_failed":
@@ -650,8 +653,8 @@ class Registry:
             dom.changed_at = time.time()
             self.emit(dom.name, "migrate", f"preflight refused {target}")
             raise
-        self.emit(dom.name, "migrate",
-                  f"preflight {'checked' if dry_run else 'passed'} {target}")
+        if dry_run:
+            self.emit(dom.name, "migrate", f"preflight checked {target}")
         record = dict(reply.get("record") or {})
         if dom.migration.get("started_at") != record.get("started_at"):
             # Events of this migration may have come in before the reply was taken:

@@ -492,6 +492,9 @@ class Controller:
             self.migration = None
             return reply_ok(req_id, record=mig.public_record())
         self.migration_target = str(target)
+        # The preflight's outcome as the first phase event, ahead of the reply (which
+        # the daemon may take after the next phase's event).
+        await self._broadcast({"event": "migrate", "record": mig.public_record()})
         self.nursery.start_soon(self._migrate_on, mig)
         return reply_ok(req_id, record=mig.public_record())
 

@@ -257,7 +257,8 @@ class Migration:
                 task_status.started()
                 await self.mux.closed.wait()
                 nursery.cancel_scope.cancel()
-        self.session_over.set()
+        # ssh's exit status says why the session ended (97: no vzfs there): reaped
+        # before anyone is told it is over.
         if self.ssh is not None:
             with trio.CancelScope(shield=True):
                 with trio.move_on_after(5):
@@ -265,6 +266,7 @@ class Migration:
                 if self.ssh.returncode is None:
                     self.ssh.kill()
                     await self.ssh.wait()
+        self.session_over.set()
 
     async def _read_ssh_errors(self) -> None:
         assert self.ssh is not None and self.ssh.stderr is not None
