@@ -18,8 +18,6 @@ import logging
 import os
 import select
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -91,68 +89,6 @@ def _invalidate(inodes: set[int]) -> None:
             pass        # ENOENT: the kernel holds no such inode, so nothing cached
 
 
-# What the daemon writes to its own control files, through the mount, so that the
-# kernel raises IN_MODIFY and IN_CLOSE_WRITE for a change it made itself (a FUSE
-# server's own changes raise no inotify events: FACTS.md). The write is recognised
-# by its writer (a thread of the daemon) and these bytes, and does nothing.
-TOUCH = b"\0vzfs: changed\n"
-
-
-# The toucher process: paths on stdin, one per line; TOUCH written to each.
-TOUCHER = f"""
-import os, sys
-for line in sys.stdin.buffer:
-    try:
-        fd = os.open(line.rstrip(b"\\n"), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        continue
-    try:
-        os.write(fd, {TOUCH!r})
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-"""
-
-
-class Toucher:
-    """Writes TOUCH to control files whose content changed, from a process of its own:
-    in the event loop the write would wait for the loop to answer it, and a thread of
-    the daemon can be held up by the loop's blocking read of /dev/fuse (pyfuse3 reads
-    it holding the GIL) while the loop waits for that thread: a deadlock. A separate
-    process is any other writer to the kernel."""
-
-    def __init__(self) -> None:
-        self.pending: dict[str, None] = {}      # paths, in order, once each
-        self.wake = trio.Event()
-        self.pid = 0                            # the toucher's: its writes are ours
-
-    def mark(self, paths: list[str]) -> None:
-        for path in paths:
-            self.pending[path] = None
-        self.wake.set()
-
-    async def run(self) -> None:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-S", "-c", TOUCHER], stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.pid = proc.pid
-        assert proc.stdin is not None
-        try:
-            while True:
-                await self.wake.wait()
-                self.wake = trio.Event()
-                batch, self.pending = list(self.pending), {}
-                await proc.stdin.send_all(b"".join(os.fsencode(p) + b"\n" for p in batch))
-        finally:
-            with trio.CancelScope(shield=True):
-                await proc.stdin.aclose()
-                with trio.move_on_after(2):
-                    await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
-
-
 class Invalidator:
     """Drops the kernel's cached copies of control files after their content changed.
 
@@ -211,7 +147,6 @@ class Handle:
     opener: int = 0             # pid (thread id) that opened it, for signal checks
     events: bool = False        # the `events` stream: cursor is a line number there
     generation: int = -1        # poll files: the domain's events_generation last read
-    touch: bool = False         # opened by the daemon's Toucher: its writes do nothing
 
 
 class Operations(pyfuse3.Operations):
@@ -236,14 +171,6 @@ class Operations(pyfuse3.Operations):
         registry.on_shown_change = self._shown_changed
         registry.on_added = self._assign
         registry.on_removed = self._removed
-        registry.on_files_changed = self._files_changed
-        self.toucher = Toucher()
-        self.mountpoint: str | None = None       # set by the daemon once mounted
-
-    def _files_changed(self, dom: Domain, names: tuple[str, ...]) -> None:
-        if self.mountpoint is not None and dom.name in self.dom_base:
-            base = os.path.join(self.mountpoint, "domains", dom.name)
-            self.toucher.mark([os.path.join(base, name) for name in names])
 
     def _shown_changed(self, dom: Domain) -> None:
         base = self.dom_base.get(dom.name)
@@ -461,16 +388,16 @@ class Operations(pyfuse3.Operations):
             dom, cfile = self._resolve(inode)
             if cfile is None:
                 raise pyfuse3.FUSEError(errno.EISDIR)
-        touch = writing and ctx.pid == self.toucher.pid != 0 and cfile is not None
-        if writing and (cfile is None or cfile.store is None) and not touch:
+        if writing and (cfile is None or cfile.store is None):
             raise pyfuse3.FUSEError(errno.EACCES)    # like kernfs for files without a store
         fh = self.next_fh
         self.next_fh += 1
-        handle = Handle(inode, dom, cfile, static, opener=ctx.pid, touch=touch)
+        handle = Handle(inode, dom, cfile, static)
         if cfile is not None and cfile.stream:
             assert dom is not None
             handle.cursor = dom.console.ring.start
             handle.nonblock = bool(flags & os.O_NONBLOCK)
+            handle.opener = ctx.pid
         self.handles[fh] = handle
         if not writing and cfile is not None and cfile.name in CACHED_FILES:
             return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
@@ -537,8 +464,6 @@ class Operations(pyfuse3.Operations):
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self.handles[fh]
-        if h.touch and bytes(buf) == TOUCH:
-            return len(buf)               # our own: for inotify only, not a command
         dom, cfile = h.domain, h.cfile
         assert dom is not None and cfile is not None and cfile.store is not None
         if cfile.stream:
