@@ -103,3 +103,23 @@ def test_values_and_read_in_pieces(instance: Instance) -> None:
         os.close(fd)
     assert b"".join(parts).decode() == instance.read("web1", "config")
     assert sh(f"cat {instance.dom('web1')}/state").stdout == "stopped\n"
+
+
+def test_umount_removes_the_instance_cgroup_unless_a_domain_runs(instance: Instance) -> None:
+    from vzfs.controller.paths import instance_tag
+    from vzfs.kernel import cgroups
+    layout = cgroups.detect()
+    tag_dirs = cgroups.Cgroup(layout, f"vzfs/{instance_tag(str(instance.state))}").distinct_dirs()
+    instance.quick("gone")
+    instance.quick("stays")
+    instance.write("gone", "state", "start")
+    instance.write("stays", "state", "start")
+    instance.write("gone", "state", "kill")
+    assert all(os.path.isdir(d) for d in tag_dirs)
+    instance.umount()
+    assert all(os.path.isdir(d) for d in tag_dirs), "a running domain's cgroup went"
+    instance.mount()
+    instance.write("stays", "state", "kill")
+    instance.umount()
+    assert not any(os.path.exists(d) for d in tag_dirs), tag_dirs
+    instance.mount()          # for the fixture's clean-up

@@ -16,7 +16,7 @@ import sys
 import pyfuse3
 import trio
 
-from .controller import zygote
+from .controller import paths, zygote
 from .errors import VzfsError
 from .fs import files
 from .fs.operations import Operations
@@ -113,7 +113,18 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
         trio.run(_main, registry, ops, ready_fd)
     finally:
         pyfuse3.close(unmount=True)
+        _remove_instance_cgroup(layout, state_dir)
         log.info("stopped serving %s", mountpoint)
+
+
+def _remove_instance_cgroup(layout: cgroups.Layout, state_dir: str) -> None:
+    """The instance's cgroup directory (vzfs/TAG), when no domain of it runs any more:
+    a domain that runs keeps its own directory in it, and rmdir leaves it alone."""
+    for path in cgroups.Cgroup(layout, f"vzfs/{paths.instance_tag(state_dir)}").distinct_dirs():
+        try:
+            os.rmdir(path)
+        except OSError:
+            pass        # gone already, or a running domain's directory is in it
 
 
 async def _main(registry: Registry, ops: Operations, ready_fd: int | None) -> None:
