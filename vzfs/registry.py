@@ -29,6 +29,7 @@ from .controller.consolestream import FrameDecoder, FrameError, Ring, input_fram
 from .controller.protocol import Decoder, Message, ProtocolError, encode
 from .errors import VzfsError, from_oserror
 from .events import EventLog
+from .requests import Requests
 from .events import line as events_line
 from .kernel import cgroups
 
@@ -48,8 +49,9 @@ class ControllerClient:
         self.stream = stream
         self.decoder = decoder
         self.on_event = on_event
-        self.pending: dict[int, tuple[trio.Event, list[Message]]] = {}
-        self.next_id = 1
+        self.requests = Requests(lost="lost the connection to its controller",
+                                 gone="its controller went away",
+                                 silent="its controller did not answer")
         self.closed = trio.Event()
         self.send_lock = trio.Lock()     # concurrent requests take turns on the stream
 
@@ -64,44 +66,21 @@ class ControllerClient:
             pass
         finally:
             self.closed.set()
-            for event, _ in self.pending.values():
-                event.set()
+            self.requests.end()
             with trio.CancelScope(shield=True):
                 await self.stream.aclose()
 
     def _dispatch(self, msg: Message) -> None:
-        req_id = msg.get("id")
-        if req_id is not None and req_id in self.pending:
-            event, slot = self.pending[req_id]
-            slot.append(msg)
-            event.set()
-        elif req_id is None:
+        if not self.requests.take(msg) and msg.get("id") is None:
             self.on_event(self, msg)
+
+    async def _send(self, data: bytes) -> None:
+        async with self.send_lock:
+            await self.stream.send_all(data)
 
     async def request(self, what: str, op: str, timeout: float = REQUEST_TIMEOUT,
                       **fields: Any) -> Message:
-        req_id = self.next_id
-        self.next_id += 1
-        event, slot = trio.Event(), []
-        self.pending[req_id] = (event, slot)
-        try:
-            try:
-                async with self.send_lock:
-                    await self.stream.send_all(encode({"id": req_id, "op": op, **fields}))
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise VzfsError(errno.EIO, f"{what}: lost the connection to its controller") from exc
-            with trio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            del self.pending[req_id]
-        if not slot:
-            if self.closed.is_set():
-                raise VzfsError(errno.EIO, f"{what}: its controller went away")
-            raise VzfsError(errno.EIO, f"{what}: its controller did not answer in {timeout:g} s")
-        reply = slot[0]
-        if not reply.get("ok"):
-            raise VzfsError(int(reply.get("errno", errno.EIO)), f"{what}: {reply.get('error')}")
-        return reply
+        return await self.requests.ask(self._send, what, op, timeout, fields)
 
 
 class DomainConsole:

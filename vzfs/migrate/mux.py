@@ -20,6 +20,7 @@ import trio
 
 from ..controller.protocol import Decoder, Message, ProtocolError, encode
 from ..errors import VzfsError
+from ..requests import Requests
 
 HEADER = struct.Struct(">BI")
 MAX_FRAME = 1 << 20
@@ -80,8 +81,9 @@ class Mux:
         self.on_event = on_event
         self.send_lock = trio.Lock()
         self.channels: dict[int, trio.abc.Stream] = {}
-        self.pending: dict[int, tuple[trio.Event, list[Message]]] = {}
-        self.next_id = 1
+        self.requests = Requests(lost="the SSH session to the target ended",
+                                 gone="the SSH session to the target ended",
+                                 silent="the target did not answer", silent_errno=errno.ETIMEDOUT)
         self.sent: Counter[int] = Counter()       # payload bytes per channel, each way
         self.received: Counter[int] = Counter()
         self.closed = trio.Event()
@@ -116,8 +118,7 @@ class Mux:
                 nursery.cancel_scope.cancel()
         finally:
             self.closed.set()
-            for event, _ in self.pending.values():
-                event.set()
+            self.requests.end()
             with trio.CancelScope(shield=True):
                 for channel, stream in list(self.channels.items()):
                     if channel not in self.kept:
@@ -128,10 +129,8 @@ class Mux:
         if "op" in msg and self.handler is not None:
             assert self.nursery is not None
             self.nursery.start_soon(self._serve, msg)
-        elif req_id is not None and req_id in self.pending:
-            event, slot = self.pending[req_id]
-            slot.append(msg)
-            event.set()
+        elif self.requests.take(msg):
+            pass
         elif req_id is None:
             self.on_event(msg)
 
@@ -202,27 +201,10 @@ class Mux:
     async def request(self, what: str, op: str, timeout: float = 30.0, **fields: Any) -> Message:
         """Ask the other end; its reply's fields, or VzfsError (its errno and sentence,
         or EIO when the session ended or it did not answer in *timeout* s)."""
-        req_id = self.next_id
-        self.next_id += 1
-        event, slot = trio.Event(), []
-        self.pending[req_id] = (event, slot)
-        try:
-            try:
-                await self._send_frame(CONTROL, encode({"id": req_id, "op": op, **fields}))
-            except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-                raise VzfsError(errno.EIO, f"{what}: the SSH session to the target ended") from exc
-            with trio.move_on_after(timeout):
-                await event.wait()
-        finally:
-            del self.pending[req_id]
-        if not slot:
-            if self.closed.is_set():
-                raise VzfsError(errno.EIO, f"{what}: the SSH session to the target ended")
-            raise VzfsError(errno.ETIMEDOUT, f"{what}: the target did not answer in {timeout:g} s")
-        reply = slot[0]
-        if not reply.get("ok"):
-            raise VzfsError(int(reply.get("errno", errno.EIO)), f"{what}: {reply.get('error')}")
-        return reply
+        return await self.requests.ask(self._send_control, what, op, timeout, fields)
+
+    async def _send_control(self, data: bytes) -> None:
+        await self._send_frame(CONTROL, data)
 
     def bind(self, channel: int, stream: trio.abc.Stream, prefix: bytes = b"",
              keep: bool = False) -> None:
