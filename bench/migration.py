@@ -28,8 +28,8 @@ import subprocess
 import time
 from pathlib import Path
 
-from vzfs import criu as criumod
 from vzfs.controller import paths
+from vzfs.migrate.source import tree_bytes
 
 from . import checkpoint
 from .context import Context
@@ -263,18 +263,6 @@ def peer(hosts: Hosts, subject: Moving, scratch: str) -> dict[str, float]:
             "restore_ms": raw["criu_restore_ms"]}
 
 
-def tree_bytes(path: str) -> int:
-    """The size of the files under *path* (what the rsyncs copy)."""
-    total = 0
-    for top, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(top, name)).st_size
-            except OSError:
-                pass
-    return total
-
-
 def _measure(ctx: Context, hosts: Hosts, subject: Moving, rounds: int) -> dict[str, float]:
     size, tag = subject.size, f"{subject.size}mb"
     needed = 2 * size * checkpoint.MIB + 256 * checkpoint.MIB
@@ -337,11 +325,7 @@ def _measure(ctx: Context, hosts: Hosts, subject: Moving, rounds: int) -> dict[s
 
 @measurement(*(key for size in CHECKPOINT_SIZES_MB for key in migration_keys(size)))
 def migration(ctx: Context) -> Values:
-    try:
-        criu = criumod.locate()
-    except OSError as exc:
-        raise BenchError(f"no CRIU to measure with: {exc.strerror or exc}") from exc
-    ctx.meta["criu_name"] = f"CRIU {checkpoint.criu_version(criu)}"
+    criu = checkpoint.locate_criu(ctx)
     hosts = Hosts(ctx)
     hog = checkpoint.build_hog(ctx.root)
     ticker = checkpoint.build_static(ctx.root, "ticker", TICKER_C, "the ticker")

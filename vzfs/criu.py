@@ -13,6 +13,8 @@ import shutil
 import subprocess
 import sys
 
+import trio
+
 ENV = "VZFS_CRIU"
 MIN_VERSION = (4, 0)
 VERSION_TIMEOUT = 10.0
@@ -87,3 +89,13 @@ def describe() -> str:
         return f"criu {require(path)} {path}"
     except OSError as exc:
         return f"none ({exc.strerror})"
+
+
+async def ready(status_fd: int) -> bool:
+    """Wait on the pipe CRIU was given as `--status-fd` (and close it): True when it
+    said it is ready, False when it ended first (it failed; its log says why)."""
+    try:
+        await trio.lowlevel.wait_readable(status_fd)
+        return bool(os.read(status_fd, 1))
+    finally:
+        os.close(status_fd)

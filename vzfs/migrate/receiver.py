@@ -212,12 +212,7 @@ class Receiver:
             theirs.close()
             os.close(wfd)
         self.mux.bind(channel, trio.SocketStream(trio.socket.from_stdlib_socket(ours)))
-        try:
-            await trio.lowlevel.wait_readable(rfd)
-            ready = os.read(rfd, 1)
-        finally:
-            os.close(rfd)
-        if not ready:
+        if not await criumod.ready(rfd):
             await self.lazy.wait()
             raise VzfsError(errno.EIO, f"CRIU's lazy-pages daemon did not start: "
                                        f"{checkpoint.reasons(log)}")

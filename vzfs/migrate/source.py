@@ -125,6 +125,7 @@ def all_stopped(pids: list[int]) -> bool:
 
 
 def tree_bytes(path: str) -> int:
+    """The size of the files under *path* (what rsync copies of a root)."""
     total = 0
     for top, dirs, files in os.walk(path):
         for name in files:
@@ -513,13 +514,7 @@ class Migration:
     async def _dump_written(self) -> None:
         """Until CRIU says its images are complete (the tree is stopped)."""
         assert self.mux is not None and self.dump is not None
-        rfd = self.status_fd
-        try:
-            await trio.lowlevel.wait_readable(rfd)
-            ready = os.read(rfd, 1)
-        finally:
-            os.close(rfd)
-        if not ready:
+        if not await criumod.ready(self.status_fd):
             await self.dump.wait()
             log = os.path.join(self.ctl.domain_dir, LOG)
             raise VzfsError(errno.EIO, f"{self._what()}: CRIU could not checkpoint it: "
