@@ -82,6 +82,16 @@ def build_hog(workdir: str) -> str:
     return build_static(workdir, "hog", HOG_C, "the memory holder")
 
 
+def locate_criu(ctx: Context) -> str:
+    """The CRIU vzfs would run, named in the run's meta for the peer column."""
+    try:
+        criu = criumod.locate()
+    except OSError as exc:
+        raise BenchError(f"no CRIU to measure with: {exc.strerror or exc}") from exc
+    ctx.meta["criu_name"] = f"CRIU {criu_version(criu)}"
+    return criu
+
+
 def criu_version(criu: str) -> str:
     try:
         done = subprocess.run([criu, "--version"], capture_output=True, text=True, timeout=30)
@@ -358,11 +368,7 @@ def _measure(subject: Subject, rounds: int) -> dict[str, float]:
 
 @measurement(*(key for size in CHECKPOINT_SIZES_MB for key in checkpoint_keys(size)))
 def suspend_resume(ctx: Context) -> Values:
-    try:
-        criu = criumod.locate()
-    except OSError as exc:
-        raise BenchError(f"no CRIU to measure with: {exc.strerror or exc}") from exc
-    ctx.meta["criu_name"] = f"CRIU {criu_version(criu)}"
+    criu = locate_criu(ctx)
     inst = ctx.instance()
     hog = build_hog(ctx.root)
     sizes = CHECKPOINT_SIZES_MB[:1] if ctx.settings.quick else CHECKPOINT_SIZES_MB
