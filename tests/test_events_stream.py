@@ -177,3 +177,94 @@ def test_poll_on_the_domain_events_file_wakes_on_start_and_stop(instance: Instan
         wait_for(lambda: values()["state"] == "stopped", what="stopped shown")
     finally:
         os.close(fd)
+
+
+def _inotifywait(path: Path, events: str = "modify,close_write") -> subprocess.Popen[str]:
+    proc = subprocess.Popen(["inotifywait", "-m", "-e", events, "--format", "%e %f",
+                             str(path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    assert proc.stderr is not None
+    # It says when its watches are set: only changes after that can be seen.
+    while "Watches established" not in proc.stderr.readline():
+        pass
+    return proc
+
+
+def _seen(proc: subprocess.Popen[str], timeout: float) -> str:
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    got = ""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            got += os.read(proc.stdout.fileno(), 65536).decode()
+        except BlockingIOError:
+            pass
+        if "MODIFY" in got and "CLOSE_WRITE" in got:
+            break
+        time.sleep(0.01)
+    return got
+
+
+def test_inotify_sees_a_crash_nobody_wrote_as_a_modify_on_state(instance: Instance) -> None:
+    instance.quick("n1")
+    instance.write("n1", "state", "start")
+    watch = _inotifywait(instance.dom("n1") / "state")
+    try:
+        os.kill(int(instance.read("n1", "pid")), signal.SIGKILL)
+        # The start's own MODIFY may still come in after the watch was set: wait for
+        # one after which the file reads `crashed`.
+        assert watch.stdout is not None
+        os.set_blocking(watch.stdout.fileno(), False)
+        seen, crashed = "", False
+        deadline = time.monotonic() + 5
+        while not crashed and time.monotonic() < deadline:
+            try:
+                got = os.read(watch.stdout.fileno(), 65536).decode()
+            except BlockingIOError:
+                got = ""
+            seen += got
+            if "MODIFY" in got:
+                crashed = instance.read("n1", "state") == "crashed\n"
+            time.sleep(0.01)
+        assert crashed and "CLOSE_WRITE" in seen, seen
+    finally:
+        watch.kill()
+        watch.wait()
+    # The daemon's own writes are no commands: no error, no event of theirs.
+    assert instance.read("n1", "error").startswith("domain n1 crashed")
+
+
+def test_inotify_on_read_only_files_and_no_echo(instance: Instance) -> None:
+    instance.quick("n2")
+    r = Reader(instance)
+    watch = _inotifywait(instance.dom("n2") / "pid")
+    try:
+        instance.write("n2", "state", "start")
+        seen = _seen(watch, 5)
+        assert "MODIFY" in seen, seen
+        time.sleep(0.3)
+        mine = [(k, x) for _, d, k, x in r.poll() if d == "n2"]
+        assert mine == [("state", "starting"), ("state", "running")], mine
+        assert instance.read("n2", "error") == ""
+    finally:
+        watch.kill()
+        watch.wait()
+        r.close()
+    # The stop empties pid: the toucher truncates an empty file rather than write a
+    # byte that would make the kernel think it has one.
+    watch = _inotifywait(instance.dom("n2") / "pid")
+    try:
+        instance.write("n2", "state", "kill")
+        seen = _seen(watch, 5)
+        assert "MODIFY" in seen and "CLOSE_WRITE" in seen, seen
+        time.sleep(0.2)
+        fd = os.open(instance.dom("n2") / "pid", os.O_RDONLY)
+        try:
+            assert os.fstat(fd).st_size == 0
+            assert os.read(fd, 4096) == b""
+        finally:
+            os.close(fd)
+    finally:
+        watch.kill()
+        watch.wait()

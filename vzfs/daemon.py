@@ -108,6 +108,7 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     # The mount's source names the state dir, as sshfs names host:path.
     options |= {f"fsname={state_dir}", "subtype=vzfs"}
     pyfuse3.init(ops, mountpoint, options)
+    ops.mountpoint = mountpoint
     log.info("serving %s from state dir %s (cgroup %s)", mountpoint, state_dir, layout.mode)
     try:
         trio.run(_main, registry, ops, ready_fd)
@@ -131,6 +132,7 @@ async def _main(registry: Registry, ops: Operations, ready_fd: int | None) -> No
     async with trio.open_nursery() as nursery:
         registry.nursery = nursery
         nursery.start_soon(ops.invalidator.run)
+        nursery.start_soon(ops.toucher.run)
         await registry.attach_all()
         await nursery.start(incoming.Incoming(registry).serve)
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope)

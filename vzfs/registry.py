@@ -142,7 +142,11 @@ class DomainConsole:
 # The fields the kernel-cached control files (state, pid, id) are made from.
 SHOWN_CACHED = frozenset({"state", "pid", "config"})
 # The fields whose changes are events (the `events` stream), whoever changes them.
-NOTICED = frozenset({"state", "error", "vnc_restarts"})
+NOTICED = frozenset({"state", "error", "vnc_restarts", "pid"})
+# The control files whose content a change of each NOTICED field changes.
+FILES_OF = {"state": ("state", "events"), "error": ("error", "events"),
+            "vnc_restarts": ("vnc", "vnc_websocket", "events"),
+            "pid": ("pid", "vnc", "vnc_websocket")}
 
 
 @dataclasses.dataclass(eq=False)
@@ -201,6 +205,10 @@ class Registry:
         self.on_change: Callable[[Domain], None] = lambda dom: None
         # Set by the filesystem: a domain's SHOWN_CACHED fields changed.
         self.on_shown_change: Callable[[Domain], None] = lambda dom: None
+        # Set by the filesystem: the content of these control files of a domain changed
+        # (it makes inotify see it).
+        self.on_files_changed: Callable[[Domain, tuple[str, ...]], None] = \
+            lambda dom, names: None
         # Set by the filesystem: a domain came or went without a mkdir or rmdir (a
         # migration brought it or took it away).
         self.on_added: Callable[[Domain], Any] = lambda dom: None
@@ -220,6 +228,9 @@ class Registry:
     def _noticed(self, dom: Domain, field: str, old: Any) -> None:
         if self.domains.get(dom.name) is not dom:
             return                     # not (or no longer) one of ours
+        self.on_files_changed(dom, FILES_OF[field])
+        if field == "pid":
+            return
         dom.events_generation += 1
         pollers, dom.pollers = dom.pollers, {}
         for handle in pollers.values():
@@ -322,6 +333,7 @@ class Registry:
         dom.config = cfg
         dom.changed_at = time.time()
         self.emit(dom.name, "config", "replaced")
+        self.on_files_changed(dom, ("config",))
 
     # -- verbs -----------------------------------------------------------------
     async def command(self, dom: Domain, verb: str) -> None:
@@ -475,6 +487,7 @@ class Registry:
                 outcome = "passed " if phase == "preflight" else ""
                 self.emit(dom.name, "migrate", f"{phase} {outcome}{target}")
             dom.migration = record
+            self.on_files_changed(dom, ("migrate_target",))
             dom.changed_at = time.time()
         elif event == "migrate_failed":
             self.emit(dom.name, "migrate", f"failed {msg.get('error')}")
@@ -926,6 +939,7 @@ class Registry:
                     dom.config = old
                     raise
             dom.changed_at = time.time()
+            self.on_files_changed(dom, ("mounts", "config"))
             self.emit(dom.name, "mount", " ".join([verb, *(
                 [spec.source, spec.target, ",".join(spec.options)] if verb == "add"
                 else [str(arg)])]).rstrip())

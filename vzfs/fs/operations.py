@@ -18,6 +18,8 @@ import logging
 import os
 import select
 import stat
+import subprocess
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -89,6 +91,72 @@ def _invalidate(inodes: set[int]) -> None:
             pass        # ENOENT: the kernel holds no such inode, so nothing cached
 
 
+# The toucher process: paths on stdin, one per line. It opens each control file for
+# writing and writes one byte at offset 0 (or, to an empty file, truncates it), so the
+# kernel raises IN_MODIFY and IN_CLOSE_WRITE for a change the daemon made itself: a
+# FUSE server's own changes raise no inotify events (FACTS.md). The daemon knows the
+# toucher by its pid: its opens are direct, so the byte never enters the page cache,
+# and its writes and truncations do nothing. The fstat first fetches the file's size
+# (the daemon dropped the cached one with the change): a write then never extends the
+# size the kernel holds, and a reader's GETATTR that the write makes the kernel
+# disregard leaves it with that fresh size, not an older one.
+TOUCHER = """
+import os, sys
+for line in sys.stdin.buffer:
+    try:
+        fd = os.open(line.rstrip(b"\\n"), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
+    except OSError:
+        continue
+    try:
+        if os.fstat(fd).st_size:
+            os.pwrite(fd, b"\\n", 0)
+        else:
+            os.ftruncate(fd, 0)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+"""
+
+
+class Toucher:
+    """Touches control files whose content changed (TOUCHER), from a process of its own:
+    in the event loop the write would wait for the loop to answer it, and a thread of
+    the daemon can be held up by the loop's blocking read of /dev/fuse (pyfuse3 reads
+    it holding the GIL) while the loop waits for that thread: a deadlock. A separate
+    process is any other writer to the kernel."""
+
+    def __init__(self) -> None:
+        self.pending: dict[str, None] = {}      # paths, in order, once each
+        self.wake = trio.Event()
+        self.pid = 0                            # the toucher's: its writes are ours
+
+    def mark(self, paths: list[str]) -> None:
+        for path in paths:
+            self.pending[path] = None
+        self.wake.set()
+
+    async def run(self) -> None:
+        proc = await trio.lowlevel.open_process(
+            [sys.executable, "-S", "-c", TOUCHER], stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.pid = proc.pid
+        assert proc.stdin is not None
+        try:
+            while True:
+                await self.wake.wait()
+                self.wake = trio.Event()
+                batch, self.pending = list(self.pending), {}
+                await proc.stdin.send_all(b"".join(os.fsencode(p) + b"\n" for p in batch))
+        finally:
+            with trio.CancelScope(shield=True):
+                await proc.stdin.aclose()
+                with trio.move_on_after(2):
+                    await proc.wait()
+                if proc.returncode is None:
+                    proc.kill()
+
+
 class Invalidator:
     """Drops the kernel's cached copies of control files after their content changed.
 
@@ -147,6 +215,7 @@ class Handle:
     opener: int = 0             # pid (thread id) that opened it, for signal checks
     events: bool = False        # the `events` stream: cursor is a line number there
     generation: int = -1        # poll files: the domain's events_generation last read
+    touch: bool = False         # opened by the daemon's Toucher: its writes do nothing
 
 
 class Operations(pyfuse3.Operations):
@@ -171,6 +240,14 @@ class Operations(pyfuse3.Operations):
         registry.on_shown_change = self._shown_changed
         registry.on_added = self._assign
         registry.on_removed = self._removed
+        registry.on_files_changed = self._files_changed
+        self.toucher = Toucher()
+        self.mountpoint: str | None = None       # set by the daemon once mounted
+
+    def _files_changed(self, dom: Domain, names: tuple[str, ...]) -> None:
+        if self.mountpoint is not None and dom.name in self.dom_base:
+            base = os.path.join(self.mountpoint, "domains", dom.name)
+            self.toucher.mark([os.path.join(base, name) for name in names])
 
     def _shown_changed(self, dom: Domain) -> None:
         base = self.dom_base.get(dom.name)
@@ -197,6 +274,9 @@ class Operations(pyfuse3.Operations):
             pyfuse3.invalidate_entry_async(INO_DOMAINS, os.fsencode(name), ignore_enoent=True)
         except OSError:
             pass
+
+    def _toucher(self, ctx: Any) -> bool:
+        return bool(self.toucher.pid) and ctx.pid == self.toucher.pid
 
     def _resolve(self, inode: int) -> tuple[Domain | None, ControlFile | None]:
         """Domain and control file of a domain inode, or (None, None)."""
@@ -290,7 +370,7 @@ class Operations(pyfuse3.Operations):
         entry = self._getattr(inode)
         if fields.update_mode or fields.update_uid or fields.update_gid:
             raise pyfuse3.FUSEError(errno.EPERM)
-        if fields.update_size and not entry.st_mode & 0o200:
+        if fields.update_size and not entry.st_mode & 0o200 and not self._toucher(ctx):
             raise pyfuse3.FUSEError(errno.EACCES)
         return entry
 
@@ -388,17 +468,19 @@ class Operations(pyfuse3.Operations):
             dom, cfile = self._resolve(inode)
             if cfile is None:
                 raise pyfuse3.FUSEError(errno.EISDIR)
-        if writing and (cfile is None or cfile.store is None):
+        touch = writing and self._toucher(ctx) and cfile is not None
+        if writing and (cfile is None or cfile.store is None) and not touch:
             raise pyfuse3.FUSEError(errno.EACCES)    # like kernfs for files without a store
         fh = self.next_fh
         self.next_fh += 1
-        handle = Handle(inode, dom, cfile, static)
+        handle = Handle(inode, dom, cfile, static, opener=ctx.pid, touch=touch)
         if cfile is not None and cfile.stream:
             assert dom is not None
             handle.cursor = dom.console.ring.start
             handle.nonblock = bool(flags & os.O_NONBLOCK)
-            handle.opener = ctx.pid
         self.handles[fh] = handle
+        if touch:
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=True)
         if not writing and cfile is not None and cfile.name in CACHED_FILES:
             return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False,
@@ -464,6 +546,8 @@ class Operations(pyfuse3.Operations):
     @boundary
     async def write(self, fh: int, off: int, buf: bytes) -> int:
         h = self.handles[fh]
+        if h.touch:
+            return len(buf)               # the toucher's: for inotify only, not a command
         dom, cfile = h.domain, h.cfile
         assert dom is not None and cfile is not None and cfile.store is not None
         if cfile.stream:
