@@ -51,10 +51,13 @@ class Instance:
         self.mnt = base / "mnt"
         self.state = base / "state"
         self.env = env or {}          # the daemon's environment beyond ours (VZFS_SSH…)
+        self.hooks = base / "hooks"   # its hooks directory: none unless a test puts some
+        self.mount_args: list[str] = []
         self.mnt.mkdir(parents=True, exist_ok=True)
 
     def mount(self) -> None:
-        subprocess.run(VZFS + ["mount", "--state-dir", str(self.state), str(self.mnt)],
+        subprocess.run(VZFS + ["mount", "--state-dir", str(self.state), "--hooks-dir",
+                               str(self.hooks), *self.mount_args, str(self.mnt)],
                        check=True, timeout=60, env={**os.environ, **self.env})
 
     def umount(self) -> None:

@@ -737,3 +737,41 @@ def test_each_phase_is_an_event_on_both_sides(hosts: Hosts) -> None:
     finally:
         src_events.close()
         dst_events.close()
+
+
+def test_hooks_on_both_hosts_see_the_move_and_the_target_may_refuse_it(hosts: Hosts) -> None:
+    src, dst = hosts.src, hosts.dst
+    logs = {}
+    for inst, side in ((src, "src"), (dst, "dst")):
+        logs[side] = hosts.base / f"hooks-{side}.log"
+        inst.hooks.mkdir(exist_ok=True)
+        h = inst.hooks / "50-record"
+        h.write_text(f'#!/bin/sh\necho "$1 $2 $VZFS_REASON ${{VZFS_TARGET:-}}'
+                     f'${{VZFS_SOURCE:-}}" >> {logs[side]}\n')
+        h.chmod(0o755)
+    refuse = dst.hooks / "10-refuse"
+    refuse.write_text('#!/bin/sh\n[ "$2" = migrate ] || exit 0\necho "no room for $1 today"\n'
+                      'exit 2\n')
+    refuse.chmod(0o755)
+    before = counting_domain(src, "hk")
+    src.write("hk", "migrate_target", hosts.target())
+    rec = failed_at(hosts, "hk", "reserve")
+    assert "hook 10-refuse refused at migrate (exit 2): no room for hk today" in rec["error"], rec
+    target_is_clean(hosts, "hk", before.ident)
+    runs_on_source_as_before(hosts, before)
+    refuse.unlink()
+    src.write("hk", "migrate_target", hosts.target())
+    wait_for(lambda: "hk" not in os.listdir(src.mnt / "domains"), timeout=MOVE_TIMEOUT,
+             what="the move")
+    wait_for(lambda: "started migrated" in logs["dst"].read_text(), what="the target's hook")
+    wait_for(lambda: "stopped migrated" in logs["src"].read_text(), what="the source's hook")
+    target = f"ssh://{hosts.target()}"
+    assert [line for line in logs["src"].read_text().splitlines()
+            if "migrate" in line or "migrated" in line] == \
+        [f"hk migrate out {target}", f"hk migrate out {target}", "hk stopped migrated "], \
+        logs["src"].read_text()
+    # On the target the refusal ended the phase before 50-record ran the first time.
+    node = os.uname().nodename
+    assert logs["dst"].read_text().splitlines() == \
+        [f"hk migrate in {node}", f"hk started migrated {node}"]
+    assert state(dst, "hk") == "running"

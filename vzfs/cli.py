@@ -11,6 +11,7 @@ from .errors import VzfsError
 
 DEFAULT_MOUNTPOINT = "/run/vzfs"
 DEFAULT_STATE_DIR = "/var/lib/vzfs"
+DEFAULT_HOOKS_DIR = "/etc/vzfs/hooks.d"   # hooks.DEFAULT_DIR: the CLI imports no trio
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -19,8 +20,12 @@ def cmd_mount(args: argparse.Namespace) -> int:
     state_dir = os.path.abspath(args.state_dir)
     daemon.prepare(mountpoint, state_dir)
     tune = not args.no_favordynmods
+    hooks_dir = os.path.abspath(args.hooks_dir) if args.hooks_dir else None
+    if args.hook_timeout <= 0:
+        raise VzfsError(errno.EINVAL, f"cannot mount: --hook-timeout {args.hook_timeout:g} is "
+                                      "not a positive number of seconds")
     if args.foreground:
-        daemon.serve(mountpoint, state_dir, True, None, tune)
+        daemon.serve(mountpoint, state_dir, True, None, tune, hooks_dir, args.hook_timeout)
         return 0
     rfd, wfd = os.pipe()
     pid = os.fork()
@@ -33,7 +38,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
         os.close(devnull)
         code = 0
         try:
-            daemon.serve(mountpoint, state_dir, False, wfd, tune)
+            daemon.serve(mountpoint, state_dir, False, wfd, tune, hooks_dir, args.hook_timeout)
         except VzfsError as exc:
             os.write(wfd, exc.sentence.encode())
             code = 1
@@ -118,6 +123,11 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--foreground", action="store_true")
     m.add_argument("--no-favordynmods", action="store_true",
                    help="leave the host's cgroup mount options alone (starts are slower)")
+    m.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR, metavar="DIR",
+                   help=f"executables run at each domain's lifecycle phases (default "
+                        f"{DEFAULT_HOOKS_DIR}; an empty value: none)")
+    m.add_argument("--hook-timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="a hook still running after this long is killed (default 30)")
     m.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
     m.set_defaults(func=cmd_mount)
     u = sub.add_parser("umount", help="stop serving; running domains keep running")

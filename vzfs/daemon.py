@@ -16,6 +16,7 @@ import sys
 import pyfuse3
 import trio
 
+from . import hooks
 from .controller import paths, zygote
 from .errors import VzfsError
 from .fs import files
@@ -81,7 +82,8 @@ def prepare(mountpoint: str, state_dir: str) -> None:
 
 
 def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | None,
-          tune_cgroups: bool = True) -> None:
+          tune_cgroups: bool = True, hooks_dir: str | None = hooks.DEFAULT_DIR,
+          hook_timeout: float = hooks.DEFAULT_TIMEOUT) -> None:
     """Run the daemon until unmounted or signalled; write b"ok" to *ready_fd* once serving."""
     state_dir = os.path.abspath(state_dir)
     _setup_logging(state_dir, foreground)
@@ -98,7 +100,8 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     for name in incoming.leftovers(state_dir):
         log.warning("removing domain %s: its migration to here never completed", name)
         incoming.remove_leftover(state_dir, name)
-    registry = Registry(state_dir, layout, None)
+    registry = Registry(state_dir, layout, None, hooks.Hooks(hooks_dir, hook_timeout))
+    registry.mountpoint = mountpoint
     registry.load()
     log.info("checkpoint: %s", files.checkpoint_engine())
     keep = {lock_fd} | ({ready_fd} if ready_fd is not None else set())

@@ -20,6 +20,7 @@ import trio
 
 from . import config as configmod
 from . import criu as criumod
+from . import hooks as hooksmod
 from . import mountspec, templates
 from .atomicfile import atomic_write
 from .config import DomainConfig, Mount
@@ -196,12 +197,16 @@ class Domain:
 
 
 class Registry:
-    def __init__(self, state_dir: str, layout: cgroups.Layout, zygote: socket.socket | None) -> None:
+    def __init__(self, state_dir: str, layout: cgroups.Layout, zygote: socket.socket | None,
+                 hooks: hooksmod.Hooks | None = None) -> None:
         self.state_dir = os.path.abspath(state_dir)
         self.layout = layout
         self.zygote = zygote
         self.domains: dict[str, Domain] = {}
-        self.nursery: trio.Nursery | None = None
+        self._nursery: trio.Nursery | None = None
+        self.mountpoint = ""             # set by the daemon: hooks are told it
+        self.hooks = hooks or hooksmod.Hooks(None)
+        self.hooks.on_failed = self._hook_failed
         self.on_change: Callable[[Domain], None] = lambda dom: None
         # Set by the filesystem: a domain's SHOWN_CACHED fields changed.
         self.on_shown_change: Callable[[Domain], None] = lambda dom: None
@@ -217,6 +222,28 @@ class Registry:
             os.makedirs(os.path.join(self.state_dir, sub), mode=0o700, exist_ok=True)
         self.events = EventLog()
         self.events_changed = trio.Event()
+
+    @property
+    def nursery(self) -> trio.Nursery | None:
+        return self._nursery
+
+    @nursery.setter
+    def nursery(self, nursery: trio.Nursery | None) -> None:
+        self._nursery = self.hooks.nursery = nursery
+
+    # -- hooks ----------------------------------------------------------------
+    def _hook_call(self, dom: Domain, phase: str, reason: str, **env: str) -> hooksmod.Call:
+        extra = {"VZFS_ID": str(dom.config.id), "VZFS_ROOTFS": self.rootfs(dom),
+                 "VZFS_STATE_DIR": self.state_dir, "VZFS_MOUNT": self.mountpoint, **env}
+        if dom.pid is not None:
+            extra["VZFS_PID"] = str(dom.pid)
+        return hooksmod.Call(dom.name, phase, reason,
+                             paths.config_file(self.state_dir, dom.name),
+                             configmod.dumps(dom.config), extra)
+
+    def _hook_failed(self, call: hooksmod.Call, outcome: hooksmod.Outcome) -> None:
+        status = outcome.problem or f"exit {outcome.status}"
+        self.emit(call.domain, "hook", f"{call.phase} {outcome.hook} failed: {status}")
 
     # -- events ---------------------------------------------------------------
     def emit(self, domain: str, kind: str, detail: str = "") -> None:
@@ -360,14 +387,20 @@ class Registry:
         previous = dom.state
         dom.set_state(starting)
         self.on_change(dom)
+        reason = "resume" if restore else "boot"
+        what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
         try:
-            client, hello = await self._spawn_controller(dom, restore)
+            await self.hooks.refuse_unless_allowed(self._hook_call(dom, "prepare", reason), what)
+            rootfs = self._prepare_rootfs(dom)
+            await self.hooks.refuse_unless_allowed(self._hook_call(dom, "start", reason), what)
+            client, hello = await self._spawn_controller(dom, restore, rootfs=rootfs)
         except BaseException:
             dom.set_state(previous)
             self.on_change(dom)
             raise
         self._attach(dom, client, hello)
         await self._open_console(dom)
+        self.hooks.notify(self._hook_call(dom, "started", reason))
 
     def _prepare_rootfs(self, dom: Domain) -> str:
         rootfs = self.rootfs(dom)
@@ -386,10 +419,11 @@ class Registry:
         return rootfs
 
     async def _spawn_controller(self, dom: Domain, restore: bool = False,
-                                extra: dict[str, Any] | None = None
+                                extra: dict[str, Any] | None = None, rootfs: str | None = None
                                 ) -> tuple[ControllerClient, Message]:
         what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
-        rootfs = self._prepare_rootfs(dom)
+        if rootfs is None:
+            rootfs = self._prepare_rootfs(dom)
         if self.zygote is None:
             raise VzfsError(errno.EIO, f"{what}: this daemon cannot start controllers")
         criu, criu_error = "", ""
@@ -516,8 +550,11 @@ class Registry:
             dom.error = f"domain {dom.name} crashed: {reason}"
         dom.set_state(state)
         self.on_change(dom)
-        if event == "migrated":
-            self._gone(dom)
+        why = kind if kind in ("crashed", "suspended", "migrated") else "stopped"
+        # A domain that left by migration is forgotten once its hooks saw it go (its
+        # config is theirs to read until then).
+        self.hooks.notify(self._hook_call(dom, "stopped", why),
+                          then=(lambda: self._gone(dom)) if event == "migrated" else None)
 
     def _settle_from_disk(self, dom: Domain, lost_controller: bool) -> None:
         if checkpoint.has_checkpoint(paths.domain_dir(self.state_dir, dom.name)):
@@ -560,6 +597,7 @@ class Registry:
         previous = dom.state
         dom.set_state(stopping)
         self.on_change(dom)
+        self.hooks.notify(self._hook_call(dom, "stop", verb))
         timeout = dom.config.stop_timeout + REQUEST_TIMEOUT
         try:
             reply = await client.request(f"cannot {verb} domain {dom.name}", verb, timeout=timeout,
@@ -634,6 +672,9 @@ class Registry:
         client = self._client(dom, "migrate")
         dom.busy = "migrated"
         try:
+            await self.hooks.refuse_unless_allowed(
+                self._hook_call(dom, "migrate", "check" if dry_run else "out",
+                                VZFS_TARGET=str(target)), what)
             # The daemon's ssh command: a controller may be older than its daemon.
             reply = await client.request(what, "migrate", timeout=MIGRATE_PREFLIGHT_TIMEOUT,
                                          target=str(target), dry_run=dry_run,
@@ -705,6 +746,8 @@ class Registry:
         dom.error = ""
         if dom.client is not None:
             dom.set_state(State.RUNNING)
+            self.hooks.notify(self._hook_call(dom, "started", "migrated",
+                                              VZFS_SOURCE=str(record.get("source_host", ""))))
         self.on_change(dom)
 
     async def drop_incoming(self, dom: Domain) -> None:

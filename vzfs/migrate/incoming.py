@@ -170,7 +170,7 @@ class Incoming:
                        int(msg.get("need_bytes", 0)))
             return {}
         if op == "reserve":
-            out = self.reserve(name, dict(msg["config"]))
+            out = await self.reserve(name, dict(msg["config"]), str(msg.get("source", "")))
             reserved.add(name)
             return out
         if op == "record" and name in received and name in self.reg.domains:
@@ -228,7 +228,7 @@ class Incoming:
             raise VzfsError(errno.ENOSPC, f"{what}: it needs {_mb(need + SPARE_BYTES)} and "
                                           f"{self.reg.state_dir} has {_mb(free)} free")
 
-    def reserve(self, name: str, config: dict[str, Any]) -> dict[str, Any]:
+    async def reserve(self, name: str, config: dict[str, Any], source: str = "") -> dict[str, Any]:
         cfg = configmod.from_dict(config, name=name, default_id=None)
         # Its root comes with it, into our private area (a path of the source's own
         # choosing means nothing here), and is never filled from a template.
@@ -247,6 +247,15 @@ class Incoming:
             remove_leftover(self.reg.state_dir, name)
             self.reg.forget(dom)
             raise from_oserror(exc, f"cannot receive domain {name}") from exc
+        try:
+            # This host's hooks may refuse it, before anything is copied.
+            await self.reg.hooks.refuse_unless_allowed(
+                self.reg._hook_call(dom, "migrate", "in", VZFS_SOURCE=source),
+                f"domain {name} cannot come here")
+        except BaseException:
+            remove_leftover(self.reg.state_dir, name)
+            self.reg.forget(dom, "its arrival was refused by a hook")
+            raise
         return {"rootfs": rootfs, "images": images}
 
     async def restore(self, name: str) -> dict[str, Any]:

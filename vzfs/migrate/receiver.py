@@ -108,7 +108,8 @@ class Receiver:
         if op == "reserve":
             if self.name:
                 raise VzfsError(errno.EBUSY, "one domain per session")
-            reply = await self.ask(what, "reserve", name=msg.get("name"), config=msg.get("config"))
+            reply = await self.ask(what, "reserve", name=msg.get("name"), config=msg.get("config"),
+                                   source=msg.get("source", ""))
             self.name, self.rootfs, self.images = str(msg["name"]), reply["rootfs"], reply["images"]
             return reply
         if not self.name:

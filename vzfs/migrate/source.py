@@ -366,7 +366,8 @@ class Migration:
     async def _steps(self) -> None:
         ctl = self.ctl
         await self._phase("reserve")
-        reply = await self._ask("reserve", name=ctl.name, config=configmod.to_dict(ctl.cfg))
+        reply = await self._ask("reserve", name=ctl.name, config=configmod.to_dict(ctl.cfg),
+                                source=os.uname().nodename)
         self.reserved = True
         self.remote_root = str(reply["rootfs"])
         await self._phase("copy")
