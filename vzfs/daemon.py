@@ -24,6 +24,7 @@ from .fs.operations import Operations
 from .kernel import cgroups
 from .migrate import incoming
 from .registry import Registry
+from .sdnotify import Notifier
 
 log = logging.getLogger("vzfs")
 
@@ -85,6 +86,8 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
           tune_cgroups: bool = True, hooks_dir: str | None = hooks.DEFAULT_DIR,
           hook_timeout: float = hooks.DEFAULT_TIMEOUT) -> None:
     """Run the daemon until unmounted or signalled; write b"ok" to *ready_fd* once serving."""
+    # First, before anything is forked: no child may inherit NOTIFY_SOCKET (sdnotify).
+    notifier = Notifier.take_from_environment()
     state_dir = os.path.abspath(state_dir)
     _setup_logging(state_dir, foreground)
     lock_fd = _lock_state_dir(state_dir)
@@ -114,7 +117,7 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     ops.mountpoint = mountpoint
     log.info("serving %s from state dir %s (cgroup %s)", mountpoint, state_dir, layout.mode)
     try:
-        trio.run(_main, registry, ops, ready_fd)
+        trio.run(_main, registry, ops, ready_fd, notifier, mountpoint)
     finally:
         pyfuse3.close(unmount=True)
         _remove_instance_cgroup(layout, state_dir)
@@ -131,14 +134,15 @@ def _remove_instance_cgroup(layout: cgroups.Layout, state_dir: str) -> None:
             pass        # gone already, or a running domain's directory is in it
 
 
-async def _main(registry: Registry, ops: Operations, ready_fd: int | None) -> None:
+async def _main(registry: Registry, ops: Operations, ready_fd: int | None, notifier: Notifier,
+                mountpoint: str) -> None:
     async with trio.open_nursery() as nursery:
         registry.nursery = nursery
         nursery.start_soon(ops.invalidator.run)
         nursery.start_soon(ops.toucher.run)
         await registry.attach_all()
         await nursery.start(incoming.Incoming(registry).serve)
-        nursery.start_soon(_stop_on_signal, nursery.cancel_scope)
+        nursery.start_soon(_stop_on_signal, nursery.cancel_scope, notifier)
 
         async def fuse_loop() -> None:
             # Readers of `console` block in read(); each holds a worker task,
@@ -150,14 +154,16 @@ async def _main(registry: Registry, ops: Operations, ready_fd: int | None) -> No
         if ready_fd is not None:
             os.write(ready_fd, b"ok")
             os.close(ready_fd)
+        notifier.ready(f"serving {mountpoint} from state dir {registry.state_dir}")
         # After `vzfs mount` has returned: a slow start must not hold the mount up.
         nursery.start_soon(registry.autostart)
 
 
-async def _stop_on_signal(scope: trio.CancelScope) -> None:
+async def _stop_on_signal(scope: trio.CancelScope, notifier: Notifier) -> None:
     with trio.open_signal_receiver(signal.SIGTERM, signal.SIGINT, signal.SIGHUP) as signals:
         async for sig in signals:
             log.info("signal %s: unmounting; running domains keep running", sig)
+            notifier.stopping("unmounting; running domains keep running")
             pyfuse3.terminate()
             # Handlers still waiting (console readers) would keep pyfuse3.main()
             # from returning: cancel them. Unmounting fails their requests.
