@@ -11,7 +11,7 @@ import traceback
 from types import FrameType
 
 # Importing the measurement modules registers them, in this order.
-from . import console, control, density, hooks, lifecycle, mounts, vnc  # noqa: F401
+from . import automation, console, control, density, hooks, lifecycle, mounts, vnc  # noqa: F401
 # Last: they write hundreds of MB of images and hold as much memory while they run.
 from . import checkpoint, migration  # noqa: F401,E402
 from . import host, report

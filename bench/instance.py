@@ -43,6 +43,9 @@ class Instance:
         # The daemon's environment beyond the suite's own (e.g. VZFS_SSH for migrations).
         self.env = dict(env or {})
         self.mountpoint = os.path.join(root, "mnt")
+        # Its own hooks directory, empty unless a measurement puts a hook there: the
+        # host's /etc/vzfs/hooks.d would change what is measured.
+        self.hooks_dir = os.path.join(root, "hooks")
         self.daemon_pid: int | None = None
         self.names: list[str] = []
         # The instances' common cgroup parent in each hierarchy that lacked it
@@ -60,7 +63,9 @@ class Instance:
         parent = os.path.dirname(self.cgroup_relpath())
         self.new_parents = [os.path.join(point, parent) for point in host.cgroup_mounts()
                             if not os.path.isdir(os.path.join(point, parent))]
-        done = self._vzfs("mount", "--state-dir", self.state_dir, self.mountpoint, timeout=60)
+        os.makedirs(self.hooks_dir, exist_ok=True)
+        done = self._vzfs("mount", "--state-dir", self.state_dir, "--hooks-dir", self.hooks_dir,
+                          self.mountpoint, timeout=60)
         if done.returncode != 0:
             raise BenchError(f"vzfs mount failed: {done.stderr.strip() or done.returncode}")
         for line in self.read_file("version").splitlines():

@@ -58,6 +58,8 @@ KEYS: tuple[str, ...] = (
     *(key for size in CHECKPOINT_SIZES_MB for key in migration_keys(size)),
     "domain_pss_mb",
     "control_read_us_p99_100_domains",
+    "inotify_crash_ms_p50", "inotify_crash_ms_p99", "events_crash_ms_p50",
+    "start_with_hook_ms_p50", "start_without_hook_ms_p50",
 )
 
 
@@ -120,6 +122,10 @@ ROWS: tuple[Row, ...] = (
     Row("vnc_restart_ms"),
     Row("mount_add_ms_p50"),
     Row("mount_del_ms_p50"),
+    Row("inotify_crash_ms_p50", None, "(init killed from the host → IN_MODIFY on state)"),
+    Row("inotify_crash_ms_p99"),
+    Row("events_crash_ms_p50", None, "(→ `state crashed` read from events)"),
+    Row("start_with_hook_ms_p50", "start_without_hook_ms_p50", "same start, no hooks"),
     *(row for size in CHECKPOINT_SIZES_MB for row in _checkpoint_rows(size)),
     *(row for size in CHECKPOINT_SIZES_MB for row in _migration_rows(size)),
 )

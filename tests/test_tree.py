@@ -2,11 +2,14 @@
 
 import errno
 import os
+import signal
 import stat
+import subprocess
+from pathlib import Path
 
 import pytest
 
-from tests.system import Instance, sh
+from tests.system import VZFS, Instance, sh, wait_for
 
 
 def test_top_level(instance: Instance) -> None:
@@ -123,3 +126,19 @@ def test_umount_removes_the_instance_cgroup_unless_a_domain_runs(instance: Insta
     instance.umount()
     assert not any(os.path.exists(d) for d in tag_dirs), tag_dirs
     instance.mount()          # for the fixture's clean-up
+
+
+def test_a_dead_daemons_mount_is_named_and_umount_clears_it(instance: Instance) -> None:
+    pid = instance.daemon_pid()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+             "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], what="daemon death")
+    r = subprocess.run(VZFS + ["mount", "--state-dir", str(instance.state), str(instance.mnt)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1
+    assert r.stderr == (f"vzfs: cannot mount on {instance.mnt}: the vzfs daemon that served it "
+                        f"died and left its mount behind (`vzfs umount {instance.mnt}` clears "
+                        "it)\n"), r.stderr
+    instance.umount()
+    instance.mount()
+    assert (instance.mnt / "version").read_text().startswith("vzfs ")

@@ -70,13 +70,21 @@ def _lock_state_dir(state_dir: str) -> int:
 
 def prepare(mountpoint: str, state_dir: str) -> None:
     """Checks that can fail before the daemon detaches, so `vzfs mount` reports them."""
+    if is_vzfs_mount(mountpoint):
+        try:
+            os.statvfs(mountpoint)     # a request the kernel never answers from its cache
+        except OSError as exc:
+            if exc.errno == errno.ENOTCONN:
+                raise VzfsError(errno.EBUSY, f"cannot mount on {mountpoint}: the vzfs daemon "
+                                             "that served it died and left its mount behind "
+                                             f"(`vzfs umount {mountpoint}` clears it)") from None
+            raise
+        raise VzfsError(errno.EBUSY, f"cannot mount on {mountpoint}: vzfs is already mounted there")
     if not os.path.isdir(mountpoint):
         if mountpoint == DEFAULT_MOUNTPOINT:
             os.makedirs(mountpoint, mode=0o755, exist_ok=True)
         else:
             raise VzfsError(errno.ENOENT, f"cannot mount on {mountpoint}: no such directory")
-    if is_vzfs_mount(mountpoint):
-        raise VzfsError(errno.EBUSY, f"cannot mount on {mountpoint}: vzfs is already mounted there")
     if not os.path.exists("/dev/fuse"):
         raise VzfsError(errno.ENODEV, "cannot mount: /dev/fuse is missing (modprobe fuse)")
     os.makedirs(state_dir, mode=0o700, exist_ok=True)

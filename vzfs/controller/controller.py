@@ -11,6 +11,7 @@ import errno
 import fcntl
 import json
 import os
+import shutil
 import signal
 import socket
 import stat
@@ -44,6 +45,7 @@ SMALL_BATCH = 16 << 10
 GATHER_S = 0.001
 DEFAULT_COLUMNS, DEFAULT_LINES = 80, 25
 LOG_BYTES = 1 << 20
+LOG_CHECK_S = 30.0          # how often a running controller bounds its log
 VNC_CHUNK = 1 << 16
 VNC_FAST_RESTART = 0.05    # the first restart after a crash is at once (issue 5: within a second)
 VNC_MAX_BACKOFF = 1.0      # a server that keeps dying is tried again every second
@@ -249,6 +251,17 @@ class Controller:
         return sock
 
     # -- the supervised life --------------------------------------------------
+    async def _bound_log(self) -> None:
+        """controller.log stays bounded while the domain runs (a VNC server that keeps
+        dying writes a traceback each time), not only at the controller's start."""
+        path = os.path.join(self.domain_dir, "controller.log")
+        while True:
+            await trio.sleep(LOG_CHECK_S)
+            try:
+                bound_log(2, path)
+            except OSError:
+                pass        # the state dir went (an undefine racing the end): nothing to bound
+
     async def main(self, daemon_fd: int, listener: trio.socket.SocketType) -> None:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
@@ -261,6 +274,7 @@ class Controller:
             nursery.start_soon(self._wait_init)
             if self.vnc_spawner is not None:
                 nursery.start_soon(self._supervise_vnc)
+            nursery.start_soon(self._bound_log)
             await self.exited.wait()
             await self._stop_vnc()
             self.ended.set()
@@ -902,6 +916,21 @@ async def _await_helper(pending: kmounts.Pending) -> None:
 
 def _port(address: str) -> int:
     return int(address.rsplit(":", 1)[1]) if address else 0
+
+
+def bound_log(fd: int, path: str, limit: int = LOG_BYTES) -> bool:
+    """Keep the log *fd* (opened O_APPEND at *path*) under *limit*: once past it, its
+    content moves to PATH.1 and it starts again empty. Every writer (the controller,
+    the VNC servers it spawned) appends, so each one's next line lands at the new
+    start, and no process needs to reopen anything."""
+    if os.fstat(fd).st_size <= limit:
+        return False
+    with open(path, "rb") as src, open(f"{path}.1", "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    os.ftruncate(fd, 0)
+    os.write(fd, f"vzfs: this log passed {limit} bytes; the older lines are in "
+                 f"{os.path.basename(path)}.1\n".encode())
+    return True
 
 
 def _log_to(path: str) -> None:
