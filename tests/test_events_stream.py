@@ -268,3 +268,36 @@ def test_inotify_on_read_only_files_and_no_echo(instance: Instance) -> None:
     finally:
         watch.kill()
         watch.wait()
+
+
+def _toucher(instance: Instance) -> int | None:
+    daemon = instance.daemon_pid()
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat_fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+                cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if int(stat_fields[1]) == daemon and b"-S" in cmdline and b"-c" in cmdline:
+                return int(entry.name)
+    return None
+
+
+def test_a_toucher_that_died_is_replaced(instance: Instance) -> None:
+    instance.quick("n3")
+    first = _toucher(instance)
+    assert first is not None
+    os.kill(first, signal.SIGKILL)
+    # The daemon finds it gone when it next has files to touch (the start's are lost).
+    instance.write("n3", "state", "start")
+    wait_for(lambda: _toucher(instance) not in (None, first), what="a new toucher")
+    watch = _inotifywait(instance.dom("n3") / "state")
+    try:
+        os.kill(int(instance.read("n3", "pid")), signal.SIGKILL)   # a change nobody wrote
+        seen = _seen(watch, 5)
+        assert "MODIFY" in seen and "CLOSE_WRITE" in seen, seen
+    finally:
+        watch.kill()
+        watch.wait()
+    assert instance.read("n3", "state") == "crashed\n"

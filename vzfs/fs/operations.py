@@ -119,6 +119,9 @@ for line in sys.stdin.buffer:
 """
 
 
+RESPAWN_DELAY = 0.1
+
+
 class Toucher:
     """Touches control files whose content changed (TOUCHER), from a process of its own:
     in the event loop the write would wait for the loop to answer it, and a thread of
@@ -137,6 +140,16 @@ class Toucher:
         self.wake.set()
 
     async def run(self) -> None:
+        """The toucher's life; one that died (an OOM kill, a stray signal) is started
+        again, and its batch is lost: inotify watchers miss those changes, no more."""
+        while True:
+            try:
+                await self._serve()
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                log.warning("the toucher process died; starting another")
+                await trio.sleep(RESPAWN_DELAY)
+
+    async def _serve(self) -> None:
         proc = await trio.lowlevel.open_process(
             [sys.executable, "-S", "-c", TOUCHER], stdin=subprocess.PIPE,
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -372,6 +385,9 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EPERM)
         if fields.update_size and not entry.st_mode & 0o200 and not self._toucher(ctx):
             raise pyfuse3.FUSEError(errno.EACCES)
+        # The kernel takes a SETATTR's reply as it is, with no check that a change
+        # (and its invalidation) came in between: let no reader rely on it.
+        entry.attr_timeout = 0
         return entry
 
     @boundary
