@@ -1,6 +1,8 @@
 """Hooks: the administrator's executables at each lifecycle phase, run by a real
 daemon (vzfs(5), Hooks), and the two that contrib/hooks ships."""
 
+import importlib.machinery
+import importlib.util
 import os
 import signal
 import stat
@@ -18,9 +20,9 @@ from vzfs.hooks import is_hook_name, last_line
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "hooks"
 
 # Records its arguments, the VZFS_* it was given and what came on stdin, one file a call.
+# Named by the time it ran (hooks of different domains may run at once).
 RECORDER = """#!/bin/sh
-n=$(ls "{out}" | wc -l)
-f="{out}/$(printf %03d "$n")"
+f="{out}/$(date +%s%N)-$$"
 {{ echo "args $*"; echo "reason $VZFS_REASON"; echo "id $VZFS_ID"; echo "pid ${{VZFS_PID:-}}";
    echo "rootfs $VZFS_ROOTFS"; echo "mount $VZFS_MOUNT"; echo "target ${{VZFS_TARGET:-}}";
    echo "notify ${{NOTIFY_SOCKET:-}}"; echo "cwd $(pwd)"; }} > "$f.tmp"
@@ -48,7 +50,7 @@ class Calls:
     def all(self) -> list[dict[str, str]]:
         calls = []
         for f in sorted(self.out.iterdir()):
-            if f.name.isdigit():
+            if not f.name.endswith((".stdin", ".tmp")):
                 fields = dict(line.split(" ", 1) if " " in line else (line, "")
                               for line in f.read_text().splitlines())
                 fields["stdin"] = (self.out / f"{f.name}.stdin").read_text()
@@ -132,13 +134,15 @@ def test_a_hanging_hook_is_killed_with_its_children_after_the_timeout(
     remount(instance, "--hook-timeout", "1")
     instance.quick("h4")
     marker = f"hang-{os.getpid()}-{time.monotonic_ns()}"
+    # The child is a shell that stays (sleep is not its last command), with the marker
+    # in its command line.
     hook(instance, "30-hang", f"#!/bin/sh\n[ \"$2\" = prepare ] || exit 0\n"
-                              f"sh -c 'exec -a {marker} sleep 1000' &\nexec sleep 1000\n")
-    t0 = time.monotonic()
-    r = sh(f"echo start > {instance.dom('h4') / 'state'}")
-    took = time.monotonic() - t0
-    assert r.returncode != 0 and "Operation not permitted" in r.stderr
-    assert took < 10, took
+                              f"sh -c 'sleep 1000; : {marker}' &\nexec sleep 1000\n")
+    writer = subprocess.Popen(["bash", "-c", f"echo start > {instance.dom('h4') / 'state'}"],
+                              stderr=subprocess.PIPE, text=True)
+    wait_for(lambda: sh(f"pgrep -f {marker}").stdout != "", what="the hook's child running")
+    _, err = writer.communicate(timeout=30)
+    assert writer.returncode != 0 and "Operation not permitted" in err, err
     assert instance.read("h4", "error") == (
         "cannot start domain h4: hook 30-hang did not finish within 1 s at prepare "
         "and was killed\n")
@@ -150,22 +154,31 @@ def test_a_hanging_hook_is_killed_with_its_children_after_the_timeout(
 def test_a_hanging_notification_hook_holds_nothing_up(instance: Instance) -> None:
     remount(instance, "--hook-timeout", "2")
     instance.quick("h5")
-    hook(instance, "40-slow", "#!/bin/sh\n[ \"$2\" = started ] && exec sleep 1000\nexit 0\n")
-    ev = open(instance.mnt / "events", "rb", buffering=0)
+    marker = f"slow-{os.getpid()}-{time.monotonic_ns()}"
+    hook(instance, "40-slow", f"#!/bin/sh\n[ \"$2\" = started ] && exec sh -c "
+                              f"'sleep 1000; : {marker}'\nexit 0\n")
+    ev = os.open(instance.mnt / "events", os.O_RDONLY | os.O_NONBLOCK)
     try:
-        t0 = time.monotonic()
         instance.write("h5", "state", "start")
-        assert time.monotonic() - t0 < 1.5
-        instance.write("h5", "state", "stop")          # the daemon answers meanwhile
+        # The start returned while its `started` hook runs on, and the daemon answers.
+        wait_for(lambda: sh(f"pgrep -f {marker}").stdout != "", what="the slow hook")
+        instance.write("h5", "state", "stop")
         assert instance.read("h5", "state") == "stopped\n"
+        assert sh(f"pgrep -f {marker}").stdout != "", "the hook was not left to run"
         seen = b""
-        deadline = time.monotonic() + 10
-        while b"hook started 40-slow failed: timeout" not in seen and \
-                time.monotonic() < deadline:
-            seen += ev.read(65536)
-        assert b"h5 hook started 40-slow failed: timeout" in seen, seen
+
+        def timed_out() -> bool:
+            nonlocal seen
+            try:
+                seen += os.read(ev, 65536)
+            except BlockingIOError:
+                pass
+            return b"h5 hook started 40-slow failed: timeout" in seen
+
+        wait_for(timed_out, what="the hook's timeout event")
+        wait_for(lambda: sh(f"pgrep -f {marker}").stdout == "", what="the slow hook killed")
     finally:
-        ev.close()
+        os.close(ev)
 
 
 def test_only_executable_plain_names_run(instance: Instance, calls: Calls) -> None:
@@ -238,16 +251,10 @@ def test_vzctl_compat_stub_appears_while_running_and_goes_after(instance: Instan
     assert not stub.exists()
     instance.write("web1", "state", "start")
     wait_for(stub.exists, what="the stub")
-    fields = dict(line.split("=", 1) for line in stub.read_text().splitlines()
-                  if not line.startswith("#"))
-    assert fields["VEID"] == f'"{dom_id}"' and fields["NAME"] == '"web1"'
-    assert fields["HOSTNAME"] == '"web1"'
-    assert fields["VE_ROOT"] == f'"{instance.state / "private" / dom_id}"'
-    assert fields["PHYSPAGES"] == f'"0:{256 * 1024 // 4}"'
-    assert fields["NUMPROC"] == '"64:64"'
-    # vzctl's config files are shell: the stub sources as one.
-    r = sh(f". {stub} && echo $VEID $NAME $PHYSPAGES")
-    assert r.stdout == f"{dom_id} web1 0:65536\n", r
+    # vzctl's config files are shell: what a shell that sources the stub sees.
+    assert sourced(stub, "VEID", "NAME", "HOSTNAME", "VE_ROOT", "PHYSPAGES", "NUMPROC") == [
+        dom_id, "web1", "web1", str(instance.state / "private" / dom_id),
+        f"0:{256 * 1024 // 4}", "64:64"]
     assert stat.S_IMODE(stub.stat().st_mode) == 0o644
     instance.write("web1", "state", "stop")
     wait_for(lambda: not stub.exists(), what="the stub removed")
@@ -257,6 +264,27 @@ def test_vzctl_compat_stub_appears_while_running_and_goes_after(instance: Instan
     wait_for(stub.exists, what="the stub again")
     os.kill(int(instance.read("web1", "pid")), signal.SIGKILL)
     wait_for(lambda: not stub.exists(), what="the stub removed after a crash")
+
+
+def sourced(conf: Path, *names: str) -> list[str]:
+    r = sh(f". {conf} && printf '%s\\0' " + " ".join(f'"${n}"' for n in names))
+    assert r.returncode == 0, r
+    return r.stdout.split("\0")[:-1]
+
+
+def test_vzctl_compat_values_are_quoted_for_the_shell_and_sizes_read(tmp_path: Path) -> None:
+    loader = importlib.machinery.SourceFileLoader("vzctl_compat", str(CONTRIB / "vzctl-compat"))
+    spec = importlib.util.spec_from_loader(loader.name, loader)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    loader.exec_module(module)
+    pwned = tmp_path / "pwned"
+    rootfs = f"/srv/it's $(touch {pwned}) `touch {pwned}`\nX=1"
+    for memory, pages in (("256MiB", 65536), ("1GB", 262144), (1 << 20, 256), ("2g", 524288)):
+        conf = tmp_path / "101.conf"
+        conf.write_text(module.stub("web1", {"id": 101, "limits": {"memory": memory}}, rootfs))
+        assert sourced(conf, "VE_ROOT", "PHYSPAGES", "X") == [rootfs, f"0:{pages}", ""]
+        assert not pwned.exists()
 
 
 def test_vzctl_compat_leaves_a_conf_it_did_not_write(instance: Instance) -> None:
@@ -318,3 +346,39 @@ def test_hook_timeout_must_be_positive(tmp_path: Path) -> None:
     assert r.stderr == ("vzfs: cannot mount: --hook-timeout 0 is not a positive number "
                         "of seconds\n")
     assert not (mnt / "version").exists()
+
+
+def test_an_init_that_ends_at_once_is_started_then_stopped(instance: Instance,
+                                                             calls: Calls) -> None:
+    instance.define("h9", 'init = ["/bin/true"]\n')
+    instance.write("h9", "state", "start")
+    wait_for(lambda: instance.read("h9", "state") in ("stopped\n", "crashed\n"),
+             what="init's end")
+    assert calls.wait(4) == [("prepare", "boot"), ("start", "boot"), ("started", "boot"),
+                             ("stopped", calls.all()[3]["reason"])]
+    assert calls.all()[3]["reason"] in ("stopped", "crashed")
+
+
+def test_a_daemon_that_starts_tells_hooks_only_of_ends_they_did_not_see(
+        instance: Instance, calls: Calls) -> None:
+    instance.quick("h10")
+    instance.quick("h11")
+    for name in ("h10", "h11"):
+        instance.write(name, "state", "start")
+    instance.write("h10", "state", "stop")
+    assert calls.wait(8)[-1] == ("stopped", "stopped")
+    # h11 ends while no daemon runs: the next one tells the hooks; h10's end, which
+    # they saw, it does not tell again.
+    pid = int(instance.read("h11", "pid"))
+    instance.umount()
+    os.kill(pid, signal.SIGKILL)
+    wait_for(lambda: not Path(f"/proc/{pid}").exists(), what="h11's init gone")
+    instance.mount()
+    assert instance.read("h11", "state") == "crashed\n"
+    wait_for(lambda: len(calls.all()) == 9, what="the hook of h11's end")
+    last = calls.all()[8]
+    assert (last["args"].split()[:2], last["reason"]) == (["h11", "stopped"], "crashed")
+    instance.umount()
+    instance.mount()
+    time.sleep(1)        # (what a third daemon would tell the hooks, it tells at once)
+    assert len(calls.all()) == 9, calls.phases()

@@ -760,11 +760,18 @@ def test_hooks_on_both_hosts_see_the_move_and_the_target_may_refuse_it(hosts: Ho
     target_is_clean(hosts, "hk", before.ident)
     runs_on_source_as_before(hosts, before)
     refuse.unlink()
+    # A slow `stopped` hook on the source: the domain is listed there until it ends, and
+    # nothing may start it meanwhile.
+    slow = src.hooks / "60-slow"
+    slow.write_text('#!/bin/sh\n[ "$2" = stopped ] && sleep 3\nexit 0\n')
+    slow.chmod(0o755)
     src.write("hk", "migrate_target", hosts.target())
-    wait_for(lambda: "hk" not in os.listdir(src.mnt / "domains"), timeout=MOVE_TIMEOUT,
-             what="the move")
-    wait_for(lambda: "started migrated" in logs["dst"].read_text(), what="the target's hook")
+    wait_for(lambda: logs["dst"].exists() and "started migrated" in logs["dst"].read_text(),
+             timeout=MOVE_TIMEOUT, what="the target's hook")
     wait_for(lambda: "stopped migrated" in logs["src"].read_text(), what="the source's hook")
+    assert write_errno(src.dom("hk") / "state", "start") == errno.EBUSY
+    assert src.read("hk", "error") == ("cannot start domain hk: it is being migrated away\n")
+    wait_for(lambda: "hk" not in os.listdir(src.mnt / "domains"), what="the source forgets it")
     target = f"ssh://{hosts.target()}"
     assert [line for line in logs["src"].read_text().splitlines()
             if "migrate" in line or "migrated" in line] == \

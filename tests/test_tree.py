@@ -133,12 +133,16 @@ def test_a_dead_daemons_mount_is_named_and_umount_clears_it(instance: Instance) 
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: not Path(f"/proc/{pid}").exists() or
              "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], what="daemon death")
-    r = subprocess.run(VZFS + ["mount", "--state-dir", str(instance.state), str(instance.mnt)],
-                       capture_output=True, text=True, timeout=60)
-    assert r.returncode == 1
-    assert r.stderr == (f"vzfs: cannot mount on {instance.mnt}: the vzfs daemon that served it "
-                        f"died and left its mount behind (`vzfs umount {instance.mnt}` clears "
-                        "it)\n"), r.stderr
-    instance.umount()
+    try:
+        r = subprocess.run(VZFS + ["mount", "--state-dir", str(instance.state),
+                                   str(instance.mnt)], capture_output=True, text=True, timeout=60)
+        assert r.returncode == 1
+        assert r.stderr == (f"vzfs: cannot mount on {instance.mnt}: the vzfs daemon that served "
+                            f"it died and left its mount behind (`vzfs umount {instance.mnt}` "
+                            "clears it)\n"), r.stderr
+        instance.umount()
+    except BaseException:
+        subprocess.run(["umount", "-l", str(instance.mnt)], capture_output=True)
+        raise
     instance.mount()
     assert (instance.mnt / "version").read_text().startswith("vzfs ")

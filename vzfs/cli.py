@@ -2,6 +2,7 @@
 
 import argparse
 import errno
+import math
 import os
 import signal
 import sys
@@ -21,7 +22,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     daemon.prepare(mountpoint, state_dir)
     tune = not args.no_favordynmods
     hooks_dir = os.path.abspath(args.hooks_dir) if args.hooks_dir else None
-    if args.hook_timeout <= 0:
+    if not 0 < args.hook_timeout < math.inf:
         raise VzfsError(errno.EINVAL, f"cannot mount: --hook-timeout {args.hook_timeout:g} is "
                                       "not a positive number of seconds")
     if args.foreground:

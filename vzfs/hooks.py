@@ -231,7 +231,7 @@ class Hooks:
                     await drained.wait()
                 nursery.cancel_scope.cancel()
         problem = ""
-        if limit.cancelled_caught:
+        if limit.cancelled_caught and proc.returncode is None:
             problem = "timeout"
             try:
                 os.killpg(proc.pid, signal.SIGKILL)   # the hook and what it started

@@ -399,8 +399,9 @@ class Registry:
             self.on_change(dom)
             raise
         self._attach(dom, client, hello)
-        await self._open_console(dom)
+        # Queued before the next await: an init that ends at once is `stopped` after it.
         self.hooks.notify(self._hook_call(dom, "started", reason))
+        await self._open_console(dom)
 
     def _prepare_rootfs(self, dom: Domain) -> str:
         rootfs = self.rootfs(dom)
@@ -537,8 +538,9 @@ class Registry:
             dom.changed_at = time.time()
             self.on_change(dom)
 
-    def _exited(self, dom: Domain, kind: str, reason: str) -> None:
-        """The controller reported (or recorded) the end of the domain: "stopped" or "crashed"."""
+    def _exited(self, dom: Domain, kind: str, reason: str, recorded: bool = False) -> None:
+        """The controller reported the end of the domain ("stopped", "crashed", "suspended",
+        "migrated"), or a daemon starting found it *recorded* in last_exit.json."""
         dom.client = None
         dom.pid = None
         dom.started_at = None
@@ -548,13 +550,42 @@ class Registry:
         state = lifecycle.outcome(dom.state, event)
         if state == State.CRASHED and dom.state != State.CRASHED:
             dom.error = f"domain {dom.name} crashed: {reason}"
+        if event == "migrated":
+            # Gone from here once its hooks saw it go (its config is theirs to read until
+            # then); meanwhile no verb may bring it back.
+            dom.busy = "migrated away"
         dom.set_state(state)
         self.on_change(dom)
+        if recorded and not self._untold(dom):
+            return                 # its hooks were told at the time
         why = kind if kind in ("crashed", "suspended", "migrated") else "stopped"
-        # A domain that left by migration is forgotten once its hooks saw it go (its
-        # config is theirs to read until then).
         self.hooks.notify(self._hook_call(dom, "stopped", why),
                           then=(lambda: self._gone(dom)) if event == "migrated" else None)
+        if event != "migrated":
+            self._told(dom)
+
+    # The daemon's note that the hooks were told of the domain's last end: a daemon
+    # that starts tells them of an end recorded after it (one while no daemon ran), and
+    # not again of one they saw.
+    def _told_file(self, dom: Domain) -> str:
+        return os.path.join(paths.domain_dir(self.state_dir, dom.name), "stopped.told")
+
+    def _told(self, dom: Domain) -> None:
+        try:
+            with open(self._told_file(dom), "w"):
+                pass            # (its mtime is the note)
+        except OSError:
+            pass
+
+    def _untold(self, dom: Domain) -> bool:
+        try:
+            told = os.stat(self._told_file(dom)).st_mtime_ns
+        except OSError:
+            return True
+        try:
+            return os.stat(paths.last_exit_file(self.state_dir, dom.name)).st_mtime_ns > told
+        except OSError:
+            return False
 
     def _settle_from_disk(self, dom: Domain, lost_controller: bool) -> None:
         if checkpoint.has_checkpoint(paths.domain_dir(self.state_dir, dom.name)):
@@ -572,7 +603,8 @@ class Registry:
         except (OSError, ValueError):
             record = None
         if record is not None:
-            self._exited(dom, str(record.get("state")), str(record.get("reason", "")))
+            self._exited(dom, str(record.get("state")), str(record.get("reason", "")),
+                         recorded=not lost_controller)
         elif lost_controller:
             self.cgroup(dom).kill_all()
             self._exited(dom, "crashed", "its controller process died")
