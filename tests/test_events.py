@@ -38,3 +38,38 @@ def test_a_reader_that_fell_behind_is_told_and_goes_on() -> None:
     assert b" - overflow 7 events were dropped" in data
     assert log.read(cursor, 4096)[0] == b"7\n8\n9\n"
     assert len(log.lines) == 3
+
+
+def test_the_log_is_also_a_growing_file_read_at_offsets() -> None:
+    log = events.EventLog(capacity=3)
+    assert (log.size, log.read_at(0, 100)) == (0, b"")
+    stream = b""
+    for i in range(5):
+        item = f"line {i}\n".encode()
+        log.append(item)
+        stream += item
+    assert log.size == len(stream)
+    kept = stream[len(stream) - 3 * 7:]               # the last three lines
+    assert log.first_offset == len(stream) - len(kept)
+    # Every offset and length within what is kept reads as the same bytes of the
+    # stream; the end and what was dropped read as an end of file.
+    for offset in range(log.first_offset, log.size + 1):
+        for size in (1, 3, 7, 100):
+            assert log.read_at(offset, size) == stream[offset:offset + size], (offset, size)
+    assert log.read_at(0, 100) == b""
+    assert log.read_at(log.first_offset - 1, 100) == b""
+    assert log.read_at(log.size + 5, 100) == b""
+
+
+def test_stream_readers_and_positioned_readers() -> None:
+    # cat (128 KiB), a Python buffered reader (8192), os.read(fd, 65536): streams.
+    for size in (131072, 8192, 65536):
+        assert events.is_stream_read(0, size, 300)
+        assert events.is_stream_read(0, size, 50_000)
+    # GNU tail reads the last block of the file: from offset 0 only when that block
+    # is the whole (small) file, and then exactly its size.
+    assert not events.is_stream_read(0, 300, 300)
+    assert not events.is_stream_read(0, 8192, 8192)
+    assert not events.is_stream_read(40_960, 8192, 50_000)
+    # Any first read elsewhere than at 0 is positioned (less, dd skip=, tail -c).
+    assert not events.is_stream_read(1, 131072, 300)

@@ -129,6 +129,46 @@ def test_tail_f_follows_and_a_blocked_reader_stalls_nothing(instance: Instance) 
         os.close(idle)
 
 
+def test_tail_f_shows_a_start_stop_cycle_in_order(instance: Instance) -> None:
+    # GNU tail on a file: the last lines before its size, then what comes after, each
+    # time inotify or its size says it grew; its output through a pipe, as a script's.
+    instance.quick("t2")
+    instance.write("t2", "state", "start")      # history before tail starts
+    tail = subprocess.Popen(["tail", "-f", str(instance.mnt / "events")],
+                            stdout=subprocess.PIPE)
+    try:
+        assert tail.stdout is not None
+        os.set_blocking(tail.stdout.fileno(), False)
+        got = b""
+
+        def output() -> bytes:
+            nonlocal got
+            try:
+                got += os.read(tail.stdout.fileno(), 65536)   # type: ignore[union-attr]
+            except BlockingIOError:
+                pass
+            return got
+
+        wait_for(lambda: b" t2 state running\n" in output(), what="tail's last lines")
+        instance.write("t2", "state", "stop")
+        instance.write("t2", "state", "start")
+        instance.write("t2", "state", "kill")
+        wait_for(lambda: output().count(b" t2 state stopped\n") == 2,
+                 timeout=10, what="the cycle through tail -f")
+        kinds = [line.split(b" ", 1)[1] for line in got.splitlines()]
+        assert kinds[kinds.index(b"t2 state running"):] == [
+            b"t2 state running", b"t2 state stopping", b"t2 state stopped",
+            b"t2 state starting", b"t2 state running", b"t2 state stopping",
+            b"t2 state stopped"], kinds
+    finally:
+        tail.kill()
+        tail.wait()
+    # Its size is where the next event will start, and it grows.
+    size = (instance.mnt / "events").stat().st_size
+    instance.write("t2", "state", "start")
+    assert (instance.mnt / "events").stat().st_size > size
+
+
 def test_autostart_starts_exactly_the_autostart_domains(instance: Instance) -> None:
     instance.quick("auto1", extra="autostart = true\n")
     instance.quick("auto2", extra="autostart = true\n")

@@ -148,6 +148,9 @@ async def _main(registry: Registry, ops: Operations, ready_fd: int | None, notif
         registry.nursery = nursery
         nursery.start_soon(ops.invalidator.run)
         nursery.start_soon(ops.toucher.run)
+        # The first line of `events`: it is never empty, which tail -f needs (events.py).
+        registry.emit("", "daemon", f"serving {mountpoint} from state dir {registry.state_dir} "
+                                    f"(pid {os.getpid()})")
         await registry.attach_all()
         await nursery.start(incoming.Incoming(registry).serve)
         nursery.start_soon(_stop_on_signal, nursery.cancel_scope, notifier)

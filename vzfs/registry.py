@@ -222,6 +222,9 @@ class Registry:
             os.makedirs(os.path.join(self.state_dir, sub), mode=0o700, exist_ok=True)
         self.events = EventLog()
         self.events_changed = trio.Event()
+        self.events_at = 0.0             # when the last event came (the file's mtime)
+        # Set by the filesystem: an event was added (it makes inotify see it).
+        self.on_emitted: Callable[[], None] = lambda: None
 
     @property
     def nursery(self) -> trio.Nursery | None:
@@ -249,8 +252,10 @@ class Registry:
     def emit(self, domain: str, kind: str, detail: str = "") -> None:
         """One line of the `events` stream; readers blocked on it wake."""
         self.events.append(events_line(domain, kind, detail))
+        self.events_at = time.time()
         changed, self.events_changed = self.events_changed, trio.Event()
         changed.set()
+        self.on_emitted()
 
     def _noticed(self, dom: Domain, field: str, old: Any) -> None:
         if self.domains.get(dom.name) is not dom:

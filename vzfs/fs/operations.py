@@ -33,6 +33,7 @@ from ..registry import Domain, Registry
 from . import files
 from .files import ControlFile
 from ..controller.consolestream import skipped_marker
+from ..events import is_stream_read
 
 log = logging.getLogger(__name__)
 
@@ -229,6 +230,7 @@ class Handle:
     events: bool = False        # the `events` stream: cursor is a line number there
     generation: int = -1        # poll files: the domain's events_generation last read
     touch: bool = False         # opened by the daemon's Toucher: its writes do nothing
+    positioned: bool | None = None   # `events`: read as a file (tail), not a stream
 
 
 class Operations(pyfuse3.Operations):
@@ -254,8 +256,14 @@ class Operations(pyfuse3.Operations):
         registry.on_added = self._assign
         registry.on_removed = self._removed
         registry.on_files_changed = self._files_changed
+        registry.on_emitted = self._emitted
         self.toucher = Toucher()
         self.mountpoint: str | None = None       # set by the daemon once mounted
+
+    def _emitted(self) -> None:
+        # tail -f follows `events` by inotify (or by its size, each second).
+        if self.mountpoint is not None:
+            self.toucher.mark([os.path.join(self.mountpoint, "events")])
 
     def _files_changed(self, dom: Domain, names: tuple[str, ...]) -> None:
         if self.mountpoint is not None and dom.name in self.dom_base:
@@ -324,7 +332,14 @@ class Operations(pyfuse3.Operations):
     def _getattr(self, inode: int) -> pyfuse3.EntryAttributes:
         if inode == ROOT:
             return self._attrs(inode, stat.S_IFDIR | 0o755, self.started)
-        if inode in (INO_README, INO_VERSION, INO_EVENTS):
+        if inode == INO_EVENTS:
+            # A file that grows with each event (for tail -f; see events.py), whose
+            # size and time a reader must never take from an old answer.
+            a = self._attrs(inode, stat.S_IFREG | 0o444, self.reg.events_at or self.started,
+                            self.reg.events.size)
+            a.attr_timeout = 0
+            return a
+        if inode in (INO_README, INO_VERSION):
             return self._attrs(inode, stat.S_IFREG | 0o444, self.started, FILE_SIZE)
         if inode == INO_TEMPLATES:
             return self._attrs(inode, stat.S_IFDIR | 0o755, self.started)
@@ -464,15 +479,15 @@ class Operations(pyfuse3.Operations):
         dom, cfile = None, None
         static: Callable[[], str] | None = None
         if inode == INO_EVENTS:
-            if writing:
+            if writing and not self._toucher(ctx):
                 raise pyfuse3.FUSEError(errno.EACCES)
             fh = self.next_fh
             self.next_fh += 1
-            # A reader sees the events from when it opened.
+            # A stream reader sees the events from when it opened.
             self.handles[fh] = Handle(inode, None, None, None, cursor=self.reg.events.end,
                                       nonblock=bool(flags & os.O_NONBLOCK), opener=ctx.pid,
-                                      events=True)
-            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False, nonseekable=True)
+                                      events=True, touch=writing)
+            return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
         if inode == INO_README:
             static = lambda: files.README  # noqa: E731
         elif inode == INO_VERSION:
@@ -543,6 +558,10 @@ class Operations(pyfuse3.Operations):
     async def read(self, fh: int, off: int, size: int) -> bytes:
         h = self.handles[fh]
         if h.events:
+            if h.positioned is None:
+                h.positioned = not is_stream_read(off, size, self.reg.events.size)
+            if h.positioned:
+                return self.reg.events.read_at(off, size)
             return await self._read_events(h, size)
         if h.cfile is not None and h.cfile.stream:
             return await self._read_stream(h, size)
