@@ -12,32 +12,14 @@ def test_a_line_is_time_domain_kind_detail() -> None:
     assert events.line("", "state").endswith(b" - state\n")
 
 
-def test_readers_see_from_where_they_opened_in_order() -> None:
-    log = events.EventLog()
-    log.append(b"a\n")
-    cursor = log.end
-    for word in (b"b\n", b"c\n", b"d\n"):
-        log.append(word)
-    data, cursor = log.read(cursor, 4096)
-    assert data == b"b\nc\nd\n"
-    assert log.read(cursor, 4096) == (b"", cursor)
-    # Small reads get whole lines, one at least.
-    log.append(b"eeee\n")
-    log.append(b"f\n")
-    data, cursor2 = log.read(cursor, 3)
-    assert data == b"eee" and cursor2 == cursor + 1
-    assert log.read(cursor2, 3) == (b"f\n", cursor2 + 1)
-
-
-def test_a_reader_that_fell_behind_is_told_and_goes_on() -> None:
+def test_lines_have_sequence_numbers_and_offsets() -> None:
     log = events.EventLog(capacity=3)
-    cursor = log.end
-    for i in range(10):
-        log.append(f"{i}\n".encode())
-    data, cursor = log.read(cursor, 4096)
-    assert b" - overflow 7 events were dropped" in data
-    assert log.read(cursor, 4096)[0] == b"7\n8\n9\n"
-    assert len(log.lines) == 3
+    for i in range(5):
+        log.append(f"line {i}\n".encode())      # 7 bytes each
+    assert (log.first, log.end, log.first_offset, log.size) == (2, 5, 14, 35)
+    assert [log.seq_at(offset) for offset in (14, 20, 21, 27, 28, 34, 35)] == \
+        [2, 2, 3, 3, 4, 4, 5]
+    assert b" - overflow 7 events were dropped: this reader fell behind\n" in events.overflow(7)
 
 
 def test_the_log_is_also_a_growing_file_read_at_offsets() -> None:

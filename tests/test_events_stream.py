@@ -169,6 +169,63 @@ def test_tail_f_shows_a_start_stop_cycle_in_order(instance: Instance) -> None:
     assert (instance.mnt / "events").stat().st_size > size
 
 
+def test_a_shell_read_loop_sees_every_event_once(instance: Instance) -> None:
+    # bash's `read` reads ahead on a seekable file and seeks back over what it did not
+    # use: the stream keeps its offsets, so no line is lost or seen twice.
+    out = instance.base / "loop.out"
+    loop = subprocess.Popen(["bash", "-c", f"while read -r t d k x; do echo \"$d $k $x\"; "
+                                           f"done < {instance.mnt / 'events'} > {out}"])
+    try:
+        time.sleep(0.3)                  # the loop is reading before the events
+        # Stopped meanwhile, the loop then finds many lines in one read: bash reads
+        # ahead (4096 bytes) and seeks back over all but the first line.
+        os.kill(loop.pid, signal.SIGSTOP)
+        instance.quick("s1")
+        for _ in range(3):
+            instance.write("s1", "state", "start")
+            instance.write("s1", "state", "kill")
+        os.kill(loop.pid, signal.SIGCONT)
+        wait_for(lambda: out.read_text().count("s1 state stopped\n") == 3,
+                 what="three stops through the loop")
+        assert out.read_text().splitlines() == ["s1 defined id 101", "s1 config replaced"] + 3 * [
+            "s1 state starting", "s1 state running", "s1 state stopping",
+            "s1 state stopped"], out.read_text()
+    finally:
+        loop.kill()
+        loop.wait()
+
+
+def test_a_stream_reader_that_fell_behind_is_told_and_goes_on(instance: Instance) -> None:
+    instance.quick("o1")
+    fd = os.open(instance.mnt / "events", os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        # More events than the daemon keeps, while this reader reads none: failed
+        # writes, each an `error` event with a sentence of its own.
+        state = instance.dom("o1") / "state"
+        for i in range(10_005):
+            try:
+                with open(state, "w") as f:
+                    f.write(f"bogus{i}")
+            except OSError:
+                pass
+        data = b""
+        while True:
+            try:
+                chunk = os.read(fd, 1 << 20)
+            except BlockingIOError:
+                break
+            data += chunk
+        lines = data.decode().splitlines()
+        assert re.fullmatch(r"\S+ - overflow \d+ events were dropped: this reader fell "
+                            r"behind", lines[0]), lines[0]
+        missed = int(lines[0].split()[3])
+        assert missed + len(lines) - 1 == 10_005
+        assert len(lines) - 1 == 10_000                     # the log keeps 10000
+        assert "bogus10004" in lines[-1] and "bogus" + str(missed) in lines[1], lines[1]
+    finally:
+        os.close(fd)
+
+
 def test_autostart_starts_exactly_the_autostart_domains(instance: Instance) -> None:
     instance.quick("auto1", extra="autostart = true\n")
     instance.quick("auto2", extra="autostart = true\n")

@@ -1,16 +1,16 @@
 """The `events` stream: one line per event, `TIME DOMAIN KIND DETAIL` (pure).
 
-A bounded log of whole lines, each with a sequence number. A reader holds the
-number of the next line it wants: it sees the events from when it opened, in
-order; one that fell behind the log is told how many it missed, in a line of
-its own, and goes on from the oldest kept. Nothing a reader does (or does not
-do) ever holds up `append`.
-
-The same lines are also a file that grows: each has a byte offset in the whole
-stream since the log began, and `size` is where the next one will start. That is
-what `tail -f` needs (it reads the last lines before the size, then what comes
-after it, up to an end of file), and a stream that never ends cannot give it:
-`is_stream_read` tells the two kinds of reader apart by their first read.
+A bounded log of whole lines: each has a sequence number and a byte offset in
+the whole stream since the log began, and `size` is where the next one will
+start. Readers read bytes at offsets, as in a file. A stream reader (cat, a
+script's loop) starts at the size it found when it opened, sees the events
+from then on in order and waits at the end; one that fell behind the log is
+told how many events it missed, in a line of its own, and goes on from the
+oldest kept. A positioned reader (tail -f, less) reads the file as it is, the
+end being an end of file: tail needs one, and a stream that never ends cannot
+give it. `is_stream_read` tells the two apart by their first read. Offsets let
+a reader seek back over what it read, as bash's `read` does on a seekable file.
+Nothing a reader does (or does not do) ever holds up `append`.
 """
 
 import collections
@@ -77,22 +77,17 @@ class EventLog:
         data = b"".join(reversed(chunks))
         return data[offset - pos:offset - pos + size]
 
-    def read(self, cursor: int, size: int) -> tuple[bytes, int]:
-        """Whole lines from *cursor*, up to *size* bytes (at least one line, cut only
-        if that one is longer than *size*); returns (data, new cursor)."""
-        if cursor < self.first:
-            missed = self.first - cursor
-            note = line("-", "overflow", f"{missed} events were dropped: this reader "
-                                         "fell behind")
-            return note[:size], self.first
-        out = bytearray()
-        i = cursor - self.first
-        while i < len(self.lines):
-            item = self.lines[i]
-            if out and len(out) + len(item) > size:
+    def seq_at(self, offset: int) -> int:
+        """The sequence number of the line that holds *offset* (`end` at the size)."""
+        pos, seq = self.size, self.end
+        for item in reversed(self.lines):
+            if pos <= offset:
                 break
-            out += item[:size] if not out else item
-            i += 1
-            if len(out) >= size:
-                break
-        return bytes(out), self.first + i
+            pos -= len(item)
+            seq -= 1
+        return seq
+
+
+def overflow(missed: int) -> bytes:
+    """What a stream reader that fell behind the log reads where the events it missed were."""
+    return line("-", "overflow", f"{missed} events were dropped: this reader fell behind")

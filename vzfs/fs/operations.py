@@ -33,7 +33,7 @@ from ..registry import Domain, Registry
 from . import files
 from .files import ControlFile
 from ..controller.consolestream import skipped_marker
-from ..events import is_stream_read
+from .. import events
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,8 @@ class Handle:
     cursor: int = 0             # stream files: absolute offset in the console ring
     nonblock: bool = False
     opener: int = 0             # pid (thread id) that opened it, for signal checks
-    events: bool = False        # the `events` stream: cursor is a line number there
+    events: bool = False        # `events`: cursor is the stream offset of file offset 0
+    seq: int = 0                # `events`: the event at the reader's position (overflows)
     generation: int = -1        # poll files: the domain's events_generation last read
     touch: bool = False         # opened by the daemon's Toucher: its writes do nothing
     positioned: bool | None = None   # `events`: read as a file (tail), not a stream
@@ -484,7 +485,8 @@ class Operations(pyfuse3.Operations):
             fh = self.next_fh
             self.next_fh += 1
             # A stream reader sees the events from when it opened.
-            self.handles[fh] = Handle(inode, None, None, None, cursor=self.reg.events.end,
+            log_ = self.reg.events
+            self.handles[fh] = Handle(inode, None, None, None, cursor=log_.size, seq=log_.end,
                                       nonblock=bool(flags & os.O_NONBLOCK), opener=ctx.pid,
                                       events=True, touch=writing)
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
@@ -517,11 +519,21 @@ class Operations(pyfuse3.Operations):
         return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False,
                                 nonseekable=bool(cfile is not None and cfile.stream))
 
-    async def _read_events(self, h: Handle, size: int) -> bytes:
+    async def _read_events(self, h: Handle, off: int, size: int) -> bytes:
+        log_ = self.reg.events
         while True:
             changed = self.reg.events_changed
-            data, h.cursor = self.reg.events.read(h.cursor, size)
+            pos = h.cursor + off
+            if pos < log_.first_offset:
+                # Fell behind: told so where the missed events were, then the oldest
+                # kept comes next (the file offset after the note maps to it).
+                data = events.overflow(max(1, log_.first - h.seq))[:size]
+                h.cursor = log_.first_offset - (off + len(data))
+                h.seq = log_.first
+                return data
+            data = log_.read_at(pos, size)
             if data:
+                h.seq = log_.seq_at(pos + len(data))
                 return data
             if h.nonblock:
                 raise pyfuse3.FUSEError(errno.EAGAIN)
@@ -559,10 +571,10 @@ class Operations(pyfuse3.Operations):
         h = self.handles[fh]
         if h.events:
             if h.positioned is None:
-                h.positioned = not is_stream_read(off, size, self.reg.events.size)
+                h.positioned = not events.is_stream_read(off, size, self.reg.events.size)
             if h.positioned:
                 return self.reg.events.read_at(off, size)
-            return await self._read_events(h, size)
+            return await self._read_events(h, off, size)
         if h.cfile is not None and h.cfile.stream:
             return await self._read_stream(h, size)
         if off == 0 or h.content is None:
