@@ -98,34 +98,44 @@ def test_a_crash_nobody_wrote_is_an_event_for_every_reader(instance: Instance) -
             r.close()
 
 
-def test_tail_f_follows_and_a_blocked_reader_stalls_nothing(instance: Instance) -> None:
-    # A real `tail -f`-like reader in another process (cat blocks in read), and one
-    # reader that never reads: the daemon goes on serving.
+class Output:
+    """What a reader process wrote to its stdout pipe so far (read without blocking)."""
+
+    def __init__(self, argv: list[str]) -> None:
+        self.proc = subprocess.Popen(argv, stdout=subprocess.PIPE)
+        assert self.proc.stdout is not None
+        os.set_blocking(self.proc.stdout.fileno(), False)
+        self.got = b""
+
+    def __call__(self) -> bytes:
+        assert self.proc.stdout is not None
+        try:
+            self.got += os.read(self.proc.stdout.fileno(), 65536)
+        except BlockingIOError:
+            pass
+        return self.got
+
+    def close(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_cat_follows_and_a_blocked_reader_stalls_nothing(instance: Instance) -> None:
+    # A stream reader in another process (cat blocks in read), and one reader that
+    # never reads: the daemon goes on serving.
     idle = os.open(instance.mnt / "events", os.O_RDONLY)
-    cat = subprocess.Popen(["cat", str(instance.mnt / "events")], stdout=subprocess.PIPE)
+    cat = Output(["cat", str(instance.mnt / "events")])
     try:
         time.sleep(0.2)                  # cat is reading (blocked) before the events
         instance.quick("t1")
         for _ in range(3):
             instance.write("t1", "state", "start")
             instance.write("t1", "state", "kill")
-        assert cat.stdout is not None
-        os.set_blocking(cat.stdout.fileno(), False)
-        got = b""
-
-        def stopped_three_times() -> bool:
-            nonlocal got
-            try:
-                got += os.read(cat.stdout.fileno(), 65536)   # type: ignore[union-attr]
-            except BlockingIOError:
-                pass
-            return got.count(b" t1 state stopped\n") == 3
-
-        wait_for(stopped_three_times, what="three stops through cat")
-        assert got.count(b" t1 state running\n") == 3
+        wait_for(lambda: cat().count(b" t1 state stopped\n") == 3,
+                 what="three stops through cat")
+        assert cat.got.count(b" t1 state running\n") == 3
     finally:
-        cat.kill()
-        cat.wait()
+        cat.close()
         os.close(idle)
 
 
@@ -134,35 +144,21 @@ def test_tail_f_shows_a_start_stop_cycle_in_order(instance: Instance) -> None:
     # time inotify or its size says it grew; its output through a pipe, as a script's.
     instance.quick("t2")
     instance.write("t2", "state", "start")      # history before tail starts
-    tail = subprocess.Popen(["tail", "-f", str(instance.mnt / "events")],
-                            stdout=subprocess.PIPE)
+    tail = Output(["tail", "-f", str(instance.mnt / "events")])
     try:
-        assert tail.stdout is not None
-        os.set_blocking(tail.stdout.fileno(), False)
-        got = b""
-
-        def output() -> bytes:
-            nonlocal got
-            try:
-                got += os.read(tail.stdout.fileno(), 65536)   # type: ignore[union-attr]
-            except BlockingIOError:
-                pass
-            return got
-
-        wait_for(lambda: b" t2 state running\n" in output(), what="tail's last lines")
+        wait_for(lambda: b" t2 state running\n" in tail(), what="tail's last lines")
         instance.write("t2", "state", "stop")
         instance.write("t2", "state", "start")
         instance.write("t2", "state", "kill")
-        wait_for(lambda: output().count(b" t2 state stopped\n") == 2,
+        wait_for(lambda: tail().count(b" t2 state stopped\n") == 2,
                  timeout=10, what="the cycle through tail -f")
-        kinds = [line.split(b" ", 1)[1] for line in got.splitlines()]
+        kinds = [line.split(b" ", 1)[1] for line in tail.got.splitlines()]
         assert kinds[kinds.index(b"t2 state running"):] == [
             b"t2 state running", b"t2 state stopping", b"t2 state stopped",
             b"t2 state starting", b"t2 state running", b"t2 state stopping",
             b"t2 state stopped"], kinds
     finally:
-        tail.kill()
-        tail.wait()
+        tail.close()
     # Its size is where the next event will start, and it grows.
     size = (instance.mnt / "events").stat().st_size
     instance.write("t2", "state", "start")

@@ -11,11 +11,11 @@ Phases, and who may refuse:
   prepare   before a start or resume, before anything is made   non-zero refuses it
   start     the rootfs is ready, the container not yet made     non-zero refuses it
   started   init runs (boot, resume, or arrival by migration)   logged
-  stop      a stop or kill is about to be carried out           logged
+  stop      a stop or kill was asked for (runs beside it)       logged
   stopped   it ended here (stopped, crashed, suspended, gone    logged
             by migration; VZFS_REASON says which)
   migrate   before a migration (or a `check`) leaves, and on    non-zero refuses it
-            the target before it reserves the domain
+            the target once it reserved the domain
 
 A hook is killed, with every process of its session, when it has not ended after
 the timeout (30 s; `vzfs mount --hook-timeout`); at a refusing phase that is a
