@@ -124,12 +124,15 @@ class Hooks:
         return sorted(e.path for e in entries
                       if is_hook_name(e.name) and e.is_file() and os.access(e.path, os.X_OK))
 
+    def active(self, domain: str) -> bool:
+        """Whether a phase of *domain* has hooks to run, or to wait for: the common case,
+        no hooks, costs one scandir and no Call."""
+        return domain in self._lanes or bool(self.scripts())
+
     async def refuse_unless_allowed(self, call: Call, what: str) -> None:
         """Run a refusing phase's hooks (after the domain's earlier ones); the first that
         fails refuses: VzfsError(EPERM, "WHAT: hook H refused at PHASE (exit N): REASON")."""
         assert call.phase in REFUSING
-        if not self.scripts() and call.domain not in self._lanes:
-            return           # the common case costs one scandir
         done = trio.Event()
         outcomes: list[Outcome] = []
 
@@ -145,11 +148,7 @@ class Hooks:
 
     def notify(self, call: Call, then: Callable[[], Any] | None = None) -> None:
         """Run a phase's hooks in the background, after the domain's earlier ones; *then*
-        runs after them (at once when there are none and none are queued)."""
-        if not self.scripts() and call.domain not in self._lanes:
-            if then is not None:
-                then()
-            return
+        runs after them."""
         self._enqueue(call, lambda outcomes: then() if then is not None else None)
 
     def _enqueue(self, call: Call, finished: Callable[[list[Outcome]], Any]) -> None:

@@ -244,6 +244,21 @@ class Registry:
                              paths.config_file(self.state_dir, dom.name),
                              configmod.dumps(dom.config), extra)
 
+    async def _hooks_allow(self, dom: Domain, phase: str, reason: str, what: str,
+                           **env: str) -> None:
+        """A refusing phase: its hooks may refuse with VzfsError(EPERM)."""
+        if self.hooks.active(dom.name):
+            await self.hooks.refuse_unless_allowed(self._hook_call(dom, phase, reason, **env),
+                                                   what)
+
+    def _hooks_tell(self, dom: Domain, phase: str, reason: str,
+                    then: Callable[[], Any] | None = None, **env: str) -> None:
+        """A phase that cannot refuse: its hooks run in the background, then *then*."""
+        if self.hooks.active(dom.name):
+            self.hooks.notify(self._hook_call(dom, phase, reason, **env), then)
+        elif then is not None:
+            then()
+
     def _hook_failed(self, call: hooksmod.Call, outcome: hooksmod.Outcome) -> None:
         status = outcome.problem or f"exit {outcome.status}"
         self.emit(call.domain, "hook", f"{call.phase} {outcome.hook} failed: {status}")
@@ -395,9 +410,9 @@ class Registry:
         reason = "resume" if restore else "boot"
         what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
         try:
-            await self.hooks.refuse_unless_allowed(self._hook_call(dom, "prepare", reason), what)
+            await self._hooks_allow(dom, "prepare", reason, what)
             rootfs = self._prepare_rootfs(dom)
-            await self.hooks.refuse_unless_allowed(self._hook_call(dom, "start", reason), what)
+            await self._hooks_allow(dom, "start", reason, what)
             client, hello = await self._spawn_controller(dom, restore, rootfs=rootfs)
         except BaseException:
             dom.set_state(previous)
@@ -405,7 +420,7 @@ class Registry:
             raise
         self._attach(dom, client, hello)
         # Queued before the next await: an init that ends at once is `stopped` after it.
-        self.hooks.notify(self._hook_call(dom, "started", reason))
+        self._hooks_tell(dom, "started", reason)
         await self._open_console(dom)
 
     def _prepare_rootfs(self, dom: Domain) -> str:
@@ -564,8 +579,8 @@ class Registry:
         if recorded and not self._untold(dom):
             return                 # its hooks were told at the time
         why = kind if kind in ("crashed", "suspended", "migrated") else "stopped"
-        self.hooks.notify(self._hook_call(dom, "stopped", why),
-                          then=(lambda: self._gone(dom)) if event == "migrated" else None)
+        self._hooks_tell(dom, "stopped", why,
+                         then=(lambda: self._gone(dom)) if event == "migrated" else None)
         if event != "migrated":
             self._told(dom)
 
@@ -634,7 +649,7 @@ class Registry:
         previous = dom.state
         dom.set_state(stopping)
         self.on_change(dom)
-        self.hooks.notify(self._hook_call(dom, "stop", verb))
+        self._hooks_tell(dom, "stop", verb)
         timeout = dom.config.stop_timeout + REQUEST_TIMEOUT
         try:
             reply = await client.request(f"cannot {verb} domain {dom.name}", verb, timeout=timeout,
@@ -709,9 +724,8 @@ class Registry:
         client = self._client(dom, "migrate")
         dom.busy = "migrated"
         try:
-            await self.hooks.refuse_unless_allowed(
-                self._hook_call(dom, "migrate", "check" if dry_run else "out",
-                                VZFS_TARGET=str(target)), what)
+            await self._hooks_allow(dom, "migrate", "check" if dry_run else "out", what,
+                                    VZFS_TARGET=str(target))
             # The daemon's ssh command: a controller may be older than its daemon.
             reply = await client.request(what, "migrate", timeout=MIGRATE_PREFLIGHT_TIMEOUT,
                                          target=str(target), dry_run=dry_run,
@@ -783,8 +797,8 @@ class Registry:
         dom.error = ""
         if dom.client is not None:
             dom.set_state(State.RUNNING)
-            self.hooks.notify(self._hook_call(dom, "started", "migrated",
-                                              VZFS_SOURCE=str(record.get("source_host", ""))))
+            self._hooks_tell(dom, "started", "migrated",
+                             VZFS_SOURCE=str(record.get("source_host", "")))
         self.on_change(dom)
 
     async def drop_incoming(self, dom: Domain) -> None:

@@ -249,9 +249,8 @@ class Incoming:
             raise from_oserror(exc, f"cannot receive domain {name}") from exc
         try:
             # This host's hooks may refuse it, before anything is copied.
-            await self.reg.hooks.refuse_unless_allowed(
-                self.reg._hook_call(dom, "migrate", "in", VZFS_SOURCE=source),
-                f"domain {name} cannot come here")
+            await self.reg._hooks_allow(dom, "migrate", "in", f"domain {name} cannot come here",
+                                        VZFS_SOURCE=source)
         except BaseException:
             remove_leftover(self.reg.state_dir, name)
             self.reg.forget(dom, "its arrival was refused by a hook")
