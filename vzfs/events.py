@@ -62,31 +62,36 @@ class EventLog:
             self.first_offset += len(self.lines.popleft())
             self.first += 1
 
-    def read_at(self, offset: int, size: int) -> bytes:
-        """The bytes at *offset* of the whole stream, as a file holds them: b"" at its
-        end, and before the oldest line kept (those are gone)."""
-        if offset < self.first_offset or offset >= self.size:
-            return b""
-        # Readers read near the end (tail follows it): walk back from there.
-        pos, chunks = self.size, []
-        for item in reversed(self.lines):
-            if pos <= offset:
-                break
-            pos -= len(item)
-            chunks.append(item)
-        data = b"".join(reversed(chunks))
-        return data[offset - pos:offset - pos + size]
-
-    def seq_at(self, offset: int) -> int:
-        """The sequence number of the line that holds *offset* (`end` at the size)."""
-        pos, seq = self.size, self.end
+    def _from(self, offset: int) -> tuple[int, int, list[bytes]]:
+        """The line that holds *offset* and the lines after it, oldest first, with that
+        line's offset and sequence number (the size and `end` past the last line).
+        Readers read near the end (tail follows it): the walk goes back from there."""
+        pos, seq, after = self.size, self.end, []
         for item in reversed(self.lines):
             if pos <= offset:
                 break
             pos -= len(item)
             seq -= 1
-        return seq
+            after.append(item)
+        after.reverse()
+        return pos, seq, after
 
+    def read_at(self, offset: int, size: int) -> bytes:
+        """The bytes at *offset* of the whole stream, as a file holds them: b"" at its
+        end, and before the oldest line kept (those are gone)."""
+        if offset < self.first_offset or offset >= self.size:
+            return b""
+        pos, _, after = self._from(offset)
+        out = bytearray()
+        for item in after:              # only as many lines as the read takes
+            out += item
+            if len(out) >= offset - pos + size:
+                break
+        return bytes(out[offset - pos:offset - pos + size])
+
+    def seq_at(self, offset: int) -> int:
+        """The sequence number of the line that holds *offset* (`end` at the size)."""
+        return self._from(offset)[1]
 
 def overflow(missed: int) -> bytes:
     """What a stream reader that fell behind the log reads where the events it missed were."""

@@ -535,12 +535,22 @@ class Operations(pyfuse3.Operations):
             if data:
                 h.seq = log_.seq_at(pos + len(data))
                 return data
-            if h.nonblock:
-                raise pyfuse3.FUSEError(errno.EAGAIN)
-            with trio.move_on_after(INTERRUPT_POLL):     # as in _read_stream
-                await changed.wait()
-            if signal_pending(h.opener):
-                raise pyfuse3.FUSEError(errno.EINTR)
+            await self._wait_for_more(h, changed)
+
+    @staticmethod
+    async def _wait_for_more(h: Handle, changed: trio.Event) -> None:
+        """A stream reader at the end: EAGAIN without blocking, else wait for *changed*.
+
+        A read the kernel has handed to us can only end by our answer (fuse(4): the
+        reader then sleeps uninterruptibly), and pyfuse3 does not pass FUSE_INTERRUPT
+        on. So look every so often whether the reader has a signal to take (Ctrl-C,
+        timeout(1)) and let it go with EINTR."""
+        if h.nonblock:
+            raise pyfuse3.FUSEError(errno.EAGAIN)
+        with trio.move_on_after(INTERRUPT_POLL):
+            await changed.wait()
+        if signal_pending(h.opener):
+            raise pyfuse3.FUSEError(errno.EINTR)
 
     async def _read_stream(self, h: Handle, size: int) -> bytes:
         assert h.domain is not None
@@ -555,16 +565,7 @@ class Operations(pyfuse3.Operations):
             if data:
                 h.cursor = cursor
                 return data
-            if h.nonblock:
-                raise pyfuse3.FUSEError(errno.EAGAIN)
-            # A read the kernel has handed to us can only end by our answer
-            # (fuse(4): the reader then sleeps uninterruptibly), and pyfuse3
-            # does not pass FUSE_INTERRUPT on. So look every so often whether
-            # the reader has a signal to take (Ctrl-C, timeout(1)) and let it go.
-            with trio.move_on_after(INTERRUPT_POLL):
-                await changed.wait()
-            if signal_pending(h.opener):
-                raise pyfuse3.FUSEError(errno.EINTR)
+            await self._wait_for_more(h, changed)
 
     @boundary
     async def read(self, fh: int, off: int, size: int) -> bytes:
