@@ -382,3 +382,9 @@ def test_a_daemon_that_starts_tells_hooks_only_of_ends_they_did_not_see(
     instance.mount()
     time.sleep(1)        # (what a third daemon would tell the hooks, it tells at once)
     assert len(calls.all()) == 9, calls.phases()
+
+
+def test_the_cli_defaults_are_the_hooks_defaults() -> None:
+    from vzfs import cli, hooks
+    assert (cli.DEFAULT_HOOKS_DIR, cli.DEFAULT_HOOK_TIMEOUT) == (hooks.DEFAULT_DIR,
+                                                                 hooks.DEFAULT_TIMEOUT)

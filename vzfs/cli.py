@@ -12,7 +12,9 @@ from .errors import VzfsError
 
 DEFAULT_MOUNTPOINT = "/run/vzfs"
 DEFAULT_STATE_DIR = "/var/lib/vzfs"
-DEFAULT_HOOKS_DIR = "/etc/vzfs/hooks.d"   # hooks.DEFAULT_DIR: the CLI imports no trio
+# hooks.DEFAULT_DIR and DEFAULT_TIMEOUT: the CLI imports no trio (a test holds them equal).
+DEFAULT_HOOKS_DIR = "/etc/vzfs/hooks.d"
+DEFAULT_HOOK_TIMEOUT = 30.0
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
@@ -127,8 +129,9 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--hooks-dir", default=DEFAULT_HOOKS_DIR, metavar="DIR",
                    help=f"executables run at each domain's lifecycle phases (default "
                         f"{DEFAULT_HOOKS_DIR}; an empty value: none)")
-    m.add_argument("--hook-timeout", type=float, default=30.0, metavar="SECONDS",
-                   help="a hook still running after this long is killed (default 30)")
+    m.add_argument("--hook-timeout", type=float, default=DEFAULT_HOOK_TIMEOUT, metavar="SECONDS",
+                   help=f"a hook still running after this long is killed (default "
+                        f"{DEFAULT_HOOK_TIMEOUT:g})")
     m.add_argument("mountpoint", nargs="?", default=DEFAULT_MOUNTPOINT)
     m.set_defaults(func=cmd_mount)
     u = sub.add_parser("umount", help="stop serving; running domains keep running")

@@ -122,10 +122,9 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     # The mount's source names the state dir, as sshfs names host:path.
     options |= {f"fsname={state_dir}", "subtype=vzfs"}
     pyfuse3.init(ops, mountpoint, options)
-    ops.mountpoint = mountpoint
     log.info("serving %s from state dir %s (cgroup %s)", mountpoint, state_dir, layout.mode)
     try:
-        trio.run(_main, registry, ops, ready_fd, notifier, mountpoint)
+        trio.run(_main, registry, ops, ready_fd, notifier)
     finally:
         pyfuse3.close(unmount=True)
         _remove_instance_cgroup(layout, state_dir)
@@ -142,8 +141,9 @@ def _remove_instance_cgroup(layout: cgroups.Layout, state_dir: str) -> None:
             pass        # gone already, or a running domain's directory is in it
 
 
-async def _main(registry: Registry, ops: Operations, ready_fd: int | None, notifier: Notifier,
-                mountpoint: str) -> None:
+async def _main(registry: Registry, ops: Operations, ready_fd: int | None,
+                notifier: Notifier) -> None:
+    mountpoint = registry.mountpoint
     async with trio.open_nursery() as nursery:
         registry.nursery = nursery
         nursery.start_soon(ops.invalidator.run)

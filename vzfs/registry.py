@@ -204,7 +204,7 @@ class Registry:
         self.zygote = zygote
         self.domains: dict[str, Domain] = {}
         self._nursery: trio.Nursery | None = None
-        self.mountpoint = ""             # set by the daemon: hooks are told it
+        self.mountpoint = ""             # set by the daemon: hooks and the toucher use it
         self.hooks = hooks or hooksmod.Hooks(None)
         self.hooks.on_failed = self._hook_failed
         self.on_change: Callable[[Domain], None] = lambda dom: None

@@ -153,7 +153,8 @@ README = """\
 vzfs — containers managed through this filesystem. See vzfs(5) for the whole contract.
 
   version             vzfs, kernel, cgroup mode, checkpoint engine
-  events              TIME DOMAIN KIND DETAIL lines from when you open it, then follows (tail -f)
+  events              TIME DOMAIN KIND DETAIL lines from when you open it, then follows;
+                      tail -f: the last ten, then each new one
   templates/          rootfs templates (cat one to see where it lives)
   domains/            mkdir NAME defines a domain; rmdir NAME undefines a stopped one
   domains/NAME/

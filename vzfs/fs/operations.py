@@ -259,16 +259,15 @@ class Operations(pyfuse3.Operations):
         registry.on_files_changed = self._files_changed
         registry.on_emitted = self._emitted
         self.toucher = Toucher()
-        self.mountpoint: str | None = None       # set by the daemon once mounted
 
     def _emitted(self) -> None:
         # tail -f follows `events` by inotify (or by its size, each second).
-        if self.mountpoint is not None:
-            self.toucher.mark([os.path.join(self.mountpoint, "events")])
+        if self.reg.mountpoint:
+            self.toucher.mark([os.path.join(self.reg.mountpoint, "events")])
 
     def _files_changed(self, dom: Domain, names: tuple[str, ...]) -> None:
-        if self.mountpoint is not None and dom.name in self.dom_base:
-            base = os.path.join(self.mountpoint, "domains", dom.name)
+        if self.reg.mountpoint and dom.name in self.dom_base:
+            base = os.path.join(self.reg.mountpoint, "domains", dom.name)
             self.toucher.mark([os.path.join(base, name) for name in names])
 
     def _shown_changed(self, dom: Domain) -> None:
