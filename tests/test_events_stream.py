@@ -394,3 +394,29 @@ def test_a_toucher_that_died_is_replaced(instance: Instance) -> None:
         watch.kill()
         watch.wait()
     assert instance.read("n3", "state") == "crashed\n"
+
+
+def test_inotify_sees_a_refused_migration_in_migrate_target(instance: Instance) -> None:
+    # A hook refuses the move before the controller hears of it: only the daemon's
+    # record of the refusal changes the file (a failed write() is no modification).
+    instance.quick("m1")
+    instance.write("m1", "state", "start")
+    instance.hooks.mkdir()
+    refuse = instance.hooks / "10-refuse"
+    refuse.write_text("#!/bin/sh\necho not today\nexit 1\n")
+    refuse.chmod(0o755)
+    watch = _inotifywait(instance.dom("m1") / "migrate_target", "modify")
+    try:
+        # Without O_TRUNC: a truncation would raise IN_MODIFY by itself.
+        fd = os.open(instance.dom("m1") / "migrate_target", os.O_WRONLY)
+        try:
+            with pytest.raises(PermissionError):
+                os.write(fd, b"check nosuchhost.invalid\n")
+        finally:
+            os.close(fd)
+        assert "status refused" in instance.read("m1", "migrate_target")
+        seen = _seen(watch, 5)
+        assert "MODIFY" in seen, seen
+    finally:
+        watch.kill()
+        watch.wait()

@@ -142,12 +142,14 @@ class DomainConsole:
 
 # The fields the kernel-cached control files (state, pid, id) are made from.
 SHOWN_CACHED = frozenset({"state", "pid", "config"})
-# The fields whose changes are events (the `events` stream), whoever changes them.
-NOTICED = frozenset({"state", "error", "vnc_restarts", "pid"})
+# The fields whose changes are noticed, whoever changes them: the files that show them
+# are touched (inotify), and all but FILES_ONLY are events and wake pollers.
+NOTICED = frozenset({"state", "error", "vnc_restarts", "pid", "migration"})
+FILES_ONLY = frozenset({"pid", "migration"})
 # The control files whose content a change of each NOTICED field changes.
 FILES_OF = {"state": ("state", "events"), "error": ("error", "events"),
             "vnc_restarts": ("vnc", "vnc_websocket", "events"),
-            "pid": ("pid", "vnc", "vnc_websocket")}
+            "pid": ("pid", "vnc", "vnc_websocket"), "migration": ("migrate_target",)}
 
 
 @dataclasses.dataclass(eq=False)
@@ -276,7 +278,7 @@ class Registry:
         if self.domains.get(dom.name) is not dom:
             return                     # not (or no longer) one of ours
         self.on_files_changed(dom, FILES_OF[field])
-        if field == "pid":
+        if field in FILES_ONLY:
             return
         dom.events_generation += 1
         pollers, dom.pollers = dom.pollers, {}
@@ -542,7 +544,6 @@ class Registry:
                 outcome = "passed " if phase == "preflight" else ""
                 self.emit(dom.name, "migrate", f"{phase} {outcome}{target}")
             dom.migration = record
-            self.on_files_changed(dom, ("migrate_target",))
             dom.changed_at = time.time()
         elif event == "migrate_failed":
             self.emit(dom.name, "migrate", f"failed {msg.get('error')}")
