@@ -100,9 +100,7 @@ def _crash_once(ctx: Context, name: str) -> tuple[float, float]:
 def crash_seen(ctx: Context) -> Values:
     inst = ctx.instance()
     name = "watched"
-    inst.define(name, DOMAIN_CONFIG)
-    inst.start(name)          # the first start fills the rootfs: not timed
-    inst.kill(name)
+    inst.define_filled(name, DOMAIN_CONFIG)
     by_inotify, by_events = [], []
     for _ in range(ctx.settings.cycles):
         ms_inotify, ms_events = _crash_once(ctx, name)
@@ -119,9 +117,7 @@ def crash_seen(ctx: Context) -> Values:
 def start_with_a_hook(ctx: Context) -> Values:
     inst = ctx.instance()
     name = "hooked"
-    inst.define(name, DOMAIN_CONFIG)
-    inst.start(name)
-    inst.kill(name)
+    inst.define_filled(name, DOMAIN_CONFIG)
     hook = os.path.join(inst.hooks_dir, "50-noop")
     times: dict[str, list[float]] = {"with": [], "without": []}
     try:

@@ -91,6 +91,13 @@ class Instance:
         with open(self.path(name, "config"), "w") as f:
             f.write(config)
 
+    def define_filled(self, name: str, config: str) -> None:
+        """Define *name* and have its rootfs filled from the template by one start and
+        kill, not timed: the first start of a domain does that one-off work."""
+        self.define(name, config)
+        self.start(name)
+        self.kill(name)
+
     def rootfs(self, name: str) -> str:
         return paths.default_rootfs(self.state_dir, int(self.read(name, "id")))
 

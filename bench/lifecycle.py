@@ -26,10 +26,7 @@ def start_and_kill(ctx: Context) -> Values:
     inst = ctx.instance()
     peer = ctx.crun()
     name = "lifecycle"
-    inst.define(name, DOMAIN_CONFIG)
-    # The first start fills the rootfs from the template: a one-off, not timed.
-    inst.start(name)
-    inst.kill(name)
+    inst.define_filled(name, DOMAIN_CONFIG)
     peer.bundle(name, inst.rootfs(name), INIT)
     peer.run(name)
     peer.delete(name)
