@@ -90,6 +90,10 @@ class Outcome:
     def failed(self) -> bool:
         return self.status != 0
 
+    def summary(self) -> str:
+        """`exit N`, `timeout`, or why it could not run: for the log and the event."""
+        return self.problem or f"exit {self.status}"
+
     def describe(self, phase: str, timeout: float) -> str:
         if self.problem == "timeout":
             return f"hook {self.hook} did not finish within {timeout:g} s at {phase} and was killed"
@@ -178,8 +182,7 @@ class Hooks:
             outcomes.append(outcome)
             level = logging.WARNING if outcome.failed() else logging.INFO
             log.log(level, "hook %s %s %s (%s): %s%s", os.path.basename(path), call.domain,
-                    call.phase, call.reason,
-                    outcome.problem or f"exit {outcome.status}",
+                    call.phase, call.reason, outcome.summary(),
                     "".join(f"\n  | {line}" for line in
                             outcome.output.decode("utf-8", errors="replace").splitlines()))
             if outcome.failed():

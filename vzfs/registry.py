@@ -262,8 +262,7 @@ class Registry:
             then()
 
     def _hook_failed(self, call: hooksmod.Call, outcome: hooksmod.Outcome) -> None:
-        status = outcome.problem or f"exit {outcome.status}"
-        self.emit(call.domain, "hook", f"{call.phase} {outcome.hook} failed: {status}")
+        self.emit(call.domain, "hook", f"{call.phase} {outcome.hook} failed: {outcome.summary()}")
 
     # -- events ---------------------------------------------------------------
     def emit(self, domain: str, kind: str, detail: str = "") -> None:
