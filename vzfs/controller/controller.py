@@ -32,7 +32,7 @@ from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
 from ..kernel.syscalls import set_comm
 from . import checkpoint, container, paths, screenstate, vncspawn
-from ..terminal import make_terminal
+from ..terminal import BACKENDS, make_terminal
 from .consolestream import (
     FrameDecoder, FrameError, Ring, data_frame, json_frame, parse_json_frame,
 )
@@ -113,7 +113,14 @@ class Controller:
         self.console_changed = trio.Event()
         self.input_lock = trio.Lock()
         self.columns, self.lines = DEFAULT_COLUMNS, DEFAULT_LINES
-        self.term = make_terminal(self.cfg.console.emulator, self.columns, self.lines)
+        # The spare made a blank terminal of the default kind while it waited: the
+        # emulator's first allocations cost most of a millisecond in a fresh fork.
+        ready = request.get("terminal")
+        if (ready is not None and type(ready) is BACKENDS.get(self.cfg.console.emulator)
+                and (ready.columns, ready.lines) == (self.columns, self.lines)):
+            self.term = ready
+        else:
+            self.term = make_terminal(self.cfg.console.emulator, self.columns, self.lines)
         self.fed = 0                 # ring offset the emulator has consumed
         # The VNC server process (vzfs.vnc.process), forked by the spawner on request.
         self.vnc_spawner: socket.socket | None = None

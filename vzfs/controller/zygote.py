@@ -114,6 +114,11 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
             spawner: socket.socket | None = vncspawn.start()
         except OSError:
             spawner = None           # the controller will fork one itself
+        from ..config import Console
+        from ..terminal import make_terminal
+        from .controller import DEFAULT_COLUMNS, DEFAULT_LINES
+        # A blank console of the default kind, made now rather than on the start's path.
+        terminal = make_terminal(Console().emulator, DEFAULT_COLUMNS, DEFAULT_LINES)
         msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
         if not msg:
             if prepared is not None:
@@ -128,6 +133,7 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
         request = json.loads(msg)
         request["prepared"] = prepared
         request["vnc_spawner"] = spawner
+        request["terminal"] = terminal
         run(request, fds[0])  # type: ignore[operator]
     except BaseException:
         code = 1
