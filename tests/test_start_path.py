@@ -90,3 +90,15 @@ def test_a_console_of_another_size_is_not_taken(tmp_path: Path) -> None:
                                                       controller.DEFAULT_LINES)
     finally:
         os.close(ctl.dir_fd)
+
+
+def test_the_rehearsal_leaves_nothing_behind(tmp_path: Path) -> None:
+    fds = sorted(os.listdir("/proc/self/fd"))
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        controller.rehearse()
+        assert list(tmp_path.iterdir()) == []
+    finally:
+        os.chdir(cwd)
+    assert sorted(os.listdir("/proc/self/fd")) == fds

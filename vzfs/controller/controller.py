@@ -7,6 +7,7 @@ finds it again after a restart. When the domain ends, the controller records the
 outcome in `last_exit.json`, tells every connected daemon, and exits.
 """
 
+import dataclasses
 import errno
 import fcntl
 import json
@@ -951,6 +952,23 @@ def _log_to(path: str) -> None:
     fd = os.open(path, flags, 0o600)
     os.dup2(fd, 2)
     os.close(fd)
+
+
+def rehearse() -> None:
+    """The pure part of a controller's set-up, once, on a made-up domain: the spare
+    runs it while it waits for a request.
+
+    A spare shares the zygote's memory copy-on-write, and the first write to each
+    shared page (a reference count, an allocator pool) copies it: about 5 µs a page
+    on these VMs, some 130 pages for this part. Copied here, they are not copied
+    while `echo start` waits (0.6-0.9 ms). Nothing outside this process changes.
+    """
+    layout = cgroups.Layout(mode="v1", unified=None, v1={"memory": "/", "pids": "/"})
+    request = json.loads(json.dumps({
+        "config": configmod.to_dict(configmod.default("rehearsal", 1)),
+        "layout": dataclasses.asdict(layout)}))
+    configmod.from_dict(request["config"], name="rehearsal", default_id=None)
+    cgroups.Cgroup(cgroups.Layout(**request["layout"]), "vzfs/rehearsal/1")
 
 
 def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:

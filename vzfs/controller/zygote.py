@@ -116,9 +116,11 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
             spawner = None           # the controller will fork one itself
         from ..config import Console
         from ..terminal import make_terminal
-        from .controller import DEFAULT_COLUMNS, DEFAULT_LINES
-        # A blank console of the default kind, made now rather than on the start's path.
+        from .controller import DEFAULT_COLUMNS, DEFAULT_LINES, rehearse
+        # A blank console of the default kind, made now rather than on the start's path,
+        # and the pages the set-up writes copied now (controller.rehearse).
         terminal = make_terminal(Console().emulator, DEFAULT_COLUMNS, DEFAULT_LINES)
+        rehearse()
         msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
         if not msg:
             if prepared is not None:
