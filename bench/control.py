@@ -2,6 +2,8 @@
 
 import errno
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
@@ -95,8 +97,41 @@ def tmpfs_file(ctx: Context) -> str:
     return path
 
 
+FLOOR_READY_S = 10.0
+
+
+def pyfuse3_floor_file(ctx: Context) -> str:
+    """`state` of a minimal pyfuse3 + trio filesystem (bench/pyfuse3_floor.py) mounted
+    in the suite's root: the library's floor under vzfs's control-file read."""
+    mountpoint = os.path.join(ctx.root, "pyfuse3-floor")
+    os.makedirs(mountpoint, exist_ok=True)
+    server = subprocess.Popen([sys.executable, "-P", "-m", "bench.pyfuse3_floor", mountpoint],
+                              stdin=subprocess.DEVNULL)
+
+    def stop() -> None:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        if host.is_mounted(mountpoint):       # killed before it could unmount
+            subprocess.run(["umount", "-l", mountpoint], check=False)
+    ctx.cleanups.append(stop)
+    path = os.path.join(mountpoint, "state")
+    deadline = time.monotonic() + FLOOR_READY_S
+    while not os.path.exists(path):
+        if server.poll() is not None:
+            raise BenchError(f"the pyfuse3 floor filesystem exited with status {server.returncode}")
+        if time.monotonic() > deadline:
+            raise BenchError(f"the pyfuse3 floor filesystem did not show {path} in {FLOOR_READY_S:g} s")
+        time.sleep(0.02)
+    return path
+
+
 @measurement("control_read_us_p50", "control_read_us_p99", "tmpfs_read_us_p50",
-             "cgroupfs_read_us_p50", "control_write_us_p50", "cgroupfs_write_us_p50")
+             "cgroupfs_read_us_p50", "pyfuse3_floor_read_us_p50", "control_write_us_p50",
+             "cgroupfs_write_us_p50")
 def control_files(ctx: Context) -> Values:
     inst = ctx.instance()
     name = "control"
@@ -108,7 +143,8 @@ def control_files(ctx: Context) -> Values:
         cg_value = f.read().strip().encode()
     n = ctx.settings.iterations
     reads = interleaved({"vzfs": read_op(state), "tmpfs": read_op(tmpfs_file(ctx)),
-                         "cgroupfs": read_op(cg_file)}, n)
+                         "cgroupfs": read_op(cg_file),
+                         "pyfuse3": read_op(pyfuse3_floor_file(ctx))}, n)
     # `stop` on a stopped domain is refused with EBUSY and changes nothing; the
     # kernel's peer is writing a limit's current value back.
     writes = interleaved({"vzfs": write_op(state, b"stop\n", errno.EBUSY),
@@ -119,6 +155,7 @@ def control_files(ctx: Context) -> Values:
         "control_read_us_p99": percentile(reads["vzfs"], 99),
         "tmpfs_read_us_p50": median(reads["tmpfs"]),
         "cgroupfs_read_us_p50": median(reads["cgroupfs"]),
+        "pyfuse3_floor_read_us_p50": median(reads["pyfuse3"]),
         # The peers' tails show how much of vzfs's tail is the host's noise.
         "tmpfs_read_us_p99": percentile(reads["tmpfs"], 99),
         "cgroupfs_read_us_p99": percentile(reads["cgroupfs"], 99),
