@@ -41,6 +41,12 @@ def test_the_log_is_also_a_growing_file_read_at_offsets() -> None:
     assert log.read_at(0, 100) == b""
     assert log.read_at(log.first_offset - 1, 100) == b""
     assert log.read_at(log.size + 5, 100) == b""
+    # A stream reader's read: the same bytes, and where it goes on, in one walk.
+    for offset in range(0, log.size + 3):
+        for size in (1, 3, 7, 100):
+            data = log.read_at(offset, size)
+            assert log.read_on(offset, size) == (data, log.seq_at(offset + len(data))), \
+                (offset, size)
 
 
 def test_stream_readers_and_positioned_readers() -> None:

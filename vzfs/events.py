@@ -13,6 +13,7 @@ a reader seek back over what it read, as bash's `read` does on a seekable file.
 Nothing a reader does (or does not do) ever holds up `append`.
 """
 
+import bisect
 import collections
 import datetime
 
@@ -79,19 +80,30 @@ class EventLog:
     def read_at(self, offset: int, size: int) -> bytes:
         """The bytes at *offset* of the whole stream, as a file holds them: b"" at its
         end, and before the oldest line kept (those are gone)."""
-        if offset < self.first_offset or offset >= self.size:
-            return b""
-        pos, _, after = self._from(offset)
+        return self.read_on(offset, size)[0]
+
+    def read_on(self, offset: int, size: int) -> tuple[bytes, int]:
+        """`read_at`'s bytes, and the sequence number of the line that holds the offset
+        after them (`seq_at` there): where a stream reader goes on, in one walk."""
+        if offset >= self.size:
+            return b"", self.end
+        if offset < self.first_offset:
+            return b"", self.first
+        pos, seq, after = self._from(offset)
         out = bytearray()
+        ends: list[int] = []            # each joined line's end offset
         for item in after:              # only as many lines as the read takes
             out += item
+            ends.append(pos + len(out))
             if len(out) >= offset - pos + size:
                 break
-        return bytes(out[offset - pos:offset - pos + size])
+        data = bytes(out[offset - pos:offset - pos + size])
+        return data, seq + bisect.bisect_right(ends, offset + len(data))
 
     def seq_at(self, offset: int) -> int:
         """The sequence number of the line that holds *offset* (`end` at the size)."""
         return self._from(offset)[1]
+
 
 def overflow(missed: int) -> bytes:
     """What a stream reader that fell behind the log reads where the events it missed were."""

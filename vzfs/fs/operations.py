@@ -530,9 +530,9 @@ class Operations(pyfuse3.Operations):
                 h.cursor = log_.first_offset - (off + len(data))
                 h.seq = log_.first
                 return data
-            data = log_.read_at(pos, size)
+            data, seq = log_.read_on(pos, size)
             if data:
-                h.seq = log_.seq_at(pos + len(data))
+                h.seq = seq
                 return data
             await self._wait_for_more(h, changed)
 
