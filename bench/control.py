@@ -115,8 +115,7 @@ def pyfuse3_floor_file(ctx: Context) -> str:
         except subprocess.TimeoutExpired:
             server.kill()
             server.wait()
-        if host.is_mounted(mountpoint):       # killed before it could unmount
-            subprocess.run(["umount", "-l", mountpoint], check=False)
+        host.detach_dead_mount(mountpoint)    # killed before it could unmount
     ctx.cleanups.append(stop)
     path = os.path.join(mountpoint, "state")
     deadline = time.monotonic() + FLOOR_READY_S

@@ -3,6 +3,7 @@
 import os
 import platform
 import signal
+import subprocess
 import time
 
 
@@ -24,6 +25,13 @@ def mounts() -> list[tuple[str, str]]:
 def is_mounted(path: str) -> bool:
     real = os.path.realpath(path)
     return any(point == real for point, _ in mounts())
+
+
+def detach_dead_mount(path: str) -> None:
+    """A FUSE mount whose server is gone ("Transport endpoint is not connected"):
+    detach it (util-linux umount, lazily), so its directory can be removed."""
+    if is_mounted(path):
+        subprocess.run(["umount", "-l", path], capture_output=True)
 
 
 def cgroup_mounts() -> list[str]:

@@ -157,10 +157,7 @@ class Instance:
             except subprocess.TimeoutExpired:
                 problems.append("vzfs umount did not return")
         self._stop_daemon(problems)
-        if host.is_mounted(self.mountpoint):
-            # The daemon is gone but its mount stayed ("Transport endpoint is not
-            # connected"): detach it, so the temp dir can be removed.
-            subprocess.run(["umount", "-l", self.mountpoint], capture_output=True)
+        host.detach_dead_mount(self.mountpoint)     # the daemon is gone, its mount stayed
         # Containers whose kill failed die with their cgroup; their controllers
         # then see init exit and end by themselves.
         left = host.remove_cgroups(self.cgroup_relpath())
