@@ -15,8 +15,10 @@ from typing import Any
 
 import tomli_w
 
+from . import idmap as idmapmod
 from . import mountspec
 from .errors import VzfsError
+from .idmap import IdMap
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
 HOSTNAME_RE = re.compile(r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
@@ -73,6 +75,10 @@ class DomainConfig:
     vnc: Vnc = Vnc()
     console: Console = Console()
     memory_text: str | None = None        # memory as the user wrote it, for dumps()
+    # A user namespace unless privileged; its block of host ids, None until the
+    # registry assigns one (vzfs.idmap).
+    privileged: bool = False
+    idmap: IdMap | None = None
 
 
 def is_valid_name(name: str) -> bool:
@@ -265,6 +271,11 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None) -> Doma
     if emulator not in EMULATORS:
         raise _invalid("console.emulator", f"{emulator!r} is not one of {', '.join(EMULATORS)}")
     _no_leftovers(console_t, "console.")
+    privileged = _take(doc, "privileged", bool, "")
+    idmap = _parse_idmap(_take(doc, "idmap", dict, ""))
+    if privileged and idmap is not None:
+        raise _invalid("idmap", "a privileged domain has no user namespace to map; "
+                                "remove [idmap] or set privileged = false")
     _no_leftovers(doc, "")
 
     return DomainConfig(
@@ -274,7 +285,23 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None) -> Doma
         limits=Limits(memory=memory, cpus=float(cpus) if cpus is not None else None, pids=pids),
         mounts=tuple(mounts), vnc=Vnc(listen, port, password, websocket, websocket_port),
         console=Console(emulator), memory_text=memory_text,
+        privileged=bool(privileged), idmap=idmap,
     )
+
+
+def _parse_idmap(table: dict[str, Any] | None) -> IdMap | None:
+    if table is None:
+        return None
+    table = dict(table)
+    uid = _take(table, "uid", int, "idmap.")
+    gid = _take(table, "gid", int, "idmap.")
+    size = _take(table, "size", int, "idmap.")
+    _no_leftovers(table, "idmap.")
+    if uid is None:
+        raise _invalid("idmap.uid", "missing (the host uid of the domain's root)")
+    m = IdMap(uid, uid if gid is None else gid, idmapmod.BLOCK if size is None else size)
+    idmapmod.validate(m)
+    return m
 
 
 def to_dict(cfg: DomainConfig) -> dict[str, Any]:
@@ -285,7 +312,10 @@ def to_dict(cfg: DomainConfig) -> dict[str, Any]:
         "autostart": cfg.autostart,
         "stop_signal": signal.Signals(cfg.stop_signal).name,
         "stop_timeout": cfg.stop_timeout,
+        "privileged": cfg.privileged,
     }
+    if cfg.idmap is not None:
+        doc["idmap"] = {"uid": cfg.idmap.uid, "gid": cfg.idmap.gid, "size": cfg.idmap.size}
     rootfs: dict[str, Any] = {}
     if cfg.rootfs_path is not None:
         rootfs["path"] = cfg.rootfs_path
