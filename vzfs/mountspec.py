@@ -13,6 +13,11 @@ container; OPTIONS are comma-separated, like fstab's fourth field:
 ``private`` ``slave``     propagation of the new mount (mount_namespaces(7)); the default
 ``shared`` ``unbindable`` is ``private``: nothing the host mounts later appears inside
 ``size=`` ``mode=``       tmpfs only: its size (``64M``, ``50%``) and root directory mode
+``idmap=``                unprivileged domains, bind mounts only: ``shift`` (the default:
+                          host ids 1-65535 appear as themselves, the domain's root is its
+                          own block's root and the host's root is nobody), ``host`` (the
+                          host's root is root inside: files root creates there belong to
+                          the host's root) or ``none`` (ids as the domain's block maps them)
 ========================  ==============================================================
 
 The canonical form (what `mounts` and `config` show) lists the options that differ
@@ -49,6 +54,7 @@ _PROPAGATION: Final = {"private": MS_PRIVATE, "slave": MS_SLAVE, "shared": MS_SH
                        "unbindable": MS_UNBINDABLE}
 _SIZE_RE: Final = re.compile(r"(\d+[kKmMgG]?|\d{1,3}%)\Z")
 _MODE_RE: Final = re.compile(r"[0-7]{3,4}\Z")
+IDMAP_MODES: Final = ("shift", "host", "none")
 MAX_LINE: Final = 4096
 
 
@@ -94,7 +100,16 @@ class MountSpec:
     @property
     def tmpfs_options(self) -> dict[str, str]:
         """fsconfig(2) keys for a tmpfs (``size``, ``mode``)."""
-        return dict(o.split("=", 1) for o in self.options if "=" in o)
+        return dict(o.split("=", 1) for o in self.options
+                    if "=" in o and not o.startswith("idmap="))
+
+    @property
+    def idmap(self) -> str:
+        """How an unprivileged domain sees the ids of a bind mount (IDMAP_MODES)."""
+        for option in self.options:
+            if option.startswith("idmap="):
+                return option[len("idmap="):]
+        return "shift"
 
     @property
     def options_text(self) -> str:
@@ -128,6 +143,7 @@ def parse_options(text: str, source: str) -> tuple[str, ...]:
     recursive = False
     propagation = ""
     tmpfs: dict[str, str] = {}
+    idmap = "shift"
     for raw in text.split(","):
         option = raw.strip()
         if option in ("", "defaults"):
@@ -141,6 +157,12 @@ def parse_options(text: str, source: str) -> tuple[str, ...]:
         elif option in _PROPAGATION or (option[:1] == "r" and option[1:] in _PROPAGATION):
             # rprivate and friends: our mounts are whole new trees, so recursive anyway.
             propagation = option if option in _PROPAGATION else option[1:]
+        elif option.startswith("idmap="):
+            idmap = option[len("idmap="):]
+            if idmap not in IDMAP_MODES:
+                raise _invalid(f"idmap={idmap} is not one of {', '.join(IDMAP_MODES)}")
+            if source == TMPFS:
+                raise _invalid("idmap= is for bind mounts: a tmpfs is the domain's own")
         elif "=" in option:
             key, value = option.split("=", 1)
             if key not in ("size", "mode"):
@@ -162,6 +184,8 @@ def parse_options(text: str, source: str) -> tuple[str, ...]:
     if propagation and propagation != "private":
         out.append(propagation)
     out += [f"{key}={tmpfs[key]}" for key in ("size", "mode") if key in tmpfs]
+    if idmap != "shift":
+        out.append(f"idmap={idmap}")
     return tuple(out)
 
 

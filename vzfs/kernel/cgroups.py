@@ -117,6 +117,19 @@ class Cgroup:
             for rule in DEVICE_ALLOW:
                 _write(os.path.join(dev, "devices.allow"), rule)
 
+    # cgroups(7) "Cgroups delegation": the directory and the files that let the
+    # delegatee make and populate sub-cgroups; the limit files stay root's.
+    DELEGATED = ("", "cgroup.procs", "cgroup.threads", "cgroup.subtree_control", "tasks")
+
+    def delegate(self, uid: int, gid: int) -> None:
+        """Give the domain's root the cgroup to manage below its limits."""
+        for path in self.distinct_dirs():
+            for name in self.DELEGATED:
+                try:
+                    os.chown(os.path.join(path, name), uid, gid)
+                except FileNotFoundError:
+                    pass        # tasks is v1's, cgroup.threads v2's
+
     def _create_v2(self) -> None:
         assert self.layout.unified
         root = self.layout.unified

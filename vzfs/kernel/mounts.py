@@ -10,11 +10,21 @@ absolute or climbing symlink, nor a magic link can lead outside that root — an
 since move_mount(2) takes the fd, not a path, a symlink swapped in by the container
 after the check changes nothing. There is no string check of paths anywhere here.
 
-At start (`apply_at_start`) this runs in the init child before pivot_root(2). For a
-running container (`inject`, `eject`) it runs in a forked child, because setns(2)
-into a mount namespace needs a single-threaded caller (and changes the caller's
-root): the child builds the mount in the host's namespace, where the source path
-means what the user meant, then joins the container's and attaches it there.
+At start (`apply_at_start`) this runs in the container's builder before the
+container's own mount namespace exists. For a running container (`inject`, `eject`)
+it runs in a forked child, because setns(2) into a mount namespace needs a
+single-threaded caller (and changes the caller's root): the child builds the mount
+in the host's namespace, where the source path means what the user meant, then
+joins the container's and attaches it there.
+
+In an unprivileged domain (a user namespace) a host directory is idmapped
+(kernel.userns `shift_map`, the `idmap=` option) and its flags must stay as vzfs
+set them: root inside owns its mount namespace and could otherwise remount a `ro`
+mount read-write. The kernel locks a mount's flags when it is copied into a mount
+namespace of a less privileged user namespace (mount_namespaces(7)), so `inject`
+stages the mount in a private namespace of its own, joins the domain's user
+namespace, unshares a copy there (now locked), clones the locked mount and attaches
+that clone: its MNT_LOCK_READONLY travels with it.
 """
 
 import errno
@@ -23,9 +33,11 @@ import re
 import stat
 from collections.abc import Callable, Sequence
 
+from ..idmap import IdMap
 from ..mountspec import MountSpec
-from . import syscalls
-from ._cdefs import (AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, CLONE_NEWNS, FSCONFIG_CMD_CREATE,
+from . import syscalls, userns
+from ._cdefs import (AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, CLONE_NEWNS, CLONE_NEWUSER,
+                     FSCONFIG_CMD_CREATE, MOUNT_ATTR_IDMAP, MS_PRIVATE, MS_REC,
                      FSCONFIG_SET_STRING, FSMOUNT_CLOEXEC, FSOPEN_CLOEXEC,
                      MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, OPEN_TREE_CLOEXEC,
                      OPEN_TREE_CLONE, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, UMOUNT_NOFOLLOW)
@@ -34,6 +46,7 @@ _RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _OCTAL = re.compile(r"[0-7]{3}")
 _PIPE_BUF = 4096          # one write of at most PIPE_BUF bytes is atomic (pipe(7))
+STAGE = "/tmp"            # covered, in a helper's private mount namespace only
 
 
 def _relative(path: str) -> str:
@@ -139,8 +152,17 @@ def _fs_log(fs_fd: int) -> str:
     return line[2:] if line[:2] in ("e ", "w ", "i ") else line
 
 
-def prepare_source(spec: MountSpec) -> int:
-    """A detached mount for *spec*, its flags and propagation already set (close-on-exec)."""
+def _mount_userns(spec: MountSpec, idmap: IdMap | None) -> int:
+    """A user namespace fd holding the map *spec* is seen through, or -1 for none."""
+    if idmap is None or (spec.idmap == "none" and not spec.is_tmpfs):
+        return -1
+    host_root = spec.is_tmpfs or spec.idmap == "host"   # a tmpfs is the domain's own
+    return userns.make(*userns.shift_map(idmap, host_root))
+
+
+def prepare_source(spec: MountSpec, idmap: IdMap | None = None) -> int:
+    """A detached mount for *spec*, its flags and propagation already set (close-on-exec);
+    with *idmap* (an unprivileged domain's), its ids shifted as `idmap=` says."""
     recursive = AT_RECURSIVE if spec.recursive else 0
     if spec.is_tmpfs:
         fs_fd = syscalls.fsopen("tmpfs", FSOPEN_CLOEXEC)
@@ -169,15 +191,24 @@ def prepare_source(spec: MountSpec) -> int:
         except OSError as exc:
             raise OSError(exc.errno, f"cannot clone mount source {spec.source}: "
                           f"{os.strerror(exc.errno)}", spec.source) from exc
+    ns_fd = -1
     try:
+        ns_fd = _mount_userns(spec, idmap)
         # On the detached copy, before anyone inside can see it: `ro` is a per-mount
         # flag (MOUNT_ATTR_RDONLY), so it holds for root inside too (EROFS).
-        syscalls.mount_setattr(mnt_fd, "", AT_EMPTY_PATH | recursive, spec.attr_set, 0,
-                               spec.propagation)
+        syscalls.mount_setattr(mnt_fd, "", AT_EMPTY_PATH | recursive,
+                               spec.attr_set | (MOUNT_ATTR_IDMAP if ns_fd >= 0 else 0), 0,
+                               spec.propagation, userns_fd=max(ns_fd, 0))
     except OSError as exc:
         os.close(mnt_fd)
+        if ns_fd >= 0 and exc.errno in (errno.EINVAL, errno.EPERM, errno.EOPNOTSUPP):
+            raise OSError(errno.EIO, f"{spec.source} is on a {userns.fstype(spec.source)} "
+                          "filesystem, which cannot be idmapped: mount it with idmap=none "
+                          f"({os.strerror(exc.errno)})") from exc
         raise OSError(exc.errno, f"cannot set options {spec.options_text}: "
                       f"{os.strerror(exc.errno)}") from exc
+    finally:
+        _close(ns_fd)
     return mnt_fd
 
 
@@ -232,15 +263,15 @@ def detach(root_fd: int, target: str) -> None:
     _detach(root_fd, target, "/proc/self/fd")
 
 
-def apply_at_start(root: str, specs: Sequence[MountSpec]) -> None:
-    """Mount *specs* in order under *root*: in the init child's own mount namespace, before
-    pivot_root(2), while host paths still resolve."""
+def apply_at_start(root: str, specs: Sequence[MountSpec], idmap: IdMap | None = None) -> None:
+    """Mount *specs* in order under *root*: in the container's mount namespace while it is
+    still host-owned (the builder's), where host paths still resolve."""
     root_fd = os.open(root, _DIR)
     try:
         for spec in specs:
             mnt_fd = target_fd = -1
             try:
-                mnt_fd = prepare_source(spec)
+                mnt_fd = prepare_source(spec, idmap)
                 target_fd = make_target(root_fd, spec.target, _is_dir(mnt_fd))
                 attach(mnt_fd, target_fd)
             except OSError as exc:
@@ -324,18 +355,44 @@ def _join_mount_ns(pid: int) -> None:
         os.close(ns_fd)
 
 
-def inject(pid: int, spec: MountSpec) -> None:
+def inject(pid: int, spec: MountSpec, idmap: IdMap | None = None) -> None:
     """Mount *spec* into the running container whose init is host pid *pid*."""
-    start_inject(pid, spec).finish()
+    start_inject(pid, spec, idmap).finish()
 
 
-def start_inject(pid: int, spec: MountSpec) -> Pending:
-    """`inject`, returning once the helper is forked (for an event loop to wait on)."""
+def _locked_copy(mnt_fd: int, pid: int) -> int:
+    """*mnt_fd* as the domain's user namespace gets it: flags locked (module docstring).
+    Leaves the calling process in that user namespace, as its root."""
+    syscalls.unshare(CLONE_NEWNS)
+    syscalls.mount(None, "/", None, MS_REC | MS_PRIVATE)
+    # A stage of our own, on a fresh tmpfs any id may search: the domain's root
+    # cannot walk the host's paths to the source (a 0700 directory on the way).
+    syscalls.mount("tmpfs", STAGE, "tmpfs", 0, "mode=0755,size=16k")
+    os.chdir(STAGE)
+    _make_one(AT_FDCWD, "stage", _is_dir(mnt_fd), STAGE + "/stage")
+    syscalls.move_mount(mnt_fd, "", AT_FDCWD, "stage", MOVE_MOUNT_F_EMPTY_PATH)
+    os.close(mnt_fd)
+    ns = userns.ns_fd(pid)
+    try:
+        syscalls.setns(ns, CLONE_NEWUSER)
+    finally:
+        os.close(ns)
+    userns.become_root()
+    syscalls.unshare(CLONE_NEWNS)        # the working directory follows into the copy
+    return syscalls.open_tree(AT_FDCWD, "stage", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC)
+
+
+def start_inject(pid: int, spec: MountSpec, idmap: IdMap | None = None) -> Pending:
+    """`inject`, returning once the helper is forked (for an event loop to wait on).
+    *idmap* is the domain's when it runs in a user namespace."""
     def work() -> None:
         try:
             # The source resolves in the host's namespace; the detached mount then
             # travels into the container's as an fd.
-            mnt_fd = prepare_source(spec)
+            mnt_fd = prepare_source(spec, idmap)
+            if idmap is not None:
+                # Staged on its own source: any path of ours that it fits would do.
+                mnt_fd = _locked_copy(mnt_fd, pid)
             _join_mount_ns(pid)           # now "/" is the container's root
             root_fd = os.open("/", _DIR)
             # Resolution beneath root_fd and an fd-to-fd move_mount: a symlink the
@@ -366,7 +423,7 @@ def start_eject(pid: int, target: str) -> Pending:
     return _fork(work)
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
     r"""proc(5) mountinfo escapes space, tab, newline and backslash as \040 \011 \012 \134."""
     out, i = [], 0
     while i < len(field):
@@ -379,13 +436,24 @@ def _unescape(field: str) -> str:
     return "".join(out)
 
 
+def fstype_of(path: str) -> str:
+    """The type of the filesystem *path* is on (its mount's, from mountinfo)."""
+    mnt_id, _ = syscalls.statx_mnt_id(AT_FDCWD, path, 0)
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split(" ")
+            if fields[0] == str(mnt_id) and " - " in line:
+                return line.split(" - ", 1)[1].split(" ", 1)[0]
+    return "unknown"
+
+
 def parse_mountinfo(text: str) -> dict[str, str]:
     """{mount point: per-mount options} from proc(5) mountinfo text (later mounts win)."""
     mounts: dict[str, str] = {}
     for line in text.splitlines():
         fields = line.split(" ")
         if len(fields) >= 6:
-            mounts[_unescape(fields[4])] = fields[5]
+            mounts[unescape(fields[4])] = fields[5]
     return mounts
 
 

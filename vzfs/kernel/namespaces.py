@@ -4,15 +4,16 @@ import os
 
 from . import syscalls
 from ._cdefs import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
-                     CLONE_NEWPID, CLONE_NEWUTS)
+                     CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS)
 
 # Everything but the pid namespace, which the controller unshares before it forks
 # init (a pid namespace only applies to children, pid_namespaces(7)).
 CONTAINER_FLAGS = CLONE_NEWNS | CLONE_NEWUTS | CLONE_NEWIPC | CLONE_NEWNET | CLONE_NEWCGROUP
 
-# setns(2) order matters: the user namespace first (none here), the mount
-# namespace last but before chroot, pid affects only children.
-ENTER_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt")
+# setns(2) order matters: the user namespace last — host root may join any
+# namespace, the domain's root only those its namespace owns, and a CRIU restore
+# does not keep every owner (its cgroup namespace) —, pid affects only children.
+ENTER_ORDER = ("cgroup", "ipc", "uts", "net", "pid", "mnt", "user")
 KINDS = ("cgroup", "ipc", "mnt", "net", "pid", "uts")
 
 
@@ -26,6 +27,8 @@ def open_namespaces(pid: int) -> dict[str, int]:
     fds: dict[str, int] = {}
     try:
         for kind in ENTER_ORDER:
+            if kind == "user" and ns_inode(pid, "user") == ns_inode("self", "user"):
+                continue          # a privileged domain: joining our own would fail
             fds[kind] = os.open(f"/proc/{pid}/ns/{kind}", os.O_RDONLY | os.O_CLOEXEC)
     except OSError:
         for fd in fds.values():
@@ -51,11 +54,16 @@ def fresh_netns() -> int:
 
 
 def enter(fds: dict[str, int]) -> None:
-    """Join the namespaces in *fds* (from open_namespaces) — single-threaded callers only."""
+    """Join the namespaces in *fds* (from open_namespaces) — single-threaded callers only.
+    In a domain's user namespace the caller becomes its root (host root is unmapped there)."""
     for kind in ENTER_ORDER:
         if kind in fds:
             syscalls.setns(fds[kind], 0)
             os.close(fds[kind])
+            if kind == "user":
+                from .userns import become_root
+                become_root()
 
 
-__all__ = ["CONTAINER_FLAGS", "CLONE_NEWPID", "ns_inode", "open_namespaces", "enter", "KINDS"]
+__all__ = ["CONTAINER_FLAGS", "CLONE_NEWPID", "CLONE_NEWUSER", "CLONE_NEWNS", "CLONE_NEWUTS",
+           "CLONE_NEWIPC", "CLONE_NEWNET", "ns_inode", "open_namespaces", "enter", "KINDS"]

@@ -1,25 +1,68 @@
-"""Turning a directory into a container's root: /proc, /sys, a fresh /dev, the console, pivot_root."""
+"""Turning a directory into a container's root: /dev, /sys, /proc, the hardening, pivot_root.
+
+Two processes build it (controller/container.py says when):
+
+* The *builder*, host root in the container's (still private, host-owned) mount
+  namespace: `make_skeleton` makes the directories and the /dev entries on the
+  root's own filesystem, `mount_host_side` mounts what only host root may mount
+  (sysfs of the container's network namespace, /dev's nodes, the console) —
+  every target resolved beneath the root (openat2(2) RESOLVE_BENEATH) and
+  attached fd to fd, so no symlink in the root can send a mount elsewhere. When
+  the container then unshares its mount namespace from inside its user namespace,
+  the kernel locks these mounts (mount_namespaces(7) "Restrictions on mount
+  namespaces"): /sys stays read-only and none can be unmounted to reveal what is
+  below.
+* The container's *init child*, in its own namespaces: `mount_proc` (a procfs of
+  its pid namespace), the OCI runtime's read-only and masked /proc paths, devpts
+  and /dev/shm, then `pivot`.
+
+/dev is not a tmpfs but the directory `/.vzfs/dev` on the root's own filesystem,
+emptied and filled anew at each start: its device nodes are binds of the host's
+(a user namespace may not mknod, and CRIU, restoring a tmpfs as the container's
+root, could not recreate them), so a checkpoint holds no device node, and what
+the domain writes in /dev (/dev/log…) is kept across a suspend.
+"""
 
 import fcntl
 import os
+import shutil
 import socket
 import stat
 import struct
 
 from . import syscalls
-from ._cdefs import (MNT_DETACH, MS_BIND, MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_PRIVATE,
-                     MS_RDONLY, MS_REC, MS_REMOUNT)
+from ._cdefs import (AT_FDCWD, AT_RECURSIVE, AT_SYMLINK_NOFOLLOW, FSCONFIG_CMD_CREATE, FSCONFIG_SET_STRING,
+                     FSMOUNT_CLOEXEC, FSOPEN_CLOEXEC, MNT_DETACH, MOUNT_ATTR_NODEV,
+                     MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
+                     MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, MS_BIND, MS_NODEV,
+                     MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
+                     OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS,
+                     RESOLVE_NO_SYMLINKS)
 
-# (name, major, minor): the character devices every container gets (devices.txt).
-DEVICES = (("null", 1, 3), ("zero", 1, 5), ("full", 1, 7), ("random", 1, 8),
-           ("urandom", 1, 9), ("tty", 5, 0))
+# The character devices every container gets (devices.txt), bound from the host's /dev.
+DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
 DEV_SYMLINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"),
                 ("stdout", "/proc/self/fd/1"), ("stderr", "/proc/self/fd/2"),
                 ("ptmx", "pts/ptmx"))
+DEV_DIRS = ("pts", "shm", "mqueue")
+CONSOLES = ("console", "tty1")
+DEV_DIR = ".vzfs/dev"        # on the root's filesystem, bound on /dev
+
+# The OCI runtime spec's defaults (config-linux.md, runc's and crun's lists), plus
+# kallsyms: what a container may read but not write, and what it may not read.
+PROC_READONLY = ("bus", "fs", "irq", "sys", "sysrq-trigger")
+PROC_MASKED = ("acpi", "asound", "kcore", "keys", "latency_stats", "timer_list",
+               "timer_stats", "sched_debug", "scsi", "kallsyms")
+SYS_MASKED = ("firmware", "devices/virtual/powercap", "kernel/security", "kernel/debug",
+              "fs/fuse/connections")
 
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
+
+_BENEATH = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
+_DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
+_API_FLAGS = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
 
 
 def _mkdir(path: str, mode: int = 0o755) -> None:
@@ -35,42 +78,170 @@ def make_private() -> None:
 
 
 def bind_self(root: str) -> None:
-    """pivot_root(2) needs new_root to be a mount point."""
+    """pivot_root(2) needs new_root to be a mount point, and one not locked."""
     syscalls.mount(root, root, None, MS_BIND | MS_REC)
 
 
-def mount_proc_sys(root: str) -> None:
-    for name in ("proc", "sys"):
-        _mkdir(os.path.join(root, name), 0o555)
-    syscalls.mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    sys_dir = os.path.join(root, "sys")
-    syscalls.mount("sysfs", sys_dir, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+def enter_own_root() -> None:
+    """Cover the working directory (the root) with a clone of itself and move onto it:
+    the clone is ours, not locked, so pivot_root(2) takes it; the path that led
+    here is never walked again (a user namespace's root may not search it)."""
+    tree = syscalls.open_tree(AT_FDCWD, ".", OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)
+    try:
+        syscalls.move_mount(tree, "", AT_FDCWD, ".", MOVE_MOUNT_F_EMPTY_PATH)
+        os.fchdir(tree)
+    finally:
+        os.close(tree)
 
 
-def populate_dev(root: str, console: str | None) -> None:
-    """A fresh tmpfs /dev with the basic nodes, a private devpts, and the console bound in."""
-    dev = os.path.join(root, "dev")
-    _mkdir(dev)
-    syscalls.mount("tmpfs", dev, "tmpfs", MS_NOSUID | MS_NOEXEC, "mode=755,size=1024k")
+# -- the builder's part (host root, before the container's mount namespace) ---------
+
+def _mkdirat(dir_fd: int, name: str, mode: int = 0o755) -> None:
+    try:
+        os.mkdir(name, mode, dir_fd=dir_fd)
+    except FileExistsError:
+        pass
+
+
+def _open_dir_beneath(root_fd: int, path: str) -> int:
+    """A directory fd of *path* beneath the root, no symlink followed on the way."""
+    return syscalls.openat2(root_fd, path, os.O_DIRECTORY | os.O_RDONLY | os.O_CLOEXEC,
+                            RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
+
+
+def make_skeleton(root_fd: int, console: bool) -> None:
+    """The mount points the container needs, and a fresh /.vzfs/dev, on the root's own
+    filesystem (owned by its root: on-disk id 0)."""
+    for name in ("proc", "sys", "dev"):
+        _mkdirat(root_fd, name, 0o555 if name != "dev" else 0o755)
+    _mkdirat(root_fd, ".vzfs", 0o755)
+    vz = _open_dir_beneath(root_fd, ".vzfs")
+    try:
+        # rmtree with a dir_fd never follows a symlink the container planted there.
+        try:
+            shutil.rmtree("dev", dir_fd=vz)
+        except FileNotFoundError:
+            pass
+        except NotADirectoryError:
+            os.unlink("dev", dir_fd=vz)
+        os.mkdir("dev", 0o755, dir_fd=vz)
+        dev = _open_dir_beneath(vz, "dev")
+    finally:
+        os.close(vz)
     old = os.umask(0)
     try:
-        for name, major, minor in DEVICES:
-            os.mknod(os.path.join(dev, name), stat.S_IFCHR | 0o666, os.makedev(major, minor))
+        for name in DEVICES + (CONSOLES if console else ()):
+            os.close(os.open(name, os.O_CREAT | os.O_EXCL | os.O_WRONLY | os.O_NOFOLLOW
+                             | os.O_CLOEXEC, 0o666 if name in DEVICES else 0o600, dir_fd=dev))
         for name, target in DEV_SYMLINKS:
-            os.symlink(target, os.path.join(dev, name))
-        for name, mode in (("pts", 0o755), ("shm", 0o1777), ("mqueue", 0o755)):
-            os.mkdir(os.path.join(dev, name), mode)
+            os.symlink(target, name, dir_fd=dev)
+        for name in DEV_DIRS:
+            os.mkdir(name, 0o1777 if name == "shm" else 0o755, dir_fd=dev)
     finally:
         os.umask(old)
+        os.close(dev)
+
+
+def _target(root_fd: int, path: str) -> int:
+    """An O_PATH fd of an existing *path* beneath the root (never outside it)."""
+    try:
+        return syscalls.openat2(root_fd, path.lstrip("/"), os.O_PATH | os.O_CLOEXEC, _BENEATH)
+    except OSError as exc:
+        raise OSError(exc.errno, f"mount point {path}: {os.strerror(exc.errno)}", path) from exc
+
+
+def _attach(mnt_fd: int, root_fd: int, path: str) -> None:
+    target = _target(root_fd, path)
+    try:
+        syscalls.move_mount(mnt_fd, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
+    finally:
+        os.close(target)
+        os.close(mnt_fd)
+
+
+def bind_beneath(root_fd: int, source: str, path: str, recursive: bool = False) -> None:
+    """Bind the host's *source* on *path* beneath the root."""
+    flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
+    _attach(syscalls.open_tree(AT_FDCWD, source, flags), root_fd, path)
+
+
+def _new_fs(fstype: str, attrs: int, options: dict[str, str] | None = None) -> int:
+    fs = syscalls.fsopen(fstype, FSOPEN_CLOEXEC)
+    try:
+        for key, value in (options or {}).items():
+            syscalls.fsconfig(fs, FSCONFIG_SET_STRING, key, value)
+        syscalls.fsconfig(fs, FSCONFIG_CMD_CREATE)
+        return syscalls.fsmount(fs, FSMOUNT_CLOEXEC, attrs)
+    finally:
+        os.close(fs)
+
+
+def _exists_beneath(root_fd: int, path: str) -> bool:
+    try:
+        os.close(_target(root_fd, path))
+        return True
+    except OSError:
+        return False
+
+
+def mount_sysfs(root_fd: int) -> None:
+    """A read-only sysfs of the calling process's network namespace (the builder has
+    joined the container's), with the OCI masked paths covered by empty read-only
+    tmpfs: firmware tables, power capping, securityfs, debugfs, fusectl."""
+    _attach(_new_fs("sysfs", MOUNT_ATTR_RDONLY | _API_FLAGS), root_fd, "sys")
+    for path in SYS_MASKED:
+        if _exists_beneath(root_fd, f"sys/{path}"):
+            _attach(_new_fs("tmpfs", MOUNT_ATTR_RDONLY | _API_FLAGS, {"size": "0", "mode": "0555"}),
+                    root_fd, f"sys/{path}")
+
+
+def mount_dev(root_fd: int, console: str | None, userns_fd: int = -1) -> None:
+    """/.vzfs/dev on /dev (idmapped like the root when *userns_fd* names the domain's
+    user namespace), the host's device nodes on its files, the console pty."""
+    if userns_fd >= 0:
+        from .userns import idmapped_tree
+        tree = idmapped_tree(DEV_DIR, userns_fd, recursive=False, dir_fd=root_fd)
+    else:
+        tree = syscalls.open_tree(root_fd, DEV_DIR, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC
+                                  | AT_SYMLINK_NOFOLLOW)
+    _attach(tree, root_fd, "dev")
+    for name in DEVICES:
+        bind_beneath(root_fd, f"/dev/{name}", f"dev/{name}")
+    if console is not None:
+        for name in CONSOLES:
+            bind_beneath(root_fd, console, f"dev/{name}")
+
+
+# -- the init child's part (in the container's namespaces) --------------------------
+
+def mount_proc(root: str) -> None:
+    """A procfs of the container's pid namespace, with the OCI read-only and masked paths."""
+    proc = os.path.join(root, "proc")
+    syscalls.mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for name in PROC_READONLY:
+        path = os.path.join(proc, name)
+        if os.path.lexists(path):
+            syscalls.mount(path, path, None, MS_BIND)
+            syscalls.mount(None, path, None,
+                           MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    for name in PROC_MASKED:
+        path = os.path.join(proc, name)
+        if not os.path.lexists(path):
+            continue
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            syscalls.mount("tmpfs", path, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC,
+                           "size=0,mode=0555")
+        else:
+            syscalls.mount("/dev/null", path, None, MS_BIND)
+
+
+def mount_dev_inside(root: str) -> None:
+    """devpts and /dev/shm, made by the container itself (so they are its own)."""
+    dev = os.path.join(root, "dev")
     syscalls.mount("devpts", os.path.join(dev, "pts"), "devpts", MS_NOSUID | MS_NOEXEC,
                    "newinstance,ptmxmode=0666,mode=0620,gid=5")
     syscalls.mount("tmpfs", os.path.join(dev, "shm"), "tmpfs", MS_NOSUID | MS_NODEV,
                    "mode=1777,size=65536k")
-    if console is not None:
-        for name in ("console", "tty1"):
-            node = os.path.join(dev, name)
-            os.close(os.open(node, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
-            syscalls.mount(console, node, None, MS_BIND)
 
 
 def loopback_up() -> None:
@@ -91,3 +262,14 @@ def pivot(root: str) -> None:
 
 def remount_ro(path: str, flags: int = 0) -> None:
     syscalls.mount(None, path, None, MS_REMOUNT | MS_BIND | MS_RDONLY | flags)
+
+
+def mount_proc_sys(root: str) -> None:
+    """/proc and a read-only /sys in one step, for a process that is host root in its own
+    namespaces (tests of the kernel layer)."""
+    for name in ("proc", "sys"):
+        _mkdir(os.path.join(root, name), 0o555)
+    syscalls.mount("proc", os.path.join(root, "proc"), "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
+    syscalls.mount("sysfs", os.path.join(root, "sys"), "sysfs",
+                   MS_NOSUID | MS_NODEV | MS_NOEXEC | MS_RDONLY)
+

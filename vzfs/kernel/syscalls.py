@@ -138,10 +138,12 @@ def fsmount(fs_fd: int, flags: int, attr_flags: int = 0) -> int:
 
 
 def mount_setattr(dirfd: int, path: str, flags: int, attr_set: int, attr_clr: int = 0,
-                  propagation: int = 0) -> None:
-    """mount_setattr(2): change mount properties (MOUNT_ATTR_*, propagation) of a mount."""
+                  propagation: int = 0, userns_fd: int = 0) -> None:
+    """mount_setattr(2): change mount properties (MOUNT_ATTR_*, propagation) of a mount;
+    with MOUNT_ATTR_IDMAP, *userns_fd* names the user namespace whose map it takes."""
     attr = _ffi.new("struct mount_attr *", {"attr_set": attr_set, "attr_clr": attr_clr,
-                                            "propagation": propagation})
+                                            "propagation": propagation,
+                                            "userns_fd": userns_fd})
     check(_libc.syscall(SYSCALLS["mount_setattr"], _long(dirfd), _path(path), _long(flags),
                         attr, _long(_ffi.sizeof("struct mount_attr"))), "mount_setattr", path)
 
