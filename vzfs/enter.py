@@ -15,7 +15,7 @@ from typing import NoReturn
 
 from .controller.container import DROPPED_CAPS
 from .errors import VzfsError
-from .kernel import cgroups, namespaces, syscalls
+from .kernel import cgroups, namespaces, syscallfilter, syscalls
 
 DEFAULT_COMMAND = ["/bin/sh", "-l"]
 ENV_KEEP = ("TERM", "LANG", "LC_ALL", "COLUMNS", "LINES")
@@ -85,6 +85,7 @@ class EnterError(Exception):
 def _join_and_run(dirs: list[str], fds: dict[str, int], argv: list[str],
                   env: dict[str, str], wfd: int) -> NoReturn:
     step = "join the domain"
+    privileged = "user" not in fds
     try:
         cgroups.join_dirs(dirs)
         namespaces.enter(fds)
@@ -96,6 +97,8 @@ def _join_and_run(dirs: list[str], fds: dict[str, int], argv: list[str],
             for sig in (signal.SIGINT, signal.SIGQUIT, signal.SIGPIPE, signal.SIGXFSZ):
                 signal.signal(sig, signal.SIG_DFL)
             syscalls.drop_bounding_caps(DROPPED_CAPS)
+            # The domain's own filter: a command entered is no less confined than init.
+            syscallfilter.load(privileged)
             os.closerange(3, wfd)
             os.closerange(wfd + 1, 1 << 20)
             os.execvpe(argv[0], argv, env)

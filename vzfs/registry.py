@@ -21,6 +21,7 @@ import trio
 from . import config as configmod
 from . import criu as criumod
 from . import hooks as hooksmod
+from . import idmap as idmapmod
 from . import mountspec, templates
 from .atomicfile import atomic_write
 from .config import DomainConfig, Mount
@@ -317,13 +318,43 @@ class Registry:
             dom_id += 1
         return dom_id
 
+    def _taken_idmaps(self, name: str) -> dict[str, idmapmod.IdMap]:
+        return {other.name: other.config.idmap for other in self.domains.values()
+                if other.name != name and other.config.idmap is not None
+                and not other.config.privileged}
+
+    def with_idmap(self, name: str, cfg: DomainConfig, what: str,
+                   keep: idmapmod.IdMap | None = None) -> DomainConfig:
+        """*cfg* with the block of host ids its user namespace gets: the one it names
+        (EEXIST if another domain holds any of it, EINVAL outside root's subuid and
+        subgid ranges), else *keep* (the block it had), else a free one."""
+        if cfg.privileged:
+            return cfg
+        taken = self._taken_idmaps(name)
+        uids, gids = host_subid_ranges()
+        try:
+            if cfg.idmap is None:
+                if keep is not None and not any(keep.overlaps(t) for t in taken.values()):
+                    return dataclasses.replace(cfg, idmap=keep)
+                return dataclasses.replace(cfg, idmap=idmapmod.pick(taken.values(), uids, gids))
+            if (uids or gids) and not idmapmod.inside(cfg.idmap, uids or idmapmod.DEFAULT_RANGE,
+                                                       gids or idmapmod.DEFAULT_RANGE):
+                raise VzfsError(errno.EINVAL, f"idmap: uid {cfg.idmap.uid}/gid {cfg.idmap.gid} "
+                                              f"(+{cfg.idmap.size}) is outside root's ranges in "
+                                              "/etc/subuid and /etc/subgid")
+            idmapmod.check_free(name, cfg.idmap, taken)
+        except VzfsError as exc:
+            raise VzfsError(exc.errno, f"{what}: {exc.sentence}") from exc
+        return cfg
+
     def define(self, name: str) -> Domain:
         if not configmod.is_valid_name(name):
             raise VzfsError(errno.EINVAL, f"cannot define domain {name!r}: a name is 1-63 letters, "
                                           "digits, '_', '.' or '-', starting with a letter or digit")
         if name in self.domains:
             raise VzfsError(errno.EEXIST, f"cannot define domain {name}: it exists")
-        cfg = configmod.default(name, self._free_id())
+        cfg = self.with_idmap(name, configmod.default(name, self._free_id()),
+                              f"cannot define domain {name}")
         ddir = paths.domain_dir(self.state_dir, name)
         os.makedirs(ddir, mode=0o700, exist_ok=True)
         atomic_write(paths.config_file(self.state_dir, name), configmod.dumps(cfg))
@@ -368,10 +399,14 @@ class Registry:
             if other is not dom and other.config.id == cfg.id:
                 raise VzfsError(errno.EEXIST, f"cannot change the config of domain {dom.name}: "
                                               f"id {cfg.id} belongs to domain {other.name}")
+        cfg = self.with_idmap(dom.name, cfg, f"cannot change the config of domain {dom.name}",
+                              keep=dom.config.idmap)
         running = dom.state not in (State.STOPPED, State.CRASHED)
-        if running and (cfg.id != dom.config.id or cfg.rootfs_path != dom.config.rootfs_path):
-            raise VzfsError(errno.EBUSY, f"cannot change the id or rootfs of domain {dom.name} "
-                                         f"while it is {dom.state.value}")
+        if running and (cfg.id != dom.config.id or cfg.rootfs_path != dom.config.rootfs_path
+                        or cfg.privileged != dom.config.privileged
+                        or cfg.idmap != dom.config.idmap):
+            raise VzfsError(errno.EBUSY, f"cannot change the id, rootfs, privilege or idmap of "
+                                         f"domain {dom.name} while it is {dom.state.value}")
         if running and cfg.limits != dom.config.limits and dom.state != State.SUSPENDED:
             try:
                 self.cgroup(dom).set_limits(cfg.limits.memory, cfg.limits.cpus, cfg.limits.pids)
@@ -411,6 +446,11 @@ class Registry:
         reason = "resume" if restore else "boot"
         what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
         try:
+            if not dom.config.privileged and dom.config.idmap is None:
+                # A definition from before user namespaces: its block, kept from now on.
+                cfg = self.with_idmap(dom.name, dom.config, what)
+                atomic_write(paths.config_file(self.state_dir, dom.name), configmod.dumps(cfg))
+                dom.config = cfg
             await self._hooks_allow(dom, "prepare", reason, what)
             rootfs = self._prepare_rootfs(dom)
             await self._hooks_allow(dom, "start", reason, what)
@@ -1049,6 +1089,19 @@ class Registry:
         if dom.started_at:
             out["uptime_s"] = int(time.time() - dom.started_at)
         return out
+
+
+def host_subid_ranges() -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]]:
+    """root's ranges in /etc/subuid and /etc/subgid (subuid(5)); empty where there
+    is no such file or no line for root (then vzfs's own range is used)."""
+    found = []
+    for path in ("/etc/subuid", "/etc/subgid"):
+        try:
+            with open(path, encoding="utf-8", errors="replace") as f:
+                found.append(idmapmod.parse_subid(f.read()))
+        except OSError:
+            found.append(())
+    return found[0], found[1]
 
 
 def _spec(m: Mount) -> mountspec.MountSpec:

@@ -24,7 +24,14 @@ What CRIU must be told (FACTS.md, criu(8)):
   a task has, so after a restore its /dev/tty is the console.
 * Bind mounts from the host (the domain's `mounts`) are external: dumped as
   `mnt[TARGET]:mN`, restored from `mnt[mN]:SOURCE`. tmpfs mounts are internal
-  (CRIU saves their contents).
+  (CRIU saves their contents). So are the host's device nodes bound into /dev and
+  over the masked /proc files (`host_binds`, found in the container's mountinfo
+  at dump time): `mnt[TARGET]:hN`, restored from the same node of the host's /dev.
+* An unprivileged domain's root is an idmapped mount (kernel.userns). CRIU
+  restores the user namespace from its images and binds `--root` as the root: the
+  restore runs in a mount namespace of its own where the domain's root directory
+  is covered by an idmapped clone of itself with the domain's map, so the restored
+  root is seen through the same map as the one that was dumped.
 * Cgroups are vzfs's: `--manage-cgroups=ignore`, and the restore runs CRIU from
   inside the domain's cgroup so that the restored tree is born there. A running
   tree is stopped by CRIU's ptrace seize; a paused one is handed over frozen
@@ -44,7 +51,11 @@ import time
 from collections.abc import Callable, Sequence
 
 from ..atomicfile import atomic_write
-from ..kernel import namespaces
+from ..idmap import IdMap
+from ..kernel import mounts as kmounts
+from ..kernel import namespaces, syscalls, userns
+from ..kernel._cdefs import (AT_FDCWD, CLONE_NEWNS, MOVE_MOUNT_F_EMPTY_PATH, MS_PRIVATE,
+                             MS_REC)
 from ..mountspec import MountSpec
 
 IMAGES = "checkpoint"
@@ -84,6 +95,8 @@ class Meta:
     # one: see plain_netns) and the restore is to bring a fresh one as KEY; "" when
     # CRIU dumped it.
     netns: str = ""
+    # (target, host source) of the host's device nodes bound into the container.
+    host_binds: tuple[tuple[str, str], ...] = ()
 
     @property
     def netns_key(self) -> str:
@@ -95,7 +108,7 @@ class Meta:
             "mounts": [{"source": m.source, "target": m.target, "options": list(m.options)}
                        for m in self.mounts],
             "columns": self.columns, "lines": self.lines, "vnc_prefer": self.vnc_prefer,
-            "dumped_at": self.dumped_at})
+            "dumped_at": self.dumped_at, "host_binds": [list(b) for b in self.host_binds]})
 
     @classmethod
     def from_json(cls, text: str) -> "Meta":
@@ -105,7 +118,8 @@ class Meta:
                                    tuple(str(o) for o in m["options"])) for m in d["mounts"]),
                    int(d["columns"]), int(d["lines"]),
                    {str(k): int(v) for k, v in d.get("vnc_prefer", {}).items()},
-                   float(d["dumped_at"]), str(d.get("netns", "")))
+                   float(d["dumped_at"]), str(d.get("netns", "")),
+                   tuple((str(t), str(src)) for t, src in d.get("host_binds", [])))
 
 
 def tty_key(st: os.stat_result) -> str:
@@ -114,6 +128,21 @@ def tty_key(st: os.stat_result) -> str:
 
 def has_checkpoint(domain_dir: str) -> bool:
     return os.path.exists(os.path.join(domain_dir, IMAGES, META))
+
+
+def host_binds(pid: int) -> tuple[tuple[str, str], ...]:
+    """(target, host source) of every node of the host's devtmpfs bound into *pid*'s
+    mount namespace (kernel.rootfs: /dev's nodes, the masked /proc files)."""
+    found = []
+    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+        for line in f:
+            fields = line.split(" ")
+            fstype = line.split(" - ", 1)[1].split(" ", 1)[0] if " - " in line else ""
+            if fstype == "devtmpfs" and len(fields) > 4:
+                target = kmounts.unescape(fields[4])
+                if target not in CONSOLE_MOUNTS:
+                    found.append((target, "/dev" + kmounts.unescape(fields[3])))
+    return tuple(found)
 
 
 def _external_mounts(mounts: Sequence[MountSpec]) -> list[tuple[str, MountSpec]]:
@@ -138,6 +167,8 @@ def dump_args(criu: str, pid: int, images: str, log: str, root: str, freezer: st
         args += ["--external", f"mnt[{target}]:{os.path.basename(target)}"]
     for key, m in _external_mounts(meta.mounts):
         args += ["--external", f"mnt[{m.target}]:{key}"]
+    for i, (target, _) in enumerate(meta.host_binds):
+        args += ["--external", f"mnt[{target}]:h{i}"]
     return args
 
 
@@ -166,6 +197,8 @@ def restore_args(criu: str, images: str, log: str, root: str, pidfile: str, meta
         args += ["--external", f"mnt[{os.path.basename(target)}]:{console_path}"]
     for key, m in _external_mounts(meta.mounts):
         args += ["--external", f"mnt[{key}]:{m.source}"]
+    for i, (_, source) in enumerate(meta.host_binds):
+        args += ["--external", f"mnt[h{i}]:{source}"]
     return args
 
 
@@ -391,7 +424,7 @@ def read_meta(domain_dir: str, images: str | None = None) -> Meta:
 
 def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: int,
             join_cgroup: Callable[[], None], images: str | None = None,
-            lazy: bool = False) -> tuple[int, dict[str, float]]:
+            lazy: bool = False, idmap: IdMap | None = None) -> tuple[int, dict[str, float]]:
     """Restore the checkpoint (or the *images* a migration brought, their memory
     *lazy*ly from CRIU's lazy-pages daemon) as a child of the caller; return (host pid
     of init, figures).
@@ -417,16 +450,24 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
     if meta.netns:
         fds.append(namespaces.fresh_netns())
         os.set_inheritable(fds[-1], True)
+    tree = -1
     started = time.monotonic()
     try:
+        prepare = join_cgroup
+        if idmap is not None:
+            # CRIU reads some images from inside the restored user namespace, as its
+            # root: they are the domain's own memory and files, so they are its to read.
+            _give(images, idmap)
+            tree = _idmapped_root(root, idmap)
+            prepare = _restore_prepare(join_cgroup, tree, root)
         args = restore_args(criu, images, log, root, pidfile, meta, fds[0], fds[1],
                             os.ttyname(console_slave), lazy, fds[-1])
-        code = _run(args, log, images, pass_fds=fds, preexec=join_cgroup)
+        code = _run(args, log, images, pass_fds=fds, preexec=prepare)
     except OSError as exc:
         raise CheckpointError(exc.errno or errno.EIO,
                               f"cannot run CRIU ({criu}): {exc.strerror or exc}") from exc
     finally:
-        for fd in fds:
+        for fd in fds + ([tree] if tree >= 0 else []):
             os.close(fd)
     elapsed = time.monotonic() - started
     if code != 0:
@@ -447,6 +488,31 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
                  "restore_time_ms": stats.get("restore_time", 0) / 1000,
                  "forking_ms": stats.get("forking_time", 0) / 1000,
                  "pages_restored": stats.get("pages_restored", 0)}
+
+
+def _give(images: str, idmap: IdMap) -> None:
+    os.chown(images, idmap.uid, idmap.gid)
+    for entry in os.scandir(images):
+        os.chown(entry.path, idmap.uid, idmap.gid, follow_symlinks=False)
+
+
+def _idmapped_root(root: str, idmap: IdMap) -> int:
+    ns = userns.make(*userns.domain_maps(idmap))
+    try:
+        return userns.idmapped_tree(root, ns, recursive=False)
+    finally:
+        os.close(ns)
+
+
+def _restore_prepare(join_cgroup: Callable[[], None], tree: int, root: str) -> Callable[[], None]:
+    """CRIU's pre-exec step for an unprivileged domain (module docstring): its own mount
+    namespace, the domain's root covered by its idmapped clone."""
+    def prepare() -> None:
+        join_cgroup()
+        syscalls.unshare(CLONE_NEWNS)
+        syscalls.mount(None, "/", None, MS_REC | MS_PRIVATE)
+        syscalls.move_mount(tree, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH)
+    return prepare
 
 
 # The figures, in the order the `checkpoint` file shows them (times in ms).

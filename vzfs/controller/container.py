@@ -1,39 +1,58 @@
-"""Creating a container: fork its init into fresh namespaces, a cgroup and a new root.
+"""Creating a container: its namespaces, its root and its init, in three processes.
 
-Theory of operation, in two halves so that the slow half can be done ahead:
+Theory of operation. A user namespace must exist before the namespaces it is to
+own (user_namespaces(7) "Interaction with other types of namespaces"): a pid
+namespace owned by the host's would not let root inside mount its own /proc nor
+reboot, a network namespace owned by it would not let it configure its links. And
+only host root can build what the container must not be able to undo. So:
 
-1. `prepare()`: the controller unshares a new pid namespace for its *children*,
-   forks, and at once rejoins its own pid namespace for children (setns(2) into
-   the caller's active pid namespace is allowed), so the child is pid 1 of the
-   new namespace and is the controller's own child. The child unshares the
-   mount, UTS, IPC and network namespaces and waits for its spec on a pipe.
-   Forking a large Python process and creating namespaces cost milliseconds, so
-   a spare controller does this before any start is asked for.
-2. `launch()`: the spec goes down the pipe; the child builds the root
-   (`kernel.rootfs`), pivots into it and drops dangerous capabilities from the
-   bounding set while the controller, at the same time, creates the cgroup and
-   moves the child into it (each side costs a millisecond or two; in parallel
-   they cost one). On the controller's "go" the child unshares its cgroup
-   namespace (rooted at the domain's cgroup), opens /dev/console *from inside*
-   as stdin/stdout/stderr (so CRIU finds no fd that comes from outside the
-   container), closes every other fd and execs init. Nothing of the container
-   runs before it is in its cgroup.
-3. A close-on-exec pipe reports the outcome: EOF means exec succeeded (init is
-   running); otherwise the child writes "errno step message" and exits.
+1. `prepare()` (done ahead, by a spare controller): the controller forks the
+   *builder*, which unshares a mount namespace of its own (still the host's user
+   namespace) and forks the *member*. The member unshares the user namespace
+   (unless the domain is privileged) and, inside it, the UTS, IPC and network
+   namespaces, then waits. A domain's id map is not known yet: a user namespace
+   takes its map once, later, from a privileged process outside it.
+2. `launch()`: the spec goes to the builder. It writes the member's id map, then,
+   as host root, builds the root in its mount namespace (kernel.rootfs: /dev on
+   the root's filesystem with the host's device nodes bound in, sysfs of the
+   member's network namespace, read-only, with its masked paths, the console, the
+   configured mounts), and attaches the root itself through an idmapped mount of
+   the member's map (kernel.userns). Then the member takes its map's root as its
+   ids, unshares its own copy of that mount namespace — from inside the user
+   namespace, so the kernel locks every mount the builder made: /sys and `ro`
+   mounts cannot be remounted, nothing can be unmounted to reveal what is below —
+   and a pid namespace, and forks the container's *init child*, pid 1 there. The
+   member and the builder exit; the init child is reparented to the controller,
+   a child subreaper (PR_SET_CHILD_SUBREAPER), which supervises it as its own.
+3. The init child, whose working directory the member set to the root, binds
+   the root on itself (pivot_root(2) refuses a locked new root), mounts its /proc with the OCI read-only and masked paths, devpts and
+   /dev/shm, sets its hostname, brings up `lo`, pivots, and drops capabilities
+   from its bounding set. Meanwhile the controller, told its pid, creates the
+   cgroup and moves it in (nothing of the container runs before it is there). On
+   the controller's "go" it asks for SIGKILL when the controller dies, unshares its
+   cgroup namespace, opens /dev/console from inside as stdin/stdout/stderr (so
+   CRIU finds no fd that comes from outside the container), closes every other
+   fd, loads the seccomp filter (kernel.syscallfilter) and execs init.
+4. One close-on-exec pipe reports: "pid N" from the member, "E errno step:
+   message" from whichever process fails, and EOF once init has exec'd.
 """
 
 import dataclasses
 import errno
 import json
 import os
+import select
 import signal
 from collections.abc import Callable
 
+from ..idmap import IdMap
 from ..kernel import mounts as kmounts
-from ..kernel import namespaces, rootfs, syscalls
-from ..mountspec import MountSpec
-from ..kernel._cdefs import CLONE_NEWCGROUP, PR_SET_PDEATHSIG
+from ..kernel import namespaces, rootfs, syscallfilter, syscalls
+from ..kernel import userns as userns_mod
+from ..kernel._cdefs import (AT_FDCWD, CLONE_NEWCGROUP, MOVE_MOUNT_F_EMPTY_PATH,
+                             PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG)
 from ..kernel.cgroups import Cgroup
+from ..mountspec import MountSpec
 
 # Bounding-set drops (capabilities(7)): kernel modules, raw I/O, host clock,
 # open_by_handle_at escapes (DAC_READ_SEARCH), device nodes, MAC/audit policy,
@@ -64,6 +83,11 @@ INIT_ENV = {
 }
 
 
+GO = b"g"
+READY = b"r"
+MAPPED = b"m"
+
+
 @dataclasses.dataclass
 class ContainerSpec:
     name: str
@@ -73,18 +97,21 @@ class ContainerSpec:
     console: str | None = None       # host path of the pty slave to bind as /dev/console
     cgroup: Cgroup | None = None
     mounts: tuple[MountSpec, ...] = ()   # applied in order before init runs
+    idmap: IdMap | None = None       # None: privileged, no user namespace
 
 
 @dataclasses.dataclass
 class PreparedInit:
-    """A child waiting, as pid 1 of its own namespaces, to become a container's init."""
-    pid: int
+    """A builder and a member waiting (see the module's docstring) to become a container."""
+    pid: int          # the builder, our child
+    userns: bool      # whether the member made a user namespace
     spec_w: int       # the spec goes here
-    report_r: int     # EOF: exec'd; else "errno step: message"
+    report_r: int     # "pid N", "E errno step: message", then EOF once init exec'd
+    go_w: int         # the init child's "go"
 
     def abandon(self) -> None:
-        """Let it go (closing the spec pipe unread makes it exit) and reap it."""
-        for fd in (self.spec_w, self.report_r):
+        """Let it go (closing the spec pipe unread makes the builder end both) and reap it."""
+        for fd in (self.spec_w, self.report_r, self.go_w):
             try:
                 os.close(fd)
             except OSError:
@@ -95,143 +122,310 @@ class PreparedInit:
             pass
 
 
-def prepare() -> PreparedInit:
-    """Fork the future init into a new pid namespace and let it create the others."""
-    own_pidns = os.open("/proc/self/ns/pid", os.O_RDONLY | os.O_CLOEXEC)
+def prepare(userns: bool = True) -> PreparedInit:
+    """Fork the builder and let it make the member and its namespaces (module docstring)."""
+    # The init child ends up ours when the builder and the member exit.
+    syscalls.prctl(PR_SET_CHILD_SUBREAPER, 1)
     spec_r, spec_w = os.pipe2(os.O_CLOEXEC)
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
+    go_r, go_w = os.pipe2(os.O_CLOEXEC)
     try:
-        syscalls.unshare(namespaces.CLONE_NEWPID)
-        try:
-            pid = os.fork()
-            if pid == 0:
-                os.close(spec_w)
-                os.close(report_r)
-                _child(spec_r, report_w)       # never returns
-        finally:
-            syscalls.setns(own_pidns, namespaces.CLONE_NEWPID)
+        pid = os.fork()
+        if pid == 0:
+            os.close(spec_w)
+            os.close(report_r)
+            os.close(go_w)
+            _builder(spec_r, report_w, go_r, userns)      # never returns
     except BaseException:
-        for fd in (spec_w, report_r):
+        for fd in (spec_w, report_r, go_w):
             os.close(fd)
         raise
     finally:
-        os.close(own_pidns)
-        os.close(spec_r)
-        os.close(report_w)
-    return PreparedInit(pid, spec_w, report_r)
-
-
-GO = b"g"
+        for fd in (spec_r, report_w, go_r):
+            os.close(fd)
+    return PreparedInit(pid, userns, spec_w, report_r, go_w)
 
 
 def launch(prepared: PreparedInit, spec: ContainerSpec,
            place: Callable[[int], None] | None = None) -> int:
-    """Give a prepared init its spec; return its host pid once it has exec'd init.
+    """Give a prepared builder its spec; return the init's host pid once it has exec'd.
 
-    *place(pid)* puts the child in its cgroup (creating it first as needed); it
-    runs while the child builds its root. If it raises, the child is let go.
+    *place(pid)* puts the init child in its cgroup (creating it first as needed); it
+    runs while the child builds its /proc and pivots. If it raises, the child is let go.
     """
+    if (spec.idmap is not None) != prepared.userns:
+        prepared.abandon()
+        prepared = prepare(userns=spec.idmap is not None)
     message = json.dumps({
         "rootfs": spec.rootfs, "hostname": spec.hostname, "init": list(spec.init),
         "console": spec.console,
         "mounts": [[m.source, m.target, list(m.options)] for m in spec.mounts],
+        "idmap": dataclasses.asdict(spec.idmap) if spec.idmap is not None else None,
     }).encode() + b"\n"
+    reader = _Report(prepared.report_r)
+    init_pid = 0
     try:
-        view = memoryview(message)
-        while view:
-            view = view[os.write(prepared.spec_w, view):]
+        try:
+            view = memoryview(message)
+            while view:
+                view = view[os.write(prepared.spec_w, view):]
+        except BrokenPipeError:
+            pass            # the builder died early: its report (or EOF) tells
+        finally:
+            os.close(prepared.spec_w)
+        init_pid = reader.wait_pid()
+        # The builder exits after the member, the member right after forking the init
+        # child: once the builder is reaped, the init child is ours.
+        os.waitpid(prepared.pid, 0)
         if place is not None:
-            place(prepared.pid)
+            place(init_pid)
         elif spec.cgroup is not None:
-            spec.cgroup.join_pid(prepared.pid)
-        os.write(prepared.spec_w, GO)
-    except BrokenPipeError:
-        pass                # the child died early: its report (or EOF + exit) tells
+            spec.cgroup.join_pid(init_pid)
+        os.write(prepared.go_w, GO)
+        reader.wait_exec()
     except BaseException:
-        prepared.abandon()
+        if init_pid:
+            _kill_and_reap(init_pid)
+        try:
+            os.waitpid(prepared.pid, 0)
+        except ChildProcessError:
+            pass
         raise
     finally:
-        try:
-            os.close(prepared.spec_w)
-        except OSError:
-            pass
-    report = b""
-    try:
-        while chunk := os.read(prepared.report_r, 4096):
-            report += chunk
-    finally:
         os.close(prepared.report_r)
-    if report:
-        os.waitpid(prepared.pid, 0)
-        code, _, words = report.decode(errors="replace").partition(" ")
-        raise OSError(int(code) if code.isdigit() else errno.EIO, words)
-    return prepared.pid
+        os.close(prepared.go_w)
+    return init_pid
 
 
 def spawn(spec: ContainerSpec) -> int:
     """Both halves at once (a reboot inside the container, tests)."""
-    return launch(prepare(), spec)
+    return launch(prepare(userns=spec.idmap is not None), spec)
 
 
-def _read_spec(fd: int) -> tuple[dict[str, object] | None, bytes]:
-    """The spec line (None when the controller let us go without one), and any
-    bytes that came after it in the same read (the "go" may have, already)."""
+class _Report:
+    """The report pipe's lines: "pid N", "E errno step: message"; EOF when all is done."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.buf = b""
+        self.eof = False
+
+    def _line(self) -> bytes | None:
+        while b"\n" not in self.buf:
+            if self.eof:
+                return None
+            chunk = os.read(self.fd, 4096)
+            if not chunk:
+                self.eof = True
+                if self.buf:
+                    self.buf += b"\n"
+                continue
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
+
+    def _fail(self, line: bytes) -> OSError:
+        code, _, words = line[2:].decode(errors="replace").partition(" ")
+        return OSError(int(code) if code.isdigit() else errno.EIO, words)
+
+    def wait_pid(self) -> int:
+        while (line := self._line()) is not None:
+            if line.startswith(b"pid "):
+                return int(line[4:])
+            if line.startswith(b"E "):
+                raise self._fail(line)
+        raise OSError(errno.EIO, "the container's builder ended without a word")
+
+    def wait_exec(self) -> None:
+        while (line := self._line()) is not None:
+            if line.startswith(b"E "):
+                raise self._fail(line)
+
+
+def _kill_and_reap(pid: int) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    except (ProcessLookupError, ChildProcessError):
+        pass
+
+
+def _report_failure(fd: int, step: str, exc: BaseException) -> None:
+    code = getattr(exc, "errno", None) or errno.EIO
+    detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    os.write(fd, f"E {code} {step}: {detail}\n".encode(errors="replace")[:4000])
+
+
+def _default_signals() -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE,
+                signal.SIGCHLD, signal.SIGPWR, signal.SIGUSR1, signal.SIGUSR2,
+                signal.SIGXFSZ, signal.SIGQUIT):
+        signal.signal(sig, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+
+
+def _read_spec(fd: int) -> dict[str, object] | None:
+    """The spec line, or None when the controller let us go without one."""
     data = b""
     while b"\n" not in data:
         chunk = os.read(fd, 65536)
         if not chunk:
-            return None, b""
+            return None
         data += chunk
-    line, _, rest = data.partition(b"\n")
-    return json.loads(line), rest
+    return json.loads(data.partition(b"\n")[0])
 
 
-def _wait_go(fd: int, early: bytes) -> bool:
-    go = (early or os.read(fd, 1))[:1] == GO
-    os.close(fd)
-    return go
-
-
-def _child(spec_r: int, wfd: int) -> None:
+def _builder(spec_r: int, report_w: int, go_r: int, userns: bool) -> None:
+    """The builder (module docstring, 1 and 2): host root in a mount namespace of its own."""
     step = "prepare"
+    member = 0
+    try:
+        syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        _default_signals()
+        step = "unshare the mount namespace"
+        syscalls.unshare(namespaces.CLONE_NEWNS)
+        rootfs.make_private()
+        ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
+        mapped_r, mapped_w = os.pipe2(os.O_CLOEXEC)
+        member = os.fork()
+        if member == 0:
+            os.close(ready_r)
+            os.close(mapped_w)
+            os.close(spec_r)
+            _member(ready_w, mapped_r, report_w, go_r, userns)   # never returns
+        os.close(ready_w)
+        os.close(mapped_r)
+        os.close(go_r)
+        step = "create the namespaces"
+        if os.read(ready_r, 1) != READY:
+            os._exit(0)          # the member reported why
+        os.close(ready_r)
+        spec = _read_spec(spec_r)
+        if spec is None:
+            raise SystemExit(0)   # abandoned: nobody will start this one
+        raw_map = spec.get("idmap")
+        idmap = IdMap(**raw_map) if isinstance(raw_map, dict) else None
+        root = str(spec["rootfs"])
+        console = spec["console"]
+        if idmap is not None:
+            step = "write the id map"
+            userns_mod.write_maps(member, *userns_mod.domain_maps(idmap))
+        step = "prepare the root"
+        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        rootfs.make_skeleton(root_fd, bool(console))
+        step = "mount /sys"
+        net = os.open(f"/proc/{member}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        syscalls.setns(net, namespaces.CLONE_NEWNET)
+        os.close(net)
+        rootfs.mount_sysfs(root_fd)
+        step = "populate /dev"
+        ns = userns_mod.ns_fd(member) if idmap is not None else -1
+        try:
+            rootfs.mount_dev(root_fd, str(console) if console else None, ns)
+        finally:
+            if ns >= 0:
+                os.close(ns)
+        step = "mount the configured mounts"
+        kmounts.apply_at_start(root, [MountSpec(src, target, tuple(options))
+                                      for src, target, options in spec.get("mounts", [])],  # type: ignore[attr-defined]
+                               idmap)
+        if idmap is not None:
+            step = "idmap the root"
+            ns = userns_mod.ns_fd(member)
+            try:
+                tree = userns_mod.idmapped_tree(root, ns)
+            finally:
+                os.close(ns)
+            syscalls.move_mount(tree, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH)
+            os.close(tree)
+        os.close(root_fd)
+        step = "start the container"
+        os.write(mapped_w, json.dumps(spec).encode() + b"\n")
+        os.close(mapped_w)
+        _, status = os.waitpid(member, 0)
+        os._exit(0)
+    except SystemExit:
+        if member:
+            _kill_and_reap(member)
+        os._exit(0)
+    except BaseException as exc:      # the builder's only boundary: report, then die
+        try:
+            if member:
+                _kill_and_reap(member)
+            _report_failure(report_w, step, exc)
+        finally:
+            os._exit(127)
+
+
+def _member(ready_w: int, mapped_r: int, report_w: int, go_r: int, userns: bool) -> None:
+    """The member (module docstring, 1 and 2): makes the namespaces, forks the init child."""
+    step = "create the namespaces"
+    try:
+        syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if userns:
+            step = "create the user namespace"
+            syscalls.unshare(namespaces.CLONE_NEWUSER)
+        step = "create the namespaces"
+        syscalls.unshare(namespaces.CLONE_NEWUTS | namespaces.CLONE_NEWIPC
+                         | namespaces.CLONE_NEWNET)
+        os.write(ready_w, READY)
+        os.close(ready_w)
+        spec = _read_spec(mapped_r)
+        if spec is None:
+            os._exit(0)
+        os.close(mapped_r)
+        # Into the root while we still have the host's root's ids: its path may
+        # lead through directories only the host's root may search (a 0700 state
+        # dir). The init child works from here, never from that path.
+        step = "enter the root"
+        os.chdir(str(spec["rootfs"]))
+        if userns:
+            step = "become root in the user namespace"
+            userns_mod.become_root()
+        step = "unshare the mount and pid namespaces"
+        syscalls.unshare(namespaces.CLONE_NEWNS | namespaces.CLONE_NEWPID)
+        init = os.fork()
+        if init == 0:
+            _init_child(spec, report_w, go_r, userns)    # never returns
+        os.write(report_w, f"pid {init}\n".encode())
+        os._exit(0)
+    except BaseException as exc:       # the member's only boundary
+        try:
+            _report_failure(report_w, step, exc)
+        finally:
+            os._exit(127)
+
+
+def _init_child(spec: dict[str, object], report_w: int, go_r: int, userns: bool) -> None:
+    """Pid 1 of the container (module docstring, 3)."""
+    step = "start"
     try:
         os.setsid()
-        syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGPIPE,
-                    signal.SIGCHLD, signal.SIGPWR, signal.SIGUSR1, signal.SIGUSR2,
-                    signal.SIGXFSZ, signal.SIGQUIT):
-            signal.signal(sig, signal.SIG_DFL)
-        signal.pthread_sigmask(signal.SIG_SETMASK, [])
-        step = "unshare namespaces"
-        syscalls.unshare(namespaces.CONTAINER_FLAGS & ~CLONE_NEWCGROUP)
-        step = "prepare mounts"
-        rootfs.make_private()
-        spec, early = _read_spec(spec_r)
-        if spec is None:
-            os._exit(0)          # abandoned: nobody will start this one
-        root = str(spec["rootfs"])
         console = spec["console"]
         init = [str(a) for a in spec["init"]]  # type: ignore[attr-defined]
         step = "prepare mounts"
-        rootfs.bind_self(root)
-        step = "mount /proc and /sys"
-        rootfs.mount_proc_sys(root)
-        step = "populate /dev"
-        rootfs.populate_dev(root, str(console) if console else None)
-        step = "mount the configured mounts"
-        kmounts.apply_at_start(root, [MountSpec(src, target, tuple(options))
-                                      for src, target, options in spec.get("mounts", [])])  # type: ignore[attr-defined]
+        rootfs.enter_own_root()
+        step = "mount /proc"
+        rootfs.mount_proc(".")
+        step = "mount devpts and /dev/shm"
+        rootfs.mount_dev_inside(".")
         step = "set hostname"
         syscalls.sethostname(str(spec["hostname"]))
         step = "bring up lo"
         rootfs.loopback_up()
         step = "pivot_root"
-        rootfs.pivot(root)
+        rootfs.pivot(".")
         step = "drop capabilities"
         syscalls.drop_bounding_caps(DROPPED_CAPS)
         step = "wait for the cgroup"
-        if not _wait_go(spec_r, early):
+        if os.read(go_r, 1) != GO:
             os._exit(0)          # the controller could not place us: it says why
+        # Our parent is now the controller: die with it, as a container without its
+        # controller would have no supervisor. If it died already, its end of the
+        # "go" pipe is closed.
+        syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if select.select([go_r], [], [], 0)[0] and not os.read(go_r, 1):
+            os._exit(0)
         # Now in the domain's cgroup: the cgroup namespace's root is that cgroup.
         step = "unshare the cgroup namespace"
         syscalls.unshare(CLONE_NEWCGROUP)
@@ -248,14 +442,14 @@ def _child(spec_r: int, wfd: int) -> None:
             os.close(fd)
         # Nothing from the controller may leak into the container: close every
         # fd but stdio and the close-on-exec report pipe.
-        os.closerange(3, wfd)
-        os.closerange(wfd + 1, 1 << 20)
+        os.closerange(3, report_w)
+        os.closerange(report_w + 1, 1 << 20)
+        step = "load the seccomp filter"
+        syscallfilter.load(privileged=not userns)
         step = f"exec init {init[0]}"
         os.execve(init[0], init, INIT_ENV)
     except BaseException as exc:      # the child's only boundary: report, then die
-        code = getattr(exc, "errno", None) or errno.EIO
-        detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
         try:
-            os.write(wfd, f"{code} {step}: {detail}".encode())
+            _report_failure(report_w, step, exc)
         finally:
             os._exit(127)

@@ -28,6 +28,7 @@ import trio
 from .. import config as configmod
 from ..atomicfile import atomic_write
 from ..errors import VzfsError
+from ..idmap import IdMap
 from ..kernel import cgroups
 from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
@@ -51,6 +52,7 @@ VNC_CHUNK = 1 << 16
 VNC_FAST_RESTART = 0.05    # the first restart after a crash is at once (issue 5: within a second)
 VNC_MAX_BACKOFF = 1.0      # a server that keeps dying is tried again every second
 VNC_STABLE_S = 10.0        # a server that ran this long resets the backoff
+TTY_GID = 5                        # the tty group inside (devpts gid=5)
 REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
 HALT_SIGNAL = signal.SIGINT        # … and with SIGINT for halt and power-off
 
@@ -180,16 +182,34 @@ class Controller:
 
     def _place(self, pid: int) -> None:
         """Create the domain's cgroup with its limits and move *pid* into it."""
+        self._make_cgroup()
+        self.cgroup.join_pid(pid)
+
+    def _make_cgroup(self) -> None:
         self.cgroup.create()
         limits = self.cfg.limits
         self.cgroup.set_limits(limits.memory, limits.cpus, limits.pids)
-        self.cgroup.join_pid(pid)
+        if self.idmap is not None:
+            # Delegated to the domain's root (cgroups(7) "Cgroups delegation"), so a
+            # distribution's init can make its own sub-cgroups; the limits stay ours.
+            self.cgroup.delegate(self.idmap.uid, self.idmap.gid)
+
+    @property
+    def idmap(self) -> IdMap | None:
+        return None if self.cfg.privileged else self.cfg.idmap
+
+    def _own_console(self) -> None:
+        """The console pty belongs to the domain's root (and tty group), or root inside
+        could not open it: the host's root is nobody in a user namespace."""
+        if self.idmap is not None:
+            os.fchown(self.slave, self.idmap.uid, self.idmap.gid + TTY_GID)
 
     def _spawn(self) -> None:
+        self._own_console()
         spec = container.ContainerSpec(
             name=self.name, rootfs=self.rootfs, hostname=self.cfg.hostname,
             init=self.cfg.init, console=os.ttyname(self.slave), cgroup=self.cgroup,
-            mounts=tuple(self.mounts))
+            mounts=tuple(self.mounts), idmap=self.idmap)
         prepared, self.prepared = self.prepared, None
         self.pid = container.launch(prepared or container.prepare(), spec, self._place)
         self.started_at = time.time()
@@ -209,13 +229,12 @@ class Controller:
             self._set_winsize()
         self.mounts = list(meta.mounts)
         self.vnc_prefer = dict(meta.vnc_prefer)
-        self.cgroup.create()
-        limits = self.cfg.limits
-        self.cgroup.set_limits(limits.memory, limits.cpus, limits.pids)
+        self._make_cgroup()
+        self._own_console()
         try:
             self.pid, figures = checkpoint.restore(self.criu, self.domain_dir, self.rootfs,
                                                    meta, self.slave, self.cgroup.join_self,
-                                                   self.images, self.lazy)
+                                                   self.images, self.lazy, self.idmap)
         except OSError:
             self.cgroup.kill_all()         # whatever CRIU got as far as creating
             raise
@@ -400,7 +419,7 @@ class Controller:
             if op == "mount_add":
                 spec = MountSpec(str(msg["source"]), str(msg["target"]),
                                  tuple(o for o in str(msg.get("options", "")).split(",") if o))
-                await _await_helper(kmounts.start_inject(self.pid, spec))
+                await _await_helper(kmounts.start_inject(self.pid, spec, self.idmap))
                 self.mounts.append(spec)
             else:
                 target = str(msg["target"])
@@ -454,7 +473,8 @@ class Controller:
                     console_key=checkpoint.tty_key(os.fstat(self.slave)),
                     devtty_key=self._devtty_key(),
                     mounts=tuple(self.mounts), columns=self.columns, lines=self.lines,
-                    vnc_prefer=dict(self.vnc_prefer), dumped_at=time.time())
+                    vnc_prefer=dict(self.vnc_prefer), dumped_at=time.time(),
+                    host_binds=checkpoint.host_binds(self.pid))
                 freezer = self.cgroup.freezer_dir() if self.state == "paused" else None
                 figures = await trio.to_thread.run_sync(
                     checkpoint.dump, self.criu, self.domain_dir, self.pid, self.rootfs,

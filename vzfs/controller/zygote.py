@@ -56,8 +56,9 @@ def _serve(sock: socket.socket) -> NoReturn:
             process.preload()
         except Exception:           # no font: each VNC server will say why in its domain's log
             pass
-        from ..kernel import syscalls
+        from ..kernel import syscallfilter, syscalls
         syscalls.warm()
+        syscallfilter.warm()
         syscalls.set_comm("vzfs-zygote")
         # Exited controllers are reaped by the kernel; controllers reset this.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)

@@ -146,6 +146,8 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("checkpoint.log", lambda reg, dom: reg.checkpoint_log(dom)),
     ControlFile("migrate_target", show_migration, store_migrate),
     ControlFile("events", show_events, poll=True),
+    ControlFile("idmap", lambda reg, dom: "" if dom.config.privileged or dom.config.idmap is None
+                else dom.config.idmap.shown()),
 )
 
 
@@ -175,6 +177,7 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
     events    r       state, populated, vnc_restarts, error as KEY VALUE; poll() it for POLLPRI
     migrate_target rw write [ssh://][USER@]HOST[:PORT][/MOUNTPOINT] to move the running domain
                       there (`check TARGET`: the preflight alone); read: phase, progress, outcome
+    idmap     r       its user namespace's map as /proc/PID/uid_map shows it (empty: privileged)
 
 One write is one command; it returns when done. A refused command changes
 nothing, fails with an errno (EINVAL, EBUSY, EEXIST, ENOENT, EIO…) and `error`
@@ -189,6 +192,8 @@ def version_text(reg: Registry) -> str:
             f"cgroup {reg.layout.mode}\n"
             f"cgroup_favordynmods {'yes' if _favordynmods(reg) else 'no'}\n"
             f"checkpoint {checkpoint_engine()}\n"
+            f"user_namespaces {userns_support()}\n"
+            f"seccomp {seccomp_support()}\n"
             f"state_dir {reg.state_dir}\n"
             f"daemon_pid {os.getpid()}\n"
             f"program {sys.executable} -m vzfs\n")
@@ -199,6 +204,17 @@ def checkpoint_engine() -> str:
     """criu.describe(), once per daemon: it runs `criu --version`, too slow for every read
     (the daemon asks before trio runs, so no request waits for it)."""
     return criu.describe()
+
+
+def userns_support() -> str:
+    """How an unprivileged domain's root is seen through its map: by an idmapped mount."""
+    return "idmapped-mounts"
+
+
+def seccomp_support() -> str:
+    from ..kernel import syscallfilter
+    why = syscallfilter.available()
+    return "libseccomp" if not why else f"none ({why})"
 
 
 def _favordynmods(reg: Registry) -> bool:

@@ -234,6 +234,8 @@ class Incoming:
         # choosing means nothing here), and is never filled from a template.
         cfg = dataclasses.replace(cfg, rootfs_path=None, rootfs_template=None)
         self.check(name, cfg.id, [], 0)
+        # Its user namespace's block comes with it: refused if a domain here holds any of it.
+        self.reg.with_idmap(name, cfg, f"domain {name} cannot come here")
         dom = self.reg.receive(name, cfg)
         rootfs = self.reg.rootfs(dom)
         images = images_dir(self.reg.state_dir, name)

@@ -488,7 +488,7 @@ class Migration:
             console_key=checkpoint.tty_key(os.fstat(ctl.slave)), devtty_key=ctl._devtty_key(),
             mounts=tuple(ctl.mounts), columns=ctl.columns, lines=ctl.lines,
             vnc_prefer=dict(ctl.vnc_prefer), dumped_at=time.time(),
-            netns=checkpoint.plain_netns(ctl.pid))
+            netns=checkpoint.plain_netns(ctl.pid), host_binds=checkpoint.host_binds(ctl.pid))
         self.meta = meta
         ours, theirs = socket.socketpair()
         rfd, wfd = os.pipe()
