@@ -87,10 +87,12 @@ def test_config_privileged_and_idmap_round_trip() -> None:
     assert again == cfg
     assert configmod.default("web1", 101).privileged is False
     assert configmod.parse("privileged = true\n", name="w", default_id=1).privileged
+    # Turning privilege on keeps the block, for the day it is turned off again.
+    kept = configmod.parse("privileged = true\n[idmap]\nuid = 655360\n", name="w", default_id=1)
+    assert kept.privileged and kept.idmap == IdMap(655360, 655360)
 
 
 @pytest.mark.parametrize("text, key", [
-    ("privileged = true\n[idmap]\nuid = 655360\n", "idmap"),
     ("[idmap]\ngid = 655360\n", "idmap.uid"),
     ("[idmap]\nuid = 655360\nsize = 1000\n", "idmap.size"),
     ("[idmap]\nuid = 655360\nextra = 1\n", "idmap.extra"),

@@ -272,10 +272,9 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None) -> Doma
         raise _invalid("console.emulator", f"{emulator!r} is not one of {', '.join(EMULATORS)}")
     _no_leftovers(console_t, "console.")
     privileged = _take(doc, "privileged", bool, "")
+    # A privileged domain keeps its block (unused), so that turning privileged off
+    # again gives it back the ids its files inside were made with.
     idmap = _parse_idmap(_take(doc, "idmap", dict, ""))
-    if privileged and idmap is not None:
-        raise _invalid("idmap", "a privileged domain has no user namespace to map; "
-                                "remove [idmap] or set privileged = false")
     _no_leftovers(doc, "")
 
     return DomainConfig(

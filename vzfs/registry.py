@@ -320,15 +320,15 @@ class Registry:
 
     def _taken_idmaps(self, name: str) -> dict[str, idmapmod.IdMap]:
         return {other.name: other.config.idmap for other in self.domains.values()
-                if other.name != name and other.config.idmap is not None
-                and not other.config.privileged}
+                if other.name != name and other.config.idmap is not None}
 
     def with_idmap(self, name: str, cfg: DomainConfig, what: str,
                    keep: idmapmod.IdMap | None = None) -> DomainConfig:
         """*cfg* with the block of host ids its user namespace gets: the one it names
         (EEXIST if another domain holds any of it, EINVAL outside root's subuid and
-        subgid ranges), else *keep* (the block it had), else a free one."""
-        if cfg.privileged:
+        subgid ranges), else *keep* (the block it had), else a free one. A privileged
+        domain gets none, but keeps the one it names."""
+        if cfg.privileged and cfg.idmap is None:
             return cfg
         taken = self._taken_idmaps(name)
         uids, gids = host_subid_ranges()
