@@ -181,7 +181,10 @@ def launch(prepared: PreparedInit, spec: ContainerSpec,
             place(init_pid)
         elif spec.cgroup is not None:
             spec.cgroup.join_pid(init_pid)
-        os.write(prepared.go_w, GO)
+        try:
+            os.write(prepared.go_w, GO)
+        except BrokenPipeError:
+            pass            # the init child died: its report says why
         reader.wait_exec()
     except BaseException:
         if init_pid:
