@@ -26,10 +26,22 @@ MEMORY_LIMIT = 256 << 20
 PIDS_LIMIT = 512
 
 
-def oci_config(rootfs: str, args: list[str], hostname: str, cgroups_path: str) -> dict[str, Any]:
+def oci_config(rootfs: str, args: list[str], hostname: str, cgroups_path: str,
+               userns_base: int | None = None) -> dict[str, Any]:
     """An OCI runtime config (runtime-spec config.md) matching what vzfs gives a domain:
     pid/mount/uts/ipc/net/cgroup namespaces, proc, a tmpfs /dev with devpts, a
-    read-only sysfs, the same limits as the suite's domains."""
+    read-only sysfs, the same limits as the suite's domains; with *userns_base*, a
+    user namespace too (linux.uidMappings: 65536 ids from that host id)."""
+    cfg = _oci_config(rootfs, args, hostname, cgroups_path)
+    if userns_base is not None:
+        mapping = [{"containerID": 0, "hostID": userns_base, "size": 65536}]
+        cfg["linux"]["namespaces"].append({"type": "user"})
+        cfg["linux"]["uidMappings"] = mapping
+        cfg["linux"]["gidMappings"] = mapping
+    return cfg
+
+
+def _oci_config(rootfs: str, args: list[str], hostname: str, cgroups_path: str) -> dict[str, Any]:
     return {
         "ociVersion": "1.0.2",
         "process": {
@@ -99,10 +111,11 @@ class Crun:
         if ready != "ready":
             raise BenchError(f"the crun worker did not start: {ready}")
 
-    def bundle(self, name: str, rootfs: str, args: list[str]) -> None:
+    def bundle(self, name: str, rootfs: str, args: list[str],
+               userns_base: int | None = None) -> None:
         path = os.path.join(self.root, "bundles", name)
         os.makedirs(path, exist_ok=True)
-        cfg = oci_config(rootfs, args, name, f"/{self.cgroup_parent}/{name}")
+        cfg = oci_config(rootfs, args, name, f"/{self.cgroup_parent}/{name}", userns_base)
         with open(os.path.join(path, "config.json"), "w") as f:
             json.dump(cfg, f, indent=1)
 

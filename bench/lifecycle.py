@@ -63,3 +63,38 @@ def start_and_kill(ctx: Context) -> Values:
         "crun_kill_ms_min": min(times["crun_kill"]),
         "kill_write_errors": len(write_errors),
     }
+
+
+PRIVILEGED_CONFIG = DOMAIN_CONFIG.replace("[limits]", "privileged = true\n\n[limits]")
+CRUN_USERNS_BASE = 2**31 - 65536      # far from any block vzfs assigns
+
+
+@measurement("start_unprivileged_ms_p50", "start_privileged_ms_p50",
+             "crun_userns_start_ms_p50")
+def start_by_privilege(ctx: Context) -> Values:
+    """What the user namespace and the idmapped root cost a start (issue 15): an
+    unprivileged domain, a privileged one and crun with a user namespace, in turns."""
+    inst = ctx.instance()
+    peer = ctx.crun()
+    inst.define_filled("unpriv", DOMAIN_CONFIG)
+    inst.define_filled("priv", PRIVILEGED_CONFIG)
+    peer.bundle("userns", inst.rootfs("unpriv"), INIT, userns_base=CRUN_USERNS_BASE)
+    peer.run("userns")
+    peer.delete("userns")
+    times: dict[str, list[float]] = {"unpriv": [], "priv": [], "crun": []}
+    for i in range(ctx.settings.cycles):
+        for side in alternate(i, ("unpriv", "priv", "crun")):
+            if side == "crun":
+                times["crun"].append(peer.run("userns") / NS_PER_MS)
+                time.sleep(SETTLE_S)
+                peer.delete("userns")
+            else:
+                times[side].append(inst.start(side) / NS_PER_MS)
+                time.sleep(SETTLE_S)
+                inst.kill(side)
+            time.sleep(SETTLE_S)
+    return {"start_unprivileged_ms_p50": median(times["unpriv"]),
+            "start_privileged_ms_p50": median(times["priv"]),
+            "crun_userns_start_ms_p50": median(times["crun"]),
+            "start_unprivileged_ms_min": min(times["unpriv"]),
+            "start_privileged_ms_min": min(times["priv"])}

@@ -44,6 +44,7 @@ def migration_keys(size_mb: int) -> tuple[str, ...]:
 KEYS: tuple[str, ...] = (
     "start_ms_p50", "crun_start_ms_p50",
     "stop_ms_p50", "crun_kill_ms_p50",
+    "start_unprivileged_ms_p50", "start_privileged_ms_p50", "crun_userns_start_ms_p50",
     "control_read_us_p50", "control_read_us_p99", "tmpfs_read_us_p50", "cgroupfs_read_us_p50",
     "pyfuse3_floor_read_us_p50",
     "control_write_us_p50", "cgroupfs_write_us_p50",
@@ -104,6 +105,9 @@ def _migration_rows(size_mb: int) -> tuple[Row, ...]:
 ROWS: tuple[Row, ...] = (
     Row("start_ms_p50", "crun_start_ms_p50", "{crun_name}: run -d"),
     Row("stop_ms_p50", "crun_kill_ms_p50", "{crun_name}: delete -f"),
+    Row("start_unprivileged_ms_p50", "start_privileged_ms_p50", "the same domain, privileged"),
+    Row("start_unprivileged_ms_p50", "crun_userns_start_ms_p50",
+        "{crun_name}: run -d, with a user namespace"),
     Row("control_read_us_p50", "tmpfs_read_us_p50", "tmpfs file ({tmpfs_path})"),
     Row("control_read_us_p50", "cgroupfs_read_us_p50", "cgroupfs {cgroupfs_file}"),
     Row("control_read_us_p50", "pyfuse3_floor_read_us_p50",

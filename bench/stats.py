@@ -21,7 +21,8 @@ def percentile(samples: Sequence[float], q: float) -> float:
     return float(ordered[math.ceil(q / 100 * len(ordered)) - 1])
 
 
-def alternate(i: int, pair: tuple[str, str]) -> tuple[str, str]:
-    """The pair in the order of repetition *i*: runs alternate which side goes first,
+def alternate(i: int, pair: tuple[str, ...]) -> tuple[str, ...]:
+    """The sides in the order of repetition *i*: runs rotate which side goes first,
     so neither side always inherits the other's warm caches or its leftover work."""
-    return pair if i % 2 == 0 else (pair[1], pair[0])
+    k = i % len(pair)
+    return pair[k:] + pair[:k]

@@ -30,6 +30,7 @@ def test_alternate_switches_who_goes_first() -> None:
     assert stats.alternate(0, ("a", "b")) == ("a", "b")
     assert stats.alternate(1, ("a", "b")) == ("b", "a")
     assert stats.alternate(2, ("a", "b")) == ("a", "b")
+    assert stats.alternate(1, ("a", "b", "c")) == ("b", "c", "a")
 
 
 def test_every_row_names_registered_keys() -> None:
