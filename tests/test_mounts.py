@@ -15,7 +15,19 @@ from tests.test_console import started_shell
 
 
 def root(inst: Instance, name: str = "demo") -> Path:
+    """The container's root as it sees it (its mounts included), to read from the host."""
     return Path(f"/proc/{inst.read(name, 'pid').strip()}/root")
+
+
+def disk_root(inst: Instance, name: str = "demo") -> Path:
+    """The root's directory on the host's disk, to write to from the host: through the
+    container's view (an idmapped mount) the host's root is nobody and may not create."""
+    return inst.state / "private" / inst.read(name, "id").strip()
+
+
+def domain_root_id(inst: Instance, name: str = "demo") -> int:
+    """The host uid of the domain's root (its `idmap` block's first id)."""
+    return int(inst.read(name, "idmap").split()[1])
 
 
 def enter(inst: Instance, *argv: str, name: str = "demo") -> subprocess.CompletedProcess[str]:
@@ -115,9 +127,11 @@ def test_nosuid_holds_for_a_setuid_program(instance: Instance, source: Path, tmp
                     '    execv(argv[1], argv + 1); return 127; }\n'
                     '  printf("%d\\n", (int)geteuid()); return 0; }\n')
     subprocess.run(["gcc", "-static", "-o", str(source / "euid"), str(prog)], check=True)
-    os.chown(source / "euid", 0, 0)
-    (source / "euid").chmod(0o4755)
     started_shell(instance)
+    # Owned by the domain's root (idmap=shift shows it as root inside; the host's root
+    # would be nobody there).
+    os.chown(source / "euid", domain_root_id(instance), domain_root_id(instance))
+    (source / "euid").chmod(0o4755)
     write_mounts(instance, f"add {source} /suid")
     write_mounts(instance, f"add {source} /nosuid nosuid")
 
@@ -137,7 +151,7 @@ def test_escapes_are_refused_and_nothing_is_mounted_on_the_host(
     started_shell(instance)
     outside = tmp_path / "outside"
     outside.mkdir()
-    r = root(instance)
+    r = disk_root(instance)
     os.symlink(str(outside), r / "abs-link")               # absolute: means the container's /…
     os.symlink("../../../../../../../..", r / "rel-link")  # climbs as far as it can
     before = host_mounts()

@@ -38,7 +38,7 @@ def test_mkdir_defines_with_files_and_modes(instance: Instance) -> None:
                      "stats": 0o444, "error": 0o444, "console": 0o644, "screen": 0o444,
                      "vnc": 0o444, "vnc_websocket": 0o444, "mounts": 0o644,
                      "checkpoint": 0o444, "checkpoint.log": 0o444, "migrate_target": 0o644,
-                     "events": 0o444}
+                     "events": 0o444, "idmap": 0o444}
     assert instance.read("web1", "state") == "stopped\n"
     assert instance.read("web1", "id") == "101\n"
     assert instance.read("web1", "pid") == ""

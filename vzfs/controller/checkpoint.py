@@ -30,8 +30,9 @@ What CRIU must be told (FACTS.md, criu(8)):
 * An unprivileged domain's root is an idmapped mount (kernel.userns). CRIU
   restores the user namespace from its images and binds `--root` as the root: the
   restore runs in a mount namespace of its own where the domain's root directory
-  is covered by an idmapped clone of itself with the domain's map, so the restored
-  root is seen through the same map as the one that was dumped.
+  is covered by an idmapped clone of itself with the domain's map, and each host
+  source of its mounts by the idmapped mount it had (kernel.mounts), so what is
+  restored is seen through the same maps as what was dumped.
 * Cgroups are vzfs's: `--manage-cgroups=ignore`, and the restore runs CRIU from
   inside the domain's cgroup so that the restored tree is born there. A running
   tree is stopped by CRIU's ptrace seize; a paused one is handed over frozen
@@ -46,7 +47,9 @@ import json
 import os
 import re
 import shutil
+import stat
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 
@@ -65,6 +68,7 @@ META = "vzfs.json"
 LOG = "checkpoint.log"
 RECORD = "checkpoint.json"
 PIDFILE = "restored.pid"
+STAGE_DIR = "/tmp"          # where a restore stages mount sources (a private tmpfs)
 
 CONSOLE_MOUNTS = ("/dev/console", "/dev/tty1")
 COMMON = ("-v4", "--manage-cgroups=ignore", "--tcp-established", "--file-locks")
@@ -183,7 +187,10 @@ def lazy_dump_args(criu: str, pid: int, images: str, log: str, root: str, meta: 
 
 def restore_args(criu: str, images: str, log: str, root: str, pidfile: str, meta: Meta,
                  console_fd: int, devtty_fd: int, console_path: str,
-                 lazy: bool = False, netns_fd: int = -1) -> list[str]:
+                 lazy: bool = False, netns_fd: int = -1,
+                 sources: dict[str, str] | None = None) -> list[str]:
+    """*sources*: where CRIU finds an external mount's source instead of its own path
+    (an unprivileged domain's staged idmapped mounts)."""
     args = [criu, "restore", "-D", images, "-o", log, "--root", root, "--pidfile", pidfile,
             "--restore-detached", "--restore-sibling", *COMMON,
             *(["--lazy-pages"] if lazy else []),
@@ -196,7 +203,7 @@ def restore_args(criu: str, images: str, log: str, root: str, pidfile: str, meta
     for target in CONSOLE_MOUNTS:
         args += ["--external", f"mnt[{os.path.basename(target)}]:{console_path}"]
     for key, m in _external_mounts(meta.mounts):
-        args += ["--external", f"mnt[{key}]:{m.source}"]
+        args += ["--external", f"mnt[{key}]:{(sources or {}).get(key, m.source)}"]
     for i, (_, source) in enumerate(meta.host_binds):
         args += ["--external", f"mnt[h{i}]:{source}"]
     return args
@@ -450,7 +457,9 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
     if meta.netns:
         fds.append(namespaces.fresh_netns())
         os.set_inheritable(fds[-1], True)
-    tree = -1
+    trees: list[tuple[int, str]] = []
+    stage = ""
+    sources: dict[str, str] = {}
     started = time.monotonic()
     try:
         prepare = join_cgroup
@@ -458,17 +467,29 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
             # CRIU reads some images from inside the restored user namespace, as its
             # root: they are the domain's own memory and files, so they are its to read.
             _give(images, idmap)
-            tree = _idmapped_root(root, idmap)
-            prepare = _restore_prepare(join_cgroup, tree, root)
+            trees.append((_idmapped_root(root, idmap), root))
+            # CRIU binds an external mount's source from inside the user namespace
+            # too, where the host's path to it may not be searchable (a 0700
+            # directory): it finds the idmapped mount the domain had on a stage.
+            externals = _external_mounts(meta.mounts)
+            if externals:
+                stage = tempfile.mkdtemp(prefix="vzfs-restore-", dir=STAGE_DIR)
+                os.chmod(stage, 0o755)
+            for key, m in externals:
+                sources[key] = os.path.join(stage, key)
+                trees.append((kmounts.prepare_source(m, idmap), sources[key]))
+            prepare = _restore_prepare(join_cgroup, trees, stage)
         args = restore_args(criu, images, log, root, pidfile, meta, fds[0], fds[1],
-                            os.ttyname(console_slave), lazy, fds[-1])
+                            os.ttyname(console_slave), lazy, fds[-1], sources)
         code = _run(args, log, images, pass_fds=fds, preexec=prepare)
     except OSError as exc:
         raise CheckpointError(exc.errno or errno.EIO,
                               f"cannot run CRIU ({criu}): {exc.strerror or exc}") from exc
     finally:
-        for fd in fds + ([tree] if tree >= 0 else []):
+        for fd in fds + [tree for tree, _ in trees]:
             os.close(fd)
+        if stage:
+            os.rmdir(stage)     # its tmpfs lived in CRIU's mount namespace only
     elapsed = time.monotonic() - started
     if code != 0:
         raise CheckpointError(errno.EIO, f"CRIU could not restore it: {reasons(log)} "
@@ -504,14 +525,24 @@ def _idmapped_root(root: str, idmap: IdMap) -> int:
         os.close(ns)
 
 
-def _restore_prepare(join_cgroup: Callable[[], None], tree: int, root: str) -> Callable[[], None]:
+def _restore_prepare(join_cgroup: Callable[[], None], trees: list[tuple[int, str]],
+                     stage: str) -> Callable[[], None]:
     """CRIU's pre-exec step for an unprivileged domain (module docstring): its own mount
-    namespace, the domain's root covered by its idmapped clone."""
+    namespace, the domain's root covered by its idmapped clone, and a tmpfs on *stage*
+    with the idmapped mounts of its mounts' sources."""
     def prepare() -> None:
         join_cgroup()
         syscalls.unshare(CLONE_NEWNS)
         syscalls.mount(None, "/", None, MS_REC | MS_PRIVATE)
-        syscalls.move_mount(tree, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH)
+        if stage:
+            syscalls.mount("tmpfs", stage, "tmpfs", 0, "mode=0755,size=16k")
+        for tree, path in trees:
+            if path.startswith(stage + "/") and stage:
+                if stat.S_ISDIR(os.fstat(tree).st_mode):
+                    os.mkdir(path)
+                else:
+                    os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o644))
+            syscalls.move_mount(tree, "", AT_FDCWD, path, MOVE_MOUNT_F_EMPTY_PATH)
     return prepare
 
 

@@ -11,15 +11,18 @@ remount anything read-write (a `ro` mount, /sys) and may not use the new mount
 API, whose arguments seccomp cannot inspect (ENOSYS: tools fall back to mount(2)).
 
 The filters are built once in the zygote (`warm`) and loaded by each container's
-init right before it execs (and by `vzfs enter` before its command): loading asks
-only for CAP_SYS_ADMIN in the caller's own user namespace, which both have.
+init right before it execs (and by `vzfs enter` before its command), without
+no_new_privs: loading then asks for CAP_SYS_ADMIN in the caller's own user
+namespace, which both have, and set-user-ID programs inside keep working.
 """
 
 import errno
 
 try:
-    import seccomp as _libseccomp      # libseccomp's own bindings (Debian's python3-seccomp)
-except ImportError as exc:           # ./bootstrap links them into .venv
+    # pyseccomp: libseccomp's Python API (the same names as the bindings libseccomp
+    # ships) over ctypes, so it runs on any Python beside the system's libseccomp.
+    import pyseccomp as _libseccomp
+except (ImportError, OSError) as exc:     # no package, or no libseccomp.so.2
     _libseccomp = None
     _IMPORT_ERROR = str(exc)
 else:
@@ -55,6 +58,10 @@ def build(privileged: bool) -> object:
     if _libseccomp is None:
         raise OSError(errno.ENOSYS, f"cannot build the seccomp filter: {available()}")
     f = _libseccomp.SyscallFilter(defaction=_libseccomp.ALLOW)
+    # libseccomp sets no_new_privs by default, which would make every set-user-ID
+    # program inside (su, sudo, ping) run without its privileges; loading asks for
+    # CAP_SYS_ADMIN in the caller's user namespace instead, which init and enter have.
+    f.set_attr(_libseccomp.Attr.CTL_NNP, 0)
     for name in DENIED_EPERM:
         _deny(f, name, errno.EPERM)
     for name in DENIED_ENOSYS:
@@ -73,8 +80,8 @@ def build(privileged: bool) -> object:
 def _deny(f: object, name: str, err: int) -> None:
     try:
         f.add_rule(_libseccomp.ERRNO(err), name)          # type: ignore[attr-defined]
-    except (RuntimeError, ValueError):
-        pass         # a syscall this architecture or libseccomp does not know
+    except (OSError, RuntimeError, ValueError):
+        pass         # a syscall this architecture or libseccomp does not know (EINVAL)
 
 
 def load(privileged: bool) -> None:
@@ -83,6 +90,8 @@ def load(privileged: bool) -> None:
         build(privileged).load()                           # type: ignore[attr-defined]
     except (RuntimeError, ValueError) as exc:
         raise OSError(errno.EPERM, f"cannot load the seccomp filter: {exc}") from exc
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot load the seccomp filter: {exc.strerror}") from exc
 
 
 def warm() -> None:

@@ -488,7 +488,11 @@ class Migration:
             console_key=checkpoint.tty_key(os.fstat(ctl.slave)), devtty_key=ctl._devtty_key(),
             mounts=tuple(ctl.mounts), columns=ctl.columns, lines=ctl.lines,
             vnc_prefer=dict(ctl.vnc_prefer), dumped_at=time.time(),
-            netns=checkpoint.plain_netns(ctl.pid), host_binds=checkpoint.host_binds(ctl.pid))
+            # A fresh network namespace handed in at restore would be the host's user
+            # namespace's: an unprivileged domain's must be the one CRIU restores, owned
+            # by its own user namespace, so CRIU dumps it.
+            netns="" if ctl.idmap is not None else checkpoint.plain_netns(ctl.pid),
+            host_binds=checkpoint.host_binds(ctl.pid))
         self.meta = meta
         ours, theirs = socket.socketpair()
         rfd, wfd = os.pipe()
