@@ -115,19 +115,27 @@ class ReferenceScreen(pyte.Screen):
             self.erase_in_line(how)
 
 
+# pyte gives 38;5;N and 48;5;N as the hex of xterm's 256-colour table, whose first 16
+# entries are xterm's basic colours; the emulator has the Linux console's there.
+_BASIC_HEX = {value: PALETTE[index] for index, value in enumerate(pyte.graphics.FG_BG_256[:16])}
+
 _NAMES = {"black": 0, "red": 1, "green": 2, "brown": 3, "blue": 4, "magenta": 5, "cyan": 6, "white": 7}
 
 
 def _colour(value: str, bold: bool, foreground: bool) -> int:
     if value == "default":
-        return DEFAULT_FG if foreground else DEFAULT_BG
+        # The Linux console's default foreground is colour 7, which bold brightens
+        # (vt.c build_attr); pyte keeps "default".
+        if foreground:
+            return PALETTE[15] if bold else DEFAULT_FG
+        return DEFAULT_BG
     if value == "bfightmagenta":  # pyte 0.8.2's spelling for SGR 105
         return PALETTE[13]
     if value.startswith("bright"):
         return PALETTE[_NAMES[value[6:]] + 8]
     if value in _NAMES:
         return PALETTE[_NAMES[value] + (8 if bold and foreground else 0)]
-    return int(value, 16)
+    return _BASIC_HEX.get(value, int(value, 16))
 
 
 def pyte_cell(char: Any) -> Cell:

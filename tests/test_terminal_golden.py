@@ -70,7 +70,7 @@ def test_modify_other_keys_is_not_sgr(Terminal: type[AnyTerminal]) -> None:
     (b"\x1b[38:2:0:255:0m", 0x00FF00, DEFAULT_BG, 0),
     (b"\x1b[48:2:1:0:0:255m", DEFAULT_FG, 0x0000FF, 0),
     (b"\x1b[38:5:196m", PALETTE[196], DEFAULT_BG, 0),
-    (b"\x1b[1;48:5:21m", DEFAULT_FG, PALETTE[21], BOLD),
+    (b"\x1b[1;48:5:21m", PALETTE[15], PALETTE[21], BOLD),
     (b"\x1b[4:3m", DEFAULT_FG, DEFAULT_BG, UNDERLINE),
     (b"\x1b[4m\x1b[4:0m", DEFAULT_FG, DEFAULT_BG, 0),
     (b"\x1b[58:2::1:2:3;4m", DEFAULT_FG, DEFAULT_BG, UNDERLINE),
@@ -86,8 +86,30 @@ def test_semicolon_colours_and_bold_brightening(Terminal: type[AnyTerminal]) -> 
     terminal = Terminal(10, 2)
     terminal.feed(b"\x1b[31ma\x1b[1mb\x1b[38;5;1mc\x1b[38;2;1;2;3md\x1b[0;94;101me")
     cells = terminal.cells(0)
-    assert [cell.fg for cell in cells[:5]] == [0xCD0000, 0xFF0000, 0xFF0000, 0x010203, 0x5C5CFF]
-    assert cells[4].bg == 0xFF0000 and cells[4].flags == 0
+    assert [cell.fg for cell in cells[:5]] == [0xAA0000, 0xFF5555, 0xFF5555, 0x010203, 0x5555FF]
+    assert cells[4].bg == 0xFF5555 and cells[4].flags == 0
+
+
+# linux/drivers/tty/vt/vt.c default_red, default_grn, default_blu, in SGR order.
+LINUX_COLOURS = [0x000000, 0xAA0000, 0x00AA00, 0xAA5500, 0x0000AA, 0xAA00AA, 0x00AAAA, 0xAAAAAA,
+                 0x555555, 0xFF5555, 0x55FF55, 0xFFFF55, 0x5555FF, 0xFF55FF, 0x55FFFF, 0xFFFFFF]
+
+
+def test_the_sixteen_colours_are_the_linux_consoles(Terminal: type[AnyTerminal]) -> None:
+    terminal = Terminal(20, 2)
+    terminal.feed(b"".join(b"\x1b[%dmx" % code for code in [*range(30, 38), *range(90, 98)]))
+    assert [cell.fg for cell in terminal.cells(0)[:16]] == LINUX_COLOURS
+
+
+def test_colour_7_is_the_default_foreground(Terminal: type[AnyTerminal]) -> None:
+    """TERM=linux: default text is colour 7 on colour 0 (vt.c vc_def_color), so SGR 37
+    changes nothing and bold brightens both to colour 15."""
+    terminal = Terminal(10, 2)
+    terminal.feed(b"a\x1b[37mb\x1b[0;1mc\x1b[37md\x1b[0;30;47me")
+    a, b, c, d, e = terminal.cells(0)[:5]
+    assert a.fg == b.fg == DEFAULT_FG == LINUX_COLOURS[7]
+    assert c.fg == d.fg == LINUX_COLOURS[15]
+    assert (e.fg, e.bg) == (DEFAULT_BG, DEFAULT_FG)
 
 
 @pytest.mark.parametrize("string", [
@@ -248,7 +270,7 @@ def test_save_and_restore_cursor(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"\x1b[2;3H\x1b[1m\x1b7\x1b[H\x1b[0mx\x1b8y")
     assert terminal.cursor[:2] == (3, 1)
-    assert terminal.cells(1)[2] == Cell("y", DEFAULT_FG, DEFAULT_BG, BOLD)
+    assert terminal.cells(1)[2] == Cell("y", PALETTE[15], DEFAULT_BG, BOLD)
 
 
 def test_insert_and_delete_lines_are_scroll_events(Terminal: type[AnyTerminal]) -> None:

@@ -120,7 +120,7 @@ def test_snapshot_keeps_partial_utf8_and_sequences(backend: str) -> None:
     again = BACKENDS[backend].restore(json.loads(json.dumps(restored.snapshot())))
     again.feed("中".encode()[2:])
     cell = again.cells(0)[0]
-    assert cell.char == "中" and cell.fg == 0xCD0000
+    assert cell.char == "中" and cell.fg == 0xAA0000
     assert again.text() == "中\n\n"
 
 

@@ -17,7 +17,8 @@ BLINK = 32
 WIDE = 64          # left half of a double-width character; the next cell is WIDE_CONT
 WIDE_CONT = 128    # right half of a double-width character; its char is ""
 
-DEFAULT_FG = 0xAAAAAA   # the VGA console's light grey
+# The Linux console's default colours: its palette's colour 7 (grey) on colour 0 (palette.py).
+DEFAULT_FG = 0xAAAAAA
 DEFAULT_BG = 0x000000
 
 

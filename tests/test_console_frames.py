@@ -1,0 +1,53 @@
+"""Rendered frames of console output: what the VNC framebuffer shows for the sequences a
+Linux console (TERM=linux) and xterm draw, checked pixel by pixel.
+
+Each test feeds real bytes to a ``TerminalDisplay`` (the emulator and the renderer the
+VNC server uses, no network) and reads its framebuffer.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from vzfs.terminal import BACKENDS, AnyTerminal
+from vzfs.vnc import font as fontmod
+from vzfs.vnc.render import Renderer
+from vzfs.vnc.server import TerminalDisplay
+
+pytestmark = pytest.mark.skipif(
+    not fontmod.UNIFONT_OTF.exists(),
+    reason=f"{fontmod.UNIFONT_OTF} missing: install the Debian package fonts-unifont")
+
+FONT = fontmod.default_font() if fontmod.UNIFONT_OTF.exists() else None
+CW, CH = 8, 16
+
+
+@pytest.fixture(params=sorted(BACKENDS))
+def Terminal(request: pytest.FixtureRequest) -> type[AnyTerminal]:
+    return BACKENDS[request.param]
+
+
+def display(Terminal: type[AnyTerminal], data: bytes, columns: int = 10, lines: int = 3) -> TerminalDisplay:
+    """A display fed `data`, its cursor hidden afterwards unless the data shows it."""
+    shown = TerminalDisplay(Terminal(columns, lines), Renderer(columns, lines, FONT))
+    shown.feed(b"\x1b[?25l" + data)
+    return shown
+
+
+def cell(shown: TerminalDisplay, column: int, line: int = 0) -> np.ndarray:
+    return shown.framebuffer[line * CH:(line + 1) * CH, column * CW:(column + 1) * CW]
+
+
+def colours(pixels: np.ndarray) -> set[int]:
+    """The 0xRRGGBB colours present in some pixels."""
+    flat = pixels.reshape(-1, 3).astype(np.uint32)
+    return set((flat[:, 0] << 16 | flat[:, 1] << 8 | flat[:, 2]).tolist())
+
+
+def test_colour_7_text_looks_like_default_text(Terminal: type[AnyTerminal]) -> None:
+    shown = display(Terminal, b"X\x1b[37mX\x1b[0;1mX\x1b[37mX")
+    assert np.array_equal(cell(shown, 0), cell(shown, 1))
+    assert colours(cell(shown, 0)) == {0xAAAAAA, 0x000000}
+    assert np.array_equal(cell(shown, 2), cell(shown, 3))
+    assert colours(cell(shown, 2)) == {0xFFFFFF, 0x000000}
