@@ -44,6 +44,14 @@ def test_alternate_screen_1049_restores_main_screen_and_cursor(Terminal: type[An
     assert update.dirty == frozenset(range(5))
 
 
+def test_leaving_1049_on_the_main_screen_still_restores_the_cursor(Terminal: type[AnyTerminal]) -> None:
+    """printf 'A\\e[?1049hB\\e[?1049lC\\e[?1049lD\\n' shows AD in xterm and tmux."""
+    terminal = Terminal(10, 3)
+    terminal.feed(b"A\x1b[?1049hB\x1b[?1049lC\x1b[?1049lD\r\n")
+    assert lines_of(terminal) == ["AD", "", ""]
+    assert not terminal.modes.alt_screen
+
+
 def test_alternate_screen_1047_clears_on_leaving_and_47_keeps(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"main")

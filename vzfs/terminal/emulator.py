@@ -1313,13 +1313,14 @@ class Terminal:
             else:
                 self._restore_cursor()
         elif mode == 1049:
-            # Save the cursor, switch, clear the alternate screen; back: restore it.
+            # Save the cursor, switch, clear the alternate screen; back: restore it,
+            # even when already on the main screen (xterm's CursorRestore, as tmux).
             if on:
                 if not self._alt_active:
                     self._save_cursor()
                     self._switch_screen(True)
                     self._clear_rows(self._alt)
-            elif self._alt_active:
+            else:
                 self._switch_screen(False)
                 self._restore_cursor()
 

@@ -590,13 +590,14 @@ class _Screen(pyte.Screen):
             else:
                 self.restore_cursor()
         elif mode == 1049:
-            # Save the cursor, switch, clear the alternate screen; back: restore it.
+            # Save the cursor, switch, clear the alternate screen; back: restore it,
+            # even when already on the main screen (xterm's CursorRestore, as tmux).
             if on:
                 if not self.alt_active:
                     self.save_cursor()
                     self.switch_buffer(True)
                     self.clear_buffer(self.alt_buffer)
-            elif self.alt_active:
+            else:
                 self.switch_buffer(False)
                 self.restore_cursor()
 
