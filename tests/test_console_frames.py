@@ -51,3 +51,10 @@ def test_colour_7_text_looks_like_default_text(Terminal: type[AnyTerminal]) -> N
     assert colours(cell(shown, 0)) == {0xAAAAAA, 0x000000}
     assert np.array_equal(cell(shown, 2), cell(shown, 3))
     assert colours(cell(shown, 2)) == {0xFFFFFF, 0x000000}
+
+
+def test_a_decomposed_character_looks_like_its_composed_form(Terminal: type[AnyTerminal]) -> None:
+    shown = display(Terminal, "e\u0301\u00e9".encode())
+    assert shown.terminal.cells(0)[0].char == "e\u0301"
+    assert np.array_equal(cell(shown, 0), cell(shown, 1))
+    assert colours(cell(shown, 0)) == {0xAAAAAA, 0x000000}

@@ -222,11 +222,15 @@ def test_wide_character_wraps_at_the_margin_and_halves_are_blanked(Terminal: typ
     assert lines_of(terminal)[1] == " x"
 
 
-def test_combining_characters_join_their_base(Terminal: type[AnyTerminal]) -> None:
-    terminal = Terminal(6, 2)
-    terminal.feed("e\u0301x".encode())
-    assert terminal.cells(0)[0].char == "é"
-    assert terminal.text() == "éx\n\n"
+def test_combining_characters_join_their_base_as_written(Terminal: type[AnyTerminal]) -> None:
+    """printf 'cafe\\u0301\\n' leaves the decomposed sequence in `screen`, which grep
+    finds; a precomposed é stays precomposed."""
+    terminal = Terminal(10, 2)
+    terminal.feed("cafe\u0301x\r\ncaf\u00e9".encode())
+    assert terminal.cells(0)[3].char == "e\u0301"
+    assert terminal.cells(0)[4].char == "x"
+    assert terminal.cells(1)[3].char == "\u00e9"
+    assert terminal.text() == "cafe\u0301x\ncaf\u00e9\n"
 
 
 def test_utf8_split_across_feeds_and_invalid_bytes(Terminal: type[AnyTerminal]) -> None:

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import codecs
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Final, NamedTuple, Sequence
@@ -674,7 +673,9 @@ class Terminal:
         self._x = x + 2
 
     def _combine(self, char: str) -> None:
-        """Attach a zero-width character to the cell before the cursor (as pyte does)."""
+        """Attach a zero-width character to the cell before the cursor, as written: the
+        cell keeps the sequence the program sent (pyte composes it to NFC, so that
+        ``screen`` would not hold the bytes written; the renderer's font composes)."""
         x, y = self._x, self._y
         if x == 0:
             if y == 0:
@@ -688,7 +689,7 @@ class Terminal:
         cell = row[x]
         if len(cell.char) >= _MAX_COMBINING or not cell.char:
             return
-        row[x] = cell._replace(char=unicodedata.normalize("NFC", cell.char + char))
+        row[x] = cell._replace(char=cell.char + char)
         row.dirty = True
 
     def _fix_wide_edges(self, row: _Row, start: int, end: int) -> None:

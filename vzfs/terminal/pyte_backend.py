@@ -21,7 +21,8 @@ so that both backends give the same cells:
   ``dirty`` is shifted with the rows, so an ``Update`` is exact (what CopyRect needs);
 - DA, DSR and CPR replies go through pyte's ``write_process_input`` hook, collected
   for the pty;
-- a double-width character wraps at the margin and a half cut off is blanked.
+- a double-width character wraps at the margin and a half cut off is blanked;
+- a combining character joins its base as written, where pyte composes it (NFC).
 
 Snapshots have the fast engine's format and version, so each backend restores the
 other's. pyte's speed is kept: ``draw`` costs a ``Char._replace`` per character.
@@ -30,7 +31,6 @@ other's. pyte's speed is kept: ``draw`` costs a ``Char._replace`` per character.
 from __future__ import annotations
 
 import codecs
-import unicodedata
 from collections import defaultdict
 from functools import lru_cache
 from typing import Any, Callable, Final, Sequence
@@ -373,7 +373,7 @@ class _Screen(pyte.Screen):
         cursor.x = x + 2
 
     def _combine(self, char: str) -> None:
-        """Attach a zero-width character to the cell before the cursor."""
+        """Attach a zero-width character to the cell before the cursor, as written (no NFC)."""
         x, y = self.cursor.x, self.cursor.y
         if x == 0:
             if y == 0:
@@ -387,7 +387,7 @@ class _Screen(pyte.Screen):
         last = line[x]
         if len(last.data) >= _MAX_COMBINING or not last.data:
             return
-        line[x] = last._replace(data=unicodedata.normalize("NFC", last.data + char))
+        line[x] = last._replace(data=last.data + char)
         self.dirty.add(y)
 
     def fix_wide_edges(self, line: _Line, start: int, end: int) -> None:
