@@ -58,3 +58,19 @@ def test_a_decomposed_character_looks_like_its_composed_form(Terminal: type[AnyT
     assert shown.terminal.cells(0)[0].char == "e\u0301"
     assert np.array_equal(cell(shown, 0), cell(shown, 1))
     assert colours(cell(shown, 0)) == {0xAAAAAA, 0x000000}
+
+
+def test_faint_text_is_drawn_at_half_intensity(Terminal: type[AnyTerminal]) -> None:
+    shown = display(Terminal, b"\x1b[2mX\x1b[31mX\x1b[22mX")
+    assert colours(cell(shown, 0)) == {0x555555, 0x000000}
+    assert colours(cell(shown, 1)) == {0x550000, 0x000000}
+    assert colours(cell(shown, 2)) == {0xAA0000, 0x000000}
+
+
+def test_concealed_text_is_invisible(Terminal: type[AnyTerminal]) -> None:
+    shown = display(Terminal, b"\x1b[44;8mX\x1b[7mX\x1b[28mX\x1b[0m \x1b[8m_\x1b[4m_")
+    assert colours(cell(shown, 0)) == {0x0000AA}
+    assert colours(cell(shown, 1)) == {0xAAAAAA}
+    assert colours(cell(shown, 2)) == {0x0000AA, 0xAAAAAA}
+    assert np.array_equal(cell(shown, 4), cell(shown, 3))
+    assert np.array_equal(cell(shown, 5), cell(shown, 3))

@@ -11,8 +11,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vzfs.terminal.cell import (BLANK, BLINK, BOLD, DEFAULT_BG, ITALIC, REVERSE, STRIKETHROUGH,
-                                UNDERLINE, WIDE, WIDE_CONT, Cell)
+from vzfs.terminal.cell import (BLANK, BLINK, BOLD, CONCEAL, DEFAULT_BG, DIM, ITALIC, REVERSE,
+                                STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell)
 from vzfs.vnc import font as fontmod
 from vzfs.vnc import render as rendermod
 from vzfs.vnc.render import CursorShape, Damage, Renderer
@@ -31,6 +31,19 @@ def rgb(colour: int) -> np.ndarray:
     return np.array([colour >> 16, colour >> 8 & 255, colour & 255], np.uint8)
 
 
+def drawn(cell: Cell) -> tuple[int, int]:
+    """The colours a cell is drawn with: DIM halves each channel of the foreground,
+    REVERSE swaps foreground and background, CONCEAL paints the glyph as background."""
+    fg, bg = cell.fg, cell.bg
+    if cell.flags & DIM:
+        fg = (fg >> 16 & 255) // 2 << 16 | (fg >> 8 & 255) // 2 << 8 | (fg & 255) // 2
+    if cell.flags & REVERSE:
+        fg, bg = bg, fg
+    if cell.flags & CONCEAL:
+        fg = bg
+    return fg, bg
+
+
 def reference(rows: list[list[Cell]], columns: int, lines: int) -> np.ndarray:
     """The expected frame, drawn cell by cell in plain Python from Font.mask."""
     assert FONT is not None
@@ -40,11 +53,11 @@ def reference(rows: list[list[Cell]], columns: int, lines: int) -> np.ndarray:
         row = list(rows[y]) if y < len(rows) else []
         row = (row + [BLANK] * columns)[:columns]
         for x, cell in enumerate(row):
-            fg, bg = (cell.bg, cell.fg) if cell.flags & REVERSE else (cell.fg, cell.bg)
+            fg, bg = drawn(cell)
             if cell.flags & WIDE_CONT and x > 0 and row[x - 1].flags & (WIDE | WIDE_CONT) == WIDE:
                 left = row[x - 1]
                 mask = FONT.mask(left.char, left.flags & STYLE, 2)[:, CW:]
-                fg, bg = (left.bg, left.fg) if left.flags & REVERSE else (left.fg, left.bg)
+                fg, bg = drawn(left)
             elif cell.flags & (WIDE | WIDE_CONT) == WIDE:
                 mask = FONT.mask(cell.char, cell.flags & STYLE, 2)[:, :CW]
             else:
@@ -65,6 +78,8 @@ def sample_screen(columns: int = 20, lines: int = 6) -> list[list[Cell]]:
                     Cell("r", WHITE, RED, REVERSE), Cell("s", BLUE, WHITE, STRIKETHROUGH)]
     rows[2][3:5] = [Cell("中", RED, BLUE, WIDE), Cell("", RED, BLUE, WIDE_CONT)]
     rows[3][0:2] = [Cell("e\u0301", WHITE, 0, 0), Cell("\U0010fffd", WHITE, 0, 0)]
+    rows[4][0:4] = [Cell("d", RED, BLUE, DIM), Cell("c", RED, BLUE, CONCEAL),
+                    Cell("C", RED, BLUE, CONCEAL | REVERSE), Cell("D", WHITE, 0, DIM | REVERSE)]
     return rows
 
 
@@ -120,6 +135,23 @@ def test_reverse_swaps_fg_and_bg() -> None:
     r = make(2, 1)
     r.render_all([[Cell("R", RED, BLUE, REVERSE), Cell("R", BLUE, RED, 0)]])
     assert np.array_equal(r.framebuffer[:, :CW], r.framebuffer[:, CW:])
+
+
+def test_dim_is_half_intensity() -> None:
+    r = make(2, 1)
+    r.render_all([[Cell("W", 0xAAAAAA, BLUE, DIM), Cell("W", 0xFF5555, BLUE, DIM)]])
+    grey, red = (r.framebuffer[:, x * CW:(x + 1) * CW].reshape(-1, 3) for x in range(2))
+    assert {tuple(p) for p in grey} == {tuple(rgb(0x555555)), tuple(rgb(BLUE))}
+    assert {tuple(p) for p in red} == {tuple(rgb(0x7F2A2A)), tuple(rgb(BLUE))}
+
+
+def test_concealed_text_is_drawn_in_its_background() -> None:
+    r = make(3, 1)
+    r.render_all([[Cell("W", RED, BLUE, CONCEAL | UNDERLINE), Cell("W", RED, BLUE, CONCEAL | REVERSE),
+                   Cell(" ", RED, BLUE, 0)]])
+    hidden, reversed_, blank = (r.framebuffer[:, x * CW:(x + 1) * CW] for x in range(3))
+    assert np.array_equal(hidden, blank)
+    assert (reversed_.reshape(-1, 3) == rgb(RED)).all()
 
 
 def test_underline_and_strikethrough_rows_are_set() -> None:
@@ -353,7 +385,7 @@ odd_chars = st.sampled_from(["中", "😀", "e\u0301", "\ud800", "\x00"])
 cells = st.builds(
     Cell,
     char=st.one_of(st.text(max_size=3), odd_chars),
-    fg=st.integers(0, 0xFFFFFF), bg=st.integers(0, 0xFFFFFF), flags=st.integers(0, 255))
+    fg=st.integers(0, 0xFFFFFF), bg=st.integers(0, 0xFFFFFF), flags=st.integers(0, 1023))
 
 
 @settings(max_examples=150, deadline=None)
@@ -368,7 +400,7 @@ def test_any_cells_render_in_their_own_colours(rows: list[list[Cell]],
             if cell.flags & WIDE_CONT and x > 0 and row[x - 1].flags & (WIDE | WIDE_CONT) == WIDE:
                 cell = row[x - 1]
             block = r.framebuffer[y * CH:(y + 1) * CH, x * CW:(x + 1) * CW].reshape(-1, 3)
-            assert {tuple(p) for p in block} <= {tuple(rgb(cell.fg)), tuple(rgb(cell.bg))}
+            assert {tuple(p) for p in block} <= {tuple(rgb(colour)) for colour in drawn(cell)}
     client = Client(r)
     client.apply(r.set_cursor(*cursor))
     client.apply(r.render_rows({0: rows[-1]}))

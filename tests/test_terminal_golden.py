@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from vzfs.terminal.cell import BLANK, BOLD, DEFAULT_BG, DEFAULT_FG, UNDERLINE, WIDE, WIDE_CONT, Cell
+from vzfs.terminal.cell import (
+    BLANK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, UNDERLINE, WIDE, WIDE_CONT, Cell,
+)
 from vzfs.terminal import BACKENDS, AnyTerminal, emulator, make_terminal, pyte_backend
 from vzfs.terminal.emulator import DA1_REPLY, DA2_REPLY
 from vzfs.terminal.palette import PALETTE
@@ -118,6 +120,18 @@ def test_colour_7_is_the_default_foreground(Terminal: type[AnyTerminal]) -> None
     assert a.fg == b.fg == DEFAULT_FG == LINUX_COLOURS[7]
     assert c.fg == d.fg == LINUX_COLOURS[15]
     assert (e.fg, e.bg) == (DEFAULT_BG, DEFAULT_FG)
+
+
+def test_faint_and_concealed_are_attributes(Terminal: type[AnyTerminal]) -> None:
+    """SGR 2 and 8 mark cells DIM and CONCEAL (the renderer draws them); 22 ends bold and
+    faint alike (ECMA-48 "normal intensity"), 28 ends conceal. Concealed text stays in
+    the screen's text, as xterm's selection and tmux's capture-pane keep it."""
+    terminal = Terminal(10, 2)
+    terminal.feed(b"\x1b[2ma\x1b[1mb\x1b[22mc\x1b[8md\x1b[28me\x1b[2;8mf\x1b[0mg")
+    assert [cell.flags for cell in terminal.cells(0)[:7]] == [
+        DIM, DIM | BOLD, 0, CONCEAL, 0, DIM | CONCEAL, 0]
+    assert terminal.cells(0)[0].fg == DEFAULT_FG
+    assert lines_of(terminal)[0] == "abcdefg"
 
 
 @pytest.mark.parametrize("string", [

@@ -38,7 +38,9 @@ from typing import Any, Callable, Final, NamedTuple, Sequence
 from pyte.charsets import VT100_MAP
 from wcwidth import wcwidth as _wcwidth
 
-from .cell import BLANK, BLINK, BOLD, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell
+from .cell import (
+    BLANK, BLINK, BOLD, CONCEAL, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
+)
 from .palette import DEFAULT, TRUECOLOR, resolve_bg, resolve_fg
 
 wcwidth: Callable[[str], int] = lru_cache(maxsize=4096)(_wcwidth)
@@ -100,9 +102,12 @@ _MAX_COMBINING: Final = 8
 _MAX_PARAM: Final = 65535
 _MAX_EVENTS: Final = 64
 
-# SGR attribute codes (ECMA-48 §8.3.117, xterm ctlseqs "Character Attributes").
-_FLAG_ON: Final = {1: BOLD, 3: ITALIC, 4: UNDERLINE, 5: BLINK, 7: REVERSE, 9: STRIKETHROUGH}
-_FLAG_OFF: Final = {22: BOLD, 23: ITALIC, 24: UNDERLINE, 25: BLINK, 27: REVERSE, 29: STRIKETHROUGH}
+# SGR attribute codes (ECMA-48 §8.3.117, xterm ctlseqs "Character Attributes"); 22 is
+# "normal intensity", neither bold nor faint.
+_FLAG_ON: Final = {1: BOLD, 2: DIM, 3: ITALIC, 4: UNDERLINE, 5: BLINK, 7: REVERSE, 8: CONCEAL,
+                   9: STRIKETHROUGH}
+_FLAG_OFF: Final = {22: BOLD | DIM, 23: ITALIC, 24: UNDERLINE, 25: BLINK, 27: REVERSE, 28: CONCEAL,
+                    29: STRIKETHROUGH}
 
 # Replies, as xterm and the Linux console send them (xterm ctlseqs "Device Attributes",
 # "Device Status Report"; linux/drivers/tty/vt/vt.c VT102ID).

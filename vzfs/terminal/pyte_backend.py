@@ -33,15 +33,16 @@ from __future__ import annotations
 import codecs
 from collections import defaultdict
 from functools import lru_cache
-from typing import Any, Callable, Final, Sequence
+from typing import Any, Callable, Final, NamedTuple, Sequence
 
 import pyte
 from pyte import modes as mo
 from pyte.charsets import VT100_MAP
-from pyte.screens import Char, Margins, StaticDefaultDict
+from pyte.screens import Margins, StaticDefaultDict
 
 from .cell import (
-    BLINK, BOLD, DEFAULT_BG, DEFAULT_FG, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
+    BLINK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE,
+    WIDE_CONT, Cell,
 )
 from .emulator import (
     _C1_STRING_KIND,
@@ -74,9 +75,27 @@ from .palette import DEFAULT, resolve_bg, resolve_fg
 
 _DEC_GRAPHICS: Final = "0"
 
-# pyte annotates Char colours as str; here they are 0xRRGGBB ints, as in Cell.
-_BLANK_CHAR: Final = Char(" ", DEFAULT_FG, DEFAULT_BG)  # type: ignore[arg-type]
-_E_CHAR: Final = Char("E", DEFAULT_FG, DEFAULT_BG)  # type: ignore[arg-type]
+
+class Char(NamedTuple):
+    """pyte's ``Char`` with 0xRRGGBB colours, as in Cell, and the two SGR attributes it
+    lacks: faint (SGR 2) and concealed (SGR 8). pyte's Screen only reads a cell's
+    attributes and ``_replace``s them, so this tuple serves wherever it takes a Char."""
+
+    data: str
+    fg: int
+    bg: int
+    bold: bool = False
+    italics: bool = False
+    underscore: bool = False
+    strikethrough: bool = False
+    reverse: bool = False
+    blink: bool = False
+    faint: bool = False
+    conceal: bool = False
+
+
+_BLANK_CHAR: Final = Char(" ", DEFAULT_FG, DEFAULT_BG)
+_E_CHAR: Final = Char("E", DEFAULT_FG, DEFAULT_BG)
 
 _Line = StaticDefaultDict[int, Char]
 _SavedCursor = tuple[int, int, int, int, int, str, str, int, bool, bool]
@@ -101,20 +120,22 @@ def _cell(char: Char) -> Cell:
         (BOLD if char.bold else 0) | (ITALIC if char.italics else 0)
         | (UNDERLINE if char.underscore else 0) | (REVERSE if char.reverse else 0)
         | (STRIKETHROUGH if char.strikethrough else 0) | (BLINK if char.blink else 0)
+        | (DIM if char.faint else 0) | (CONCEAL if char.conceal else 0)
     )
     if not data:
         flags |= WIDE_CONT
     elif wcwidth(data[0]) == 2:
         flags |= WIDE
-    return Cell(data, char.fg, char.bg, flags)  # type: ignore[arg-type]
+    return Cell(data, char.fg, char.bg, flags)
 
 
 def _char(cell: Cell) -> Char:
     flags = cell.flags
     return Char(
-        cell.char, cell.fg, cell.bg,  # type: ignore[arg-type]
+        cell.char, cell.fg, cell.bg,
         bool(flags & BOLD), bool(flags & ITALIC), bool(flags & UNDERLINE),
         bool(flags & STRIKETHROUGH), bool(flags & REVERSE), bool(flags & BLINK),
+        bool(flags & DIM), bool(flags & CONCEAL),
     )
 
 

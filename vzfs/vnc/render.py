@@ -13,7 +13,9 @@ Theory of operation. A cell's pixels depend only on the Cell value itself (char,
 bg, flags), so every distinct Cell seen is drawn once into a tile atlas of coloured
 tiles, shaped (n, cell_height, cell_width·3): the glyph mask comes from `font.Font`
 (cached per character and style) and each pixel is exactly fg or bg — no antialiasing,
-so golden tests are exact. Tiles first seen in one call are coloured together in one
+so golden tests are exact. The two colours are the cell's, with REVERSE swapping them,
+DIM halving the foreground's intensity and CONCEAL drawing the foreground in the
+background colour (`tile_colours`). Tiles first seen in one call are coloured together in one
 batch. A double-width glyph takes two consecutive tiles, left half
 then right half, and a WIDE_CONT cell shows its left neighbour's right half. Drawing
 rows is then one dict lookup per cell (``map`` over the Cells, in C) and one
@@ -37,8 +39,8 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from vzfs.terminal.cell import (BLANK, BLINK, DEFAULT_BG, DEFAULT_FG, REVERSE, WIDE, WIDE_CONT,
-                                Cell)
+from vzfs.terminal.cell import (BLANK, BLINK, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, REVERSE, WIDE,
+                                WIDE_CONT, Cell)
 from vzfs.vnc.font import STYLE_FLAGS, Font, Mask, default_font
 
 Pixels = npt.NDArray[np.uint8]
@@ -100,6 +102,26 @@ class _TileIndex(dict[Cell, int]):
         index = self._renderer._reserve_tile(cell)
         self[cell] = index
         return index
+
+
+def tile_colours(cell: Cell) -> tuple[int, int]:
+    """The (foreground, background) 0xRRGGBB a cell's tile is drawn with.
+
+    DIM halves the foreground's intensity: the Linux console draws faint text in its
+    half-bright colour (vt.c vc_halfcolor, dark grey 0x555555 unless `setterm
+    --half-bright` changes it), which is half its default 0xAAAAAA; halving keeps the
+    hue of coloured text. REVERSE swaps the two; CONCEAL draws the glyph in the
+    background colour (xterm's "invisible").
+    """
+    flags = cell.flags
+    fg, bg = cell.fg, cell.bg
+    if flags & DIM:
+        fg = fg >> 1 & 0x7F7F7F
+    if flags & REVERSE:
+        fg, bg = bg, fg
+    if flags & CONCEAL:
+        fg = bg
+    return fg, bg
 
 
 def _colour(value: int) -> Pixels:
@@ -315,7 +337,7 @@ class Renderer:
                 if len(self._masks) >= TILE_LIMIT:
                     self._masks.clear()
                 mask = self._masks[key] = self.font.mask(*key)
-            fg, bg = (cell.bg, cell.fg) if flags & REVERSE else (cell.fg, cell.bg)
+            fg, bg = tile_colours(cell)
             for half in range(span):
                 targets.append(index + half)
                 masks.append(mask[:, half * cw:(half + 1) * cw])
