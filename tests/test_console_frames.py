@@ -74,3 +74,16 @@ def test_concealed_text_is_invisible(Terminal: type[AnyTerminal]) -> None:
     assert colours(cell(shown, 2)) == {0x0000AA, 0xAAAAAA}
     assert np.array_equal(cell(shown, 4), cell(shown, 3))
     assert np.array_equal(cell(shown, 5), cell(shown, 3))
+
+
+def test_flash_shows_the_screen_reversed(Terminal: type[AnyTerminal]) -> None:
+    """terminfo linux flash: CSI ? 5 h, a pause, CSI ? 5 l; the visual bell must show."""
+    shown = display(Terminal, b"X \x1b[7mX\x1b[0m")
+    normal = shown.framebuffer.copy()
+    shown.feed(b"\x1b[?5h")
+    assert np.array_equal(cell(shown, 0), normal[:CH, 2 * CW:3 * CW])
+    assert np.array_equal(cell(shown, 2), normal[:CH, :CW])
+    assert colours(cell(shown, 1)) == {0xAAAAAA}
+    assert colours(cell(shown, 0, line=2)) == {0xAAAAAA}
+    shown.feed(b"\x1b[?5l")
+    assert np.array_equal(shown.framebuffer, normal)

@@ -154,6 +154,25 @@ def test_concealed_text_is_drawn_in_its_background() -> None:
     assert (reversed_.reshape(-1, 3) == rgb(RED)).all()
 
 
+def test_reverse_screen_swaps_every_cell_and_the_padding() -> None:
+    rows = sample_screen()
+    r = make(20, 6, width=20 * CW + 3, height=6 * CH + 5)
+    r.render_all(rows)
+    shown = r.framebuffer.copy()
+    client = Client(r)
+    client.apply(r.set_reverse_screen(True))
+    swapped = [[cell._replace(flags=cell.flags ^ REVERSE) for cell in row] for row in rows]
+    assert np.array_equal(r.framebuffer[:6 * CH, :20 * CW], reference(swapped, 20, 6))
+    assert (r.framebuffer[6 * CH:].reshape(-1, 3) == rgb(0xAAAAAA)).all()
+    assert (r.framebuffer[:, 20 * CW:].reshape(-1, 3) == rgb(0xAAAAAA)).all()
+    assert r.set_reverse_screen(True) == Damage()
+    client.apply(r.scroll(0, 6, 1))
+    assert (r.framebuffer[5 * CH:6 * CH, :20 * CW].reshape(-1, 3) == rgb(0xAAAAAA)).all()
+    client.apply(r.render_all(rows))
+    client.apply(r.set_reverse_screen(False))
+    assert np.array_equal(r.framebuffer, shown)
+
+
 def test_underline_and_strikethrough_rows_are_set() -> None:
     r = make(3, 1)
     r.render_all([[Cell("a", RED, BLUE, 0), Cell("a", RED, BLUE, UNDERLINE),

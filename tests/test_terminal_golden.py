@@ -286,6 +286,22 @@ def test_modes(Terminal: type[AnyTerminal]) -> None:
     assert not modes.app_keypad
 
 
+def test_reverse_screen_is_a_mode_that_redraws_everything(Terminal: type[AnyTerminal]) -> None:
+    """terminfo linux flash=\\E[?5h$<200/>\\E[?5l: DECSCNM is a mode of the whole screen,
+    left to the renderer; setting or resetting it makes every row dirty, the cells stay."""
+    terminal = Terminal(10, 3)
+    terminal.feed(b"text")
+    before = [terminal.cells(y) for y in range(3)]
+    update = terminal.feed(b"\x1b[?5h")
+    assert terminal.modes.reverse_video and update.dirty == frozenset(range(3))
+    assert [terminal.cells(y) for y in range(3)] == before
+    assert terminal.feed(b"\x1b[?5h").dirty == frozenset()
+    update = terminal.feed(b"\x1b[?5l")
+    assert not terminal.modes.reverse_video and update.dirty == frozenset(range(3))
+    terminal.feed(b"\x1b[?5h\x1bc")
+    assert not terminal.modes.reverse_video
+
+
 def test_dec_special_graphics(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 2)
     terminal.feed(b"\x1b(0lqk\x1b(Bq\x1b)0\x0eq\x0fq")

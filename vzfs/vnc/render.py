@@ -15,7 +15,8 @@ tiles, shaped (n, cell_height, cell_width·3): the glyph mask comes from `font.F
 (cached per character and style) and each pixel is exactly fg or bg — no antialiasing,
 so golden tests are exact. The two colours are the cell's, with REVERSE swapping them,
 DIM halving the foreground's intensity and CONCEAL drawing the foreground in the
-background colour (`tile_colours`). Tiles first seen in one call are coloured together in one
+background colour (`tile_colours`); a reverse screen (DECSCNM) swaps every cell's, the
+padding's too. Changing it redraws the whole frame from new tiles. Tiles first seen in one call are coloured together in one
 batch. A double-width glyph takes two consecutive tiles, left half
 then right half, and a WIDE_CONT cell shows its left neighbour's right half. Drawing
 rows is then one dict lookup per cell (``map`` over the Cells, in C) and one
@@ -104,20 +105,23 @@ class _TileIndex(dict[Cell, int]):
         return index
 
 
-def tile_colours(cell: Cell) -> tuple[int, int]:
+def tile_colours(cell: Cell, reverse_screen: bool = False) -> tuple[int, int]:
     """The (foreground, background) 0xRRGGBB a cell's tile is drawn with.
 
     DIM halves the foreground's intensity: the Linux console draws faint text in its
     half-bright colour (vt.c vc_halfcolor, dark grey 0x555555 unless `setterm
     --half-bright` changes it), which is half its default 0xAAAAAA; halving keeps the
-    hue of coloured text. REVERSE swaps the two; CONCEAL draws the glyph in the
-    background colour (xterm's "invisible").
+    hue of coloured text. REVERSE swaps the two, and so does a reverse screen: the
+    Linux console's DECSCNM swaps every cell's colours (vt.c invert_screen, and
+    update_attr draws new text with vc_reverse ^ vc_decscnm), so reverse text shows
+    normal on it. CONCEAL draws the glyph in the background colour (xterm's
+    "invisible").
     """
     flags = cell.flags
     fg, bg = cell.fg, cell.bg
     if flags & DIM:
         fg = fg >> 1 & 0x7F7F7F
-    if flags & REVERSE:
+    if bool(flags & REVERSE) != reverse_screen:
         fg, bg = bg, fg
     if flags & CONCEAL:
         fg = bg
@@ -146,6 +150,7 @@ class Renderer:
         self._tiles_used = 0
         self._pending: list[tuple[int, Cell]] = []
         self._blink_visible = True
+        self._reverse_screen = False
         self._cursor = (0, 0)
         self._cursor_shape = CursorShape.BLOCK
         self._cursor_visible = True
@@ -181,7 +186,7 @@ class Renderer:
                              f" a cell is {self.cell_width}x{self.cell_height}")
         self.columns, self.lines, self.width, self.height = columns, lines, width, height
         self.framebuffer = np.empty((height, width, 3), np.uint8)
-        self._fill(0, height, 0, width, self.padding)
+        self._fill(0, height, 0, width, self._padding_colour())
         self._cursor_drawn = None
         # Keep what is known of the screen so a resized frame is not blank until the
         # emulator sends rows again; lines beyond it start blank.
@@ -197,11 +202,16 @@ class Renderer:
         row[:] = _colour(colour)
         self.framebuffer[top:bottom, left:right] = row
 
+    def _padding_colour(self) -> int:
+        """The padding's pixels: the background of a blank cell of the padding colour."""
+        return tile_colours(Cell(" ", DEFAULT_FG, self.padding, 0), self._reverse_screen)[1]
+
     def _fill_padding(self) -> None:
         grid_width = self.columns * self.cell_width
         grid_height = self.lines * self.cell_height
-        self._fill(0, grid_height, grid_width, self.width, self.padding)
-        self._fill(grid_height, self.height, 0, self.width, self.padding)
+        padding = self._padding_colour()
+        self._fill(0, grid_height, grid_width, self.width, padding)
+        self._fill(grid_height, self.height, 0, self.width, padding)
 
     def cell_rect(self, column: int, line: int, span: int = 1) -> Rect:
         """The pixel rectangle of `span` cells starting at (column, line)."""
@@ -337,7 +347,7 @@ class Renderer:
                 if len(self._masks) >= TILE_LIMIT:
                     self._masks.clear()
                 mask = self._masks[key] = self.font.mask(*key)
-            fg, bg = tile_colours(cell)
+            fg, bg = tile_colours(cell, self._reverse_screen)
             for half in range(span):
                 targets.append(index + half)
                 masks.append(mask[:, half * cw:(half + 1) * cw])
@@ -405,13 +415,30 @@ class Renderer:
                 # The client's copy carries our old cursor along: repaint where it lands.
                 moved = cursor_y - src + dst
                 rects.append(Rect(old_rect.x, moved * ch, old_rect.width, old_rect.height))
-        self._fill(exposed[0] * ch, exposed[1] * ch, 0, grid_width, fill)
+        self._fill(exposed[0] * ch, exposed[1] * ch, 0, grid_width,
+                   tile_colours(blank_row[0], self._reverse_screen)[1])
         rects.append(self._lines_rect(*exposed))
         if old_rect is not None:
             drawn = self._show_cursor()
             if drawn is not None:
                 rects.append(drawn)
         return Damage(copy, tuple(rects))
+
+    # Screen-wide colours
+
+    def set_reverse_screen(self, reverse: bool) -> Damage:
+        """Draw every cell with its colours swapped, or not (DECSCNM, ``CSI ? 5 h``:
+        what `flash`, the visual bell, shows for a moment); redraws the whole frame."""
+        if reverse == self._reverse_screen:
+            return Damage()
+        self._reverse_screen = reverse
+        return self._recolour()
+
+    def _recolour(self) -> Damage:
+        """Redraw everything after a change of how cells are coloured: every tile in
+        the atlas was coloured the old way."""
+        self._clear_tiles()
+        return self.render_all(self._cells)
 
     # Blinking text
 

@@ -157,6 +157,7 @@ class TerminalDisplay:
         self.on_resize = on_resize
         self._clients: set[_Client] = set()
         self.renderer.render_all([self.terminal.cells(r) for r in range(self.terminal.lines)])
+        self._show_screen_colours()
         self._move_cursor()
 
     def snapshot(self) -> dict[str, Any]:
@@ -179,6 +180,7 @@ class TerminalDisplay:
         if (terminal.columns, terminal.lines) != (self.renderer.columns, self.renderer.lines):
             self._resize_framebuffer(self.renderer.resize(terminal.columns, terminal.lines), None)
         self.renderer.render_all([terminal.cells(r) for r in range(terminal.lines)])
+        self._show_screen_colours()
         self._move_cursor()
         self._broadcast(Damage(None, (Rect(0, 0, self.width, self.height),)))
 
@@ -229,6 +231,7 @@ class TerminalDisplay:
         if update.dirty:
             self._broadcast(self.renderer.render_rows(
                 {row: self.terminal.cells(row) for row in update.dirty}))
+        self._show_screen_colours()
         self._move_cursor()
         if update.title is not None:
             for client in self._clients:
@@ -238,6 +241,10 @@ class TerminalDisplay:
             for client in self._clients:
                 client.bell = True
                 client.notify()
+
+    def _show_screen_colours(self) -> None:
+        """Draw the terminal's screen-wide colour state: its reverse screen (DECSCNM)."""
+        self._broadcast(self.renderer.set_reverse_screen(self.terminal.modes.reverse_video))
 
     def _move_cursor(self) -> None:
         cursor = self.terminal.cursor
