@@ -87,3 +87,23 @@ def test_flash_shows_the_screen_reversed(Terminal: type[AnyTerminal]) -> None:
     assert colours(cell(shown, 0, line=2)) == {0xAAAAAA}
     shown.feed(b"\x1b[?5l")
     assert np.array_equal(shown.framebuffer, normal)
+
+
+@pytest.mark.parametrize(("style", "rows", "columns"), [
+    (b"", slice(0, CH), slice(0, CW)),          # the default: a block
+    (b"\x1b[2 q", slice(0, CH), slice(0, CW)),
+    (b"\x1b[4 q", slice(CH - 2, CH), slice(0, CW)),
+    (b"\x1b[3 q", slice(CH - 2, CH), slice(0, CW)),
+    (b"\x1b[6 q", slice(0, CH), slice(0, 2)),
+    (b"\x1b[5 q", slice(0, CH), slice(0, 2)),
+])
+def test_cursor_shape_follows_decscusr(Terminal: type[AnyTerminal], style: bytes, rows: slice,
+                                       columns: slice) -> None:
+    shown = display(Terminal, b"\x1b[?25h" + style)
+    drawn = cell(shown, 0)
+    cursor = np.zeros((CH, CW), bool)
+    cursor[rows, columns] = True
+    assert colours(drawn[cursor]) != {0x000000}
+    assert colours(drawn[~cursor]) <= {0x000000}
+    shown.feed(b"\x1b[?25l")
+    assert colours(cell(shown, 0)) == {0x000000}

@@ -15,7 +15,7 @@ from vzfs.terminal.cell import (BLANK, BLINK, BOLD, CONCEAL, DEFAULT_BG, DIM, IT
                                 STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell)
 from vzfs.vnc import font as fontmod
 from vzfs.vnc import render as rendermod
-from vzfs.vnc.render import CursorShape, Damage, Renderer
+from vzfs.vnc.render import CursorShape, Damage, Renderer, cursor_shape
 
 pytestmark = pytest.mark.skipif(
     not fontmod.UNIFONT_OTF.exists(),
@@ -233,6 +233,12 @@ def test_cursor_moves_and_hides_restoring_pixels_exactly(shape: CursorShape) -> 
     assert np.array_equal(r.framebuffer[:3 * CH], clean[:3 * CH])
     client.apply(r.set_cursor(7, 4, visible=False, shape=shape))
     assert np.array_equal(r.framebuffer, clean)
+
+
+def test_decscusr_styles_map_to_shapes() -> None:
+    assert [cursor_shape(style) for style in range(7)] == [
+        CursorShape.BLOCK, CursorShape.BLOCK, CursorShape.BLOCK, CursorShape.UNDERLINE,
+        CursorShape.UNDERLINE, CursorShape.BAR, CursorShape.BAR]
 
 
 def test_block_cursor_is_the_reversed_cell() -> None:

@@ -302,6 +302,20 @@ def test_reverse_screen_is_a_mode_that_redraws_everything(Terminal: type[AnyTerm
     assert not terminal.modes.reverse_video
 
 
+def test_cursor_style_from_decscusr(Terminal: type[AnyTerminal]) -> None:
+    """CSI Ps SP q (xterm ctlseqs): Ps 0..6 is kept for the renderer; others are ignored,
+    RIS goes back to 0; the screen is not touched."""
+    terminal = Terminal(10, 2)
+    assert terminal.modes.cursor_style == 0
+    for data, style in [(b"\x1b[4 q", 4), (b"\x1b[6 q", 6), (b"\x1b[7 q", 6), (b"\x1b[1;2 q", 6),
+                        (b"\x1b[? q", 6), (b"\x1b[2 q", 2), (b"\x1b[ q", 0), (b"\x1b[5 q\x1bc", 0)]:
+        terminal.feed(data)
+        assert terminal.modes.cursor_style == style, data
+    terminal.feed(b"\x1b[3 qx")
+    assert terminal.text() == "x\n\n"
+    assert BACKENDS["fast"].restore(terminal.snapshot()).modes.cursor_style == 3
+
+
 def test_dec_special_graphics(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 2)
     terminal.feed(b"\x1b(0lqk\x1b(Bq\x1b)0\x0eq\x0fq")

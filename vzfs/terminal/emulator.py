@@ -141,6 +141,7 @@ class Modes(NamedTuple):
     reverse_video: bool     # DECSCNM (?5), left to the renderer
     mouse: int              # 0, or the active tracking mode: 9, 1000, 1002 or 1003
     mouse_sgr: bool         # ?1006
+    cursor_style: int       # DECSCUSR (CSI Ps SP q), 0..6, left to the renderer
 
 
 Scroll = tuple[int, int, int]
@@ -279,6 +280,7 @@ class Terminal:
             reverse_video=self._reverse_video,
             mouse=self._mouse,
             mouse_sgr=self._mouse_sgr,
+            cursor_style=self._cursor_style,
         )
 
     def cells(self, row: int) -> Sequence[Cell]:
@@ -358,6 +360,7 @@ class Terminal:
                 "reverse_video": self._reverse_video,
                 "mouse": self._mouse,
                 "mouse_sgr": self._mouse_sgr,
+                "cursor_style": self._cursor_style,
             },
             "saved": [None if saved is None else list(saved) for saved in self._saved],
             "charsets": [self._g[0], self._g[1], self._gl],
@@ -403,6 +406,7 @@ class Terminal:
         terminal._reverse_video = modes["reverse_video"]
         terminal._mouse = modes["mouse"]
         terminal._mouse_sgr = modes["mouse_sgr"]
+        terminal._cursor_style = modes.get("cursor_style", 0)  # absent before DECSCUSR
         terminal._saved = [
             None if saved is None else (
                 saved[0], saved[1], saved[2], saved[3], saved[4],
@@ -450,6 +454,7 @@ class Terminal:
         self._reverse_video = False
         self._mouse = 0
         self._mouse_sgr = False
+        self._cursor_style = 0
         self._saved: list[_SavedCursor | None] = [None, None]
         self._g = ["B", "B"]
         self._gl = 0
@@ -1055,6 +1060,8 @@ class Terminal:
         if intermediates:
             if intermediates == "!" and final == "p" and not private:
                 self._soft_reset()
+            elif intermediates == " " and final == "q" and not private:
+                self._set_cursor_style(params)
             return
         if final == "m" and not private:
             if not params or set(params) <= set("0123456789;:"):
@@ -1329,6 +1336,16 @@ class Terminal:
             else:
                 self._switch_screen(False)
                 self._restore_cursor()
+
+    def _set_cursor_style(self, params: str) -> None:
+        """DECSCUSR (xterm ctlseqs "CSI Ps SP q"): 0 and 1 a blinking block, 2 a steady
+        block, 3 and 4 an underline, 5 and 6 a bar (odd blinking); xterm ignores others."""
+        try:
+            style = _number(params) if params else 0
+        except ValueError:
+            return
+        if style <= 6:
+            self._cursor_style = style
 
     def _switch_screen(self, alternate: bool) -> None:
         if alternate == self._alt_active:

@@ -183,6 +183,7 @@ class _Screen(pyte.Screen):
         self.reverse_video = False
         self.mouse = 0
         self.mouse_sgr = False
+        self.cursor_style = 0
         self.saved: list[_SavedCursor | None] = [None, None]
         self.g = ["B", "B"]
         self.gl = 0
@@ -622,6 +623,15 @@ class _Screen(pyte.Screen):
                 self.switch_buffer(False)
                 self.restore_cursor()
 
+    def set_cursor_style(self, params: str) -> None:
+        """DECSCUSR (xterm ctlseqs "CSI Ps SP q"), 0..6; xterm ignores others."""
+        try:
+            style = _number(params) if params else 0
+        except ValueError:
+            return
+        if style <= 6:
+            self.cursor_style = style
+
     def ansi_mode(self, mode: int, on: bool) -> None:
         if mode == 4:
             self.set_flag(mo.IRM, on)
@@ -791,6 +801,7 @@ class PyteTerminal:
             reverse_video=screen.reverse_video,
             mouse=screen.mouse,
             mouse_sgr=screen.mouse_sgr,
+            cursor_style=screen.cursor_style,
         )
 
     def cells(self, row: int) -> Sequence[Cell]:
@@ -857,6 +868,7 @@ class PyteTerminal:
                 "reverse_video": screen.reverse_video,
                 "mouse": screen.mouse,
                 "mouse_sgr": screen.mouse_sgr,
+                "cursor_style": screen.cursor_style,
             },
             "saved": [None if saved is None else list(saved) for saved in screen.saved],
             "charsets": [screen.g[0], screen.g[1], screen.gl],
@@ -905,6 +917,7 @@ class PyteTerminal:
         screen.reverse_video = modes["reverse_video"]
         screen.mouse = modes["mouse"]
         screen.mouse_sgr = modes["mouse_sgr"]
+        screen.cursor_style = modes.get("cursor_style", 0)  # absent before DECSCUSR
         screen.saved = [
             None if saved is None else (
                 saved[0], saved[1], saved[2], saved[3], saved[4],
@@ -1061,6 +1074,8 @@ class PyteTerminal:
         if intermediates:
             if intermediates == "!" and final == "p" and not private:
                 screen.soft_reset()
+            elif intermediates == " " and final == "q" and not private:
+                screen.set_cursor_style(params)
             return
         if final == "m" and not private:
             if not params or set(params) <= set("0123456789;:"):

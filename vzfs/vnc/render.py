@@ -92,6 +92,16 @@ class CursorShape(enum.Enum):
     BAR = "bar"                # the cell's left two pixel columns inverted
 
 
+def cursor_shape(style: int) -> CursorShape:
+    """The shape of DECSCUSR style `style` (xterm ctlseqs "CSI Ps SP q": 0, 1 and 2 a
+    block, 3 and 4 an underline, 5 and 6 a bar; odd ones blink, drawn here steady)."""
+    if style in (3, 4):
+        return CursorShape.UNDERLINE
+    if style in (5, 6):
+        return CursorShape.BAR
+    return CursorShape.BLOCK
+
+
 class _TileIndex(dict[Cell, int]):
     """Cell → index of its coloured tile; a miss reserves the tile, drawn in a batch later."""
 

@@ -27,7 +27,7 @@ from vzfs.vnc import keys
 from vzfs.vnc.encodings import (
     REASON_OTHER_CLIENT, REASON_SERVER, STATUS_INVALID_LAYOUT, STATUS_OK, STATUS_PROHIBITED,
 )
-from vzfs.vnc.render import CopyRect, Damage, Pixels, Rect, Renderer
+from vzfs.vnc.render import CopyRect, Damage, Pixels, Rect, Renderer, cursor_shape
 from vzfs.vnc.rfb import (
     CLOSED_EVENT, NEED_DATA, AuthFailed, AuthSucceeded, AuthThrottle, ClientCutText,
     ClientInitDone, FramebufferUpdateRequest, KeyEvent, PointerEvent, ProtocolError,
@@ -248,7 +248,8 @@ class TerminalDisplay:
 
     def _move_cursor(self) -> None:
         cursor = self.terminal.cursor
-        self._broadcast(self.renderer.set_cursor(cursor.x, cursor.y, visible=cursor.visible))
+        shape = cursor_shape(self.terminal.modes.cursor_style)
+        self._broadcast(self.renderer.set_cursor(cursor.x, cursor.y, visible=cursor.visible, shape=shape))
 
     def _broadcast(self, damage: Damage) -> None:
         if damage.copy is None and not damage.rects:
