@@ -107,3 +107,25 @@ def test_cursor_shape_follows_decscusr(Terminal: type[AnyTerminal], style: bytes
     assert colours(drawn[~cursor]) <= {0x000000}
     shown.feed(b"\x1b[?25l")
     assert colours(cell(shown, 0)) == {0x000000}
+
+
+def test_the_palette_recolours_what_is_shown_and_reset_restores_it(Terminal: type[AnyTerminal]) -> None:
+    """A Linux console theme: ESC ] P sets colours (the default background is colour 0),
+    ESC ] R, as `reset` sends it, restores the Linux colours."""
+    shown = display(Terminal, b"\x1b[31mX")
+    normal = shown.framebuffer.copy()
+    shown.feed(b"\x1b]P1ff0000\x1b]P0102030Y")
+    assert colours(cell(shown, 0)) == {0xFF0000, 0x102030}
+    assert colours(cell(shown, 1)) == {0xFF0000, 0x102030}
+    assert colours(cell(shown, 2, line=2)) == {0x102030}
+    shown.feed(b"\x1bc")
+    assert colours(shown.framebuffer[CH:]) == {0x102030}
+    shown.feed(b"\x1b]R\x1b[?25l\x1b[31mX")
+    assert np.array_equal(shown.framebuffer, normal)
+
+
+def test_a_restored_display_shows_the_palette(Terminal: type[AnyTerminal]) -> None:
+    shown = display(Terminal, b"\x1b]P7ffffffX")
+    restored = TerminalDisplay(Terminal.restore(shown.terminal.snapshot()), Renderer(10, 3, FONT))
+    assert colours(cell(restored, 0)) == {0xFFFFFF, 0x000000}
+    assert np.array_equal(restored.framebuffer, shown.framebuffer)

@@ -173,6 +173,29 @@ def test_reverse_screen_swaps_every_cell_and_the_padding() -> None:
     assert np.array_equal(r.framebuffer, shown)
 
 
+def test_palette_recolours_the_basic_colours_already_drawn() -> None:
+    rows = [[Cell("r", 0xAA0000, 0x000000, 0), Cell("R", 0xAA0000, 0x0000AA, REVERSE),
+             Cell("d", 0xAAAAAA, 0x000000, DIM), Cell("t", 0xAA0001, 0x000000, 0)]]
+    r = make(4, 1, width=4 * CW + 3)
+    r.render_all(rows)
+    shown = r.framebuffer.copy()
+    client = Client(r)
+    palette = [0x000000, 0xFF0000, 0x00AA00, 0xAA5500, 0x0000AA, 0xAA00AA, 0x00AAAA, 0xAAAAAA,
+               0x555555, 0xFF5555, 0x55FF55, 0xFFFF55, 0x5555FF, 0xFF55FF, 0x55FFFF, 0xFFFFFF]
+    palette[0], palette[7] = 0x102030, 0xCCCCCC
+    client.apply(r.set_palette(palette))
+    assert r.set_palette(palette) == Damage()
+    recoloured = [[Cell("r", 0xFF0000, 0x102030, 0), Cell("R", 0xFF0000, 0x0000AA, REVERSE),
+                   Cell("d", 0xCCCCCC, 0x102030, DIM), Cell("t", 0xAA0001, 0x102030, 0)]]
+    assert np.array_equal(r.framebuffer[:, :4 * CW], reference(recoloured, 4, 1)[:, :4 * CW])
+    assert (r.framebuffer[:, 4 * CW:].reshape(-1, 3) == rgb(0x102030)).all()
+    palette[0], palette[1], palette[7] = 0x000000, 0xAA0000, 0xAAAAAA
+    client.apply(r.set_palette(palette))
+    assert np.array_equal(r.framebuffer, shown)
+    with pytest.raises(ValueError):
+        r.set_palette(palette[:8])
+
+
 def test_underline_and_strikethrough_rows_are_set() -> None:
     r = make(3, 1)
     r.render_all([[Cell("a", RED, BLUE, 0), Cell("a", RED, BLUE, UNDERLINE),

@@ -163,6 +163,66 @@ def test_control_string_aborted_by_escape_and_can(Terminal: type[AnyTerminal]) -
     assert terminal.cells(0)[1].flags == BOLD
 
 
+def test_linux_palette_reset_ends_without_a_terminator(Terminal: type[AnyTerminal]) -> None:
+    """TERM=linux: reset, tput reset and setterm --reset send ESC c ESC ] R, and
+    printf 'A\\e]RB\\nC\\n'; echo E shows AB / C / E on a Linux console (ONLCR adds CR)."""
+    terminal = Terminal(20, 4)
+    terminal.feed(b"A\x1b]RB\r\nC\r\n")
+    terminal.feed(b"E\r\n")
+    assert lines_of(terminal) == ["AB", "C", "E", ""]
+    terminal.feed(b"\x1bc\x1b]R")
+    terminal.feed(b"$ ls\r\nfile\r\n")
+    assert lines_of(terminal) == ["$ ls", "file", "", ""]
+
+
+@pytest.mark.parametrize(("data", "text", "entry"), [
+    (b"\x1b]P1ff0000x", "x", 0xFF0000),
+    (b"\x1b]P1FF00008x", "8x", 0xFF0000),       # exactly seven digits: the eighth is text
+    (b"\x1b]Pf123456x", "x", None),             # sets colour 15, not 1
+    (b"\x1b]P1ff00zx", "x", None),              # a non-digit aborts and is consumed
+    (b"\x1b]P1ff000zx", "x", None),             # even after six digits
+    (b"\x1b]P1ff\x18x", "x", None),             # CAN aborts
+    (b"\x1b]P1ff\x1b[1mx", "x", None),          # ESC aborts and starts a sequence
+    (b"\x1b]P1f\rf\x0700\b00x", "x", 0xFF0000),  # C0 controls inside are executed
+    (b"\x1b]Rx", "x", None),
+])
+def test_linux_palette_sequences(Terminal: type[AnyTerminal], data: bytes, text: str,
+                                 entry: int | None) -> None:
+    """ESC ] P n rr gg bb sets colour n of the palette (vt.c ESpalette)."""
+    whole = Terminal(20, 2)
+    update = whole.feed(b"ab" + data)
+    assert lines_of(whole)[0] == ("ab" + text if b"\r" not in data else text + "b")
+    assert whole.palette[1] == (LINUX_COLOURS[1] if entry is None else entry)
+    assert update.bell == (b"\x07" in data)
+    if data.startswith(b"\x1b]Pf"):
+        assert whole.palette[15] == 0x123456
+    for cut in range(len(data) + 1):
+        split = Terminal(20, 2)
+        split.feed(b"ab" + data[:cut])
+        split.feed(data[cut:])
+        assert split.text() == whole.text() and split.palette == whole.palette, cut
+
+
+def test_the_palette_outlives_ris_until_reset(Terminal: type[AnyTerminal]) -> None:
+    """vt.c reset_terminal keeps the palette; ESC ] R restores the Linux colours. A
+    change makes every row dirty (the renderer redraws them all)."""
+    terminal = Terminal(10, 3)
+    assert terminal.palette == tuple(LINUX_COLOURS)
+    update = terminal.feed(b"\x1b]P0102030")
+    assert update.dirty == frozenset(range(3))
+    assert terminal.feed(b"\x1b]P0102030").dirty == frozenset()
+    terminal.feed(b"\x1bc")
+    assert terminal.palette[0] == 0x102030
+    snapshot = terminal.snapshot()
+    assert BACKENDS["fast"].restore(snapshot).palette == BACKENDS["pyte"].restore(snapshot).palette
+    assert BACKENDS["pyte"].restore(snapshot).palette[0] == 0x102030
+    update = terminal.feed(b"\x1b]R")
+    assert terminal.palette == tuple(LINUX_COLOURS) and update.dirty == frozenset(range(3))
+    # Cells keep resolved default-palette colours: the renderer applies the palette.
+    terminal.feed(b"\x1b]P1123456\x1b[31mx")
+    assert terminal.cells(0)[0].fg == LINUX_COLOURS[1]
+
+
 def test_unterminated_dcs_is_bounded(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(20, 2)
     terminal.feed(b"a\x1bP")

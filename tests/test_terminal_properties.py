@@ -39,7 +39,8 @@ SEQUENCE = st.one_of(
                      b"\x1bE", b"\x1bH", b"\x1b(0", b"\x1b(B", b"\x1b#8", b"\x1b[2;4r",
                      b"\x1b]2;title\x07", b"\x1bPdcs\x1b\\", b"\x1b[38:2::1:2:3m", b"\x1b[1;31m",
                      b"\x1b[>4;1m", b"\x1b[!p", b"\x1bc", b"\x1b[2;8m", b"\x1b[22;28m", b"\x1b[4 q",
-                     b"\x1b[?5h", b"\x1b[?5l"]),
+                     b"\x1b[?5h", b"\x1b[?5l", b"\x1b]P1ff0000", b"\x1b]P0\n1a2b3c", b"\x1b]P7ab",
+                     b"\x1b]R"]),
     st.binary(max_size=8),
 )
 STREAM = st.lists(SEQUENCE, max_size=40).map(b"".join)

@@ -41,7 +41,7 @@ from wcwidth import wcwidth as _wcwidth
 from .cell import (
     BLANK, BLINK, BOLD, CONCEAL, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
 )
-from .palette import DEFAULT, TRUECOLOR, resolve_bg, resolve_fg
+from .palette import DEFAULT, LINUX_COLOURS, TRUECOLOR, apply_palette_sequence, resolve_bg, resolve_fg
 
 wcwidth: Callable[[str], int] = lru_cache(maxsize=4096)(_wcwidth)
 
@@ -52,6 +52,10 @@ SNAPSHOT_VERSION: Final = 1
 # an ESC that does not start ST (ECMA-48 §5.6, xterm ctlseqs "Operating System Commands").
 # CSI parameters may hold C0 controls, which a VT terminal executes in place (VT100 User
 # Guide, "Control Characters"); ESC, CAN and SUB abort the sequence instead.
+# ESC ] R and ESC ] P nrrggbb are not OSC strings but the Linux console's palette
+# sequences (TERM=linux sends ESC ] R on reset), which need no terminator: P takes exactly
+# seven hex digits, C0 controls among them are executed, ESC, CAN and SUB abort it, and
+# any other character aborts it and is consumed (vt.c do_con_trol, ESnonstd, ESpalette).
 _TOKEN: Final = re.compile(
     r"(?P<text>[^\x00-\x1f\x7f-\x9f]+)"
     r"|(?P<crlf>\r\n)"
@@ -59,7 +63,10 @@ _TOKEN: Final = re.compile(
     r"|(?P<cup>\x1b\[([0-9]*);?([0-9]*)H)"
     r"|(?P<csi>(?:\x1b\[|\x9b)([\x30-\x3f\x00-\x17\x19\x1c-\x1f\x7f]*)([\x20-\x2f]*)([\x40-\x7e]))"
     r"|(?P<ctl>[\x00-\x1a\x1c-\x1f\x7f])"
-    r"|(?P<str>(\x1b[P\]X^_]|[\x90\x98\x9d\x9e\x9f])([^\x07\x18\x1a\x1b\x9c]*)"
+    r"|(?P<pal>\x1b\](?:R|P(?:[\x00-\x17\x19\x1c-\x1f\x7f]*[0-9A-Fa-f]){7}"
+    r"|P(?:[\x00-\x17\x19\x1c-\x1f\x7f]*[0-9A-Fa-f]){0,6}[\x00-\x17\x19\x1c-\x1f\x7f]*"
+    r"(?:[^0-9A-Fa-f\x00-\x17\x19\x1b-\x1f\x7f]|(?=\x1b))))"
+    r"|(?P<str>(\x1b(?:\](?![PR])|[PX^_])|[\x90\x98\x9d\x9e\x9f])([^\x07\x18\x1a\x1b\x9c]*)"
     r"(\x07|\x1b\\|\x9c|[\x18\x1a]|(?=\x1b[^\\])))"
     r"|(?P<esc>\x1b([\x20-\x2f]*)([\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e]))"
     r"|(?P<lone>[\x1b\x80-\x9f])"
@@ -70,6 +77,7 @@ _T_SGR: Final = _TOKEN.groupindex["sgr"]
 _T_CUP: Final = _TOKEN.groupindex["cup"]
 _T_CSI: Final = _TOKEN.groupindex["csi"]
 _T_CTL: Final = _TOKEN.groupindex["ctl"]
+_T_PAL: Final = _TOKEN.groupindex["pal"]
 _T_STR: Final = _TOKEN.groupindex["str"]
 _T_ESC: Final = _TOKEN.groupindex["esc"]
 
@@ -244,6 +252,8 @@ class Terminal:
         self._replies: list[bytes] = []
         self._bell = False
         self._title_changed = False
+        # The Linux console's palette; RIS keeps it, as vt.c reset_terminal does.
+        self._palette = list(LINUX_COLOURS)
         self._reset()
 
     # ----------------------------------------------------------------- public API
@@ -259,6 +269,12 @@ class Terminal:
     @property
     def title(self) -> str:
         return self._title
+
+    @property
+    def palette(self) -> tuple[int, ...]:
+        """The sixteen colours (0xRRGGBB) the renderer draws the basic colours and the
+        default ones with: the Linux console's, or what ``ESC ] P`` made them."""
+        return tuple(self._palette)
 
     @property
     def cursor(self) -> Cursor:
@@ -366,6 +382,7 @@ class Terminal:
             "charsets": [self._g[0], self._g[1], self._gl],
             "tabstops": list(self._tabstops),
             "title": self._title,
+            "palette": list(self._palette),
             "last_char": self._last_char,
             "pending": self._pending,
             "utf8": [list(buffered), flag],
@@ -420,6 +437,7 @@ class Terminal:
         terminal._update_charset()
         terminal._tabstops = list(snapshot["tabstops"])
         terminal._title = snapshot["title"]
+        terminal._palette = list(snapshot.get("palette", LINUX_COLOURS))  # absent before ESC ] P
         terminal._last_char = snapshot["last_char"]
         terminal._pending = snapshot["pending"]
         buffered, flag = snapshot["utf8"]
@@ -753,6 +771,8 @@ class Terminal:
                 self._control_string(
                     token.group(_T_STR + 1), token.group(_T_STR + 2), token.group(_T_STR + 3)
                 )
+            elif kind == _T_PAL:
+                self._palette_sequence(token.group())
             elif kind == _T_ESC:
                 self._escape(token.group(_T_ESC + 1), token.group(_T_ESC + 2))
             else:
@@ -893,6 +913,15 @@ class Terminal:
             if title != self._title:
                 self._title = title
                 self._title_changed = True
+
+    def _palette_sequence(self, sequence: str) -> None:
+        """ESC ] R, ESC ] P nrrggbb: the Linux console's palette. Every row is dirty after
+        a change, as after DECSCNM: the renderer draws them all anew."""
+        for char in sequence[3:]:
+            if char < " " or char == "\x7f":
+                self._control(char)
+        if apply_palette_sequence(self._palette, sequence):
+            self._all_dirty = True
 
     def _escape(self, intermediates: str, final: str) -> None:
         if intermediates:

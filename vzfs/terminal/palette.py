@@ -41,6 +41,29 @@ def _build_palette() -> tuple[int, ...]:
 
 PALETTE: Final[tuple[int, ...]] = _build_palette()
 
+_HEX_DIGITS: Final = frozenset("0123456789abcdefABCDEF")
+
+
+def apply_palette_sequence(palette: list[int], sequence: str) -> bool:
+    """Apply one of the Linux console's palette sequences, as the lexer cut it, to the
+    sixteen `palette` colours; tell whether a colour changed.
+
+    ``ESC ] R`` resets the palette; ``ESC ] P`` and seven hex digits n rr gg bb set
+    colour n (console_codes(4); vt.c ESnonstd, ESpalette). A sequence aborted before
+    its seventh digit changes nothing. Controls inside are the caller's to execute.
+    """
+    if sequence[2] == "R":
+        changed = palette != list(LINUX_COLOURS)
+        palette[:] = LINUX_COLOURS
+        return changed
+    digits = [char for char in sequence[3:] if char in _HEX_DIGITS]
+    if len(digits) != 7:
+        return False
+    index, colour = int(digits[0], 16), int("".join(digits[1:]), 16)
+    changed = palette[index] != colour
+    palette[index] = colour
+    return changed
+
 
 def resolve_fg(spec: int, bold: bool) -> int:
     """The foreground 0xRRGGBB of a spec; bold brightens the default and colours 0..7

@@ -54,6 +54,7 @@ from .emulator import (
     _T_CTL,
     _T_CUP,
     _T_ESC,
+    _T_PAL,
     _T_SGR,
     _T_STR,
     _T_TEXT,
@@ -71,7 +72,7 @@ from .emulator import (
     pending_part,
     wcwidth,
 )
-from .palette import DEFAULT, resolve_bg, resolve_fg
+from .palette import DEFAULT, LINUX_COLOURS, apply_palette_sequence, resolve_bg, resolve_fg
 
 _DEC_GRAPHICS: Final = "0"
 
@@ -154,6 +155,8 @@ class _Screen(pyte.Screen):
         self.replies: list[bytes] = []
         self.bell_rung = False
         self.title = ""
+        # The Linux console's palette; RIS keeps it, as vt.c reset_terminal does.
+        self.palette = list(LINUX_COLOURS)
         super().__init__(columns, lines)
         self.margins = Margins(0, lines - 1)  # pyte's __init__ leaves None after reset()
 
@@ -781,6 +784,12 @@ class PyteTerminal:
         return str(self._screen.title)
 
     @property
+    def palette(self) -> tuple[int, ...]:
+        """The sixteen colours (0xRRGGBB) the renderer draws the basic colours and the
+        default ones with: the Linux console's, or what ``ESC ] P`` made them."""
+        return tuple(self._screen.palette)
+
+    @property
     def cursor(self) -> Cursor:
         screen = self._screen
         return Cursor(min(screen.cursor.x, screen.columns - 1), screen.cursor.y, not screen.cursor.hidden)
@@ -874,6 +883,7 @@ class PyteTerminal:
             "charsets": [screen.g[0], screen.g[1], screen.gl],
             "tabstops": sorted(screen.tabstops),
             "title": screen.title,
+            "palette": list(screen.palette),
             "last_char": screen.last_char,
             "pending": self._pending,
             "utf8": [list(buffered), flag],
@@ -929,6 +939,7 @@ class PyteTerminal:
         screen.g = [g0, g1]
         screen.tabstops = set(snapshot["tabstops"])
         screen.title = snapshot["title"]
+        screen.palette = list(snapshot.get("palette", LINUX_COLOURS))  # absent before ESC ] P
         screen.last_char = snapshot["last_char"]
         terminal._pending = snapshot["pending"]
         buffered, flag = snapshot["utf8"]
@@ -990,6 +1001,8 @@ class PyteTerminal:
                 self._control_string(
                     token.group(_T_STR + 1), token.group(_T_STR + 2), token.group(_T_STR + 3)
                 )
+            elif kind == _T_PAL:
+                self._palette_sequence(token.group())
             elif kind == _T_ESC:
                 self._escape(token.group(_T_ESC + 1), token.group(_T_ESC + 2))
             else:
@@ -1029,6 +1042,15 @@ class PyteTerminal:
             if title != self._screen.title:
                 self._screen.set_title(title)
                 self._title_changed = True
+
+    def _palette_sequence(self, sequence: str) -> None:
+        """ESC ] R, ESC ] P nrrggbb: the Linux console's palette; every row is dirty
+        after a change, as in the fast engine."""
+        for char in sequence[3:]:
+            if char < " " or char == "\x7f":
+                self._control(char)
+        if apply_palette_sequence(self._screen.palette, sequence):
+            self._screen.all_dirty = True
 
     def _escape(self, intermediates: str, final: str) -> None:
         screen = self._screen

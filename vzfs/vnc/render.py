@@ -16,7 +16,8 @@ tiles, shaped (n, cell_height, cell_width·3): the glyph mask comes from `font.F
 so golden tests are exact. The two colours are the cell's, with REVERSE swapping them,
 DIM halving the foreground's intensity and CONCEAL drawing the foreground in the
 background colour (`tile_colours`); a reverse screen (DECSCNM) swaps every cell's, the
-padding's too. Changing it redraws the whole frame from new tiles. Tiles first seen in one call are coloured together in one
+padding's too, and the terminal's palette (the Linux console's ``ESC ] P``) recolours
+the sixteen basic colours. Changing either redraws the whole frame from new tiles. Tiles first seen in one call are coloured together in one
 batch. A double-width glyph takes two consecutive tiles, left half
 then right half, and a WIDE_CONT cell shows its left neighbour's right half. Drawing
 rows is then one dict lookup per cell (``map`` over the Cells, in C) and one
@@ -42,6 +43,7 @@ import numpy.typing as npt
 
 from vzfs.terminal.cell import (BLANK, BLINK, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, REVERSE, WIDE,
                                 WIDE_CONT, Cell)
+from vzfs.terminal.palette import LINUX_COLOURS
 from vzfs.vnc.font import STYLE_FLAGS, Font, Mask, default_font
 
 Pixels = npt.NDArray[np.uint8]
@@ -115,8 +117,15 @@ class _TileIndex(dict[Cell, int]):
         return index
 
 
-def tile_colours(cell: Cell, reverse_screen: bool = False) -> tuple[int, int]:
+def tile_colours(cell: Cell, reverse_screen: bool = False,
+                 recolour: Mapping[int, int] | None = None) -> tuple[int, int]:
     """The (foreground, background) 0xRRGGBB a cell's tile is drawn with.
+
+    `recolour` maps a basic colour's default value to its colour in the terminal's
+    palette: cells hold resolved colours, and a palette entry recolours every cell of
+    its default value, already drawn or not, as the VGA console's palette registers do
+    (a 256-colour or true colour of exactly that value too: the Linux console maps
+    those to its sixteen colours).
 
     DIM halves the foreground's intensity: the Linux console draws faint text in its
     half-bright colour (vt.c vc_halfcolor, dark grey 0x555555 unless `setterm
@@ -129,6 +138,8 @@ def tile_colours(cell: Cell, reverse_screen: bool = False) -> tuple[int, int]:
     """
     flags = cell.flags
     fg, bg = cell.fg, cell.bg
+    if recolour:
+        fg, bg = recolour.get(fg, fg), recolour.get(bg, bg)
     if flags & DIM:
         fg = fg >> 1 & 0x7F7F7F
     if bool(flags & REVERSE) != reverse_screen:
@@ -161,6 +172,8 @@ class Renderer:
         self._pending: list[tuple[int, Cell]] = []
         self._blink_visible = True
         self._reverse_screen = False
+        self._palette = LINUX_COLOURS
+        self._recolour_map: dict[int, int] = {}
         self._cursor = (0, 0)
         self._cursor_shape = CursorShape.BLOCK
         self._cursor_visible = True
@@ -214,7 +227,10 @@ class Renderer:
 
     def _padding_colour(self) -> int:
         """The padding's pixels: the background of a blank cell of the padding colour."""
-        return tile_colours(Cell(" ", DEFAULT_FG, self.padding, 0), self._reverse_screen)[1]
+        return self._tile_colours(Cell(" ", DEFAULT_FG, self.padding, 0))[1]
+
+    def _tile_colours(self, cell: Cell) -> tuple[int, int]:
+        return tile_colours(cell, self._reverse_screen, self._recolour_map)
 
     def _fill_padding(self) -> None:
         grid_width = self.columns * self.cell_width
@@ -357,7 +373,7 @@ class Renderer:
                 if len(self._masks) >= TILE_LIMIT:
                     self._masks.clear()
                 mask = self._masks[key] = self.font.mask(*key)
-            fg, bg = tile_colours(cell, self._reverse_screen)
+            fg, bg = self._tile_colours(cell)
             for half in range(span):
                 targets.append(index + half)
                 masks.append(mask[:, half * cw:(half + 1) * cw])
@@ -426,7 +442,7 @@ class Renderer:
                 moved = cursor_y - src + dst
                 rects.append(Rect(old_rect.x, moved * ch, old_rect.width, old_rect.height))
         self._fill(exposed[0] * ch, exposed[1] * ch, 0, grid_width,
-                   tile_colours(blank_row[0], self._reverse_screen)[1])
+                   self._tile_colours(blank_row[0])[1])
         rects.append(self._lines_rect(*exposed))
         if old_rect is not None:
             drawn = self._show_cursor()
@@ -442,6 +458,20 @@ class Renderer:
         if reverse == self._reverse_screen:
             return Damage()
         self._reverse_screen = reverse
+        return self._recolour()
+
+    def set_palette(self, palette: Sequence[int]) -> Damage:
+        """Draw the sixteen basic colours (and the default ones, colours 7 and 0) as
+        `palette` has them, the terminal's ``ESC ] P`` palette; redraws the whole frame
+        when it changed."""
+        palette = tuple(palette)
+        if palette == self._palette:
+            return Damage()
+        if len(palette) != len(LINUX_COLOURS):
+            raise ValueError(f"cannot draw with a palette of {len(palette)} colours: it needs 16")
+        self._palette = palette
+        self._recolour_map = {default: colour for default, colour in zip(LINUX_COLOURS, palette)
+                              if colour != default}
         return self._recolour()
 
     def _recolour(self) -> Damage:

@@ -243,8 +243,10 @@ class TerminalDisplay:
                 client.notify()
 
     def _show_screen_colours(self) -> None:
-        """Draw the terminal's screen-wide colour state: its reverse screen (DECSCNM)."""
+        """Draw the terminal's screen-wide colour state: its reverse screen (DECSCNM) and
+        its palette (ESC ] P, ESC ] R)."""
         self._broadcast(self.renderer.set_reverse_screen(self.terminal.modes.reverse_video))
+        self._broadcast(self.renderer.set_palette(self.terminal.palette))
 
     def _move_cursor(self) -> None:
         cursor = self.terminal.cursor
