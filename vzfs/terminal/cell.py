@@ -1,7 +1,9 @@
 """One character cell of the terminal screen, as the emulator hands it to the renderer.
 
 The emulator resolves every colour (default, 16-colour, 256-colour and true colour)
-to a 24-bit ``0xRRGGBB`` integer, so the renderer never needs a palette. Attributes
+to a 24-bit ``0xRRGGBB`` integer, the sixteen basic ones as the Linux console's default
+palette has them; the renderer needs no palette but to draw those sixteen as the
+terminal's palette (``ESC ] P``) has them now. Attributes
 are bit flags; REVERSE, DIM and CONCEAL are left for the renderer to apply (REVERSE so
 that the cursor and selection can be drawn the same way; DIM and CONCEAL because they
 act on the colours the renderer draws with, after its palette).

@@ -24,7 +24,9 @@ pyte 0.8.2 is the reference: its charset table and wcwidth are used here, and th
 compare this emulator with pyte's ``Screen`` cell by cell. The behaviours in which pyte
 is verifiably wrong (FACTS.md: alternate screen, ``CSI > m``, colon SGR, control
 strings, ``CSI S``/``T``, a C0 byte inside a run, lost replies) follow xterm's
-ctlseqs instead.
+ctlseqs instead, and what programs with TERM=linux (a domain's console) rely on
+follows the Linux console (linux/drivers/tty/vt/vt.c): its sixteen colours, its
+palette sequences ``ESC ] P`` and ``ESC ] R``.
 """
 
 from __future__ import annotations

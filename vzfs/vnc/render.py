@@ -17,7 +17,8 @@ so golden tests are exact. The two colours are the cell's, with REVERSE swapping
 DIM halving the foreground's intensity and CONCEAL drawing the foreground in the
 background colour (`tile_colours`); a reverse screen (DECSCNM) swaps every cell's, the
 padding's too, and the terminal's palette (the Linux console's ``ESC ] P``) recolours
-the sixteen basic colours. Changing either redraws the whole frame from new tiles. Tiles first seen in one call are coloured together in one
+the sixteen basic colours. Changing either redraws the whole frame from new tiles.
+Tiles first seen in one call are coloured together in one
 batch. A double-width glyph takes two consecutive tiles, left half
 then right half, and a WIDE_CONT cell shows its left neighbour's right half. Drawing
 rows is then one dict lookup per cell (``map`` over the Cells, in C) and one

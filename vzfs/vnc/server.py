@@ -251,7 +251,8 @@ class TerminalDisplay:
     def _move_cursor(self) -> None:
         cursor = self.terminal.cursor
         shape = cursor_shape(self.terminal.modes.cursor_style)
-        self._broadcast(self.renderer.set_cursor(cursor.x, cursor.y, visible=cursor.visible, shape=shape))
+        self._broadcast(self.renderer.set_cursor(cursor.x, cursor.y, visible=cursor.visible,
+                                                 shape=shape))
 
     def _broadcast(self, damage: Damage) -> None:
         if damage.copy is None and not damage.rects:
