@@ -11,11 +11,11 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vzfs.terminal.cell import (BLANK, BLINK, BOLD, DEFAULT_BG, ITALIC, REVERSE, STRIKETHROUGH,
-                                UNDERLINE, WIDE, WIDE_CONT, Cell)
+from vzfs.terminal.cell import (BLANK, BLINK, BOLD, CONCEAL, DEFAULT_BG, DIM, ITALIC, REVERSE,
+                                STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell)
 from vzfs.vnc import font as fontmod
 from vzfs.vnc import render as rendermod
-from vzfs.vnc.render import CursorShape, Damage, Renderer
+from vzfs.vnc.render import CursorShape, Damage, Renderer, cursor_shape
 
 pytestmark = pytest.mark.skipif(
     not fontmod.UNIFONT_OTF.exists(),
@@ -31,6 +31,19 @@ def rgb(colour: int) -> np.ndarray:
     return np.array([colour >> 16, colour >> 8 & 255, colour & 255], np.uint8)
 
 
+def drawn(cell: Cell) -> tuple[int, int]:
+    """The colours a cell is drawn with: DIM halves each channel of the foreground,
+    REVERSE swaps foreground and background, CONCEAL paints the glyph as background."""
+    fg, bg = cell.fg, cell.bg
+    if cell.flags & DIM:
+        fg = (fg >> 16 & 255) // 2 << 16 | (fg >> 8 & 255) // 2 << 8 | (fg & 255) // 2
+    if cell.flags & REVERSE:
+        fg, bg = bg, fg
+    if cell.flags & CONCEAL:
+        fg = bg
+    return fg, bg
+
+
 def reference(rows: list[list[Cell]], columns: int, lines: int) -> np.ndarray:
     """The expected frame, drawn cell by cell in plain Python from Font.mask."""
     assert FONT is not None
@@ -40,11 +53,11 @@ def reference(rows: list[list[Cell]], columns: int, lines: int) -> np.ndarray:
         row = list(rows[y]) if y < len(rows) else []
         row = (row + [BLANK] * columns)[:columns]
         for x, cell in enumerate(row):
-            fg, bg = (cell.bg, cell.fg) if cell.flags & REVERSE else (cell.fg, cell.bg)
+            fg, bg = drawn(cell)
             if cell.flags & WIDE_CONT and x > 0 and row[x - 1].flags & (WIDE | WIDE_CONT) == WIDE:
                 left = row[x - 1]
                 mask = FONT.mask(left.char, left.flags & STYLE, 2)[:, CW:]
-                fg, bg = (left.bg, left.fg) if left.flags & REVERSE else (left.fg, left.bg)
+                fg, bg = drawn(left)
             elif cell.flags & (WIDE | WIDE_CONT) == WIDE:
                 mask = FONT.mask(cell.char, cell.flags & STYLE, 2)[:, :CW]
             else:
@@ -65,6 +78,8 @@ def sample_screen(columns: int = 20, lines: int = 6) -> list[list[Cell]]:
                     Cell("r", WHITE, RED, REVERSE), Cell("s", BLUE, WHITE, STRIKETHROUGH)]
     rows[2][3:5] = [Cell("中", RED, BLUE, WIDE), Cell("", RED, BLUE, WIDE_CONT)]
     rows[3][0:2] = [Cell("e\u0301", WHITE, 0, 0), Cell("\U0010fffd", WHITE, 0, 0)]
+    rows[4][0:4] = [Cell("d", RED, BLUE, DIM), Cell("c", RED, BLUE, CONCEAL),
+                    Cell("C", RED, BLUE, CONCEAL | REVERSE), Cell("D", WHITE, 0, DIM | REVERSE)]
     return rows
 
 
@@ -120,6 +135,65 @@ def test_reverse_swaps_fg_and_bg() -> None:
     r = make(2, 1)
     r.render_all([[Cell("R", RED, BLUE, REVERSE), Cell("R", BLUE, RED, 0)]])
     assert np.array_equal(r.framebuffer[:, :CW], r.framebuffer[:, CW:])
+
+
+def test_dim_is_half_intensity() -> None:
+    r = make(2, 1)
+    r.render_all([[Cell("W", 0xAAAAAA, BLUE, DIM), Cell("W", 0xFF5555, BLUE, DIM)]])
+    grey, red = (r.framebuffer[:, x * CW:(x + 1) * CW].reshape(-1, 3) for x in range(2))
+    assert {tuple(p) for p in grey} == {tuple(rgb(0x555555)), tuple(rgb(BLUE))}
+    assert {tuple(p) for p in red} == {tuple(rgb(0x7F2A2A)), tuple(rgb(BLUE))}
+
+
+def test_concealed_text_is_drawn_in_its_background() -> None:
+    r = make(3, 1)
+    r.render_all([[Cell("W", RED, BLUE, CONCEAL | UNDERLINE), Cell("W", RED, BLUE, CONCEAL | REVERSE),
+                   Cell(" ", RED, BLUE, 0)]])
+    hidden, reversed_, blank = (r.framebuffer[:, x * CW:(x + 1) * CW] for x in range(3))
+    assert np.array_equal(hidden, blank)
+    assert (reversed_.reshape(-1, 3) == rgb(RED)).all()
+
+
+def test_reverse_screen_swaps_every_cell_and_the_padding() -> None:
+    rows = sample_screen()
+    r = make(20, 6, width=20 * CW + 3, height=6 * CH + 5)
+    r.render_all(rows)
+    shown = r.framebuffer.copy()
+    client = Client(r)
+    client.apply(r.set_reverse_screen(True))
+    swapped = [[cell._replace(flags=cell.flags ^ REVERSE) for cell in row] for row in rows]
+    assert np.array_equal(r.framebuffer[:6 * CH, :20 * CW], reference(swapped, 20, 6))
+    assert (r.framebuffer[6 * CH:].reshape(-1, 3) == rgb(0xAAAAAA)).all()
+    assert (r.framebuffer[:, 20 * CW:].reshape(-1, 3) == rgb(0xAAAAAA)).all()
+    assert r.set_reverse_screen(True) == Damage()
+    client.apply(r.scroll(0, 6, 1))
+    assert (r.framebuffer[5 * CH:6 * CH, :20 * CW].reshape(-1, 3) == rgb(0xAAAAAA)).all()
+    client.apply(r.render_all(rows))
+    client.apply(r.set_reverse_screen(False))
+    assert np.array_equal(r.framebuffer, shown)
+
+
+def test_palette_recolours_the_basic_colours_already_drawn() -> None:
+    rows = [[Cell("r", 0xAA0000, 0x000000, 0), Cell("R", 0xAA0000, 0x0000AA, REVERSE),
+             Cell("d", 0xAAAAAA, 0x000000, DIM), Cell("t", 0xAA0001, 0x000000, 0)]]
+    r = make(4, 1, width=4 * CW + 3)
+    r.render_all(rows)
+    shown = r.framebuffer.copy()
+    client = Client(r)
+    palette = [0x000000, 0xFF0000, 0x00AA00, 0xAA5500, 0x0000AA, 0xAA00AA, 0x00AAAA, 0xAAAAAA,
+               0x555555, 0xFF5555, 0x55FF55, 0xFFFF55, 0x5555FF, 0xFF55FF, 0x55FFFF, 0xFFFFFF]
+    palette[0], palette[7] = 0x102030, 0xCCCCCC
+    client.apply(r.set_palette(palette))
+    assert r.set_palette(palette) == Damage()
+    recoloured = [[Cell("r", 0xFF0000, 0x102030, 0), Cell("R", 0xFF0000, 0x0000AA, REVERSE),
+                   Cell("d", 0xCCCCCC, 0x102030, DIM), Cell("t", 0xAA0001, 0x102030, 0)]]
+    assert np.array_equal(r.framebuffer[:, :4 * CW], reference(recoloured, 4, 1)[:, :4 * CW])
+    assert (r.framebuffer[:, 4 * CW:].reshape(-1, 3) == rgb(0x102030)).all()
+    palette[0], palette[1], palette[7] = 0x000000, 0xAA0000, 0xAAAAAA
+    client.apply(r.set_palette(palette))
+    assert np.array_equal(r.framebuffer, shown)
+    with pytest.raises(ValueError):
+        r.set_palette(palette[:8])
 
 
 def test_underline_and_strikethrough_rows_are_set() -> None:
@@ -182,6 +256,12 @@ def test_cursor_moves_and_hides_restoring_pixels_exactly(shape: CursorShape) -> 
     assert np.array_equal(r.framebuffer[:3 * CH], clean[:3 * CH])
     client.apply(r.set_cursor(7, 4, visible=False, shape=shape))
     assert np.array_equal(r.framebuffer, clean)
+
+
+def test_decscusr_styles_map_to_shapes() -> None:
+    assert [cursor_shape(style) for style in range(7)] == [
+        CursorShape.BLOCK, CursorShape.BLOCK, CursorShape.BLOCK, CursorShape.UNDERLINE,
+        CursorShape.UNDERLINE, CursorShape.BAR, CursorShape.BAR]
 
 
 def test_block_cursor_is_the_reversed_cell() -> None:
@@ -353,7 +433,7 @@ odd_chars = st.sampled_from(["中", "😀", "e\u0301", "\ud800", "\x00"])
 cells = st.builds(
     Cell,
     char=st.one_of(st.text(max_size=3), odd_chars),
-    fg=st.integers(0, 0xFFFFFF), bg=st.integers(0, 0xFFFFFF), flags=st.integers(0, 255))
+    fg=st.integers(0, 0xFFFFFF), bg=st.integers(0, 0xFFFFFF), flags=st.integers(0, 1023))
 
 
 @settings(max_examples=150, deadline=None)
@@ -368,7 +448,7 @@ def test_any_cells_render_in_their_own_colours(rows: list[list[Cell]],
             if cell.flags & WIDE_CONT and x > 0 and row[x - 1].flags & (WIDE | WIDE_CONT) == WIDE:
                 cell = row[x - 1]
             block = r.framebuffer[y * CH:(y + 1) * CH, x * CW:(x + 1) * CW].reshape(-1, 3)
-            assert {tuple(p) for p in block} <= {tuple(rgb(cell.fg)), tuple(rgb(cell.bg))}
+            assert {tuple(p) for p in block} <= {tuple(rgb(colour)) for colour in drawn(cell)}
     client = Client(r)
     client.apply(r.set_cursor(*cursor))
     client.apply(r.render_rows({0: rows[-1]}))

@@ -116,6 +116,15 @@ def test_unifont_cells_and_wide_glyphs() -> None:
     assert np.array_equal(font.mask("\U0010fffd", span=2), font.replacement(2))
 
 
+def test_a_decomposed_cluster_takes_the_composed_glyph() -> None:
+    """The emulator keeps e + U+0301 as written; a console font that has only the
+    precomposed é must still draw it as é, not as its base e."""
+    table = b"e\xff" + "\u00e9".encode() + b"\xff"
+    font = Font([PsfFont(psf2([BAR, CORNER], table))])
+    assert np.array_equal(font.mask("e\u0301"), font.mask("\u00e9"))
+    assert np.array_equal(font.mask("e\u0301")[:, :10], bits(CORNER))
+
+
 @needs_unifont
 def test_combining_mark_is_drawn_over_its_base() -> None:
     font = fontmod.default_font()

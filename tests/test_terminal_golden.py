@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import pytest
 
-from vzfs.terminal.cell import BLANK, BOLD, DEFAULT_BG, DEFAULT_FG, UNDERLINE, WIDE, WIDE_CONT, Cell
+from vzfs.terminal.cell import (
+    BLANK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, UNDERLINE, WIDE, WIDE_CONT, Cell,
+)
 from vzfs.terminal import BACKENDS, AnyTerminal, emulator, make_terminal, pyte_backend
 from vzfs.terminal.emulator import DA1_REPLY, DA2_REPLY
 from vzfs.terminal.palette import PALETTE
@@ -44,6 +46,14 @@ def test_alternate_screen_1049_restores_main_screen_and_cursor(Terminal: type[An
     assert update.dirty == frozenset(range(5))
 
 
+def test_leaving_1049_on_the_main_screen_still_restores_the_cursor(Terminal: type[AnyTerminal]) -> None:
+    """printf 'A\\e[?1049hB\\e[?1049lC\\e[?1049lD\\n' shows AD in xterm and tmux."""
+    terminal = Terminal(10, 3)
+    terminal.feed(b"A\x1b[?1049hB\x1b[?1049lC\x1b[?1049lD\r\n")
+    assert lines_of(terminal) == ["AD", "", ""]
+    assert not terminal.modes.alt_screen
+
+
 def test_alternate_screen_1047_clears_on_leaving_and_47_keeps(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"main")
@@ -70,7 +80,7 @@ def test_modify_other_keys_is_not_sgr(Terminal: type[AnyTerminal]) -> None:
     (b"\x1b[38:2:0:255:0m", 0x00FF00, DEFAULT_BG, 0),
     (b"\x1b[48:2:1:0:0:255m", DEFAULT_FG, 0x0000FF, 0),
     (b"\x1b[38:5:196m", PALETTE[196], DEFAULT_BG, 0),
-    (b"\x1b[1;48:5:21m", DEFAULT_FG, PALETTE[21], BOLD),
+    (b"\x1b[1;48:5:21m", PALETTE[15], PALETTE[21], BOLD),
     (b"\x1b[4:3m", DEFAULT_FG, DEFAULT_BG, UNDERLINE),
     (b"\x1b[4m\x1b[4:0m", DEFAULT_FG, DEFAULT_BG, 0),
     (b"\x1b[58:2::1:2:3;4m", DEFAULT_FG, DEFAULT_BG, UNDERLINE),
@@ -86,8 +96,42 @@ def test_semicolon_colours_and_bold_brightening(Terminal: type[AnyTerminal]) -> 
     terminal = Terminal(10, 2)
     terminal.feed(b"\x1b[31ma\x1b[1mb\x1b[38;5;1mc\x1b[38;2;1;2;3md\x1b[0;94;101me")
     cells = terminal.cells(0)
-    assert [cell.fg for cell in cells[:5]] == [0xCD0000, 0xFF0000, 0xFF0000, 0x010203, 0x5C5CFF]
-    assert cells[4].bg == 0xFF0000 and cells[4].flags == 0
+    assert [cell.fg for cell in cells[:5]] == [0xAA0000, 0xFF5555, 0xFF5555, 0x010203, 0x5555FF]
+    assert cells[4].bg == 0xFF5555 and cells[4].flags == 0
+
+
+# linux/drivers/tty/vt/vt.c default_red, default_grn, default_blu, in SGR order.
+LINUX_COLOURS = [0x000000, 0xAA0000, 0x00AA00, 0xAA5500, 0x0000AA, 0xAA00AA, 0x00AAAA, 0xAAAAAA,
+                 0x555555, 0xFF5555, 0x55FF55, 0xFFFF55, 0x5555FF, 0xFF55FF, 0x55FFFF, 0xFFFFFF]
+
+
+def test_the_sixteen_colours_are_the_linux_consoles(Terminal: type[AnyTerminal]) -> None:
+    terminal = Terminal(20, 2)
+    terminal.feed(b"".join(b"\x1b[%dmx" % code for code in [*range(30, 38), *range(90, 98)]))
+    assert [cell.fg for cell in terminal.cells(0)[:16]] == LINUX_COLOURS
+
+
+def test_colour_7_is_the_default_foreground(Terminal: type[AnyTerminal]) -> None:
+    """TERM=linux: default text is colour 7 on colour 0 (vt.c vc_def_color), so SGR 37
+    changes nothing and bold brightens both to colour 15."""
+    terminal = Terminal(10, 2)
+    terminal.feed(b"a\x1b[37mb\x1b[0;1mc\x1b[37md\x1b[0;30;47me")
+    a, b, c, d, e = terminal.cells(0)[:5]
+    assert a.fg == b.fg == DEFAULT_FG == LINUX_COLOURS[7]
+    assert c.fg == d.fg == LINUX_COLOURS[15]
+    assert (e.fg, e.bg) == (DEFAULT_BG, DEFAULT_FG)
+
+
+def test_faint_and_concealed_are_attributes(Terminal: type[AnyTerminal]) -> None:
+    """SGR 2 and 8 mark cells DIM and CONCEAL (the renderer draws them); 22 ends bold and
+    faint alike (ECMA-48 "normal intensity"), 28 ends conceal. Concealed text stays in
+    the screen's text, as xterm's selection and tmux's capture-pane keep it."""
+    terminal = Terminal(10, 2)
+    terminal.feed(b"\x1b[2ma\x1b[1mb\x1b[22mc\x1b[8md\x1b[28me\x1b[2;8mf\x1b[0mg")
+    assert [cell.flags for cell in terminal.cells(0)[:7]] == [
+        DIM, DIM | BOLD, 0, CONCEAL, 0, DIM | CONCEAL, 0]
+    assert terminal.cells(0)[0].fg == DEFAULT_FG
+    assert lines_of(terminal)[0] == "abcdefg"
 
 
 @pytest.mark.parametrize("string", [
@@ -117,6 +161,66 @@ def test_control_string_aborted_by_escape_and_can(Terminal: type[AnyTerminal]) -
     terminal.feed(b"a\x1bPjunk\x1b[1mb\x1bPmore\x18c")
     assert terminal.text() == "abc\n\n"
     assert terminal.cells(0)[1].flags == BOLD
+
+
+def test_linux_palette_reset_ends_without_a_terminator(Terminal: type[AnyTerminal]) -> None:
+    """TERM=linux: reset, tput reset and setterm --reset send ESC c ESC ] R, and
+    printf 'A\\e]RB\\nC\\n'; echo E shows AB / C / E on a Linux console (ONLCR adds CR)."""
+    terminal = Terminal(20, 4)
+    terminal.feed(b"A\x1b]RB\r\nC\r\n")
+    terminal.feed(b"E\r\n")
+    assert lines_of(terminal) == ["AB", "C", "E", ""]
+    terminal.feed(b"\x1bc\x1b]R")
+    terminal.feed(b"$ ls\r\nfile\r\n")
+    assert lines_of(terminal) == ["$ ls", "file", "", ""]
+
+
+@pytest.mark.parametrize(("data", "text", "entry"), [
+    (b"\x1b]P1ff0000x", "x", 0xFF0000),
+    (b"\x1b]P1FF00008x", "8x", 0xFF0000),       # exactly seven digits: the eighth is text
+    (b"\x1b]Pf123456x", "x", None),             # sets colour 15, not 1
+    (b"\x1b]P1ff00zx", "x", None),              # a non-digit aborts and is consumed
+    (b"\x1b]P1ff000zx", "x", None),             # even after six digits
+    (b"\x1b]P1ff\x18x", "x", None),             # CAN aborts
+    (b"\x1b]P1ff\x1b[1mx", "x", None),          # ESC aborts and starts a sequence
+    (b"\x1b]P1f\rf\x0700\b00x", "x", 0xFF0000),  # C0 controls inside are executed
+    (b"\x1b]Rx", "x", None),
+])
+def test_linux_palette_sequences(Terminal: type[AnyTerminal], data: bytes, text: str,
+                                 entry: int | None) -> None:
+    """ESC ] P n rr gg bb sets colour n of the palette (vt.c ESpalette)."""
+    whole = Terminal(20, 2)
+    update = whole.feed(b"ab" + data)
+    assert lines_of(whole)[0] == ("ab" + text if b"\r" not in data else text + "b")
+    assert whole.palette[1] == (LINUX_COLOURS[1] if entry is None else entry)
+    assert update.bell == (b"\x07" in data)
+    if data.startswith(b"\x1b]Pf"):
+        assert whole.palette[15] == 0x123456
+    for cut in range(len(data) + 1):
+        split = Terminal(20, 2)
+        split.feed(b"ab" + data[:cut])
+        split.feed(data[cut:])
+        assert split.text() == whole.text() and split.palette == whole.palette, cut
+
+
+def test_the_palette_outlives_ris_until_reset(Terminal: type[AnyTerminal]) -> None:
+    """vt.c reset_terminal keeps the palette; ESC ] R restores the Linux colours. A
+    change makes every row dirty (the renderer redraws them all)."""
+    terminal = Terminal(10, 3)
+    assert terminal.palette == tuple(LINUX_COLOURS)
+    update = terminal.feed(b"\x1b]P0102030")
+    assert update.dirty == frozenset(range(3))
+    assert terminal.feed(b"\x1b]P0102030").dirty == frozenset()
+    terminal.feed(b"\x1bc")
+    assert terminal.palette[0] == 0x102030
+    snapshot = terminal.snapshot()
+    assert BACKENDS["fast"].restore(snapshot).palette == BACKENDS["pyte"].restore(snapshot).palette
+    assert BACKENDS["pyte"].restore(snapshot).palette[0] == 0x102030
+    update = terminal.feed(b"\x1b]R")
+    assert terminal.palette == tuple(LINUX_COLOURS) and update.dirty == frozenset(range(3))
+    # Cells keep resolved default-palette colours: the renderer applies the palette.
+    terminal.feed(b"\x1b]P1123456\x1b[31mx")
+    assert terminal.cells(0)[0].fg == LINUX_COLOURS[1]
 
 
 def test_unterminated_dcs_is_bounded(Terminal: type[AnyTerminal]) -> None:
@@ -192,11 +296,15 @@ def test_wide_character_wraps_at_the_margin_and_halves_are_blanked(Terminal: typ
     assert lines_of(terminal)[1] == " x"
 
 
-def test_combining_characters_join_their_base(Terminal: type[AnyTerminal]) -> None:
-    terminal = Terminal(6, 2)
-    terminal.feed("e\u0301x".encode())
-    assert terminal.cells(0)[0].char == "é"
-    assert terminal.text() == "éx\n\n"
+def test_combining_characters_join_their_base_as_written(Terminal: type[AnyTerminal]) -> None:
+    """printf 'cafe\\u0301\\n' leaves the decomposed sequence in `screen`, which grep
+    finds; a precomposed é stays precomposed."""
+    terminal = Terminal(10, 2)
+    terminal.feed("cafe\u0301x\r\ncaf\u00e9".encode())
+    assert terminal.cells(0)[3].char == "e\u0301"
+    assert terminal.cells(0)[4].char == "x"
+    assert terminal.cells(1)[3].char == "\u00e9"
+    assert terminal.text() == "cafe\u0301x\ncaf\u00e9\n"
 
 
 def test_utf8_split_across_feeds_and_invalid_bytes(Terminal: type[AnyTerminal]) -> None:
@@ -238,6 +346,36 @@ def test_modes(Terminal: type[AnyTerminal]) -> None:
     assert not modes.app_keypad
 
 
+def test_reverse_screen_is_a_mode_that_redraws_everything(Terminal: type[AnyTerminal]) -> None:
+    """terminfo linux flash=\\E[?5h$<200/>\\E[?5l: DECSCNM is a mode of the whole screen,
+    left to the renderer; setting or resetting it makes every row dirty, the cells stay."""
+    terminal = Terminal(10, 3)
+    terminal.feed(b"text")
+    before = [terminal.cells(y) for y in range(3)]
+    update = terminal.feed(b"\x1b[?5h")
+    assert terminal.modes.reverse_video and update.dirty == frozenset(range(3))
+    assert [terminal.cells(y) for y in range(3)] == before
+    assert terminal.feed(b"\x1b[?5h").dirty == frozenset()
+    update = terminal.feed(b"\x1b[?5l")
+    assert not terminal.modes.reverse_video and update.dirty == frozenset(range(3))
+    terminal.feed(b"\x1b[?5h\x1bc")
+    assert not terminal.modes.reverse_video
+
+
+def test_cursor_style_from_decscusr(Terminal: type[AnyTerminal]) -> None:
+    """CSI Ps SP q (xterm ctlseqs): Ps 0..6 is kept for the renderer; others are ignored,
+    RIS goes back to 0; the screen is not touched."""
+    terminal = Terminal(10, 2)
+    assert terminal.modes.cursor_style == 0
+    for data, style in [(b"\x1b[4 q", 4), (b"\x1b[6 q", 6), (b"\x1b[7 q", 6), (b"\x1b[1;2 q", 6),
+                        (b"\x1b[? q", 6), (b"\x1b[2 q", 2), (b"\x1b[ q", 0), (b"\x1b[5 q\x1bc", 0)]:
+        terminal.feed(data)
+        assert terminal.modes.cursor_style == style, data
+    terminal.feed(b"\x1b[3 qx")
+    assert terminal.text() == "x\n\n"
+    assert BACKENDS["fast"].restore(terminal.snapshot()).modes.cursor_style == 3
+
+
 def test_dec_special_graphics(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 2)
     terminal.feed(b"\x1b(0lqk\x1b(Bq\x1b)0\x0eq\x0fq")
@@ -248,7 +386,7 @@ def test_save_and_restore_cursor(Terminal: type[AnyTerminal]) -> None:
     terminal = Terminal(10, 3)
     terminal.feed(b"\x1b[2;3H\x1b[1m\x1b7\x1b[H\x1b[0mx\x1b8y")
     assert terminal.cursor[:2] == (3, 1)
-    assert terminal.cells(1)[2] == Cell("y", DEFAULT_FG, DEFAULT_BG, BOLD)
+    assert terminal.cells(1)[2] == Cell("y", PALETTE[15], DEFAULT_BG, BOLD)
 
 
 def test_insert_and_delete_lines_are_scroll_events(Terminal: type[AnyTerminal]) -> None:

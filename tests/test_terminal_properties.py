@@ -17,8 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vzfs.terminal import BACKENDS, AnyTerminal
-from vzfs.terminal.cell import Cell
+from vzfs.terminal.cell import CONCEAL, DEFAULT_FG, DIM, Cell
 from vzfs.terminal.emulator import _NOT_SIMPLE, Terminal, Update, wcwidth
+from vzfs.terminal.palette import LINUX_COLOURS
 from vzfs.terminal.pyte_backend import PyteTerminal
 
 each_backend = pytest.mark.parametrize("backend", sorted(BACKENDS))
@@ -38,7 +39,9 @@ SEQUENCE = st.one_of(
                      b"\x1b[4l", b"\x1b[20h", b"\x1b[20l", b"\x1b7", b"\x1b8", b"\x1bD", b"\x1bM",
                      b"\x1bE", b"\x1bH", b"\x1b(0", b"\x1b(B", b"\x1b#8", b"\x1b[2;4r",
                      b"\x1b]2;title\x07", b"\x1bPdcs\x1b\\", b"\x1b[38:2::1:2:3m", b"\x1b[1;31m",
-                     b"\x1b[>4;1m", b"\x1b[!p", b"\x1bc"]),
+                     b"\x1b[>4;1m", b"\x1b[!p", b"\x1bc", b"\x1b[2;8m", b"\x1b[22;28m", b"\x1b[4 q",
+                     b"\x1b[?5h", b"\x1b[?5l", b"\x1b]P1ff0000", b"\x1b]P0\n1a2b3c", b"\x1b]P7ab",
+                     b"\x1b]R"]),
     st.binary(max_size=8),
 )
 STREAM = st.lists(SEQUENCE, max_size=40).map(b"".join)
@@ -120,7 +123,7 @@ def test_snapshot_keeps_partial_utf8_and_sequences(backend: str) -> None:
     again = BACKENDS[backend].restore(json.loads(json.dumps(restored.snapshot())))
     again.feed("中".encode()[2:])
     cell = again.cells(0)[0]
-    assert cell.char == "中" and cell.fg == 0xCD0000
+    assert cell.char == "中" and cell.fg == 0xAA0000
     assert again.text() == "中\n\n"
 
 
@@ -191,7 +194,58 @@ def test_backends_agree_on_captured_sessions(path: pathlib.Path, chunk: int) -> 
 
 
 def test_captured_sessions_are_present() -> None:
-    assert {path.stem for path in SESSIONS} >= {"bash", "less", "ls_color", "man", "top", "vim"}
+    assert {path.stem for path in SESSIONS} >= {"bash", "less", "ls_color", "man", "top", "vim",
+                                                 "linux_console", "linux_reset"}
+
+
+def feed_session(backend: str, name: str, chunk: int, *until: bytes) -> AnyTerminal:
+    """A terminal fed the recorded session `name`, up to the end of the first `until`
+    marker after the ones before it, if any are given."""
+    data = (pathlib.Path(__file__).resolve().parent / "sessions" / f"{name}.bin").read_bytes()
+    end = 0
+    for marker in until:
+        end = data.index(marker, end) + len(marker)
+    if until:
+        data = data[:end]
+    terminal = BACKENDS[backend](80, 25)
+    for start in range(0, len(data), chunk):
+        terminal.feed(data[start:start + chunk])
+    return terminal
+
+
+@each_backend
+@pytest.mark.parametrize("chunk", [4096, 7])
+def test_a_linux_console_session_shows_what_a_linux_console_shows(backend: str, chunk: int) -> None:
+    """bash with TERM=linux (tests/sessions/capture.py linux_console): palette sequences
+    end without a terminator, ?1049 l restores the cursor on the main screen, faint and
+    concealed text are attributes, the combining sequence stays as written, colour 7 is
+    the default colour; `setterm --inversescreen on` and `tput flash` reverse the screen,
+    CSI 4 SP q makes the cursor an underline."""
+    terminal = feed_session(backend, "linux_console", chunk)
+    lines = [line for line in terminal.text().split("\n") if line and not line.startswith("$")]
+    assert lines[:6] == ["bash-5.2# PS1='$ '", "AB", "C", "E", "AD", "cafe\u0301 dim hidden grey"]
+    assert lines[6] == "red"
+    row = next(y for y in range(terminal.lines) if terminal.text().split("\n")[y].startswith("cafe"))
+    cells = terminal.cells(row)
+    assert [cells[x].flags for x in (6, 11, 17)] == [DIM, CONCEAL, 0]
+    assert cells[17].fg == cells[0].fg == DEFAULT_FG
+    assert terminal.palette[1:3] == (0xFF0000, 0x00FF00)
+    assert terminal.modes.cursor_style == 4
+    flashed = feed_session(backend, "linux_console", chunk, b"\x1b[?5h\x1b[?5h")
+    assert flashed.modes.reverse_video
+
+
+@each_backend
+@pytest.mark.parametrize("chunk", [4096, 7])
+def test_reset_on_a_linux_console_session_keeps_the_next_output(backend: str, chunk: int) -> None:
+    """reset, tput reset and setterm --reset send ESC c ESC ] R (TERM=linux rs1); what
+    follows is shown, and the palette, reverse screen and cursor style are reset."""
+    for command, after in [(b"reset;", b"after-reset\r\n"), (b"tput reset;", b"after-tput-reset\r\n"),
+                           (b"setterm --reset;", b"after-setterm-reset\r\n")]:
+        terminal = feed_session(backend, "linux_reset", chunk, command + b" echo " + after, after)
+        assert terminal.text().split("\n")[0] == after.decode().strip()
+        assert terminal.palette == tuple(LINUX_COLOURS)
+        assert not terminal.modes.reverse_video and terminal.modes.cursor_style == 0
 
 
 @settings(max_examples=300, deadline=None)

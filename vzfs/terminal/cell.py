@@ -1,9 +1,12 @@
 """One character cell of the terminal screen, as the emulator hands it to the renderer.
 
 The emulator resolves every colour (default, 16-colour, 256-colour and true colour)
-to a 24-bit ``0xRRGGBB`` integer, so the renderer never needs a palette. Attributes
-are bit flags; REVERSE is left for the renderer to apply so that the cursor and
-selection can be drawn the same way.
+to a 24-bit ``0xRRGGBB`` integer, the sixteen basic ones as the Linux console's default
+palette has them; the renderer needs no palette but to draw those sixteen as the
+terminal's palette (``ESC ] P``) has them now. Attributes
+are bit flags; REVERSE, DIM and CONCEAL are left for the renderer to apply (REVERSE so
+that the cursor and selection can be drawn the same way; DIM and CONCEAL because they
+act on the colours the renderer draws with, after its palette).
 """
 
 from typing import NamedTuple
@@ -16,8 +19,11 @@ STRIKETHROUGH = 16
 BLINK = 32
 WIDE = 64          # left half of a double-width character; the next cell is WIDE_CONT
 WIDE_CONT = 128    # right half of a double-width character; its char is ""
+DIM = 256          # SGR 2, faint: drawn at half intensity
+CONCEAL = 512      # SGR 8, concealed: drawn in its background colour
 
-DEFAULT_FG = 0xAAAAAA   # the VGA console's light grey
+# The Linux console's default colours: its palette's colour 7 (grey) on colour 0 (palette.py).
+DEFAULT_FG = 0xAAAAAA
 DEFAULT_BG = 0x000000
 
 

@@ -24,14 +24,15 @@ pyte 0.8.2 is the reference: its charset table and wcwidth are used here, and th
 compare this emulator with pyte's ``Screen`` cell by cell. The behaviours in which pyte
 is verifiably wrong (FACTS.md: alternate screen, ``CSI > m``, colon SGR, control
 strings, ``CSI S``/``T``, a C0 byte inside a run, lost replies) follow xterm's
-ctlseqs instead.
+ctlseqs instead, and what programs with TERM=linux (a domain's console) rely on
+follows the Linux console (linux/drivers/tty/vt/vt.c): its sixteen colours, its
+palette sequences ``ESC ] P`` and ``ESC ] R``.
 """
 
 from __future__ import annotations
 
 import codecs
 import re
-import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Final, NamedTuple, Sequence
@@ -39,8 +40,10 @@ from typing import Any, Callable, Final, NamedTuple, Sequence
 from pyte.charsets import VT100_MAP
 from wcwidth import wcwidth as _wcwidth
 
-from .cell import BLANK, BLINK, BOLD, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell
-from .palette import DEFAULT, TRUECOLOR, resolve_bg, resolve_fg
+from .cell import (
+    BLANK, BLINK, BOLD, CONCEAL, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
+)
+from .palette import DEFAULT, LINUX_COLOURS, TRUECOLOR, apply_palette_sequence, resolve_bg, resolve_fg
 
 wcwidth: Callable[[str], int] = lru_cache(maxsize=4096)(_wcwidth)
 
@@ -51,6 +54,10 @@ SNAPSHOT_VERSION: Final = 1
 # an ESC that does not start ST (ECMA-48 §5.6, xterm ctlseqs "Operating System Commands").
 # CSI parameters may hold C0 controls, which a VT terminal executes in place (VT100 User
 # Guide, "Control Characters"); ESC, CAN and SUB abort the sequence instead.
+# ESC ] R and ESC ] P nrrggbb are not OSC strings but the Linux console's palette
+# sequences (TERM=linux sends ESC ] R on reset), which need no terminator: P takes exactly
+# seven hex digits, C0 controls among them are executed, ESC, CAN and SUB abort it, and
+# any other character aborts it and is consumed (vt.c do_con_trol, ESnonstd, ESpalette).
 _TOKEN: Final = re.compile(
     r"(?P<text>[^\x00-\x1f\x7f-\x9f]+)"
     r"|(?P<crlf>\r\n)"
@@ -58,7 +65,10 @@ _TOKEN: Final = re.compile(
     r"|(?P<cup>\x1b\[([0-9]*);?([0-9]*)H)"
     r"|(?P<csi>(?:\x1b\[|\x9b)([\x30-\x3f\x00-\x17\x19\x1c-\x1f\x7f]*)([\x20-\x2f]*)([\x40-\x7e]))"
     r"|(?P<ctl>[\x00-\x1a\x1c-\x1f\x7f])"
-    r"|(?P<str>(\x1b[P\]X^_]|[\x90\x98\x9d\x9e\x9f])([^\x07\x18\x1a\x1b\x9c]*)"
+    r"|(?P<pal>\x1b\](?:R|P(?:[\x00-\x17\x19\x1c-\x1f\x7f]*[0-9A-Fa-f]){7}"
+    r"|P(?:[\x00-\x17\x19\x1c-\x1f\x7f]*[0-9A-Fa-f]){0,6}[\x00-\x17\x19\x1c-\x1f\x7f]*"
+    r"(?:[^0-9A-Fa-f\x00-\x17\x19\x1b-\x1f\x7f]|(?=\x1b))))"
+    r"|(?P<str>(\x1b(?:\](?![PR])|[PX^_])|[\x90\x98\x9d\x9e\x9f])([^\x07\x18\x1a\x1b\x9c]*)"
     r"(\x07|\x1b\\|\x9c|[\x18\x1a]|(?=\x1b[^\\])))"
     r"|(?P<esc>\x1b([\x20-\x2f]*)([\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e]))"
     r"|(?P<lone>[\x1b\x80-\x9f])"
@@ -69,6 +79,7 @@ _T_SGR: Final = _TOKEN.groupindex["sgr"]
 _T_CUP: Final = _TOKEN.groupindex["cup"]
 _T_CSI: Final = _TOKEN.groupindex["csi"]
 _T_CTL: Final = _TOKEN.groupindex["ctl"]
+_T_PAL: Final = _TOKEN.groupindex["pal"]
 _T_STR: Final = _TOKEN.groupindex["str"]
 _T_ESC: Final = _TOKEN.groupindex["esc"]
 
@@ -101,9 +112,12 @@ _MAX_COMBINING: Final = 8
 _MAX_PARAM: Final = 65535
 _MAX_EVENTS: Final = 64
 
-# SGR attribute codes (ECMA-48 §8.3.117, xterm ctlseqs "Character Attributes").
-_FLAG_ON: Final = {1: BOLD, 3: ITALIC, 4: UNDERLINE, 5: BLINK, 7: REVERSE, 9: STRIKETHROUGH}
-_FLAG_OFF: Final = {22: BOLD, 23: ITALIC, 24: UNDERLINE, 25: BLINK, 27: REVERSE, 29: STRIKETHROUGH}
+# SGR attribute codes (ECMA-48 §8.3.117, xterm ctlseqs "Character Attributes"); 22 is
+# "normal intensity", neither bold nor faint.
+_FLAG_ON: Final = {1: BOLD, 2: DIM, 3: ITALIC, 4: UNDERLINE, 5: BLINK, 7: REVERSE, 8: CONCEAL,
+                   9: STRIKETHROUGH}
+_FLAG_OFF: Final = {22: BOLD | DIM, 23: ITALIC, 24: UNDERLINE, 25: BLINK, 27: REVERSE, 28: CONCEAL,
+                    29: STRIKETHROUGH}
 
 # Replies, as xterm and the Linux console send them (xterm ctlseqs "Device Attributes",
 # "Device Status Report"; linux/drivers/tty/vt/vt.c VT102ID).
@@ -137,6 +151,7 @@ class Modes(NamedTuple):
     reverse_video: bool     # DECSCNM (?5), left to the renderer
     mouse: int              # 0, or the active tracking mode: 9, 1000, 1002 or 1003
     mouse_sgr: bool         # ?1006
+    cursor_style: int       # DECSCUSR (CSI Ps SP q), 0..6, left to the renderer
 
 
 Scroll = tuple[int, int, int]
@@ -239,6 +254,8 @@ class Terminal:
         self._replies: list[bytes] = []
         self._bell = False
         self._title_changed = False
+        # The Linux console's palette; RIS keeps it, as vt.c reset_terminal does.
+        self._palette = list(LINUX_COLOURS)
         self._reset()
 
     # ----------------------------------------------------------------- public API
@@ -254,6 +271,12 @@ class Terminal:
     @property
     def title(self) -> str:
         return self._title
+
+    @property
+    def palette(self) -> tuple[int, ...]:
+        """The sixteen colours (0xRRGGBB) the renderer draws the basic colours and the
+        default ones with: the Linux console's, or what ``ESC ] P`` made them."""
+        return tuple(self._palette)
 
     @property
     def cursor(self) -> Cursor:
@@ -275,6 +298,7 @@ class Terminal:
             reverse_video=self._reverse_video,
             mouse=self._mouse,
             mouse_sgr=self._mouse_sgr,
+            cursor_style=self._cursor_style,
         )
 
     def cells(self, row: int) -> Sequence[Cell]:
@@ -354,11 +378,13 @@ class Terminal:
                 "reverse_video": self._reverse_video,
                 "mouse": self._mouse,
                 "mouse_sgr": self._mouse_sgr,
+                "cursor_style": self._cursor_style,
             },
             "saved": [None if saved is None else list(saved) for saved in self._saved],
             "charsets": [self._g[0], self._g[1], self._gl],
             "tabstops": list(self._tabstops),
             "title": self._title,
+            "palette": list(self._palette),
             "last_char": self._last_char,
             "pending": self._pending,
             "utf8": [list(buffered), flag],
@@ -399,6 +425,7 @@ class Terminal:
         terminal._reverse_video = modes["reverse_video"]
         terminal._mouse = modes["mouse"]
         terminal._mouse_sgr = modes["mouse_sgr"]
+        terminal._cursor_style = modes.get("cursor_style", 0)  # absent before DECSCUSR
         terminal._saved = [
             None if saved is None else (
                 saved[0], saved[1], saved[2], saved[3], saved[4],
@@ -412,6 +439,7 @@ class Terminal:
         terminal._update_charset()
         terminal._tabstops = list(snapshot["tabstops"])
         terminal._title = snapshot["title"]
+        terminal._palette = list(snapshot.get("palette", LINUX_COLOURS))  # absent before ESC ] P
         terminal._last_char = snapshot["last_char"]
         terminal._pending = snapshot["pending"]
         buffered, flag = snapshot["utf8"]
@@ -446,6 +474,7 @@ class Terminal:
         self._reverse_video = False
         self._mouse = 0
         self._mouse_sgr = False
+        self._cursor_style = 0
         self._saved: list[_SavedCursor | None] = [None, None]
         self._g = ["B", "B"]
         self._gl = 0
@@ -674,7 +703,9 @@ class Terminal:
         self._x = x + 2
 
     def _combine(self, char: str) -> None:
-        """Attach a zero-width character to the cell before the cursor (as pyte does)."""
+        """Attach a zero-width character to the cell before the cursor, as written: the
+        cell keeps the sequence the program sent (pyte composes it to NFC, so that
+        ``screen`` would not hold the bytes written; the renderer's font composes)."""
         x, y = self._x, self._y
         if x == 0:
             if y == 0:
@@ -688,7 +719,7 @@ class Terminal:
         cell = row[x]
         if len(cell.char) >= _MAX_COMBINING or not cell.char:
             return
-        row[x] = cell._replace(char=unicodedata.normalize("NFC", cell.char + char))
+        row[x] = cell._replace(char=cell.char + char)
         row.dirty = True
 
     def _fix_wide_edges(self, row: _Row, start: int, end: int) -> None:
@@ -742,6 +773,8 @@ class Terminal:
                 self._control_string(
                     token.group(_T_STR + 1), token.group(_T_STR + 2), token.group(_T_STR + 3)
                 )
+            elif kind == _T_PAL:
+                self._palette_sequence(token.group())
             elif kind == _T_ESC:
                 self._escape(token.group(_T_ESC + 1), token.group(_T_ESC + 2))
             else:
@@ -882,6 +915,15 @@ class Terminal:
             if title != self._title:
                 self._title = title
                 self._title_changed = True
+
+    def _palette_sequence(self, sequence: str) -> None:
+        """ESC ] R, ESC ] P nrrggbb: the Linux console's palette. Every row is dirty after
+        a change, as after DECSCNM: the renderer draws them all anew."""
+        for char in sequence[3:]:
+            if char < " " or char == "\x7f":
+                self._control(char)
+        if apply_palette_sequence(self._palette, sequence):
+            self._all_dirty = True
 
     def _escape(self, intermediates: str, final: str) -> None:
         if intermediates:
@@ -1049,6 +1091,8 @@ class Terminal:
         if intermediates:
             if intermediates == "!" and final == "p" and not private:
                 self._soft_reset()
+            elif intermediates == " " and final == "q" and not private:
+                self._set_cursor_style(params)
             return
         if final == "m" and not private:
             if not params or set(params) <= set("0123456789;:"):
@@ -1313,15 +1357,26 @@ class Terminal:
             else:
                 self._restore_cursor()
         elif mode == 1049:
-            # Save the cursor, switch, clear the alternate screen; back: restore it.
+            # Save the cursor, switch, clear the alternate screen; back: restore it,
+            # even when already on the main screen (xterm's CursorRestore, as tmux).
             if on:
                 if not self._alt_active:
                     self._save_cursor()
                     self._switch_screen(True)
                     self._clear_rows(self._alt)
-            elif self._alt_active:
+            else:
                 self._switch_screen(False)
                 self._restore_cursor()
+
+    def _set_cursor_style(self, params: str) -> None:
+        """DECSCUSR (xterm ctlseqs "CSI Ps SP q"): 0 and 1 a blinking block, 2 a steady
+        block, 3 and 4 an underline, 5 and 6 a bar (odd blinking); xterm ignores others."""
+        try:
+            style = _number(params) if params else 0
+        except ValueError:
+            return
+        if style <= 6:
+            self._cursor_style = style
 
     def _switch_screen(self, alternate: bool) -> None:
         if alternate == self._alt_active:

@@ -21,7 +21,8 @@ so that both backends give the same cells:
   ``dirty`` is shifted with the rows, so an ``Update`` is exact (what CopyRect needs);
 - DA, DSR and CPR replies go through pyte's ``write_process_input`` hook, collected
   for the pty;
-- a double-width character wraps at the margin and a half cut off is blanked.
+- a double-width character wraps at the margin and a half cut off is blanked;
+- a combining character joins its base as written, where pyte composes it (NFC).
 
 Snapshots have the fast engine's format and version, so each backend restores the
 other's. pyte's speed is kept: ``draw`` costs a ``Char._replace`` per character.
@@ -30,18 +31,18 @@ other's. pyte's speed is kept: ``draw`` costs a ``Char._replace`` per character.
 from __future__ import annotations
 
 import codecs
-import unicodedata
 from collections import defaultdict
 from functools import lru_cache
-from typing import Any, Callable, Final, Sequence
+from typing import Any, Callable, Final, NamedTuple, Sequence
 
 import pyte
 from pyte import modes as mo
 from pyte.charsets import VT100_MAP
-from pyte.screens import Char, Margins, StaticDefaultDict
+from pyte.screens import Margins, StaticDefaultDict
 
 from .cell import (
-    BLINK, BOLD, DEFAULT_BG, DEFAULT_FG, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
+    BLINK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE,
+    WIDE_CONT, Cell,
 )
 from .emulator import (
     _C1_STRING_KIND,
@@ -53,6 +54,7 @@ from .emulator import (
     _T_CTL,
     _T_CUP,
     _T_ESC,
+    _T_PAL,
     _T_SGR,
     _T_STR,
     _T_TEXT,
@@ -70,13 +72,31 @@ from .emulator import (
     pending_part,
     wcwidth,
 )
-from .palette import DEFAULT, resolve_bg, resolve_fg
+from .palette import DEFAULT, LINUX_COLOURS, apply_palette_sequence, resolve_bg, resolve_fg
 
 _DEC_GRAPHICS: Final = "0"
 
-# pyte annotates Char colours as str; here they are 0xRRGGBB ints, as in Cell.
-_BLANK_CHAR: Final = Char(" ", DEFAULT_FG, DEFAULT_BG)  # type: ignore[arg-type]
-_E_CHAR: Final = Char("E", DEFAULT_FG, DEFAULT_BG)  # type: ignore[arg-type]
+
+class Char(NamedTuple):
+    """pyte's ``Char`` with 0xRRGGBB colours, as in Cell, and the two SGR attributes it
+    lacks: faint (SGR 2) and concealed (SGR 8). pyte's Screen only reads a cell's
+    attributes and ``_replace``s them, so this tuple serves wherever it takes a Char."""
+
+    data: str
+    fg: int
+    bg: int
+    bold: bool = False
+    italics: bool = False
+    underscore: bool = False
+    strikethrough: bool = False
+    reverse: bool = False
+    blink: bool = False
+    faint: bool = False
+    conceal: bool = False
+
+
+_BLANK_CHAR: Final = Char(" ", DEFAULT_FG, DEFAULT_BG)
+_E_CHAR: Final = Char("E", DEFAULT_FG, DEFAULT_BG)
 
 _Line = StaticDefaultDict[int, Char]
 _SavedCursor = tuple[int, int, int, int, int, str, str, int, bool, bool]
@@ -101,20 +121,22 @@ def _cell(char: Char) -> Cell:
         (BOLD if char.bold else 0) | (ITALIC if char.italics else 0)
         | (UNDERLINE if char.underscore else 0) | (REVERSE if char.reverse else 0)
         | (STRIKETHROUGH if char.strikethrough else 0) | (BLINK if char.blink else 0)
+        | (DIM if char.faint else 0) | (CONCEAL if char.conceal else 0)
     )
     if not data:
         flags |= WIDE_CONT
     elif wcwidth(data[0]) == 2:
         flags |= WIDE
-    return Cell(data, char.fg, char.bg, flags)  # type: ignore[arg-type]
+    return Cell(data, char.fg, char.bg, flags)
 
 
 def _char(cell: Cell) -> Char:
     flags = cell.flags
     return Char(
-        cell.char, cell.fg, cell.bg,  # type: ignore[arg-type]
+        cell.char, cell.fg, cell.bg,
         bool(flags & BOLD), bool(flags & ITALIC), bool(flags & UNDERLINE),
         bool(flags & STRIKETHROUGH), bool(flags & REVERSE), bool(flags & BLINK),
+        bool(flags & DIM), bool(flags & CONCEAL),
     )
 
 
@@ -133,6 +155,8 @@ class _Screen(pyte.Screen):
         self.replies: list[bytes] = []
         self.bell_rung = False
         self.title = ""
+        # The Linux console's palette; RIS keeps it, as vt.c reset_terminal does.
+        self.palette = list(LINUX_COLOURS)
         super().__init__(columns, lines)
         self.margins = Margins(0, lines - 1)  # pyte's __init__ leaves None after reset()
 
@@ -162,6 +186,7 @@ class _Screen(pyte.Screen):
         self.reverse_video = False
         self.mouse = 0
         self.mouse_sgr = False
+        self.cursor_style = 0
         self.saved: list[_SavedCursor | None] = [None, None]
         self.g = ["B", "B"]
         self.gl = 0
@@ -373,7 +398,7 @@ class _Screen(pyte.Screen):
         cursor.x = x + 2
 
     def _combine(self, char: str) -> None:
-        """Attach a zero-width character to the cell before the cursor."""
+        """Attach a zero-width character to the cell before the cursor, as written (no NFC)."""
         x, y = self.cursor.x, self.cursor.y
         if x == 0:
             if y == 0:
@@ -387,7 +412,7 @@ class _Screen(pyte.Screen):
         last = line[x]
         if len(last.data) >= _MAX_COMBINING or not last.data:
             return
-        line[x] = last._replace(data=unicodedata.normalize("NFC", last.data + char))
+        line[x] = last._replace(data=last.data + char)
         self.dirty.add(y)
 
     def fix_wide_edges(self, line: _Line, start: int, end: int) -> None:
@@ -590,15 +615,25 @@ class _Screen(pyte.Screen):
             else:
                 self.restore_cursor()
         elif mode == 1049:
-            # Save the cursor, switch, clear the alternate screen; back: restore it.
+            # Save the cursor, switch, clear the alternate screen; back: restore it,
+            # even when already on the main screen (xterm's CursorRestore, as tmux).
             if on:
                 if not self.alt_active:
                     self.save_cursor()
                     self.switch_buffer(True)
                     self.clear_buffer(self.alt_buffer)
-            elif self.alt_active:
+            else:
                 self.switch_buffer(False)
                 self.restore_cursor()
+
+    def set_cursor_style(self, params: str) -> None:
+        """DECSCUSR (xterm ctlseqs "CSI Ps SP q"), 0..6; xterm ignores others."""
+        try:
+            style = _number(params) if params else 0
+        except ValueError:
+            return
+        if style <= 6:
+            self.cursor_style = style
 
     def ansi_mode(self, mode: int, on: bool) -> None:
         if mode == 4:
@@ -749,6 +784,12 @@ class PyteTerminal:
         return str(self._screen.title)
 
     @property
+    def palette(self) -> tuple[int, ...]:
+        """The sixteen colours (0xRRGGBB) the renderer draws the basic colours and the
+        default ones with: the Linux console's, or what ``ESC ] P`` made them."""
+        return tuple(self._screen.palette)
+
+    @property
     def cursor(self) -> Cursor:
         screen = self._screen
         return Cursor(min(screen.cursor.x, screen.columns - 1), screen.cursor.y, not screen.cursor.hidden)
@@ -769,6 +810,7 @@ class PyteTerminal:
             reverse_video=screen.reverse_video,
             mouse=screen.mouse,
             mouse_sgr=screen.mouse_sgr,
+            cursor_style=screen.cursor_style,
         )
 
     def cells(self, row: int) -> Sequence[Cell]:
@@ -835,11 +877,13 @@ class PyteTerminal:
                 "reverse_video": screen.reverse_video,
                 "mouse": screen.mouse,
                 "mouse_sgr": screen.mouse_sgr,
+                "cursor_style": screen.cursor_style,
             },
             "saved": [None if saved is None else list(saved) for saved in screen.saved],
             "charsets": [screen.g[0], screen.g[1], screen.gl],
             "tabstops": sorted(screen.tabstops),
             "title": screen.title,
+            "palette": list(screen.palette),
             "last_char": screen.last_char,
             "pending": self._pending,
             "utf8": [list(buffered), flag],
@@ -883,6 +927,7 @@ class PyteTerminal:
         screen.reverse_video = modes["reverse_video"]
         screen.mouse = modes["mouse"]
         screen.mouse_sgr = modes["mouse_sgr"]
+        screen.cursor_style = modes.get("cursor_style", 0)  # absent before DECSCUSR
         screen.saved = [
             None if saved is None else (
                 saved[0], saved[1], saved[2], saved[3], saved[4],
@@ -894,6 +939,7 @@ class PyteTerminal:
         screen.g = [g0, g1]
         screen.tabstops = set(snapshot["tabstops"])
         screen.title = snapshot["title"]
+        screen.palette = list(snapshot.get("palette", LINUX_COLOURS))  # absent before ESC ] P
         screen.last_char = snapshot["last_char"]
         terminal._pending = snapshot["pending"]
         buffered, flag = snapshot["utf8"]
@@ -955,6 +1001,8 @@ class PyteTerminal:
                 self._control_string(
                     token.group(_T_STR + 1), token.group(_T_STR + 2), token.group(_T_STR + 3)
                 )
+            elif kind == _T_PAL:
+                self._palette_sequence(token.group())
             elif kind == _T_ESC:
                 self._escape(token.group(_T_ESC + 1), token.group(_T_ESC + 2))
             else:
@@ -994,6 +1042,15 @@ class PyteTerminal:
             if title != self._screen.title:
                 self._screen.set_title(title)
                 self._title_changed = True
+
+    def _palette_sequence(self, sequence: str) -> None:
+        """ESC ] R, ESC ] P nrrggbb: the Linux console's palette; every row is dirty
+        after a change, as in the fast engine."""
+        for char in sequence[3:]:
+            if char < " " or char == "\x7f":
+                self._control(char)
+        if apply_palette_sequence(self._screen.palette, sequence):
+            self._screen.all_dirty = True
 
     def _escape(self, intermediates: str, final: str) -> None:
         screen = self._screen
@@ -1039,6 +1096,8 @@ class PyteTerminal:
         if intermediates:
             if intermediates == "!" and final == "p" and not private:
                 screen.soft_reset()
+            elif intermediates == " " and final == "q" and not private:
+                screen.set_cursor_style(params)
             return
         if final == "m" and not private:
             if not params or set(params) <= set("0123456789;:"):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import gzip
 import struct
+import unicodedata
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
@@ -223,14 +224,21 @@ class Font:
         self.strike_row = self.cell_height * 9 // 16
 
     def lookup(self, text: str) -> Mask | None:
-        """The first source's mask for `text`; clusters fall back to their base char."""
+        """The first source's mask for `text`; a cluster is looked up composed (NFC)
+        first, so that canonically equivalent sequences look alike (Unicode conformance
+        clause C6) while the emulator keeps what the program wrote, then as written,
+        then as its base char."""
         if text in self._found:
             return self._found[text]
         if len(self._found) >= GLYPH_CACHE_LIMIT:
             # A program printing all of Unicode must not grow the cache without bound.
             self._found.clear()
         found = None
-        for candidate in (text, text[:1]) if len(text) > 1 else (text,):
+        candidates = [text]
+        if len(text) > 1:
+            composed = unicodedata.normalize("NFC", text)
+            candidates = [composed, text, text[:1]] if composed != text else [text, text[:1]]
+        for candidate in candidates:
             for source in self.sources:
                 found = source.glyph(candidate)
                 if found is not None:

@@ -13,7 +13,12 @@ Theory of operation. A cell's pixels depend only on the Cell value itself (char,
 bg, flags), so every distinct Cell seen is drawn once into a tile atlas of coloured
 tiles, shaped (n, cell_height, cell_width·3): the glyph mask comes from `font.Font`
 (cached per character and style) and each pixel is exactly fg or bg — no antialiasing,
-so golden tests are exact. Tiles first seen in one call are coloured together in one
+so golden tests are exact. The two colours are the cell's, with REVERSE swapping them,
+DIM halving the foreground's intensity and CONCEAL drawing the foreground in the
+background colour (`tile_colours`); a reverse screen (DECSCNM) swaps every cell's, the
+padding's too, and the terminal's palette (the Linux console's ``ESC ] P``) recolours
+the sixteen basic colours. Changing either redraws the whole frame from new tiles.
+Tiles first seen in one call are coloured together in one
 batch. A double-width glyph takes two consecutive tiles, left half
 then right half, and a WIDE_CONT cell shows its left neighbour's right half. Drawing
 rows is then one dict lookup per cell (``map`` over the Cells, in C) and one
@@ -37,8 +42,9 @@ from typing import NamedTuple
 import numpy as np
 import numpy.typing as npt
 
-from vzfs.terminal.cell import (BLANK, BLINK, DEFAULT_BG, DEFAULT_FG, REVERSE, WIDE, WIDE_CONT,
-                                Cell)
+from vzfs.terminal.cell import (BLANK, BLINK, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, REVERSE, WIDE,
+                                WIDE_CONT, Cell)
+from vzfs.terminal.palette import LINUX_COLOURS
 from vzfs.vnc.font import STYLE_FLAGS, Font, Mask, default_font
 
 Pixels = npt.NDArray[np.uint8]
@@ -89,6 +95,16 @@ class CursorShape(enum.Enum):
     BAR = "bar"                # the cell's left two pixel columns inverted
 
 
+def cursor_shape(style: int) -> CursorShape:
+    """The shape of DECSCUSR style `style` (xterm ctlseqs "CSI Ps SP q": 0, 1 and 2 a
+    block, 3 and 4 an underline, 5 and 6 a bar; odd ones blink, drawn here steady)."""
+    if style in (3, 4):
+        return CursorShape.UNDERLINE
+    if style in (5, 6):
+        return CursorShape.BAR
+    return CursorShape.BLOCK
+
+
 class _TileIndex(dict[Cell, int]):
     """Cell → index of its coloured tile; a miss reserves the tile, drawn in a batch later."""
 
@@ -100,6 +116,38 @@ class _TileIndex(dict[Cell, int]):
         index = self._renderer._reserve_tile(cell)
         self[cell] = index
         return index
+
+
+def tile_colours(cell: Cell, reverse_screen: bool = False,
+                 recolour: Mapping[int, int] | None = None) -> tuple[int, int]:
+    """The (foreground, background) 0xRRGGBB a cell's tile is drawn with.
+
+    `recolour` maps a basic colour's default value to its colour in the terminal's
+    palette: cells hold resolved colours, and a palette entry recolours every cell of
+    its default value, already drawn or not, as the VGA console's palette registers do
+    (a 256-colour or true colour of exactly that value too: the Linux console maps
+    those to its sixteen colours).
+
+    DIM halves the foreground's intensity: the Linux console draws faint text in its
+    half-bright colour (vt.c vc_halfcolor, dark grey 0x555555 unless `setterm
+    --half-bright` changes it), which is half its default 0xAAAAAA; halving keeps the
+    hue of coloured text. REVERSE swaps the two, and so does a reverse screen: the
+    Linux console's DECSCNM swaps every cell's colours (vt.c invert_screen, and
+    update_attr draws new text with vc_reverse ^ vc_decscnm), so reverse text shows
+    normal on it. CONCEAL draws the glyph in the background colour (xterm's
+    "invisible").
+    """
+    flags = cell.flags
+    fg, bg = cell.fg, cell.bg
+    if recolour:
+        fg, bg = recolour.get(fg, fg), recolour.get(bg, bg)
+    if flags & DIM:
+        fg = fg >> 1 & 0x7F7F7F
+    if bool(flags & REVERSE) != reverse_screen:
+        fg, bg = bg, fg
+    if flags & CONCEAL:
+        fg = bg
+    return fg, bg
 
 
 def _colour(value: int) -> Pixels:
@@ -124,6 +172,9 @@ class Renderer:
         self._tiles_used = 0
         self._pending: list[tuple[int, Cell]] = []
         self._blink_visible = True
+        self._reverse_screen = False
+        self._palette = LINUX_COLOURS
+        self._recolour_map: dict[int, int] = {}
         self._cursor = (0, 0)
         self._cursor_shape = CursorShape.BLOCK
         self._cursor_visible = True
@@ -159,7 +210,7 @@ class Renderer:
                              f" a cell is {self.cell_width}x{self.cell_height}")
         self.columns, self.lines, self.width, self.height = columns, lines, width, height
         self.framebuffer = np.empty((height, width, 3), np.uint8)
-        self._fill(0, height, 0, width, self.padding)
+        self._fill(0, height, 0, width, self._padding_colour())
         self._cursor_drawn = None
         # Keep what is known of the screen so a resized frame is not blank until the
         # emulator sends rows again; lines beyond it start blank.
@@ -175,11 +226,19 @@ class Renderer:
         row[:] = _colour(colour)
         self.framebuffer[top:bottom, left:right] = row
 
+    def _padding_colour(self) -> int:
+        """The padding's pixels: the background of a blank cell of the padding colour."""
+        return self._tile_colours(Cell(" ", DEFAULT_FG, self.padding, 0))[1]
+
+    def _tile_colours(self, cell: Cell) -> tuple[int, int]:
+        return tile_colours(cell, self._reverse_screen, self._recolour_map)
+
     def _fill_padding(self) -> None:
         grid_width = self.columns * self.cell_width
         grid_height = self.lines * self.cell_height
-        self._fill(0, grid_height, grid_width, self.width, self.padding)
-        self._fill(grid_height, self.height, 0, self.width, self.padding)
+        padding = self._padding_colour()
+        self._fill(0, grid_height, grid_width, self.width, padding)
+        self._fill(grid_height, self.height, 0, self.width, padding)
 
     def cell_rect(self, column: int, line: int, span: int = 1) -> Rect:
         """The pixel rectangle of `span` cells starting at (column, line)."""
@@ -315,7 +374,7 @@ class Renderer:
                 if len(self._masks) >= TILE_LIMIT:
                     self._masks.clear()
                 mask = self._masks[key] = self.font.mask(*key)
-            fg, bg = (cell.bg, cell.fg) if flags & REVERSE else (cell.fg, cell.bg)
+            fg, bg = self._tile_colours(cell)
             for half in range(span):
                 targets.append(index + half)
                 masks.append(mask[:, half * cw:(half + 1) * cw])
@@ -383,13 +442,44 @@ class Renderer:
                 # The client's copy carries our old cursor along: repaint where it lands.
                 moved = cursor_y - src + dst
                 rects.append(Rect(old_rect.x, moved * ch, old_rect.width, old_rect.height))
-        self._fill(exposed[0] * ch, exposed[1] * ch, 0, grid_width, fill)
+        self._fill(exposed[0] * ch, exposed[1] * ch, 0, grid_width,
+                   self._tile_colours(blank_row[0])[1])
         rects.append(self._lines_rect(*exposed))
         if old_rect is not None:
             drawn = self._show_cursor()
             if drawn is not None:
                 rects.append(drawn)
         return Damage(copy, tuple(rects))
+
+    # Screen-wide colours
+
+    def set_reverse_screen(self, reverse: bool) -> Damage:
+        """Draw every cell with its colours swapped, or not (DECSCNM, ``CSI ? 5 h``:
+        what `flash`, the visual bell, shows for a moment); redraws the whole frame."""
+        if reverse == self._reverse_screen:
+            return Damage()
+        self._reverse_screen = reverse
+        return self._recolour()
+
+    def set_palette(self, palette: Sequence[int]) -> Damage:
+        """Draw the sixteen basic colours (and the default ones, colours 7 and 0) as
+        `palette` has them, the terminal's ``ESC ] P`` palette; redraws the whole frame
+        when it changed."""
+        palette = tuple(palette)
+        if palette == self._palette:
+            return Damage()
+        if len(palette) != len(LINUX_COLOURS):
+            raise ValueError(f"cannot draw with a palette of {len(palette)} colours: it needs 16")
+        self._palette = palette
+        self._recolour_map = {default: colour for default, colour in zip(LINUX_COLOURS, palette)
+                              if colour != default}
+        return self._recolour()
+
+    def _recolour(self) -> Damage:
+        """Redraw everything after a change of how cells are coloured: every tile in
+        the atlas was coloured the old way."""
+        self._clear_tiles()
+        return self.render_all(self._cells)
 
     # Blinking text
 

@@ -27,7 +27,7 @@ from vzfs.vnc import keys
 from vzfs.vnc.encodings import (
     REASON_OTHER_CLIENT, REASON_SERVER, STATUS_INVALID_LAYOUT, STATUS_OK, STATUS_PROHIBITED,
 )
-from vzfs.vnc.render import CopyRect, Damage, Pixels, Rect, Renderer
+from vzfs.vnc.render import CopyRect, Damage, Pixels, Rect, Renderer, cursor_shape
 from vzfs.vnc.rfb import (
     CLOSED_EVENT, NEED_DATA, AuthFailed, AuthSucceeded, AuthThrottle, ClientCutText,
     ClientInitDone, FramebufferUpdateRequest, KeyEvent, PointerEvent, ProtocolError,
@@ -157,6 +157,7 @@ class TerminalDisplay:
         self.on_resize = on_resize
         self._clients: set[_Client] = set()
         self.renderer.render_all([self.terminal.cells(r) for r in range(self.terminal.lines)])
+        self._show_screen_colours()
         self._move_cursor()
 
     def snapshot(self) -> dict[str, Any]:
@@ -179,6 +180,7 @@ class TerminalDisplay:
         if (terminal.columns, terminal.lines) != (self.renderer.columns, self.renderer.lines):
             self._resize_framebuffer(self.renderer.resize(terminal.columns, terminal.lines), None)
         self.renderer.render_all([terminal.cells(r) for r in range(terminal.lines)])
+        self._show_screen_colours()
         self._move_cursor()
         self._broadcast(Damage(None, (Rect(0, 0, self.width, self.height),)))
 
@@ -229,6 +231,7 @@ class TerminalDisplay:
         if update.dirty:
             self._broadcast(self.renderer.render_rows(
                 {row: self.terminal.cells(row) for row in update.dirty}))
+        self._show_screen_colours()
         self._move_cursor()
         if update.title is not None:
             for client in self._clients:
@@ -239,9 +242,17 @@ class TerminalDisplay:
                 client.bell = True
                 client.notify()
 
+    def _show_screen_colours(self) -> None:
+        """Draw the terminal's screen-wide colour state: its reverse screen (DECSCNM) and
+        its palette (ESC ] P, ESC ] R)."""
+        self._broadcast(self.renderer.set_reverse_screen(self.terminal.modes.reverse_video))
+        self._broadcast(self.renderer.set_palette(self.terminal.palette))
+
     def _move_cursor(self) -> None:
         cursor = self.terminal.cursor
-        self._broadcast(self.renderer.set_cursor(cursor.x, cursor.y, visible=cursor.visible))
+        shape = cursor_shape(self.terminal.modes.cursor_style)
+        self._broadcast(self.renderer.set_cursor(cursor.x, cursor.y, visible=cursor.visible,
+                                                 shape=shape))
 
     def _broadcast(self, damage: Damage) -> None:
         if damage.copy is None and not damage.rects:
