@@ -32,7 +32,10 @@ What CRIU must be told (FACTS.md, criu(8)):
   restore runs in a mount namespace of its own where the domain's root directory
   is covered by an idmapped clone of itself with the domain's map, and each host
   source of its mounts by the idmapped mount it had (kernel.mounts), so what is
-  restored is seen through the same maps as what was dumped.
+  restored is seen through the same maps as what was dumped. A lazy restore (a
+  migration's) makes a userfaultfd in each restored task, which a user namespace
+  may do only while vm.unprivileged_userfaultfd is 1: kernel.userns opens that
+  window for the restore alone.
 * Cgroups are vzfs's: `--manage-cgroups=ignore`, and the restore runs CRIU from
   inside the domain's cgroup so that the restored tree is born there. A running
   tree is stopped by CRIU's ptrace seize; a paused one is handed over frozen
@@ -41,6 +44,7 @@ What CRIU must be told (FACTS.md, criu(8)):
   CRIU's parent, the controller, which then supervises it like one it started.
 """
 
+import contextlib
 import dataclasses
 import errno
 import json
@@ -481,7 +485,11 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
             prepare = _restore_prepare(join_cgroup, trees, stage)
         args = restore_args(criu, images, log, root, pidfile, meta, fds[0], fds[1],
                             os.ttyname(console_slave), lazy, fds[-1], sources)
-        code = _run(args, log, images, pass_fds=fds, preexec=prepare)
+        # A lazy restore in a user namespace needs userfaultfd's window (kernel.userns).
+        window = (userns.userfaultfd_window() if lazy and idmap is not None
+                  else contextlib.nullcontext())
+        with window:
+            code = _run(args, log, images, pass_fds=fds, preexec=prepare)
     except OSError as exc:
         raise CheckpointError(exc.errno or errno.EIO,
                               f"cannot run CRIU ({criu}): {exc.strerror or exc}") from exc

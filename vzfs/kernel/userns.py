@@ -22,9 +22,12 @@ Theory of operation (user_namespaces(7), mount_setattr(2) "Idmapped mounts"):
   cannot create files owned by host root, unless the mount asks for `idmap=host`.
 """
 
+import contextlib
 import errno
+import fcntl
 import os
 import signal
+from collections.abc import Iterator
 
 from ..idmap import IdMap
 from . import syscalls
@@ -132,3 +135,36 @@ def kill_quietly(pid: int) -> None:
         os.kill(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+
+
+UFFD_SYSCTL = "/proc/sys/vm/unprivileged_userfaultfd"
+UFFD_LOCK = "/run/lock/vzfs-userfaultfd.lock"
+
+
+@contextlib.contextmanager
+def userfaultfd_window() -> Iterator[None]:
+    """While inside: processes without CAP_SYS_PTRACE in the host's user namespace may
+    make userfaultfds that handle kernel faults (userfaultfd(2), vm.unprivileged_userfaultfd).
+
+    CRIU's lazy restore makes one in each restored task, from inside the domain's user
+    namespace (CRIU itself suggests the sysctl). The window is held only while CRIU
+    restores — a userfaultfd's rights are checked when it is made — under a host-wide
+    lock so that overlapping restores cannot close it on each other, and the host's
+    value is put back after. A host that set the sysctl to 1 itself is left alone."""
+    os.makedirs(os.path.dirname(UFFD_LOCK), exist_ok=True)
+    lock = os.open(UFFD_LOCK, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        with open(UFFD_SYSCTL) as f:
+            before = f.read().strip()
+        if before != "1":
+            with open(UFFD_SYSCTL, "w") as f:
+                f.write("1")
+        try:
+            yield
+        finally:
+            if before != "1":
+                with open(UFFD_SYSCTL, "w") as f:
+                    f.write(before)
+    finally:
+        os.close(lock)
