@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import os
 import re
 import subprocess
@@ -388,3 +389,67 @@ def test_an_entered_command_is_root_inside_and_the_mapped_uid_outside(domain: Do
     finally:
         holder.kill()
         holder.wait()
+
+
+# -- the blocks of ids ----------------------------------------------------------------------
+
+def _block(inst: Instance, name: str) -> tuple[int, int]:
+    cfg = tomllib.loads(inst.read(name, "config"))
+    return cfg["idmap"]["uid"], cfg["idmap"]["size"]
+
+
+def test_domains_never_share_a_block_even_across_instances(
+        instance: Instance, second_instance: Instance) -> None:
+    blocks = []
+    for inst, names in ((instance, ("a1", "a2")), (second_instance, ("b1",))):
+        for name in names:
+            inst.define(name)
+            blocks.append(_block(inst, name))
+    starts = sorted(uid for uid, _ in blocks)
+    assert all(b - a >= 65536 for a, b in zip(starts, starts[1:])), blocks
+    # A config that names another instance's block is refused, and says whose it is.
+    taken_uid = _block(instance, "a1")[0]
+    config = tomllib.loads(second_instance.read("b1", "config"))
+    config["idmap"] = {"uid": taken_uid + 100, "gid": taken_uid + 100, "size": 65536}
+    with pytest.raises(OSError) as info:
+        second_instance.write("b1", "config", tomli_w.dumps(config))
+    assert info.value.errno == errno.EEXIST
+    error = second_instance.read("b1", "error")
+    assert "domain b1" in error and "a1 of " in error, error
+    # Undefined, a domain's block is free again for the other instance.
+    (instance.mnt / "domains" / "a1").rmdir()
+    config["idmap"] = {"uid": taken_uid, "gid": taken_uid, "size": 65536}
+    second_instance.write("b1", "config", tomli_w.dumps(config))
+    assert _block(second_instance, "b1")[0] == taken_uid
+
+
+def test_bad_blocks_are_refused_and_the_old_config_stays(instance: Instance) -> None:
+    instance.define("d")
+    before = instance.read("d", "config")
+    for idmap, code in (({"uid": 655360, "size": 1000}, errno.EINVAL),
+                        ({"uid": 655360, "size": 98304}, errno.EINVAL),
+                        ({"uid": 0}, errno.EINVAL)):
+        config = tomllib.loads(before)
+        config["idmap"] = idmap
+        with pytest.raises(OSError) as info:
+            instance.write("d", "config", tomli_w.dumps(config))
+        assert info.value.errno == code, idmap
+        assert "domain d" in instance.read("d", "error")
+        assert instance.read("d", "config") == before
+    instance.define("e")
+    config = tomllib.loads(instance.read("e", "config"))
+    config["idmap"] = tomllib.loads(before)["idmap"]
+    with pytest.raises(OSError) as info:
+        instance.write("e", "config", tomli_w.dumps(config))
+    assert info.value.errno == errno.EEXIST
+    assert "domain d" in instance.read("e", "error")
+
+
+@UNPRIVILEGED
+def test_a_running_domains_privilege_and_block_cannot_change(domain: Domain) -> None:
+    config = tomllib.loads(domain.read("config"))
+    config["privileged"] = not domain.privileged
+    with pytest.raises(OSError) as info:
+        domain.inst.write(domain.name, "config", tomli_w.dumps(config))
+    assert info.value.errno == errno.EBUSY
+

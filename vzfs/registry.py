@@ -21,6 +21,7 @@ import trio
 from . import config as configmod
 from . import criu as criumod
 from . import hooks as hooksmod
+from . import idclaims
 from . import idmap as idmapmod
 from . import mountspec, templates
 from .atomicfile import atomic_write
@@ -304,6 +305,11 @@ class Registry:
             with open(path, "rb") as f:
                 cfg = configmod.parse(f.read(), name=name, default_id=None)
             self.domains[name] = self._domain(name, cfg)
+            if cfg.idmap is not None:
+                try:
+                    idclaims.claim(self.state_dir, name, cfg.idmap)
+                except OSError:
+                    pass         # the claim is a courtesy to other instances
 
     def get(self, name: str) -> Domain:
         try:
@@ -319,8 +325,20 @@ class Registry:
         return dom_id
 
     def _taken_idmaps(self, name: str) -> dict[str, idmapmod.IdMap]:
-        return {other.name: other.config.idmap for other in self.domains.values()
-                if other.name != name and other.config.idmap is not None}
+        """Every block held on this host but *name*'s: this instance's domains' and
+        (idclaims) other instances'."""
+        taken = idclaims.foreign(self.state_dir)
+        taken.update({other.name: other.config.idmap for other in self.domains.values()
+                      if other.name != name and other.config.idmap is not None})
+        return taken
+
+    def _store(self, name: str, cfg: DomainConfig) -> None:
+        """The config on disk, atomically, and the host-wide claim on its block."""
+        atomic_write(paths.config_file(self.state_dir, name), configmod.dumps(cfg))
+        if cfg.idmap is not None:
+            idclaims.claim(self.state_dir, name, cfg.idmap)
+        else:
+            idclaims.release(self.state_dir, name)
 
     def with_idmap(self, name: str, cfg: DomainConfig, what: str,
                    keep: idmapmod.IdMap | None = None) -> DomainConfig:
@@ -357,7 +375,7 @@ class Registry:
                               f"cannot define domain {name}")
         ddir = paths.domain_dir(self.state_dir, name)
         os.makedirs(ddir, mode=0o700, exist_ok=True)
-        atomic_write(paths.config_file(self.state_dir, name), configmod.dumps(cfg))
+        self._store(name, cfg)
         dom = self._domain(name, cfg)
         self.domains[name] = dom
         self.emit(name, "defined", f"id {cfg.id}")
@@ -379,6 +397,7 @@ class Registry:
             # (vzctl destroy); a rootfs the user pointed us at is theirs to keep.
             shutil.rmtree(rootfs, ignore_errors=True)
         shutil.rmtree(paths.domain_dir(self.state_dir, name), ignore_errors=True)
+        idclaims.release(self.state_dir, name)
         del self.domains[name]
         self.emit(name, "undefined")
 
@@ -412,7 +431,7 @@ class Registry:
                 self.cgroup(dom).set_limits(cfg.limits.memory, cfg.limits.cpus, cfg.limits.pids)
             except OSError as exc:
                 raise from_oserror(exc, f"cannot apply the new limits to domain {dom.name}") from exc
-        atomic_write(paths.config_file(self.state_dir, dom.name), configmod.dumps(cfg))
+        self._store(dom.name, cfg)
         dom.config = cfg
         dom.changed_at = time.time()
         self.emit(dom.name, "config", "replaced")
@@ -449,7 +468,7 @@ class Registry:
             if not dom.config.privileged and dom.config.idmap is None:
                 # A definition from before user namespaces: its block, kept from now on.
                 cfg = self.with_idmap(dom.name, dom.config, what)
-                atomic_write(paths.config_file(self.state_dir, dom.name), configmod.dumps(cfg))
+                self._store(dom.name, cfg)
                 dom.config = cfg
             await self._hooks_allow(dom, "prepare", reason, what)
             rootfs = self._prepare_rootfs(dom)
@@ -803,6 +822,7 @@ class Registry:
 
     def forget(self, dom: Domain, why: str = "") -> None:
         if self.domains.get(dom.name) is dom:
+            idclaims.release(self.state_dir, dom.name)
             del self.domains[dom.name]
             self.on_removed(dom.name)
             self.emit(dom.name, "undefined", why)
@@ -811,7 +831,7 @@ class Registry:
         """A domain coming in by migration: defined, `migrating`, not startable."""
         ddir = paths.domain_dir(self.state_dir, name)
         os.makedirs(ddir, mode=0o700, exist_ok=True)
-        atomic_write(paths.config_file(self.state_dir, name), configmod.dumps(cfg))
+        self._store(name, cfg)
         dom = self._domain(name, cfg, state=State.MIGRATING, incoming=True,
                            busy="migrated here")
         self.domains[name] = dom
