@@ -782,3 +782,30 @@ def test_hooks_on_both_hosts_see_the_move_and_the_target_may_refuse_it(hosts: Ho
     assert logs["dst"].read_text().splitlines() == \
         [f"hk migrate in {node}", f"hk started migrated {node}"]
     assert state(dst, "hk") == "running"
+
+
+def test_a_privileged_domain_moves_too(hosts: Hosts) -> None:
+    """The one privileged run of a move (the other tests move unprivileged domains): no
+    user namespace on either side, and the counter goes on."""
+    import tomllib
+
+    import tomli_w
+    src, dst = hosts.src, hosts.dst
+    src.define("pv")
+    config = tomllib.loads(src.read("pv", "config"))
+    config["privileged"] = True
+    src.write("pv", "config", tomli_w.dumps(config))
+    src.write("pv", "state", "start")
+    wait_for(lambda: ":/#" in src.read("pv", "screen"), what="the shell prompt")
+    src.write("pv", "console", COUNTER)
+    wait_for(lambda: counter_at(rootfs(src, "pv")) > 2, what="the counter counting")
+    src.write("pv", "migrate_target", hosts.target())
+    wait_for(lambda: "pv" not in os.listdir(src.mnt / "domains"), timeout=MOVE_TIMEOUT,
+             what="the domain to leave the source")
+    assert state(dst, "pv") == "running"
+    pid = int(dst.read("pv", "pid"))
+    assert os.readlink(f"/proc/{pid}/ns/user") == os.readlink("/proc/self/ns/user")
+    assert dst.read("pv", "idmap") == ""
+    first = counter_at(rootfs(dst, "pv"))
+    wait_for(lambda: counter_at(rootfs(dst, "pv")) > first + 3,
+             what="the counter going on at the target")

@@ -11,15 +11,31 @@ while its daemon was down, leaves claims that simply stop counting (and are remo
 when seen).
 """
 
+import contextlib
+import fcntl
 import hashlib
 import json
 import os
 import tomllib
+from collections.abc import Iterator
 
 from .atomicfile import atomic_write
 from .idmap import IdMap
 
 CLAIMS_DIR = "/var/lib/vzfs-idmaps"
+
+
+@contextlib.contextmanager
+def locked() -> Iterator[None]:
+    """Held from choosing a block to claiming it: two daemons choosing at once would
+    otherwise both see the same block free."""
+    os.makedirs(CLAIMS_DIR, mode=0o700, exist_ok=True)
+    fd = os.open(os.path.join(CLAIMS_DIR, ".lock"), os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
 
 
 def _file(state_dir: str, name: str) -> str:
@@ -41,8 +57,10 @@ def release(state_dir: str, name: str) -> None:
         pass
 
 
-def foreign(state_dir: str) -> dict[str, IdMap]:
-    """The blocks other instances' domains hold: {"domain NAME of STATE_DIR": map}."""
+def foreign(state_dir: str, moving: tuple[str, IdMap] | None = None) -> dict[str, IdMap]:
+    """The blocks other instances' domains hold: {"NAME of STATE_DIR": map}. *moving*
+    (name, block) is a domain arriving by migration: its source's claim on the same
+    block under the same name is its own (two instances on one host)."""
     ours = os.path.realpath(state_dir)
     found: dict[str, IdMap] = {}
     try:
@@ -50,6 +68,8 @@ def foreign(state_dir: str) -> dict[str, IdMap]:
     except FileNotFoundError:
         return found
     for entry in entries:
+        if entry.name.startswith("."):
+            continue
         try:
             with open(entry.path, encoding="utf-8") as f:
                 c = json.load(f)
@@ -61,7 +81,8 @@ def foreign(state_dir: str) -> dict[str, IdMap]:
             held = None
             m = None
         if m is not None and held == m:
-            found[f"{c['domain']} of {c['state_dir']}"] = m
+            if moving is None or moving != (c["domain"], m):
+                found[f"{c['domain']} of {c['state_dir']}"] = m
         else:
             try:
                 os.unlink(entry.path)          # stale: its config is gone or changed

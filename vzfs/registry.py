@@ -324,10 +324,11 @@ class Registry:
             dom_id += 1
         return dom_id
 
-    def _taken_idmaps(self, name: str) -> dict[str, idmapmod.IdMap]:
+    def _taken_idmaps(self, name: str, moving: idmapmod.IdMap | None = None
+                      ) -> dict[str, idmapmod.IdMap]:
         """Every block held on this host but *name*'s: this instance's domains' and
-        (idclaims) other instances'."""
-        taken = idclaims.foreign(self.state_dir)
+        (idclaims) other instances' — but the source's of a domain *moving* here."""
+        taken = idclaims.foreign(self.state_dir, None if moving is None else (name, moving))
         taken.update({other.name: other.config.idmap for other in self.domains.values()
                       if other.name != name and other.config.idmap is not None})
         return taken
@@ -341,14 +342,14 @@ class Registry:
             idclaims.release(self.state_dir, name)
 
     def with_idmap(self, name: str, cfg: DomainConfig, what: str,
-                   keep: idmapmod.IdMap | None = None) -> DomainConfig:
+                   keep: idmapmod.IdMap | None = None, moving: bool = False) -> DomainConfig:
         """*cfg* with the block of host ids its user namespace gets: the one it names
         (EEXIST if another domain holds any of it, EINVAL outside root's subuid and
         subgid ranges), else *keep* (the block it had), else a free one. A privileged
         domain gets none, but keeps the one it names."""
         if cfg.privileged and cfg.idmap is None:
             return cfg
-        taken = self._taken_idmaps(name)
+        taken = self._taken_idmaps(name, cfg.idmap if moving else None)
         uids, gids = host_subid_ranges()
         try:
             if cfg.idmap is None:
@@ -371,11 +372,12 @@ class Registry:
                                           "digits, '_', '.' or '-', starting with a letter or digit")
         if name in self.domains:
             raise VzfsError(errno.EEXIST, f"cannot define domain {name}: it exists")
-        cfg = self.with_idmap(name, configmod.default(name, self._free_id()),
-                              f"cannot define domain {name}")
         ddir = paths.domain_dir(self.state_dir, name)
-        os.makedirs(ddir, mode=0o700, exist_ok=True)
-        self._store(name, cfg)
+        with idclaims.locked():
+            cfg = self.with_idmap(name, configmod.default(name, self._free_id()),
+                                  f"cannot define domain {name}")
+            os.makedirs(ddir, mode=0o700, exist_ok=True)
+            self._store(name, cfg)
         dom = self._domain(name, cfg)
         self.domains[name] = dom
         self.emit(name, "defined", f"id {cfg.id}")
@@ -418,6 +420,10 @@ class Registry:
             if other is not dom and other.config.id == cfg.id:
                 raise VzfsError(errno.EEXIST, f"cannot change the config of domain {dom.name}: "
                                               f"id {cfg.id} belongs to domain {other.name}")
+        with idclaims.locked():
+            self._replace_config(dom, cfg)
+
+    def _replace_config(self, dom: Domain, cfg: DomainConfig) -> None:
         cfg = self.with_idmap(dom.name, cfg, f"cannot change the config of domain {dom.name}",
                               keep=dom.config.idmap)
         running = dom.state not in (State.STOPPED, State.CRASHED)
@@ -467,8 +473,9 @@ class Registry:
         try:
             if not dom.config.privileged and dom.config.idmap is None:
                 # A definition from before user namespaces: its block, kept from now on.
-                cfg = self.with_idmap(dom.name, dom.config, what)
-                self._store(dom.name, cfg)
+                with idclaims.locked():
+                    cfg = self.with_idmap(dom.name, dom.config, what)
+                    self._store(dom.name, cfg)
                 dom.config = cfg
             await self._hooks_allow(dom, "prepare", reason, what)
             rootfs = self._prepare_rootfs(dom)

@@ -32,6 +32,7 @@ from typing import Any
 import trio
 
 from .. import config as configmod
+from .. import idclaims
 from .. import criu as criumod
 from ..atomicfile import atomic_write
 from ..controller import paths
@@ -234,9 +235,11 @@ class Incoming:
         # choosing means nothing here), and is never filled from a template.
         cfg = dataclasses.replace(cfg, rootfs_path=None, rootfs_template=None)
         self.check(name, cfg.id, [], 0)
-        # Its user namespace's block comes with it: refused if a domain here holds any of it.
-        self.reg.with_idmap(name, cfg, f"domain {name} cannot come here")
-        dom = self.reg.receive(name, cfg)
+        with idclaims.locked():
+            # Its user namespace's block comes with it: refused if a domain here holds
+            # any of it.
+            self.reg.with_idmap(name, cfg, f"domain {name} cannot come here", moving=True)
+            dom = self.reg.receive(name, cfg)
         rootfs = self.reg.rootfs(dom)
         images = images_dir(self.reg.state_dir, name)
         ddir = paths.domain_dir(self.reg.state_dir, name)
