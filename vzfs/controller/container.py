@@ -6,30 +6,33 @@ namespace owned by the host's would not let root inside mount its own /proc nor
 reboot, a network namespace owned by it would not let it configure its links. And
 only host root can build what the container must not be able to undo. So:
 
-1. `prepare()` (done ahead, by a spare controller): the controller forks the
-   *builder*, which unshares a mount namespace of its own (still the host's user
-   namespace) and forks the *member*. The member unshares the user namespace
-   (unless the domain is privileged) and, inside it, the UTS, IPC and network
-   namespaces, then waits. A domain's id map is not known yet: a user namespace
-   takes its map once, later, from a privileged process outside it.
-2. `launch()`: the spec goes to the builder. It writes the member's id map, then,
-   as host root, builds the root in its mount namespace (kernel.rootfs: /dev on
-   the root's filesystem with the host's device nodes bound in, sysfs of the
-   member's network namespace, read-only, with its masked paths, the console, the
-   configured mounts), and attaches the root itself through an idmapped mount of
-   the member's map (kernel.userns). Then the member takes its map's root as its
-   ids, unshares its own copy of that mount namespace — from inside the user
-   namespace, so the kernel locks every mount the builder made: /sys and `ro`
-   mounts cannot be remounted, nothing can be unmounted to reveal what is below —
-   and a pid namespace, and forks the container's *init child*, pid 1 there. The
-   member and the builder exit; the init child is reparented to the controller,
-   a child subreaper (PR_SET_CHILD_SUBREAPER), which supervises it as its own.
-3. The init child, whose working directory the member set to the root, binds
-   the root on itself (pivot_root(2) refuses a locked new root), mounts its /proc with the OCI read-only and masked paths, devpts and
-   /dev/shm, sets its hostname, brings up `lo`, pivots, and drops capabilities
-   from its bounding set. Meanwhile the controller, told its pid, creates the
-   cgroup and moves it in (nothing of the container runs before it is there). On
-   the controller's "go" it asks for SIGKILL when the controller dies, unshares its
+1. `prepare()` (done ahead, by a spare controller, once for each kind): the
+   controller forks the *builder*, which unshares a mount namespace of its own
+   (still the host's user namespace) and forks the *member*. The member unshares
+   the user namespace (unless the domain is privileged) and, inside it, the UTS,
+   IPC, network and pid namespaces, forks the container's *init child* — pid 1
+   there — says its pid, and exits: the init child is reparented to the
+   controller, a child subreaper (PR_SET_CHILD_SUBREAPER), which supervises it as
+   its own. A domain's id map is not known yet: a user namespace takes its map
+   once, later, from a privileged process outside it.
+2. `launch()`: the spec goes to the builder, and the controller creates the
+   cgroup and puts the init child in it meanwhile (nothing of the container runs
+   before it is there). The builder writes the id map, then, as host root, builds
+   the root in its mount namespace (kernel.rootfs: /dev on the root's filesystem
+   with the host's device nodes bound in, sysfs of the container's network
+   namespace, read-only, with its masked paths, the console, the configured
+   mounts), attaches the root itself through an idmapped mount of the domain's
+   map (kernel.userns), hands the spec on to the init child and exits.
+3. The init child enters the root while it still has the host's root's ids (the
+   path may lead through directories only they may search), takes its map's root
+   as its ids, and unshares its own copy of the builder's mount namespace — from
+   inside the user namespace, so the kernel locks every mount the builder made:
+   /sys and `ro` mounts cannot be remounted, nothing can be unmounted to reveal
+   what is below. It covers the root with a clone of itself (pivot_root(2)
+   refuses a locked new root), mounts its /proc with the OCI read-only and
+   masked paths, devpts and /dev/shm, sets its hostname, brings up `lo`, pivots,
+   and drops capabilities from its bounding set. On the controller's "go" (it is
+   in its cgroup) it asks for SIGKILL when the controller dies, unshares its
    cgroup namespace, opens /dev/console from inside as stdin/stdout/stderr (so
    CRIU finds no fd that comes from outside the container), closes every other
    fd, loads the seccomp filter (kernel.syscallfilter) and execs init.
@@ -102,7 +105,7 @@ class ContainerSpec:
 
 @dataclasses.dataclass
 class PreparedInit:
-    """A builder and a member waiting (see the module's docstring) to become a container."""
+    """A builder and an init child waiting (see the module's docstring) to become a container."""
     pid: int          # the builder, our child
     userns: bool      # whether the member made a user namespace
     spec_w: int       # the spec goes here
@@ -110,21 +113,34 @@ class PreparedInit:
     go_w: int         # the init child's "go"
 
     def abandon(self) -> None:
-        """Let it go (closing the spec pipe unread makes the builder end both) and reap it."""
-        for fd in (self.spec_w, self.report_r, self.go_w):
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        """Let it go: closing the spec pipe unread ends the builder, whose end of the
+        init child's pipe then closes, which ends the init child (ours to reap)."""
+        for fd in (self.spec_w, self.go_w):
+            _close_quietly(fd)
+        init = 0
         try:
-            os.waitpid(self.pid, 0)
-        except ChildProcessError:
+            init = _Report(self.report_r).wait_pid()
+        except (OSError, ValueError):
             pass
+        _close_quietly(self.report_r)
+        for pid in (self.pid, init):
+            if pid:
+                try:
+                    os.waitpid(pid, 0)
+                except ChildProcessError:
+                    pass
+
+
+def _close_quietly(fd: int) -> None:
+    try:
+        os.close(fd)
+    except OSError:
+        pass
 
 
 def prepare(userns: bool = True) -> PreparedInit:
-    """Fork the builder and let it make the member and its namespaces (module docstring)."""
-    # The init child ends up ours when the builder and the member exit.
+    """Fork the builder and let it make the namespaces and the init child (module docstring)."""
+    # The init child becomes ours when the member that forked it exits.
     syscalls.prctl(PR_SET_CHILD_SUBREAPER, 1)
     spec_r, spec_w = os.pipe2(os.O_CLOEXEC)
     report_r, report_w = os.pipe2(os.O_CLOEXEC)
@@ -151,7 +167,7 @@ def launch(prepared: PreparedInit, spec: ContainerSpec,
     """Give a prepared builder its spec; return the init's host pid once it has exec'd.
 
     *place(pid)* puts the init child in its cgroup (creating it first as needed); it
-    runs while the child builds its /proc and pivots. If it raises, the child is let go.
+    runs while the builder builds the root. If it raises, the child is let go.
     """
     if (spec.idmap is not None) != prepared.userns:
         prepared.abandon()
@@ -173,10 +189,9 @@ def launch(prepared: PreparedInit, spec: ContainerSpec,
             pass            # the builder died early: its report (or EOF) tells
         finally:
             os.close(prepared.spec_w)
+        # Told while the spare waited: the init child is ours already, and goes in
+        # its cgroup while the builder builds its root.
         init_pid = reader.wait_pid()
-        # The builder exits after the member, the member right after forking the init
-        # child: once the builder is reaped, the init child is ours.
-        os.waitpid(prepared.pid, 0)
         if place is not None:
             place(init_pid)
         elif spec.cgroup is not None:
@@ -189,14 +204,14 @@ def launch(prepared: PreparedInit, spec: ContainerSpec,
     except BaseException:
         if init_pid:
             _kill_and_reap(init_pid)
-        try:
-            os.waitpid(prepared.pid, 0)
-        except ChildProcessError:
-            pass
         raise
     finally:
         os.close(prepared.report_r)
         os.close(prepared.go_w)
+        try:
+            os.waitpid(prepared.pid, 0)
+        except ChildProcessError:
+            pass
     return init_pid
 
 
@@ -281,7 +296,7 @@ def _read_spec(fd: int) -> dict[str, object] | None:
 def _builder(spec_r: int, report_w: int, go_r: int, userns: bool) -> None:
     """The builder (module docstring, 1 and 2): host root in a mount namespace of its own."""
     step = "prepare"
-    member = 0
+    init = 0
     try:
         syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _default_signals()
@@ -300,97 +315,73 @@ def _builder(spec_r: int, report_w: int, go_r: int, userns: bool) -> None:
         os.close(mapped_r)
         os.close(go_r)
         step = "create the namespaces"
-        if os.read(ready_r, 1) != READY:
-            os._exit(0)          # the member reported why
+        said = os.read(ready_r, 32)
         os.close(ready_r)
+        os.waitpid(member, 0)
+        if not said:
+            os._exit(0)          # the member reported why
+        init = int(said)
         spec = _read_spec(spec_r)
         if spec is None:
-            raise SystemExit(0)   # abandoned: nobody will start this one
+            os._exit(0)          # abandoned: closing mapped_w lets the init child go
         raw_map = spec.get("idmap")
         idmap = IdMap(**raw_map) if isinstance(raw_map, dict) else None
         root = str(spec["rootfs"])
         console = spec["console"]
         if idmap is not None:
             step = "write the id map"
-            userns_mod.write_maps(member, *userns_mod.domain_maps(idmap))
+            userns_mod.write_maps(init, *userns_mod.domain_maps(idmap))
         step = "prepare the root"
         root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
         rootfs.make_skeleton(root_fd, bool(console))
         step = "mount /sys"
-        net = os.open(f"/proc/{member}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+        net = os.open(f"/proc/{init}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
         syscalls.setns(net, namespaces.CLONE_NEWNET)
         os.close(net)
         rootfs.mount_sysfs(root_fd)
         step = "populate /dev"
-        ns = userns_mod.ns_fd(member) if idmap is not None else -1
+        ns = userns_mod.ns_fd(init) if idmap is not None else -1
         try:
             rootfs.mount_dev(root_fd, str(console) if console else None, ns)
+            step = "mount the configured mounts"
+            kmounts.apply_at_start(root, [MountSpec(src, target, tuple(options))
+                                          for src, target, options in spec.get("mounts", [])],  # type: ignore[attr-defined]
+                                   idmap)
+            if idmap is not None:
+                step = "idmap the root"
+                tree = userns_mod.idmapped_tree(root, ns)
+                syscalls.move_mount(tree, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH)
+                os.close(tree)
         finally:
             if ns >= 0:
                 os.close(ns)
-        step = "mount the configured mounts"
-        kmounts.apply_at_start(root, [MountSpec(src, target, tuple(options))
-                                      for src, target, options in spec.get("mounts", [])],  # type: ignore[attr-defined]
-                               idmap)
-        if idmap is not None:
-            step = "idmap the root"
-            ns = userns_mod.ns_fd(member)
-            try:
-                tree = userns_mod.idmapped_tree(root, ns)
-            finally:
-                os.close(ns)
-            syscalls.move_mount(tree, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH)
-            os.close(tree)
         os.close(root_fd)
         step = "start the container"
         os.write(mapped_w, json.dumps(spec).encode() + b"\n")
-        os.close(mapped_w)
-        _, status = os.waitpid(member, 0)
-        os._exit(0)
-    except SystemExit:
-        if member:
-            _kill_and_reap(member)
         os._exit(0)
     except BaseException as exc:      # the builder's only boundary: report, then die
         try:
-            if member:
-                _kill_and_reap(member)
             _report_failure(report_w, step, exc)
         finally:
-            os._exit(127)
+            os._exit(127)            # the init child reads EOF where "mapped" should be
 
 
 def _member(ready_w: int, mapped_r: int, report_w: int, go_r: int, userns: bool) -> None:
-    """The member (module docstring, 1 and 2): makes the namespaces, forks the init child."""
+    """The member (module docstring, 1): makes the namespaces, forks the init child, exits."""
     step = "create the namespaces"
     try:
-        syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         if userns:
             step = "create the user namespace"
             syscalls.unshare(namespaces.CLONE_NEWUSER)
         step = "create the namespaces"
         syscalls.unshare(namespaces.CLONE_NEWUTS | namespaces.CLONE_NEWIPC
-                         | namespaces.CLONE_NEWNET)
-        os.write(ready_w, READY)
-        os.close(ready_w)
-        spec = _read_spec(mapped_r)
-        if spec is None:
-            os._exit(0)
-        os.close(mapped_r)
-        # Into the root while we still have the host's root's ids: its path may
-        # lead through directories only the host's root may search (a 0700 state
-        # dir). The init child works from here, never from that path.
-        step = "enter the root"
-        os.chdir(str(spec["rootfs"]))
-        if userns:
-            step = "become root in the user namespace"
-            userns_mod.become_root()
-        step = "unshare the mount and pid namespaces"
-        syscalls.unshare(namespaces.CLONE_NEWNS | namespaces.CLONE_NEWPID)
+                         | namespaces.CLONE_NEWNET | namespaces.CLONE_NEWPID)
         init = os.fork()
         if init == 0:
-            _init_child(spec, report_w, go_r, userns)    # never returns
+            os.close(ready_w)
+            _init_child(mapped_r, report_w, go_r, userns)    # never returns
         os.write(report_w, f"pid {init}\n".encode())
+        os.write(ready_w, str(init).encode())
         os._exit(0)
     except BaseException as exc:       # the member's only boundary
         try:
@@ -399,13 +390,27 @@ def _member(ready_w: int, mapped_r: int, report_w: int, go_r: int, userns: bool)
             os._exit(127)
 
 
-def _init_child(spec: dict[str, object], report_w: int, go_r: int, userns: bool) -> None:
+def _init_child(mapped_r: int, report_w: int, go_r: int, userns: bool) -> None:
     """Pid 1 of the container (module docstring, 3)."""
     step = "start"
     try:
         os.setsid()
+        spec = _read_spec(mapped_r)
+        if spec is None:
+            os._exit(0)          # let go: the builder reported why, or nobody asked
+        os.close(mapped_r)
         console = spec["console"]
         init = [str(a) for a in spec["init"]]  # type: ignore[attr-defined]
+        # Into the root while we still have the host's root's ids: its path may
+        # lead through directories only the host's root may search (a 0700 state
+        # dir). From here on we work from here, never from that path.
+        step = "enter the root"
+        os.chdir(str(spec["rootfs"]))
+        if userns:
+            step = "become root in the user namespace"
+            userns_mod.become_root()
+        step = "unshare the mount namespace"
+        syscalls.unshare(namespaces.CLONE_NEWNS)
         step = "prepare mounts"
         rootfs.enter_own_root()
         step = "mount /proc"

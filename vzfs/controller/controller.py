@@ -78,7 +78,8 @@ class Controller:
         self.state_dir: str = request["state_dir"]
         self.cfg = configmod.from_dict(request["config"], name=self.name, default_id=None)
         self.rootfs: str = request["rootfs"]
-        self.prepared: container.PreparedInit | None = request.get("prepared")
+        # What the spare prepared while it waited: one of each kind (container.prepare).
+        self.prepared: list[container.PreparedInit] = list(request.get("prepared") or ())
         # The mounts vzfs made in the container (configured, then added and removed live):
         # a reboot inside re-applies them, a checkpoint names them to CRIU (mounts.json).
         self.mounts: list[MountSpec] = [
@@ -210,17 +211,20 @@ class Controller:
             name=self.name, rootfs=self.rootfs, hostname=self.cfg.hostname,
             init=self.cfg.init, console=os.ttyname(self.slave), cgroup=self.cgroup,
             mounts=tuple(self.mounts), idmap=self.idmap)
-        prepared, self.prepared = self.prepared, None
-        self.pid = container.launch(prepared or container.prepare(), spec, self._place)
+        kind = self.idmap is not None
+        prepared = next((p for p in self.prepared if p.userns == kind), None)
+        if prepared is not None:
+            self.prepared.remove(prepared)
+        else:
+            prepared = container.prepare(userns=kind)
+        self.pid = container.launch(prepared, spec, self._place)
         self.started_at = time.time()
         self.state = "running"
 
     def _restore(self) -> None:
         """Bring the domain back from its checkpoint, as our child, in its cgroup."""
         started = time.monotonic()
-        prepared, self.prepared = self.prepared, None
-        if prepared is not None:
-            prepared.abandon()             # the restored tree brings its own init
+        self.abandon_prepared()            # the restored tree brings its own init
         meta = checkpoint.read_meta(self.domain_dir, self.images)
         if (meta.columns, meta.lines) != (self.columns, self.lines):
             # No saved screen (or a damaged one): at least the size the tree had.
@@ -243,6 +247,12 @@ class Controller:
         figures["restore_ms"] = (time.monotonic() - started) * 1000
         figures["restored_at"] = self.started_at
         self.restore_figures = figures
+
+    def abandon_prepared(self) -> None:
+        """Let go what the spare prepared and the start did not use."""
+        prepared, self.prepared = self.prepared, []
+        for p in prepared:
+            p.abandon()
 
     def record_restore(self) -> None:
         """Before "started" is sent: the checkpoint is spent (a reader of `state` or
@@ -1007,8 +1017,7 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
                 pass
             ctl.start()
         except OSError as exc:
-            if ctl.prepared is not None:
-                ctl.prepared.abandon()
+            ctl.abandon_prepared()
             try:
                 ctl.cgroup.kill_all()
                 ctl.cgroup.remove()
@@ -1027,6 +1036,7 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
         # Init runs: say so before trio starts (its start-up costs milliseconds
         # the user's `echo start` need not wait for).
         os.write(daemon_fd, encode(ctl._status()))
+        ctl.abandon_prepared()          # the other kind's, off the start's path
         try:
             ctl.record_mounts()
             if ctl.restoring:

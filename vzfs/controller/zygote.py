@@ -96,18 +96,22 @@ def _serve(sock: socket.socket) -> NoReturn:
 def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
     """A pre-forked controller-to-be: wait for one request, then become its controller.
 
-    While it waits, it already holds a prepared init (container.prepare): the
-    fork and the namespaces are made before anyone asks for a start.
+    While it waits, it already holds a prepared init of each kind (container.prepare:
+    with a user namespace and without): the forks and the namespaces are made before
+    anyone asks for a start; the controller lets the unused one go after the start.
     """
     code = 0
     try:
         from . import container
         # The prepared init is our child and we must be able to wait for it.
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
-        try:
-            prepared: container.PreparedInit | None = container.prepare()
-        except OSError:
-            prepared = None          # the controller will prepare one itself
+        # One of each kind: an unprivileged domain's (the default) and a privileged one's.
+        prepared: list[container.PreparedInit] = []
+        for userns in (True, False):
+            try:
+                prepared.append(container.prepare(userns))
+            except OSError:
+                pass                 # the controller will prepare one itself
         from . import vncspawn
         try:
             # Forked now, while we are a near copy of the zygote: the spawner shares
@@ -124,8 +128,8 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
         rehearse()
         msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
         if not msg:
-            if prepared is not None:
-                prepared.abandon()
+            for p in prepared:
+                p.abandon()
             os._exit(0)          # the daemon is gone (the spawner sees our end close)
         os.write(taken_w, b"x")
         os.close(taken_w)
