@@ -137,7 +137,7 @@ def test_error_paths(instance: Instance) -> None:
     # EEXIST: an id that another domain holds
     instance.define("web2")
     expect_error(instance, "web1", "config", "id = 102", errno.EEXIST,
-                 "cannot change the config of domain web1: id 102 belongs to domain web2")
+                 "cannot replace the config of domain web1: id 102 belongs to domain web2")
 
 
 def test_invalid_config_keeps_the_old_one(instance: Instance) -> None:
@@ -151,7 +151,7 @@ def test_invalid_config_keeps_the_old_one(instance: Instance) -> None:
             instance.write("web1", "config", bad)
         assert info.value.errno == errno.EINVAL
         assert instance.read("web1", "error").startswith(
-            f"cannot change the config of domain web1: {start}")
+            f"cannot replace the config of domain web1: {start}")
         assert instance.read("web1", "config") == old
         assert (instance.state / "domains" / "web1" / "config.toml").read_text() == stored
     r = sh(f"echo 'id = ' > {instance.dom('web1')}/config")

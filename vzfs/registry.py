@@ -359,19 +359,13 @@ class Registry:
 
     def replace_config(self, dom: Domain, text: bytes) -> None:
         """Validate a whole new definition and store it atomically; the old one stays on error."""
-        try:
-            cfg = configmod.parse(text, name=dom.name, default_id=dom.config.id)
-        except VzfsError as exc:
-            raise VzfsError(exc.errno, f"cannot change the config of domain {dom.name}: "
-                                       f"{exc.sentence}") from exc
-        for other in self.domains.values():
-            if other is not dom and other.config.id == cfg.id:
-                raise VzfsError(errno.EEXIST, f"cannot change the config of domain {dom.name}: "
-                                              f"id {cfg.id} belongs to domain {other.name}")
+        cfg = self._validate_config(dom, text, complete=True)
+        assert cfg is not None
+        what = f"cannot replace the config of domain {dom.name}"
         running = dom.state not in (State.STOPPED, State.CRASHED)
         if running and (cfg.id != dom.config.id or cfg.rootfs_path != dom.config.rootfs_path):
-            raise VzfsError(errno.EBUSY, f"cannot change the id or rootfs of domain {dom.name} "
-                                         f"while it is {dom.state.value}")
+            raise VzfsError(errno.EBUSY, f"{what}: its id and rootfs cannot change while it is "
+                                         f"{dom.state.value}")
         if running and cfg.limits != dom.config.limits and dom.state != State.SUSPENDED:
             try:
                 self.cgroup(dom).set_limits(cfg.limits.memory, cfg.limits.cpus, cfg.limits.pids)
@@ -382,6 +376,59 @@ class Registry:
         dom.changed_at = time.time()
         self.emit(dom.name, "config", "replaced")
         self.on_files_changed(dom, ("config",))
+
+    def _real_mountpoint(self) -> str:
+        """The mountpoint, resolved without a lookup of the mount itself (see resolve_outside)."""
+        if not self.mountpoint:
+            return ""
+        parent, base = os.path.split(os.path.abspath(self.mountpoint))
+        return os.path.join(os.path.realpath(parent), base)
+
+    def check_config_prefix(self, dom: Domain, text: bytes) -> None:
+        """Refuse what a writer has written so far to `config` when no more text can
+        make it valid (a bad value, a TOML error before the end); pass it otherwise."""
+        self._validate_config(dom, text, complete=False)
+
+    def _validate_config(self, dom: Domain, text: bytes, complete: bool) -> DomainConfig | None:
+        what = f"cannot replace the config of domain {dom.name}"
+        try:
+            cfg = configmod.parse(text, name=dom.name, default_id=dom.config.id,
+                                  complete=complete)
+            configmod.check_template(cfg.rootfs_template, templates.available(self.state_dir))
+            self._check_rootfs(dom, cfg)
+        except VzfsError as exc:
+            if not complete and configmod.could_grow_valid(exc):
+                return None
+            raise VzfsError(exc.errno, f"{what}: {exc.sentence}") from exc
+        for other in self.domains.values():
+            if other is not dom and other.config.id == cfg.id:
+                raise VzfsError(errno.EEXIST, f"{what}: id {cfg.id} belongs to domain {other.name}")
+        return cfg
+
+    def _check_rootfs(self, dom: Domain, cfg: DomainConfig) -> None:
+        """Where cfg's rootfs.path leads, after symlinks, `.` and `..`: a directory (or
+        one its template will make) that is no system directory, no other domain's root
+        and not in the state dir's other trees (config.rootfs_refusal)."""
+        if cfg.rootfs_path is None:
+            return
+        mountpoint = self._real_mountpoint()
+        resolved = resolve_outside(cfg.rootfs_path, mountpoint)
+        if not _within(resolved, mountpoint):
+            if os.path.lexists(resolved) and not os.path.isdir(resolved):
+                raise VzfsError(errno.ENOTDIR, f"rootfs.path: {cfg.rootfs_path} is not a directory")
+            if not os.path.exists(resolved) and not cfg.rootfs_template:
+                raise VzfsError(errno.ENOENT, f"rootfs.path: {cfg.rootfs_path} does not exist "
+                                              "(and no template is named to fill it)")
+        others = {o.name: resolve_outside(self.rootfs(o), mountpoint)
+                  for o in self.domains.values() if o is not dom}
+        refusal = configmod.rootfs_refusal(
+            resolved, state_dir=resolve_outside(self.state_dir, mountpoint),
+            own_private=resolve_outside(paths.default_rootfs(self.state_dir, cfg.id), mountpoint),
+            mountpoint=mountpoint, others=others)
+        if refusal:
+            shown = cfg.rootfs_path if resolved == cfg.rootfs_path else \
+                f"{cfg.rootfs_path} (which is {resolved})"
+            raise VzfsError(errno.EINVAL, f"rootfs.path: {shown}: {refusal}")
 
     # -- verbs -----------------------------------------------------------------
     async def command(self, dom: Domain, verb: str) -> None:
@@ -428,10 +475,17 @@ class Registry:
         rootfs = self.rootfs(dom)
         what = f"cannot start domain {dom.name}"
         try:
+            # Checked again: a symlink on the way may have changed since the write.
+            self._check_rootfs(dom, dom.config)
+        except VzfsError as exc:
+            raise VzfsError(exc.errno, f"{what}: {exc.sentence}") from None
+        try:
             if dom.config.rootfs_template:
                 templates.fill(self.state_dir, dom.config.rootfs_template, rootfs, dom.config.hostname)
         except OSError as exc:
             raise from_oserror(exc, f"{what}: cannot fill its rootfs {rootfs}") from exc
+        except VzfsError as exc:
+            raise VzfsError(exc.errno, f"{what}: {exc.sentence}") from exc
         if not os.path.isdir(rootfs):
             raise VzfsError(errno.ENOENT, f"{what}: its rootfs {rootfs} does not exist")
         init = os.path.join(rootfs, dom.config.init[0].lstrip("/"))
@@ -1049,6 +1103,41 @@ class Registry:
         if dom.started_at:
             out["uptime_s"] = int(time.time() - dom.started_at)
         return out
+
+
+def _within(path: str, tree: str) -> bool:
+    return bool(tree) and (path == tree or path.startswith(tree.rstrip("/") + "/"))
+
+
+def resolve_outside(path: str, mountpoint: str) -> str:
+    """os.path.realpath(*path*), except that it never looks inside *mountpoint*: the
+    daemon serves that mount from this very loop, so a lookup there would wait for
+    itself for ever. A path that leads into it is returned as it stands there."""
+    parts = [p for p in path.split("/") if p]
+    resolved = "/"
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        candidate = os.path.join(resolved, part)
+        if _within(candidate, mountpoint):
+            return os.path.normpath(os.path.join(candidate, *parts))
+        try:
+            target = os.readlink(candidate)
+        except OSError:          # not a link, or not there: the rest is taken as written
+            resolved = candidate
+            continue
+        links += 1
+        if links > 40:           # path_resolution(7): ELOOP past 40 links
+            raise VzfsError(errno.ELOOP, f"rootfs.path: {path} has too many symbolic links")
+        if target.startswith("/"):
+            resolved = "/"
+        parts = [p for p in target.split("/") if p] + parts
+    return resolved
 
 
 def _spec(m: Mount) -> mountspec.MountSpec:

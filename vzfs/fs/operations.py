@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from .. import config as configmod
 from .. import templates
 from ..errors import VzfsError
 from ..registry import Domain, Registry
@@ -223,7 +224,7 @@ class Handle:
     cfile: ControlFile | None
     static: Callable[[], str] | None
     content: bytes | None = None
-    pending: bytearray | None = None
+    pending: files.Transaction | None = None   # a whole-document file opened for writing
     cursor: int = 0             # stream files: absolute offset in the console ring
     nonblock: bool = False
     opener: int = 0             # pid (thread id) that opened it, for signal checks
@@ -400,6 +401,10 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EPERM)
         if fields.update_size and not entry.st_mode & 0o200 and not self._toucher(ctx):
             raise pyfuse3.FUSEError(errno.EACCES)
+        h = self.handles.get(fh) if fh is not None else None
+        if fields.update_size and h is not None and h.pending is not None:
+            # ftruncate(2): the transaction starts over.
+            h.pending.truncate()
         # The kernel takes a SETATTR's reply as it is, with no check that a change
         # (and its invalidation) came in between: let no reader rely on it.
         entry.attr_timeout = 0
@@ -506,6 +511,17 @@ class Operations(pyfuse3.Operations):
         fh = self.next_fh
         self.next_fh += 1
         handle = Handle(inode, dom, cfile, static, opener=ctx.pid, touch=touch)
+        if writing and not touch and cfile is not None and cfile.whole:
+            assert dom is not None
+            what = f"cannot replace the {cfile.name} of domain {dom.name}"
+            if flags & os.O_APPEND:
+                dom.error = (f"{what}: it cannot be appended to (open it without O_APPEND, "
+                             "`>` not `>>`, and write a whole new one)")
+                raise pyfuse3.FUSEError(errno.EINVAL)
+            handle.pending = files.Transaction(configmod.MAX_BYTES, what)
+            if flags & os.O_TRUNC:
+                # libfuse asks for atomic O_TRUNC: it comes here, not as a SETATTR.
+                handle.pending.truncate()
         if cfile is not None and cfile.stream:
             assert dom is not None
             handle.cursor = dom.console.ring.start
@@ -597,20 +613,10 @@ class Operations(pyfuse3.Operations):
             return len(buf)               # the toucher's: for inotify only, not a command
         dom, cfile = h.domain, h.cfile
         assert dom is not None and cfile is not None and cfile.store is not None
-        if cfile.stream:
-            data = bytes(buf)
-        elif cfile.whole:
-            if off == 0 or h.pending is None:
-                h.pending = bytearray()
-            if off != len(h.pending):
-                h.pending.extend(b"\0" * max(0, off - len(h.pending)))
-                del h.pending[off:]
-            h.pending += buf
-            data = bytes(h.pending)
-        else:
-            data = bytes(buf)
+        if h.pending is not None:
+            return self._gather(h, dom, cfile, off, bytes(buf))
         try:
-            await cfile.store(self.reg, dom, data)
+            await cfile.store(self.reg, dom, bytes(buf))
         except VzfsError as exc:
             dom.error = exc.sentence
             raise
@@ -619,6 +625,51 @@ class Operations(pyfuse3.Operations):
         if not cfile.stream:
             dom.error = ""
         return len(buf)
+
+    def _gather(self, h: Handle, dom: Domain, cfile: ControlFile, off: int, buf: bytes) -> int:
+        """One write to a whole-document file: gathered for the close (flush), and
+        refused at once when what is gathered can no longer become valid."""
+        tx = h.pending
+        assert tx is not None
+        if tx.failed:
+            # An earlier write of this open file was refused (`error` says why): nothing
+            # of it will be applied, whatever comes after.
+            raise pyfuse3.FUSEError(tx.failed)
+        try:
+            tx.write(off, buf)
+            if cfile.check is not None and tx.due():
+                tx.mark_checked()
+                cfile.check(self.reg, dom, bytes(tx.data))
+        except VzfsError as exc:
+            tx.failed = exc.errno
+            dom.error = exc.sentence
+            raise
+        return len(buf)
+
+    @boundary
+    async def flush(self, fh: int) -> None:
+        """close(2) of an open file (each close of a dup of it, too): a whole-document
+        file's transaction is applied here, once, whole, and a refusal fails close(2).
+        (release cannot: its answer reaches nobody.)"""
+        h = self.handles.get(fh)
+        if h is None or h.pending is None:
+            return
+        tx, dom, cfile = h.pending, h.domain, h.cfile
+        if tx.failed:
+            # The refused write said why in `error`; the close says it again.
+            raise pyfuse3.FUSEError(tx.failed)
+        if not tx.ready():
+            return
+        assert dom is not None and cfile is not None and cfile.store is not None
+        tx.dirty = False
+        try:
+            await cfile.store(self.reg, dom, bytes(tx.data))
+        except VzfsError as exc:
+            dom.error = exc.sentence
+            raise
+        finally:
+            await self.invalidator.flushed()
+        dom.error = ""
 
     @boundary
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
