@@ -16,7 +16,7 @@ import sys
 import pyfuse3
 import trio
 
-from . import hooks
+from . import hooks, proctitle
 from .controller import paths, zygote
 from .errors import VzfsError
 from .fs import files
@@ -96,6 +96,7 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     """Run the daemon until unmounted or signalled; write b"ok" to *ready_fd* once serving."""
     # First, before anything is forked: no child may inherit NOTIFY_SOCKET (sdnotify).
     notifier = Notifier.take_from_environment()
+    proctitle.name(f"vzfs: daemon {mountpoint}", "vzfs-daemon")
     state_dir = os.path.abspath(state_dir)
     _setup_logging(state_dir, foreground)
     lock_fd = _lock_state_dir(state_dir)
@@ -116,7 +117,7 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     registry.load()
     log.info("checkpoint: %s", files.checkpoint_engine())
     keep = {lock_fd} | ({ready_fd} if ready_fd is not None else set())
-    registry.zygote = zygote.start(close_fds=keep)
+    registry.zygote = zygote.start(mountpoint, close_fds=keep)
     ops = Operations(registry)
     options = set(pyfuse3.default_options)
     # The mount's source names the state dir, as sshfs names host:path.

@@ -31,7 +31,7 @@ from ..errors import VzfsError
 from ..kernel import cgroups
 from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
-from ..kernel.syscalls import set_comm
+from .. import proctitle
 from . import checkpoint, container, paths, screenstate, vncspawn
 from ..terminal import BACKENDS, make_terminal
 from .consolestream import (
@@ -976,7 +976,7 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
     code = 0
     try:
         os.setsid()
-        set_comm(f"vzfs:{request['name']}")
+        proctitle.name(f"vzfs: controller {request['name']}", f"vzfs:{request['name']}")
         _log_to(os.path.join(paths.domain_dir(request["state_dir"], request["name"]),
                              "controller.log"))
         ctl = Controller(request)

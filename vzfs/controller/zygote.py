@@ -29,7 +29,7 @@ MAX_REQUEST = 1 << 20
 SPARE_DELAY = 0.05
 
 
-def start(close_fds: set[int] = frozenset()) -> socket.socket:  # type: ignore[assignment]
+def start(mountpoint: str, close_fds: set[int] = frozenset()) -> socket.socket:  # type: ignore[assignment]
     """Fork the zygote; return the daemon's end of its request socket.
 
     The zygote closes *close_fds* (the daemon's lock and readiness pipe): a
@@ -42,14 +42,16 @@ def start(close_fds: set[int] = frozenset()) -> socket.socket:  # type: ignore[a
         ours.close()
         for fd in close_fds:
             os.close(fd)
-        _serve(theirs)
+        _serve(theirs, mountpoint)
     theirs.close()
     return ours
 
 
-def _serve(sock: socket.socket) -> NoReturn:
+def _serve(sock: socket.socket, mountpoint: str) -> NoReturn:
     code = 0
     try:
+        from .. import proctitle
+        proctitle.name(f"vzfs: zygote {mountpoint}", "vzfs-zygote")
         from . import controller    # imported once here, shared by every fork
         from ..vnc import process   # the VNC server, forked by each controller's spawner
         try:
@@ -58,7 +60,6 @@ def _serve(sock: socket.socket) -> NoReturn:
             pass
         from ..kernel import syscalls
         syscalls.warm()
-        syscalls.set_comm("vzfs-zygote")
         # Exited controllers are reaped by the kernel; controllers reset this.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -75,6 +76,7 @@ def _serve(sock: socket.socket) -> NoReturn:
             pid = os.fork()
             if pid == 0:
                 os.close(taken_r)
+                proctitle.name(f"vzfs: spare {mountpoint}", "vzfs-spare")
                 _spare(sock, taken_w, controller.run)
             # Wait until the spare took a request (one byte), or the daemon is gone.
             taken = False

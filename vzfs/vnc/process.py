@@ -32,7 +32,7 @@ import trio
 from ..controller.consolestream import (
     FrameDecoder, input_frame, json_frame, parse_json_frame,
 )
-from ..kernel.syscalls import set_comm
+from .. import proctitle
 from ..terminal import BACKENDS
 from . import websocket
 from .font import default_font
@@ -217,7 +217,7 @@ def _log_to_stderr() -> None:
 
 def run(name: str, link_fd: int) -> NoReturn:
     """The server's life, in the process the spawner forked. Never returns."""
-    set_comm(f"vzfs-vnc:{name}"[:15])
+    proctitle.name(f"vzfs: vnc {name}", f"vzfs-vnc:{name}")
     _log_to_stderr()
     trio.run(_main, link_fd)
     os._exit(0)
