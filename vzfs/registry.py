@@ -37,6 +37,10 @@ from .kernel import cgroups
 START_TIMEOUT = 30.0
 CHECKPOINT_TIMEOUT = 900.0     # a dump or restore of many gigabytes takes minutes
 CONSOLE_SCROLLBACK = 1 << 20
+# Console input waits in the daemon while the domain does not read it: at most this
+# much, and a write that finds no room waits this long for some, then fails (EAGAIN).
+CONSOLE_INPUT_QUEUE = 256 << 10
+CONSOLE_INPUT_WAIT = 5.0
 REQUEST_TIMEOUT = 10.0
 MIGRATE_PREFLIGHT_TIMEOUT = 120.0  # ssh to the target, its checks; the move then goes on
 
@@ -95,7 +99,11 @@ class DomainConsole:
         self.ring = Ring(CONSOLE_SCROLLBACK)
         self.changed = trio.Event()
         self.stream: trio.SocketStream | None = None
-        self.send_lock = trio.Lock()
+        # Typed input on its way to the controller (input frames), sent by pump's
+        # sender; `room` wakes writers waiting for the queue to drain.
+        self.input = bytearray()
+        self.input_ready = trio.Event()
+        self.room = trio.Event()
 
     def append(self, data: bytes) -> None:
         self.ring.append(data)
@@ -111,33 +119,66 @@ class DomainConsole:
         # us in a flood) becomes a jump that readers are told about exactly.
         base: int | None = None
         try:
-            async for data in stream:
-                for kind, offset, payload in frames.feed(data):
-                    if kind != "D":
-                        continue
-                    if base is None:
-                        base = self.ring.end - offset
-                    self.ring.jump(base + offset)
-                    self.append(payload)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, FrameError):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_input, stream)
+                async for data in stream:
+                    for kind, offset, payload in frames.feed(data):
+                        if kind != "D":
+                            continue
+                        if base is None:
+                            base = self.ring.end - offset
+                        self.ring.jump(base + offset)
+                        self.append(payload)
+                nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, FrameError):
             pass
         finally:
             if self.stream is stream:
                 self.stream = None
+                self.input = bytearray()     # for a domain that ended: nobody will read it
+                self._made_room()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def send_input(self, name: str, data: bytes) -> None:
-        stream = self.stream
-        if stream is None:
-            raise VzfsError(errno.EBUSY, f"cannot type into the console of domain {name}: "
-                                         "it is not running")
-        try:
-            async with self.send_lock:
-                await stream.send_all(input_frame(data))
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise VzfsError(errno.EIO, f"cannot type into the console of domain {name}: "
-                                       "the controller went away") from exc
+    async def _send_input(self, stream: trio.SocketStream) -> None:
+        """Hand the queued input to the controller, which types it as the console takes it."""
+        while True:
+            if not self.input:
+                await self.input_ready.wait()
+                self.input_ready = trio.Event()
+                continue
+            chunk, self.input = bytes(self.input), bytearray()
+            await stream.send_all(chunk)
+            self._made_room()
+
+    def _made_room(self) -> None:
+        room, self.room = self.room, trio.Event()
+        room.set()
+
+    async def send_input(self, name: str, data: bytes, nonblock: bool = False) -> None:
+        """Queue *data* as typed input. While the domain does not read its console the
+        queue fills: a write then waits CONSOLE_INPUT_WAIT for room, and fails with
+        EAGAIN (at once with O_NONBLOCK) — a writer is never held for ever, and memory
+        stays bounded."""
+        what = f"cannot type into the console of domain {name}"
+        deadline = trio.current_time() + CONSOLE_INPUT_WAIT
+        while True:
+            if self.stream is None:
+                raise VzfsError(errno.EBUSY, f"{what}: it is not running")
+            if not self.input or len(self.input) + len(data) <= CONSOLE_INPUT_QUEUE:
+                break
+            if nonblock:
+                raise VzfsError(errno.EAGAIN, f"{what}: {len(self.input)} bytes typed "
+                                              "before are still waiting to be read")
+            room = self.room
+            with trio.move_on_at(deadline):
+                await room.wait()
+            if trio.current_time() >= deadline:
+                raise VzfsError(errno.EAGAIN, f"{what}: it has read none of the "
+                                              f"{len(self.input)} bytes waiting for it in "
+                                              f"{CONSOLE_INPUT_WAIT:g} s")
+        self.input += input_frame(data)
+        self.input_ready.set()
 
 
 # The fields the kernel-cached control files (state, pid, id) are made from.

@@ -172,6 +172,7 @@ def _value(value: object) -> str:
 
 
 async def store_console(reg: Registry, dom: Domain, data: bytes) -> None:
+    # (operations.write calls send_input itself, with the open file's O_NONBLOCK)
     await dom.console.send_input(dom.name, data)
 
 

@@ -225,7 +225,7 @@ class Handle:
     static: Callable[[], str] | None
     content: bytes | None = None
     pending: files.Transaction | None = None   # a whole-document file opened for writing
-    cursor: int = 0             # stream files: absolute offset in the console ring
+    cursor: int = 0             # `console`: the ring offset that file offset 0 stands for
     nonblock: bool = False
     opener: int = 0             # pid (thread id) that opened it, for signal checks
     events: bool = False        # `events`: cursor is the stream offset of file offset 0
@@ -531,8 +531,9 @@ class Operations(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=True)
         if not writing and cfile is not None and cfile.name in CACHED_FILES:
             return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False,
-                                nonseekable=bool(cfile is not None and cfile.stream))
+        # Seekable, `console` too: sftp-server (sshfs) seeks to 0 after it opens a file,
+        # and a file that answers ESPIPE has its writes dropped and reads empty.
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     async def _read_events(self, h: Handle, off: int, size: int) -> bytes:
         log_ = self.reg.events
@@ -567,18 +568,22 @@ class Operations(pyfuse3.Operations):
         if signal_pending(h.opener):
             raise pyfuse3.FUSEError(errno.EINTR)
 
-    async def _read_stream(self, h: Handle, size: int) -> bytes:
+    async def _read_stream(self, h: Handle, off: int, size: int) -> bytes:
+        """`console` read at file offset *off*: offsets count from where the ring began
+        when the file was opened, as for `events`, so a client that seeks back to 0 or to
+        where it is, or preads at its position (sftp-server does both), reads on."""
         assert h.domain is not None
         console = h.domain.console
         while True:
             changed = console.changed
-            data, cursor, skipped = console.ring.read(h.cursor, size)
+            data, _, skipped = console.ring.read(h.cursor + off, size)
             if skipped:
-                # The reader fell behind the scrollback: tell it, then go on.
-                h.cursor = console.ring.start
-                return skipped_marker(skipped)[:size]
+                # The reader fell behind the scrollback: tell it, then go on with the
+                # oldest kept, which the file offset after the note now stands for.
+                data = skipped_marker(skipped)[:size]
+                h.cursor = console.ring.start - (off + len(data))
+                return data
             if data:
-                h.cursor = cursor
                 return data
             await self._wait_for_more(h, changed)
 
@@ -592,7 +597,7 @@ class Operations(pyfuse3.Operations):
                 return self.reg.events.read_at(off, size)
             return await self._read_events(h, off, size)
         if h.cfile is not None and h.cfile.stream:
-            return await self._read_stream(h, size)
+            return await self._read_stream(h, off, size)
         if off == 0 or h.content is None:
             # Like sysfs: the content is made at the read from offset 0 and the
             # rest of the file is read from that snapshot.
@@ -616,7 +621,10 @@ class Operations(pyfuse3.Operations):
         if h.pending is not None:
             return self._gather(h, dom, cfile, off, bytes(buf))
         try:
-            await cfile.store(self.reg, dom, bytes(buf))
+            if cfile.stream:
+                await dom.console.send_input(dom.name, bytes(buf), h.nonblock)
+            else:
+                await cfile.store(self.reg, dom, bytes(buf))
         except VzfsError as exc:
             dom.error = exc.sentence
             raise
