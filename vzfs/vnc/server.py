@@ -149,7 +149,7 @@ class TerminalDisplay:
 
     def __init__(self, terminal: Terminal | None = None, renderer: Renderer | None = None,
                  *, throttle: AuthThrottle | None = None,
-                 on_resize: ResizeCallback | None = None, name: str = "vzfs") -> None:
+                 on_resize: ResizeCallback | None = None, name: str = "") -> None:
         self.terminal = terminal or Terminal()
         # rfbproto §ServerInit name-string: what a viewer's window is called. Several
         # domains' viewers must be told apart, so it names the domain (and the title
@@ -165,7 +165,9 @@ class TerminalDisplay:
 
     def desktop_name(self) -> str:
         title = self.terminal.title
-        return f"{title} ({self.name})" if title else self.name
+        if title and self.name:
+            return f"{title} ({self.name})"
+        return title or self.name or "vzfs"
 
     def snapshot(self) -> dict[str, Any]:
         """What a restarted server needs to show the same screen (issue 5 §7): the
