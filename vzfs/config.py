@@ -57,6 +57,7 @@ class Vnc:
     password: str = ""
     websocket: bool = True         # the WebSocket (noVNC) listener, beside RFB
     websocket_port: int = 0        # 0: 15900 + the display number, or the next free
+    required: bool = True          # a start fails when the server cannot listen
 
 
 @dataclasses.dataclass(frozen=True)
@@ -323,6 +324,8 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None,
         raise _invalid("vnc.websocket_port", f"{websocket_port} is out of range 0..65535")
     if port and port == websocket_port:
         raise _invalid("vnc.websocket_port", "must differ from vnc.port")
+    required = _take(vnc_t, "required", bool, "vnc.")
+    required = True if required is None else required
     _no_leftovers(vnc_t, "vnc.")
     console_t = dict(_take(doc, "console", dict, "") or {})
     emulator = _take(console_t, "emulator", str, "console.") or "fast"
@@ -336,7 +339,7 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None,
         stop_signal=stop_signal, stop_timeout=float(stop_timeout),
         rootfs_path=rootfs_path, rootfs_template=template,
         limits=Limits(memory=memory, cpus=float(cpus) if cpus is not None else None, pids=pids),
-        mounts=tuple(mounts), vnc=Vnc(listen, port, password, websocket, websocket_port),
+        mounts=tuple(mounts), vnc=Vnc(listen, port, password, websocket, websocket_port, required),
         console=Console(emulator), memory_text=memory_text,
     )
 
@@ -411,7 +414,8 @@ def to_dict(cfg: DomainConfig) -> dict[str, Any]:
         limits["pids"] = cfg.limits.pids
     doc["limits"] = limits
     doc["vnc"] = {"listen": cfg.vnc.listen, "port": cfg.vnc.port, "password": cfg.vnc.password,
-                  "websocket": cfg.vnc.websocket, "websocket_port": cfg.vnc.websocket_port}
+                  "websocket": cfg.vnc.websocket, "websocket_port": cfg.vnc.websocket_port,
+                  "required": cfg.vnc.required}
     doc["console"] = {"emulator": cfg.console.emulator}
     if cfg.mounts:
         doc["mount"] = [{"source": m.source, "target": m.target, "options": m.options}

@@ -185,12 +185,14 @@ class DomainConsole:
 SHOWN_CACHED = frozenset({"state", "pid", "config"})
 # The fields whose changes are noticed, whoever changes them: the files that show them
 # are touched (inotify), and all but FILES_ONLY are events and wake pollers.
-NOTICED = frozenset({"state", "error", "vnc_restarts", "pid", "migration"})
-FILES_ONLY = frozenset({"pid", "migration"})
+NOTICED = frozenset({"state", "error", "vnc_restarts", "pid", "migration", "vnc_address",
+                     "vnc_websocket"})
+FILES_ONLY = frozenset({"pid", "migration", "vnc_address", "vnc_websocket"})
 # The control files whose content a change of each NOTICED field changes.
 FILES_OF = {"state": ("state", "events"), "error": ("error", "events"),
             "vnc_restarts": ("vnc", "vnc_websocket", "events"),
-            "pid": ("pid", "vnc", "vnc_websocket"), "migration": ("migrate_target",)}
+            "pid": ("pid", "stats"), "migration": ("migrate_target",),
+            "vnc_address": ("vnc",), "vnc_websocket": ("vnc_websocket",)}
 
 
 @dataclasses.dataclass(eq=False)
@@ -206,6 +208,8 @@ class Domain:
     console: DomainConsole = dataclasses.field(default_factory=DomainConsole)
     last_screen: str = ""      # the screen when the domain last stopped
     vnc_restarts: int = 0      # times the controller restarted the VNC server this run
+    vnc_address: str = ""      # HOST:PORT of its VNC server, as its controller last said
+    vnc_websocket: str = ""
     mounts_lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
     busy: str = ""             # a long verb under way ("suspended"): other verbs wait their turn
     incoming: bool = False     # being received by a migration: not ours until committed
@@ -507,10 +511,44 @@ class Registry:
             dom.set_state(previous)
             self.on_change(dom)
             raise
-        self._attach(dom, client, hello)
+        self._attach(dom, client, hello, state=starting)
         # Queued before the next await: an init that ends at once is `stopped` after it.
         self._hooks_tell(dom, "started", reason)
         await self._open_console(dom)
+        await self._wait_vnc(dom, client, what)
+        if dom.client is client and dom.state == starting:
+            dom.set_state(_state_of(hello))
+            self.on_change(dom)
+
+    async def _wait_vnc(self, dom: Domain, client: ControllerClient, what: str) -> None:
+        """Hold the start until the domain's VNC server listens, so that `vnc` and
+        `vnc_websocket` hold their values when the write returns. One that cannot listen
+        fails the start (the domain is killed), unless `[vnc] required = false`."""
+        try:
+            reply = await client.request(what, "vnc_wait", timeout=REQUEST_TIMEOUT + 5,
+                                         timeout_s=REQUEST_TIMEOUT)
+        except VzfsError:
+            return               # the controller went: its end is told as an event
+        self._vnc_from(dom, reply)
+        error = str(reply.get("vnc_error") or "")
+        if not error or not dom.config.vnc.required or dom.client is not client:
+            return
+        code = int(reply.get("vnc_errno") or errno.EIO)
+        await self.stop(dom, "kill", State.STOPPING)
+        raise VzfsError(code, f"{what}: its VNC server cannot listen: {error} "
+                              "(with [vnc] required = false it starts without one)")
+
+    def _vnc_from(self, dom: Domain, msg: Message) -> None:
+        """Where the domain's VNC server listens, from its controller's status or event;
+        while it cannot listen (required = false), `error` says why."""
+        dom.vnc_address = str(msg.get("vnc") or "")
+        dom.vnc_websocket = str(msg.get("vnc_websocket") or "")
+        error = str(msg.get("vnc_error") or "")
+        prefix = f"domain {dom.name} runs without its VNC server: "
+        if error and not dom.config.vnc.required:
+            dom.error = prefix + error
+        elif not error and dom.error.startswith(prefix):
+            dom.error = ""
 
     def _prepare_rootfs(self, dom: Domain) -> str:
         rootfs = self.rootfs(dom)
@@ -593,13 +631,14 @@ class Registry:
                                   lambda client, msg: self._on_event(dom, client, msg))
         return client, hello
 
-    def _attach(self, dom: Domain, client: ControllerClient, status: Message) -> None:
+    def _attach(self, dom: Domain, client: ControllerClient, status: Message,
+                state: State | None = None) -> None:
+        """Take a controller that reported in; the state is its (or *state*)."""
         dom.client = client
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
         dom.vnc_restarts = int(status.get("vnc_restarts", 0))
-        state = status.get("state", "running")
-        dom.set_state(State(state) if state in State._value2member_map_ else State.RUNNING)
+        dom.set_state(state or _state_of(status))
         assert self.nursery is not None
         self.nursery.start_soon(self._watch, dom, client)
         self.on_change(dom)
@@ -621,6 +660,8 @@ class Registry:
             if isinstance(msg.get("screen"), str):
                 dom.last_screen = msg["screen"]
             self._exited(dom, str(msg.get("state")), str(msg.get("reason", "")))
+        elif event == "vnc":
+            self._vnc_from(dom, msg)
         elif event == "vnc_restarted":
             dom.vnc_restarts = int(msg.get("restarts", dom.vnc_restarts + 1))
             dom.changed_at = time.time()
@@ -659,6 +700,7 @@ class Registry:
         dom.client = None
         dom.pid = None
         dom.started_at = None
+        dom.vnc_address = dom.vnc_websocket = ""
         if dom.busy == "migrated":
             dom.busy = ""          # the move ended with the domain, one way or the other
         event = kind if kind in ("crashed", "suspended", "migrated") else "exited"
@@ -998,8 +1040,8 @@ class Registry:
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
         dom.vnc_restarts = int(status.get("vnc_restarts", 0))
-        state = status.get("state", "running")
-        dom.set_state(State(state) if state in State._value2member_map_ else State.RUNNING)
+        self._vnc_from(dom, status)
+        dom.set_state(_state_of(status))
         self.nursery.start_soon(self._watch_attached, dom, client)
         await self._open_console(dom)
         self.on_change(dom)
@@ -1056,19 +1098,6 @@ class Registry:
             return BACKENDS[dom.config.console.emulator].restore(snapshot).text()
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return ""            # the container's file: a bad one costs the picture only
-
-    async def vnc(self, dom: Domain, key: str = "vnc") -> str:
-        """`HOST:PORT` of the domain's VNC server (key "vnc") or its WebSocket listener
-        ("vnc_websocket"); empty when the domain or the server is not running."""
-        if dom.client is None or dom.state not in (State.RUNNING, State.PAUSED, State.MIGRATING):
-            return ""
-        try:
-            reply = await dom.client.request(f"cannot ask domain {dom.name} for its VNC server",
-                                             "status")
-        except VzfsError:
-            return ""
-        dom.vnc_restarts = int(reply.get("vnc_restarts", dom.vnc_restarts))
-        return str(reply.get(key) or "")
 
     # -- mounts ---------------------------------------------------------------
     async def mounts(self, dom: Domain) -> str:
@@ -1144,6 +1173,11 @@ class Registry:
         if dom.started_at:
             out["uptime_s"] = int(time.time() - dom.started_at)
         return out
+
+
+def _state_of(status: Message) -> State:
+    state = status.get("state", "running")
+    return State(state) if state in State._value2member_map_ else State.RUNNING
 
 
 def _within(path: str, tree: str) -> bool:

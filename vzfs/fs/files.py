@@ -196,10 +196,6 @@ def _line(value: object) -> str:
     return "" if value is None or value == "" else f"{value}\n"
 
 
-async def _line_async(value: Awaitable[str]) -> str:
-    return _line(await value)
-
-
 DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("config", lambda reg, dom: configmod.dumps(dom.config), store_config, whole=True,
                 check=check_config),
@@ -211,8 +207,8 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("console", lambda reg, dom: "", store_console, stream=True),
     ControlFile("screen", lambda reg, dom: reg.screen(dom)),
     ControlFile("mounts", lambda reg, dom: reg.mounts(dom), store_mounts),
-    ControlFile("vnc", lambda reg, dom: _line_async(reg.vnc(dom))),
-    ControlFile("vnc_websocket", lambda reg, dom: _line_async(reg.vnc(dom, "vnc_websocket"))),
+    ControlFile("vnc", lambda reg, dom: _line(dom.vnc_address)),
+    ControlFile("vnc_websocket", lambda reg, dom: _line(dom.vnc_websocket)),
     ControlFile("checkpoint", show_checkpoint),
     ControlFile("checkpoint.log", lambda reg, dom: reg.checkpoint_log(dom)),
     ControlFile("migrate_target", show_migration, store_migrate),

@@ -68,6 +68,13 @@ def signal_pending(pid: int) -> bool:
     return bool(pending & ~int(fields.get("SigBlk", "0"), 16) & ~int(fields.get("SigIgn", "0"), 16))
 
 
+def _succeeded(dom: Domain, cfile: ControlFile, before: str) -> None:
+    """A command succeeded: `error` (the last failure) is cleared — unless it changed
+    while the command ran (init crashed during its start): that is newer, and stays."""
+    if not cfile.stream and dom.error == before:
+        dom.error = ""
+
+
 def boundary(fn: F) -> F:
     @functools.wraps(fn)
     async def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -620,6 +627,7 @@ class Operations(pyfuse3.Operations):
         assert dom is not None and cfile is not None and cfile.store is not None
         if h.pending is not None:
             return self._gather(h, dom, cfile, off, bytes(buf))
+        before = dom.error
         try:
             if cfile.stream:
                 await dom.console.send_input(dom.name, bytes(buf), h.nonblock)
@@ -630,8 +638,7 @@ class Operations(pyfuse3.Operations):
             raise
         finally:
             await self.invalidator.flushed()
-        if not cfile.stream:
-            dom.error = ""
+        _succeeded(dom, cfile, before)
         return len(buf)
 
     def _gather(self, h: Handle, dom: Domain, cfile: ControlFile, off: int, buf: bytes) -> int:
@@ -670,6 +677,7 @@ class Operations(pyfuse3.Operations):
             return
         assert dom is not None and cfile is not None and cfile.store is not None
         tx.dirty = False
+        before = dom.error
         try:
             await cfile.store(self.reg, dom, bytes(tx.data))
         except VzfsError as exc:
@@ -677,7 +685,7 @@ class Operations(pyfuse3.Operations):
             raise
         finally:
             await self.invalidator.flushed()
-        dom.error = ""
+        _succeeded(dom, cfile, before)
 
     @boundary
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:

@@ -146,7 +146,8 @@ class Server:
             rfb, ws = self._listen()
         except OSError as exc:
             # The controller logs it, shows no address, and tries again later.
-            await self.link.send_all(json_frame({"event": "error", "error": exc.strerror or str(exc)}))
+            await self.link.send_all(json_frame({"event": "error", "error": exc.strerror or str(exc),
+                                                 "errno": exc.errno or errno.EIO}))
             return
         listening = {"event": "listening", "pid": os.getpid(),
                      "rfb": address(host, rfb.socket.getsockname()[1]),
