@@ -35,6 +35,7 @@ from .events import line as events_line
 from .kernel import cgroups
 
 START_TIMEOUT = 30.0
+ZYGOTE_WAIT = 10.0             # for a new zygote, when the last died under a start
 CHECKPOINT_TIMEOUT = 900.0     # a dump or restore of many gigabytes takes minutes
 CONSOLE_SCROLLBACK = 1 << 20
 # Console input waits in the daemon while the domain does not read it: at most this
@@ -249,6 +250,7 @@ class Registry:
         self.state_dir = os.path.abspath(state_dir)
         self.layout = layout
         self.zygote = zygote
+        self.zygote_changed = trio.Event()   # set when the daemon replaced a dead zygote
         self.domains: dict[str, Domain] = {}
         self._nursery: trio.Nursery | None = None
         self.mountpoint = ""             # set by the daemon: hooks and the toucher use it
@@ -376,6 +378,14 @@ class Registry:
         self.domains[name] = dom
         self.emit(name, "defined", f"id {cfg.id}")
         return dom
+
+    def new_zygote(self, sock: socket.socket) -> None:
+        """The daemon started a zygote in place of one that died."""
+        old, self.zygote = self.zygote, sock
+        if old is not None:
+            old.close()          # an orphaned spare of the dead one sees it and ends
+        changed, self.zygote_changed = self.zygote_changed, trio.Event()
+        changed.set()
 
     def _shown_changed(self, dom: Domain) -> None:
         self.on_shown_change(dom)
@@ -579,8 +589,6 @@ class Registry:
         what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
         if rootfs is None:
             rootfs = self._prepare_rootfs(dom)
-        if self.zygote is None:
-            raise VzfsError(errno.EIO, f"{what}: this daemon cannot start controllers")
         criu, criu_error = "", ""
         try:
             criu = criumod.find()
@@ -601,18 +609,41 @@ class Registry:
             "restore": restore,
             **(extra or {}),
         }
+        for attempt in (1, 2):
+            zygote, changed = self.zygote, self.zygote_changed
+            if zygote is None:
+                raise VzfsError(errno.EIO, f"{what}: this daemon cannot start controllers")
+            try:
+                return await self._ask_zygote(dom, zygote, request, what, restore)
+            except _ZygoteLost as lost:
+                # The zygote died under this start (or before it): the daemon starts
+                # another (daemon._keep_zygote); the start is tried once more on it.
+                if attempt == 2:
+                    raise VzfsError(errno.EIO, f"{what}: {lost}") from None
+                with trio.move_on_after(ZYGOTE_WAIT):
+                    await changed.wait()
+                if self.zygote is zygote:
+                    raise VzfsError(errno.EIO, f"{what}: {lost}, and no other was started "
+                                               f"within {ZYGOTE_WAIT:g} s") from None
+        raise AssertionError("unreachable")
+
+    async def _ask_zygote(self, dom: Domain, zygote: socket.socket, request: dict[str, Any],
+                          what: str, restore: bool) -> tuple[ControllerClient, Message]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # A SOCK_SEQPACKET send of a small message does not block.
-            socket.send_fds(self.zygote, [json.dumps(request).encode()], [theirs.fileno()])
+            socket.send_fds(zygote, [json.dumps(request).encode()], [theirs.fileno()])
         except OSError as exc:
             ours.close()
+            if exc.errno in (errno.EPIPE, errno.ECONNREFUSED, errno.ECONNRESET, errno.EBADF):
+                raise _ZygoteLost(f"the zygote is gone ({exc.strerror})") from exc
             raise from_oserror(exc, f"{what}: the zygote refused the request") from exc
         finally:
             theirs.close()
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         decoder = Decoder()
         hello: Message | None = None
+        ended = False
         timeout = CHECKPOINT_TIMEOUT if restore else START_TIMEOUT
         with trio.move_on_after(timeout):
             async for data in stream:
@@ -621,8 +652,14 @@ class Registry:
                 hello = next(iter(decoder.feed(data)), None)
                 if hello is not None:
                     break
+            else:
+                ended = True
         if hello is None or hello.get("event") == "start_failed":
             await stream.aclose()
+            if hello is None and ended:
+                # The request's socket closed with no word: whoever took it died before
+                # it could say anything (a zygote or spare killed under the request).
+                raise _ZygoteLost("its controller-to-be died before it reported")
             if hello is None:
                 raise VzfsError(errno.EIO, f"{what}: its controller did not report in "
                                            f"{timeout:g} s")
@@ -1173,6 +1210,10 @@ class Registry:
         if dom.started_at:
             out["uptime_s"] = int(time.time() - dom.started_at)
         return out
+
+
+class _ZygoteLost(Exception):
+    """A start request that nobody took or answered: the zygote died under it."""
 
 
 def _state_of(status: Message) -> State:
