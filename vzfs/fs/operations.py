@@ -30,6 +30,7 @@ import trio
 from .. import config as configmod
 from .. import templates
 from ..errors import VzfsError
+from ..controller.lifecycle import State
 from ..registry import Domain, Registry
 from . import files
 from .files import ControlFile
@@ -69,9 +70,11 @@ def signal_pending(pid: int) -> bool:
 
 
 def _succeeded(dom: Domain, cfile: ControlFile, before: str) -> None:
-    """A command succeeded: `error` (the last failure) is cleared — unless it changed
-    while the command ran (init crashed during its start): that is newer, and stays."""
-    if not cfile.stream and dom.error == before:
+    """A command succeeded: `error` (the last failure) is cleared — unless the domain
+    crashed while it ran (an init that died during its start): why is newer, and stays."""
+    if cfile.stream:
+        return
+    if dom.error == before or dom.state != State.CRASHED:
         dom.error = ""
 
 
