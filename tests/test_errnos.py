@@ -95,6 +95,9 @@ def test_eexist_eacces_eperm_and_the_directory_refusals(web1: Instance, tmp_path
     assert "belongs to domain web2" in inst.read("web1", "error")
     inst.write("web1", "mounts", f"add {tmp_path} /a")
     assert refused(inst, "web1", "mounts", f"add {tmp_path} /a".encode()) == errno.EEXIST
+    # EINVAL: a mount source in the vzfs mount itself (the daemon must not look there)
+    assert refused(inst, "web1", "mounts", f"add {inst.mnt}/domains /b".encode()) == errno.EINVAL
+    assert "is in the vzfs mount" in inst.read("web1", "error")
     # EINVAL: a bad name
     with pytest.raises(OSError) as info:
         (inst.mnt / "domains" / "-bad").mkdir()

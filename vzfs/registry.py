@@ -1169,6 +1169,12 @@ class Registry:
                 if any(m.target == spec.target for m in current):
                     raise VzfsError(errno.EEXIST, f"{what}: {spec.target} is already one of its "
                                                   f"mounts (del it first)")
+                mountpoint = self._real_mountpoint()
+                if not spec.is_tmpfs and _within(resolve_outside(spec.source, mountpoint),
+                                                 mountpoint):
+                    # (and a lookup there would wait for this very loop: resolve_outside)
+                    raise VzfsError(errno.EINVAL, f"{what}: the source {spec.source} is in the "
+                                                  f"vzfs mount {self.mountpoint}")
                 if not spec.is_tmpfs and not os.path.exists(spec.source):
                     raise VzfsError(errno.ENOENT, f"{what}: the source {spec.source} does not exist")
                 new = current + [Mount(spec.source, spec.target, ",".join(spec.options))]
