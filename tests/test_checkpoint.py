@@ -266,7 +266,7 @@ def test_a_refusing_prepare_hook_stops_a_resume(instance: Instance) -> None:
     for verb in ("resume", "start"):
         assert write_fails(instance.dom("h") / "state", verb) == errno.EPERM
         assert instance.read("h", "error") == (
-            f"cannot resume domain h: hook 10-no-resume refused at prepare (exit 3): not now\n")
+            "cannot resume domain h: hook 10-no-resume refused at prepare (exit 3): not now\n")
         assert state(instance, "h") == "suspended"
         assert checkpoint.has_checkpoint(str(instance.state / "domains" / "h"))
     refuse.unlink()

@@ -3,6 +3,8 @@ vnc_websocket, stats), later changes raise inotify, and a VNC server that cannot
 fails the start unless `[vnc] required = false` (issue 16)."""
 
 import errno
+import os
+import signal
 import socket
 import subprocess
 import time
@@ -10,6 +12,7 @@ import time
 import pytest
 
 from tests.system import Instance, sh, wait_for
+from tests.test_vnc_domain import vnc_server_pid
 
 
 def stats(inst: Instance, name: str) -> dict[str, int]:
@@ -40,9 +43,10 @@ def test_a_new_vnc_address_raises_inotify(instance: Instance) -> None:
     watcher = subprocess.Popen(["inotifywait", "-q", "-e", "modify", "-t", "20", str(vnc_file)],
                                stdout=subprocess.PIPE, text=True)
     time.sleep(0.5)                 # inotifywait has its watch
-    from tests.test_vnc_domain import vnc_server_pid
     import os
     import signal
+
+    from tests.test_vnc_domain import vnc_server_pid
     os.kill(vnc_server_pid(instance, "web1"), signal.SIGKILL)
     out, _ = watcher.communicate(timeout=30)
     assert watcher.returncode == 0 and "MODIFY" in out, out

@@ -6,8 +6,6 @@ import struct
 import threading
 import time
 
-import pytest
-
 from tests.system import Instance, wait_for
 
 

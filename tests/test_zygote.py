@@ -38,7 +38,8 @@ def test_a_killed_zygote_is_replaced_and_starts_go_on(instance: Instance) -> Non
         os.kill(old, signal.SIGKILL)
         if round_ % 2:
             # let the daemon notice first: the start goes to the new zygote
-            wait_for(lambda: zygote_pid(instance) != old, timeout=20, what="a new zygote")
+            wait_for(lambda old=old: zygote_pid(instance) != old, timeout=20,
+                     what="a new zygote")
         # at once: the start races with the death (an orphaned spare, or a retry)
         instance.write("web1", "state", "start")
         assert instance.read("web1", "state") == "running\n", instance.read("web1", "error")

@@ -186,7 +186,7 @@ async def _keep_zygote(registry: Registry, pid: int) -> None:
         await trio.lowlevel.wait_readable(pidfd)
     finally:
         os.close(pidfd)
-    os.waitpid(pid, 0)
+    os.waitpid(pid, os.WNOHANG)         # it has ended (pidfd readable): no wait
     while True:
         log.warning("the zygote (pid %d) died; starting another", pid)
         proc = await _new_zygote(registry)

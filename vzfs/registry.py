@@ -204,6 +204,9 @@ class Domain:
     pid: int | None = None
     started_at: float | None = None
     error: str = ""
+    # An `error` that tells of a condition, not of a failed command (a crash, a VNC
+    # server that cannot listen): a command during which it came does not clear it.
+    condition: str = ""
     client: ControllerClient | None = None
     changed_at: float = dataclasses.field(default_factory=time.time)
     console: DomainConsole = dataclasses.field(default_factory=DomainConsole)
@@ -556,7 +559,7 @@ class Registry:
         error = str(msg.get("vnc_error") or "")
         prefix = f"domain {dom.name} runs without its VNC server: "
         if error and not dom.config.vnc.required:
-            dom.error = prefix + error
+            dom.error = dom.condition = prefix + error
         elif not error and dom.error.startswith(prefix):
             dom.error = ""
 
@@ -743,7 +746,7 @@ class Registry:
         event = kind if kind in ("crashed", "suspended", "migrated") else "exited"
         state = lifecycle.outcome(dom.state, event)
         if state == State.CRASHED and dom.state != State.CRASHED:
-            dom.error = f"domain {dom.name} crashed: {reason}"
+            dom.error = dom.condition = f"domain {dom.name} crashed: {reason}"
         if event == "migrated":
             # Gone from here once its hooks saw it go (its config is theirs to read until
             # then); meanwhile no verb may bring it back.

@@ -30,7 +30,6 @@ import trio
 from .. import config as configmod
 from .. import templates
 from ..errors import VzfsError
-from ..controller.lifecycle import State
 from ..registry import Domain, Registry
 from . import files
 from .files import ControlFile
@@ -70,11 +69,12 @@ def signal_pending(pid: int) -> bool:
 
 
 def _succeeded(dom: Domain, cfile: ControlFile, before: str) -> None:
-    """A command succeeded: `error` (the last failure) is cleared — unless the domain
-    crashed while it ran (an init that died during its start): why is newer, and stays."""
+    """A command succeeded: `error` (the last failure) is cleared — unless a condition
+    came up while it ran (init died during its start, the VNC server cannot listen):
+    that is newer, and stays."""
     if cfile.stream:
         return
-    if dom.error == before or dom.state != State.CRASHED:
+    if dom.error == before or dom.error != dom.condition:
         dom.error = ""
 
 
