@@ -238,3 +238,30 @@ def test_rootfs_places_that_are_fine(path: str) -> None:
     assert config.rootfs_refusal(path, state_dir="/var/lib/vz/vzfs",
                                  own_private="/var/lib/vz/vzfs/private/101",
                                  mountpoint="/run/vzfs", others={"web2": "/srv/a/b"}) == ""
+
+
+def test_a_transaction_checks_at_line_ends_each_time_it_doubled() -> None:
+    from vzfs.fs.files import Transaction
+    tx = Transaction(config.MAX_BYTES, "cannot replace the config of domain web1")
+    checks = 0
+    line = b"# a comment line\n"
+    for _ in range(5000):
+        tx.write(len(tx.data), line)
+        if tx.due():
+            tx.mark_checked()
+            checks += 1
+    # 85 KB in 5000 writes: checked at the first line end and at each doubling only
+    assert checks <= 14, checks
+    tx.write(len(tx.data), b"partial")
+    assert not tx.due()                       # not at a line end
+    with pytest.raises(VzfsError) as info:
+        tx.write(len(tx.data), b"\xff\n")     # not UTF-8: at once
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(VzfsError) as info:
+        tx.write(config.MAX_BYTES, b"x")
+    assert info.value.errno == errno.EFBIG
+    # a rewrite in place lands at its offset, as in a file
+    tx2 = Transaction(config.MAX_BYTES, "x")
+    tx2.write(0, b"id = 1\n")
+    tx2.write(5, b"2")
+    assert bytes(tx2.data) == b"id = 2\n"
