@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 SSHD = "/usr/sbin/sshd"
+SFTP_SERVER = "/usr/lib/openssh/sftp-server"     # for sshfs (tests/test_file_clients.py)
 ALIAS = "vzfs-peer"
 
 
@@ -48,7 +49,8 @@ class Sshd:
             f"PidFile {b / 'sshd.pid'}\nAuthorizedKeysFile {b / 'authorized_keys'}\n"
             "PermitRootLogin prohibit-password\nPasswordAuthentication no\n"
             "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\n"
-            "AllowTcpForwarding no\nX11Forwarding no\nPermitTTY no\n")
+            "AllowTcpForwarding no\nX11Forwarding no\nPermitTTY no\n"
+            f"Subsystem sftp {SFTP_SERVER}\n")
         self.client_config.write_text(
             f"Host {ALIAS}\n  HostName 127.0.0.1\n  Port {self.port}\n  User root\n"
             f"  IdentityFile {b / 'id'}\n  IdentitiesOnly yes\n"

@@ -189,11 +189,89 @@ def test_suspend_and_resume_through_a_daemon_restart(instance: Instance) -> None
 
 def test_refusals(instance: Instance) -> None:
     instance.define("r")
-    for verb in ("suspend", "pause", "resume"):
+    for verb, sentence in (("suspend", "cannot suspend domain r: it is not running (stopped)"),
+                           ("pause", "cannot pause domain r: it is not running (stopped)"),
+                           ("resume", "cannot resume domain r: it is stopped")):
         assert write_fails(instance.dom("r") / "state", verb) == errno.EBUSY
-        assert "not running" in instance.read("r", "error") or verb in instance.read("r", "error")
+        assert instance.read("r", "error") == sentence + "\n"
         assert state(instance, "r") == "stopped"
     assert instance.read("r", "checkpoint") == ""
+
+
+def test_a_paused_domain_suspends_and_resumes_running(instance: Instance) -> None:
+    start_with_counter(instance, "p")
+    instance.write("p", "state", "pause")
+    frozen_at = counter(instance, "p")
+    instance.write("p", "state", "suspend")
+    assert state(instance, "p") == "suspended"
+    assert counter(instance, "p") == frozen_at
+    instance.write("p", "state", "resume")
+    assert state(instance, "p") == "running"
+    wait_for(lambda: counter(instance, "p") > frozen_at + 3, what="the counter going on")
+
+
+def test_a_failed_dump_of_a_paused_domain_leaves_it_paused(instance: Instance) -> None:
+    start_with_counter(instance, "fp")
+    instance.write("fp", "console",
+                   "dd if=/dev/zero of=/big bs=1M count=2 2>/dev/null; exec 9</big; rm /big; "
+                   "touch /held\n")
+    wait_for(lambda: (rootfs(instance, "fp") / "held").exists(), what="the deleted file held")
+    instance.write("fp", "state", "pause")
+    frozen_at = counter(instance, "fp")
+    pid = instance.read("fp", "pid")
+    assert write_fails(instance.dom("fp") / "state", "suspend") == errno.EIO
+    assert instance.read("fp", "error").startswith("cannot suspend domain fp: CRIU could not "
+                                                   "checkpoint it: ")
+    assert state(instance, "fp") == "paused"
+    assert instance.read("fp", "pid") == pid
+    time.sleep(0.3)
+    assert counter(instance, "fp") == frozen_at          # still frozen
+    ddir = instance.state / "domains" / "fp"
+    assert not (ddir / checkpoint.IMAGES).exists() and not (ddir / checkpoint.PARTIAL).exists()
+    instance.write("fp", "state", "resume")
+    assert state(instance, "fp") == "running"
+    wait_for(lambda: counter(instance, "fp") > frozen_at + 3, what="the counter going on")
+
+
+def test_mounts_while_paused(instance: Instance, tmp_path: Path) -> None:
+    source = tmp_path / "data"
+    source.mkdir()
+    start_with_counter(instance, "mp")
+    instance.write("mp", "mounts", f"add {source} /data ro")
+    instance.write("mp", "state", "pause")
+    # read: what is mounted now, as while running
+    assert instance.read("mp", "mounts") == f"{source} /data ro\n"
+    # a change waits for the domain to run again: EBUSY, and nothing changes
+    config = instance.read("mp", "config")
+    assert write_fails(instance.dom("mp") / "mounts", "del /data") == errno.EBUSY
+    assert instance.read("mp", "error") == "cannot change the mounts of domain mp: it is paused\n"
+    assert write_fails(instance.dom("mp") / "mounts", f"add {source} /more") == errno.EBUSY
+    assert instance.read("mp", "config") == config
+    pid = int(instance.read("mp", "pid"))
+    assert Path(f"/proc/{pid}/root/data").is_dir()
+    assert not Path(f"/proc/{pid}/root/more").exists()
+    instance.write("mp", "state", "resume")
+    instance.write("mp", "mounts", "del /data")
+    assert instance.read("mp", "mounts") == ""
+
+
+def test_a_refusing_prepare_hook_stops_a_resume(instance: Instance) -> None:
+    start_with_counter(instance, "h")
+    instance.write("h", "state", "suspend")
+    instance.hooks.mkdir(exist_ok=True)
+    refuse = instance.hooks / "10-no-resume"
+    refuse.write_text('#!/bin/sh\n[ "$2" = prepare ] && [ "$VZFS_REASON" = resume ] && '
+                      '{ echo "not now"; exit 3; }\nexit 0\n')
+    refuse.chmod(0o755)
+    for verb in ("resume", "start"):
+        assert write_fails(instance.dom("h") / "state", verb) == errno.EPERM
+        assert instance.read("h", "error") == (
+            "cannot resume domain h: hook 10-no-resume refused at prepare (exit 3): not now\n")
+        assert state(instance, "h") == "suspended"
+        assert checkpoint.has_checkpoint(str(instance.state / "domains" / "h"))
+    refuse.unlink()
+    instance.write("h", "state", "resume")
+    assert state(instance, "h") == "running"
 
 
 def test_a_failed_dump_leaves_the_domain_running_and_says_why(instance: Instance) -> None:

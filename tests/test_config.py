@@ -16,7 +16,7 @@ def parse(text: str, default_id: int | None = 101) -> config.DomainConfig:
 
 
 def test_defaults_fill_id_hostname_init() -> None:
-    cfg = parse("")
+    cfg = parse("autostart = false")
     assert cfg.id == 101
     assert cfg.hostname == "web1"
     assert cfg.init == ("/sbin/init",)
@@ -124,7 +124,7 @@ configs = st.builds(
     init=st.lists(st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
                           max_size=8), max_size=3).map(lambda rest: ("/sbin/init", *rest)),
     autostart=st.booleans(),
-    stop_signal=st.sampled_from([int(signal.SIGPWR), int(signal.SIGTERM), int(signal.SIGINT)]),
+    stop_signal=st.integers(1, 64),
     stop_timeout=st.floats(0, 3600),
     rootfs_path=st.none() | st.from_regex(r"/[a-z]{1,8}(/[a-z0-9]{1,8}){0,3}", fullmatch=True),
     rootfs_template=st.none() | st.just("busybox"),
@@ -147,3 +147,121 @@ configs = st.builds(
 def test_dumps_parse_round_trip(cfg: config.DomainConfig) -> None:
     again = config.parse(config.dumps(cfg), name="x", default_id=None)
     assert again == cfg
+
+
+@pytest.mark.parametrize("text", ["", "  \n\t\n", "# a comment only\n"])
+def test_a_config_with_no_key_is_refused(text: str) -> None:
+    with pytest.raises(VzfsError) as info:
+        parse(text)
+    assert info.value.errno == errno.EINVAL
+    assert info.value.sentence.startswith("a config cannot be empty")
+
+
+def test_deep_nesting_and_size_are_sentences() -> None:
+    with pytest.raises(VzfsError) as info:
+        parse("init = " + "[" * 5000 + "]" * 5000)
+    assert info.value.errno == errno.EINVAL and "nest too deeply" in info.value.sentence
+    with pytest.raises(VzfsError) as info:
+        config.parse(b"#" * (config.MAX_BYTES + 1), name="web1", default_id=101)
+    assert info.value.errno == errno.EFBIG
+
+
+@pytest.mark.parametrize("prefix, mendable", [
+    ("bad\n", False),
+    ("[limits\n", False),
+    ("a = \"x\n", False),
+    ("init = [\n", True),
+    ("init = [\n  \"/bin/sh\",\n", True),
+    ("hostname = \"\"\"\nweb\n", True),
+])
+def test_prefix_errors_that_more_text_mends(prefix: str, mendable: bool) -> None:
+    with pytest.raises(VzfsError) as info:
+        config.parse(prefix, name="web1", default_id=101, complete=False)
+    assert config.could_grow_valid(info.value) is mendable
+
+
+def test_a_prefix_may_lack_what_later_lines_give() -> None:
+    assert config.parse("", name="web1", default_id=101, complete=False).id == 101
+    text = "[[mount]]\nsource = \"/srv\"\n"
+    config.parse(text, name="web1", default_id=101, complete=False)
+    with pytest.raises(VzfsError):
+        parse(text)
+    # a value given is final: no later line can change it
+    with pytest.raises(VzfsError):
+        config.parse("[limits]\nmemory = \"1M\"\n", name="web1", default_id=101, complete=False)
+
+
+@pytest.mark.parametrize("value, number, canonical", [
+    (37, 37, "SIGRTMIN+3"), ("SIGRTMIN+3", 37, "SIGRTMIN+3"), ("rtmin + 3", 37, "SIGRTMIN+3"),
+    ("SIGRTMAX-2", 62, "SIGRTMIN+28"), ("SIGRTMAX", 64, "SIGRTMIN+30"), ("SIGRTMIN", 34, "SIGRTMIN"),
+    ("TERM", 15, "SIGTERM"), (30, 30, "SIGPWR"), (32, 32, 32), (33, 33, 33), (1, 1, "SIGHUP"),
+])
+def test_signals_by_name_and_number(value: object, number: int, canonical: object) -> None:
+    assert config.parse_signal(value, "stop_signal") == number
+    assert config.signal_name(number) == canonical
+    assert config.parse_signal(canonical, "stop_signal") == number
+
+
+@pytest.mark.parametrize("value", [0, 65, -1, True, "SIGRTMIN+31", "SIGRTMAX+1", "SIGRTMIN-1",
+                                   "SIGNOPE", "", 1.5])
+def test_bad_signals(value: object) -> None:
+    with pytest.raises(VzfsError) as info:
+        config.parse_signal(value, "stop_signal")
+    assert info.value.errno == errno.EINVAL
+
+
+def test_quote_keeps_a_short_prefix() -> None:
+    assert config.quote("abc") == "'abc'"
+    long = config.quote("x" * 10_000)
+    assert len(long) == 65 and long.endswith("…")
+
+
+@pytest.mark.parametrize("path, words", [
+    ("/", "the host's /"), ("/usr", "/usr"), ("/usr/local/ct", "/usr"), ("/etc", "/etc"),
+    ("/lib64", "/lib64"), ("/proc/1/root", "/proc"), ("/sys", "/sys"), ("/dev/shm", "/dev"),
+    ("/boot", "/boot"), ("/var", "system directory"), ("/home", "system directory"),
+    ("/tmp", "system directory"), ("/run", "system directory"), ("/root", "system directory"),
+    ("/var/lib", "system directory"), ("/var/lib/vz", "holds vzfs's state dir"), ("/var/lib/vz/vzfs/templates/busybox", "state dir"),
+    ("/var/lib/vz/vzfs/private/7", "state dir"), ("/run/vzfs/domains", "vzfs mount"),
+    ("/srv/a/b", "domain web2"), ("/srv/a", "domain web2"),
+])
+def test_rootfs_refusals(path: str, words: str) -> None:
+    why = config.rootfs_refusal(path, state_dir="/var/lib/vz/vzfs",
+                                own_private="/var/lib/vz/vzfs/private/101",
+                                mountpoint="/run/vzfs", others={"web2": "/srv/a/b"})
+    assert words in why, (path, why)
+
+
+@pytest.mark.parametrize("path", ["/srv/web1", "/var/lib/machines/web1", "/home/u/ct", "/tmp/x",
+                                  "/var/lib/vz/vzfs/private/101", "/srv/a/bc"])
+def test_rootfs_places_that_are_fine(path: str) -> None:
+    assert config.rootfs_refusal(path, state_dir="/var/lib/vz/vzfs",
+                                 own_private="/var/lib/vz/vzfs/private/101",
+                                 mountpoint="/run/vzfs", others={"web2": "/srv/a/b"}) == ""
+
+
+def test_a_transaction_checks_at_line_ends_each_time_it_doubled() -> None:
+    from vzfs.fs.files import Transaction
+    tx = Transaction(config.MAX_BYTES, "cannot replace the config of domain web1")
+    checks = 0
+    line = b"# a comment line\n"
+    for _ in range(5000):
+        tx.write(len(tx.data), line)
+        if tx.due():
+            tx.mark_checked()
+            checks += 1
+    # 85 KB in 5000 writes: checked at the first line end and at each doubling only
+    assert checks <= 14, checks
+    tx.write(len(tx.data), b"partial")
+    assert not tx.due()                       # not at a line end
+    with pytest.raises(VzfsError) as info:
+        tx.write(len(tx.data), b"\xff\n")     # not UTF-8: at once
+    assert info.value.errno == errno.EINVAL
+    with pytest.raises(VzfsError) as info:
+        tx.write(config.MAX_BYTES, b"x")
+    assert info.value.errno == errno.EFBIG
+    # a rewrite in place lands at its offset, as in a file
+    tx2 = Transaction(config.MAX_BYTES, "x")
+    tx2.write(0, b"id = 1\n")
+    tx2.write(5, b"2")
+    assert bytes(tx2.data) == b"id = 2\n"

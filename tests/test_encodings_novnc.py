@@ -73,14 +73,22 @@ def update(rects: list[bytes]) -> bytes:
     return struct.pack(">BxH", 0, len(rects)) + b"".join(rects)
 
 
-# Only the encodings each noVNC decodes (1.3.0 has no zlib or ZRLE decoder).
-CASES = [pytest.param(root, e, id=f"{root}-{enc.ENCODING_NAMES[e]}")
-         for root in DIRS for e, name in DECODER_FILES.items()
-         if (root / "core" / "decoders" / f"{name}.js").exists()]
+# One case per encoding, whatever noVNC is installed: one that no noVNC here decodes
+# (Debian's 1.3.0 has no zlib or ZRLE decoder) is a visible skip, never a missing test.
+@pytest.mark.parametrize("encoding", list(DECODER_FILES), ids=lambda e: enc.ENCODING_NAMES[e])
+def test_novnc_decodes(encoding: int, tmp_path: pathlib.Path) -> None:
+    name = DECODER_FILES[encoding]
+    roots = [root for root in DIRS if (root / "core" / "decoders" / f"{name}.js").exists()]
+    if not roots:
+        pytest.skip(f"no noVNC here decodes {enc.ENCODING_NAMES[encoding]} (looked in "
+                    f"{', '.join(map(str, DIRS))}; npm @novnc/novnc 1.7 does: put it in "
+                    "VZFS_NOVNC_DIRS)")
+    for i, root in enumerate(roots):
+        check_novnc_decodes(root, encoding, tmp_path / str(i))
 
 
-@pytest.mark.parametrize("root,encoding", CASES or [pytest.param(None, enc.RAW, id="no-novnc")])
-def test_novnc_decodes(root: pathlib.Path, encoding: int, tmp_path: pathlib.Path) -> None:
+def check_novnc_decodes(root: pathlib.Path, encoding: int, tmp_path: pathlib.Path) -> None:
+    tmp_path.mkdir(parents=True)
     package = as_package(root, tmp_path)
     rng = np.random.default_rng(encoding)
     # a terminal page, a photo-like corner (Tight copy filter, ZRLE raw tiles), many colours

@@ -165,7 +165,9 @@ def test_the_configured_password_is_required(
     port = vnc_port(instance, "demo")
     frame = capture(vncdotool_api, port, tmp_path / "ok.png", password="s3cret")
     assert frame.shape == (400, 640, 3)
-    with pytest.raises(Exception):
+    from vncdotool.client import AuthenticationError
+    # The server's refusal, as vncdotool reports it: not a timeout or a crash.
+    with pytest.raises(AuthenticationError):
         capture(vncdotool_api, port, tmp_path / "bad.png", password="wrong")
     assert not (tmp_path / "bad.png").exists()
 

@@ -11,12 +11,14 @@ import logging
 import logging.handlers
 import os
 import signal
+import socket
+import subprocess
 import sys
 
 import pyfuse3
 import trio
 
-from . import hooks
+from . import hooks, proctitle
 from .controller import paths, zygote
 from .errors import VzfsError
 from .fs import files
@@ -96,6 +98,7 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     """Run the daemon until unmounted or signalled; write b"ok" to *ready_fd* once serving."""
     # First, before anything is forked: no child may inherit NOTIFY_SOCKET (sdnotify).
     notifier = Notifier.take_from_environment()
+    proctitle.name(f"vzfs: daemon {mountpoint}", "vzfs-daemon")
     state_dir = os.path.abspath(state_dir)
     _setup_logging(state_dir, foreground)
     lock_fd = _lock_state_dir(state_dir)
@@ -116,7 +119,7 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     registry.load()
     log.info("checkpoint: %s", files.checkpoint_engine())
     keep = {lock_fd} | ({ready_fd} if ready_fd is not None else set())
-    registry.zygote = zygote.start(close_fds=keep)
+    registry.zygote, zygote_pid = zygote.start(mountpoint, close_fds=keep)
     ops = Operations(registry)
     options = set(pyfuse3.default_options)
     # The mount's source names the state dir, as sshfs names host:path.
@@ -124,7 +127,7 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     pyfuse3.init(ops, mountpoint, options)
     log.info("serving %s from state dir %s (cgroup %s)", mountpoint, state_dir, layout.mode)
     try:
-        trio.run(_main, registry, ops, ready_fd, notifier)
+        trio.run(_main, registry, ops, ready_fd, notifier, zygote_pid)
     finally:
         pyfuse3.close(unmount=True)
         _remove_instance_cgroup(layout, state_dir)
@@ -142,10 +145,11 @@ def _remove_instance_cgroup(layout: cgroups.Layout, state_dir: str) -> None:
 
 
 async def _main(registry: Registry, ops: Operations, ready_fd: int | None,
-                notifier: Notifier) -> None:
+                notifier: Notifier, zygote_pid: int) -> None:
     mountpoint = registry.mountpoint
     async with trio.open_nursery() as nursery:
         registry.nursery = nursery
+        nursery.start_soon(_keep_zygote, registry, zygote_pid)
         nursery.start_soon(ops.invalidator.run)
         nursery.start_soon(ops.toucher.run)
         # The first line of `events`: it is never empty, which tail -f needs (events.py).
@@ -168,6 +172,45 @@ async def _main(registry: Registry, ops: Operations, ready_fd: int | None,
         notifier.ready(f"serving {mountpoint} from state dir {registry.state_dir}")
         # After `vzfs mount` has returned: a slow start must not hold the mount up.
         nursery.start_soon(registry.autostart)
+
+
+ZYGOTE_RESPAWN_DELAY = 0.1
+
+
+async def _keep_zygote(registry: Registry, pid: int) -> None:
+    """Start another zygote whenever the one serving dies; a start that raced with its
+    death is retried on the new one (Registry._spawn_controller)."""
+    # The first was forked before trio: our child, reaped here.
+    pidfd = os.pidfd_open(pid)
+    try:
+        await trio.lowlevel.wait_readable(pidfd)
+    finally:
+        os.close(pidfd)
+    os.waitpid(pid, os.WNOHANG)         # it has ended (pidfd readable): no wait
+    while True:
+        log.warning("the zygote (pid %d) died; starting another", pid)
+        proc = await _new_zygote(registry)
+        await proc.wait()
+        pid = proc.pid
+
+
+async def _new_zygote(registry: Registry) -> trio.Process:
+    while True:
+        await trio.sleep(ZYGOTE_RESPAWN_DELAY)
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            proc = await trio.lowlevel.open_process(
+                zygote.command(registry.mountpoint, theirs.fileno()),
+                pass_fds=[theirs.fileno()], stdin=subprocess.DEVNULL)
+        except OSError:
+            ours.close()
+            log.exception("cannot start a zygote; trying again in a second")
+            await trio.sleep(1)
+            continue
+        finally:
+            theirs.close()
+        registry.new_zygote(ours)
+        return proc
 
 
 async def _stop_on_signal(scope: trio.CancelScope, notifier: Notifier) -> None:

@@ -205,6 +205,9 @@ def parse_command(text: str) -> tuple[str, MountSpec | str]:
     ``del TARGET`` → ("del", normalized target)."""
     if len(text) > MAX_LINE:
         raise _invalid(f"a mounts command is at most {MAX_LINE} bytes")
+    if len(text.strip().splitlines()) > 1:
+        raise _invalid("write one command per write(2): each takes effect before its "
+                       "write returns, so that a failing one is reported by its own write")
     words = text.split()
     if not words:
         raise _invalid("empty command: write add SOURCE TARGET [OPTIONS] or del TARGET")
@@ -217,4 +220,4 @@ def parse_command(text: str) -> tuple[str, MountSpec | str]:
     if verb in ("add", "del"):
         usage = "add SOURCE TARGET [OPTIONS]" if verb == "add" else "del TARGET"
         raise _invalid(f"{verb} takes {usage}")
-    raise _invalid(f"unknown command {verb!r}: write add SOURCE TARGET [OPTIONS] or del TARGET")
+    raise _invalid(f"unknown command {verb[:64]!r}: write add SOURCE TARGET [OPTIONS] or del TARGET")

@@ -37,8 +37,13 @@ from .events import line as events_line
 from .kernel import cgroups
 
 START_TIMEOUT = 30.0
+ZYGOTE_WAIT = 10.0             # for a new zygote, when the last died under a start
 CHECKPOINT_TIMEOUT = 900.0     # a dump or restore of many gigabytes takes minutes
 CONSOLE_SCROLLBACK = 1 << 20
+# Console input waits in the daemon while the domain does not read it: at most this
+# much, and a write that finds no room waits this long for some, then fails (EAGAIN).
+CONSOLE_INPUT_QUEUE = 256 << 10
+CONSOLE_INPUT_WAIT = 5.0
 REQUEST_TIMEOUT = 10.0
 MIGRATE_PREFLIGHT_TIMEOUT = 120.0  # ssh to the target, its checks; the move then goes on
 
@@ -97,7 +102,11 @@ class DomainConsole:
         self.ring = Ring(CONSOLE_SCROLLBACK)
         self.changed = trio.Event()
         self.stream: trio.SocketStream | None = None
-        self.send_lock = trio.Lock()
+        # Typed input on its way to the controller (input frames), sent by pump's
+        # sender; `room` wakes writers waiting for the queue to drain.
+        self.input = bytearray()
+        self.input_ready = trio.Event()
+        self.room = trio.Event()
 
     def append(self, data: bytes) -> None:
         self.ring.append(data)
@@ -113,45 +122,80 @@ class DomainConsole:
         # us in a flood) becomes a jump that readers are told about exactly.
         base: int | None = None
         try:
-            async for data in stream:
-                for kind, offset, payload in frames.feed(data):
-                    if kind != "D":
-                        continue
-                    if base is None:
-                        base = self.ring.end - offset
-                    self.ring.jump(base + offset)
-                    self.append(payload)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, FrameError):
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._send_input, stream)
+                async for data in stream:
+                    for kind, offset, payload in frames.feed(data):
+                        if kind != "D":
+                            continue
+                        if base is None:
+                            base = self.ring.end - offset
+                        self.ring.jump(base + offset)
+                        self.append(payload)
+                nursery.cancel_scope.cancel()
+        except* (trio.BrokenResourceError, trio.ClosedResourceError, FrameError):
             pass
         finally:
             if self.stream is stream:
                 self.stream = None
+                self.input = bytearray()     # for a domain that ended: nobody will read it
+                self._made_room()
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def send_input(self, name: str, data: bytes) -> None:
-        stream = self.stream
-        if stream is None:
-            raise VzfsError(errno.EBUSY, f"cannot type into the console of domain {name}: "
-                                         "it is not running")
-        try:
-            async with self.send_lock:
-                await stream.send_all(input_frame(data))
-        except (trio.BrokenResourceError, trio.ClosedResourceError) as exc:
-            raise VzfsError(errno.EIO, f"cannot type into the console of domain {name}: "
-                                       "the controller went away") from exc
+    async def _send_input(self, stream: trio.SocketStream) -> None:
+        """Hand the queued input to the controller, which types it as the console takes it."""
+        while True:
+            if not self.input:
+                await self.input_ready.wait()
+                self.input_ready = trio.Event()
+                continue
+            chunk, self.input = bytes(self.input), bytearray()
+            await stream.send_all(chunk)
+            self._made_room()
+
+    def _made_room(self) -> None:
+        room, self.room = self.room, trio.Event()
+        room.set()
+
+    async def send_input(self, name: str, data: bytes, nonblock: bool = False) -> None:
+        """Queue *data* as typed input. While the domain does not read its console the
+        queue fills: a write then waits CONSOLE_INPUT_WAIT for room, and fails with
+        EAGAIN (at once with O_NONBLOCK) — a writer is never held for ever, and memory
+        stays bounded."""
+        what = f"cannot type into the console of domain {name}"
+        deadline = trio.current_time() + CONSOLE_INPUT_WAIT
+        while True:
+            if self.stream is None:
+                raise VzfsError(errno.EBUSY, f"{what}: it is not running")
+            if not self.input or len(self.input) + len(data) <= CONSOLE_INPUT_QUEUE:
+                break
+            if nonblock:
+                raise VzfsError(errno.EAGAIN, f"{what}: {len(self.input)} bytes typed "
+                                              "before are still waiting to be read")
+            room = self.room
+            with trio.move_on_at(deadline):
+                await room.wait()
+            if trio.current_time() >= deadline:
+                raise VzfsError(errno.EAGAIN, f"{what}: it has read none of the "
+                                              f"{len(self.input)} bytes waiting for it in "
+                                              f"{CONSOLE_INPUT_WAIT:g} s")
+        self.input += input_frame(data)
+        self.input_ready.set()
 
 
 # The fields the kernel-cached control files (state, pid, id) are made from.
 SHOWN_CACHED = frozenset({"state", "pid", "config"})
 # The fields whose changes are noticed, whoever changes them: the files that show them
 # are touched (inotify), and all but FILES_ONLY are events and wake pollers.
-NOTICED = frozenset({"state", "error", "vnc_restarts", "pid", "migration"})
-FILES_ONLY = frozenset({"pid", "migration"})
+NOTICED = frozenset({"state", "error", "vnc_restarts", "pid", "migration", "vnc_address",
+                     "vnc_websocket"})
+FILES_ONLY = frozenset({"pid", "migration", "vnc_address", "vnc_websocket"})
 # The control files whose content a change of each NOTICED field changes.
 FILES_OF = {"state": ("state", "events"), "error": ("error", "events"),
             "vnc_restarts": ("vnc", "vnc_websocket", "events"),
-            "pid": ("pid", "vnc", "vnc_websocket"), "migration": ("migrate_target",)}
+            "pid": ("pid", "stats"), "migration": ("migrate_target",),
+            "vnc_address": ("vnc",), "vnc_websocket": ("vnc_websocket",)}
 
 
 @dataclasses.dataclass(eq=False)
@@ -162,11 +206,16 @@ class Domain:
     pid: int | None = None
     started_at: float | None = None
     error: str = ""
+    # An `error` that tells of a condition, not of a failed command (a crash, a VNC
+    # server that cannot listen): a command during which it came does not clear it.
+    condition: str = ""
     client: ControllerClient | None = None
     changed_at: float = dataclasses.field(default_factory=time.time)
     console: DomainConsole = dataclasses.field(default_factory=DomainConsole)
     last_screen: str = ""      # the screen when the domain last stopped
     vnc_restarts: int = 0      # times the controller restarted the VNC server this run
+    vnc_address: str = ""      # HOST:PORT of its VNC server, as its controller last said
+    vnc_websocket: str = ""
     mounts_lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
     busy: str = ""             # a long verb under way ("suspended"): other verbs wait their turn
     incoming: bool = False     # being received by a migration: not ours until committed
@@ -206,6 +255,7 @@ class Registry:
         self.state_dir = os.path.abspath(state_dir)
         self.layout = layout
         self.zygote = zygote
+        self.zygote_changed = trio.Event()   # set when the daemon replaced a dead zygote
         self.domains: dict[str, Domain] = {}
         self._nursery: trio.Nursery | None = None
         self.mountpoint = ""             # set by the daemon: hooks and the toucher use it
@@ -383,6 +433,14 @@ class Registry:
         self.emit(name, "defined", f"id {cfg.id}")
         return dom
 
+    def new_zygote(self, sock: socket.socket) -> None:
+        """The daemon started a zygote in place of one that died."""
+        old, self.zygote = self.zygote, sock
+        if old is not None:
+            old.close()          # an orphaned spare of the dead one sees it and ends
+        changed, self.zygote_changed = self.zygote_changed, trio.Event()
+        changed.set()
+
     def _shown_changed(self, dom: Domain) -> None:
         self.on_shown_change(dom)
 
@@ -411,27 +469,20 @@ class Registry:
 
     def replace_config(self, dom: Domain, text: bytes) -> None:
         """Validate a whole new definition and store it atomically; the old one stays on error."""
-        try:
-            cfg = configmod.parse(text, name=dom.name, default_id=dom.config.id)
-        except VzfsError as exc:
-            raise VzfsError(exc.errno, f"cannot change the config of domain {dom.name}: "
-                                       f"{exc.sentence}") from exc
-        for other in self.domains.values():
-            if other is not dom and other.config.id == cfg.id:
-                raise VzfsError(errno.EEXIST, f"cannot change the config of domain {dom.name}: "
-                                              f"id {cfg.id} belongs to domain {other.name}")
+        cfg = self._validate_config(dom, text, complete=True)
+        assert cfg is not None
         with idclaims.locked():
             self._replace_config(dom, cfg)
 
     def _replace_config(self, dom: Domain, cfg: DomainConfig) -> None:
-        cfg = self.with_idmap(dom.name, cfg, f"cannot change the config of domain {dom.name}",
-                              keep=dom.config.idmap)
+        what = f"cannot replace the config of domain {dom.name}"
+        cfg = self.with_idmap(dom.name, cfg, what, keep=dom.config.idmap)
         running = dom.state not in (State.STOPPED, State.CRASHED)
         if running and (cfg.id != dom.config.id or cfg.rootfs_path != dom.config.rootfs_path
                         or cfg.privileged != dom.config.privileged
                         or cfg.idmap != dom.config.idmap):
-            raise VzfsError(errno.EBUSY, f"cannot change the id, rootfs, privilege or idmap of "
-                                         f"domain {dom.name} while it is {dom.state.value}")
+            raise VzfsError(errno.EBUSY, f"{what}: its id, rootfs, privilege and idmap cannot "
+                                         f"change while it is {dom.state.value}")
         if running and cfg.limits != dom.config.limits and dom.state != State.SUSPENDED:
             try:
                 self.cgroup(dom).set_limits(cfg.limits.memory, cfg.limits.cpus, cfg.limits.pids)
@@ -442,6 +493,59 @@ class Registry:
         dom.changed_at = time.time()
         self.emit(dom.name, "config", "replaced")
         self.on_files_changed(dom, ("config",))
+
+    def _real_mountpoint(self) -> str:
+        """The mountpoint, resolved without a lookup of the mount itself (see resolve_outside)."""
+        if not self.mountpoint:
+            return ""
+        parent, base = os.path.split(os.path.abspath(self.mountpoint))
+        return os.path.join(os.path.realpath(parent), base)
+
+    def check_config_prefix(self, dom: Domain, text: bytes) -> None:
+        """Refuse what a writer has written so far to `config` when no more text can
+        make it valid (a bad value, a TOML error before the end); pass it otherwise."""
+        self._validate_config(dom, text, complete=False)
+
+    def _validate_config(self, dom: Domain, text: bytes, complete: bool) -> DomainConfig | None:
+        what = f"cannot replace the config of domain {dom.name}"
+        try:
+            cfg = configmod.parse(text, name=dom.name, default_id=dom.config.id,
+                                  complete=complete)
+            configmod.check_template(cfg.rootfs_template, templates.available(self.state_dir))
+            self._check_rootfs(dom, cfg)
+        except VzfsError as exc:
+            if not complete and configmod.could_grow_valid(exc):
+                return None
+            raise VzfsError(exc.errno, f"{what}: {exc.sentence}") from exc
+        for other in self.domains.values():
+            if other is not dom and other.config.id == cfg.id:
+                raise VzfsError(errno.EEXIST, f"{what}: id {cfg.id} belongs to domain {other.name}")
+        return cfg
+
+    def _check_rootfs(self, dom: Domain, cfg: DomainConfig) -> None:
+        """Where cfg's rootfs.path leads, after symlinks, `.` and `..`: a directory (or
+        one its template will make) that is no system directory, no other domain's root
+        and not in the state dir's other trees (config.rootfs_refusal)."""
+        if cfg.rootfs_path is None:
+            return
+        mountpoint = self._real_mountpoint()
+        resolved = resolve_outside(cfg.rootfs_path, mountpoint)
+        if not _within(resolved, mountpoint):
+            if os.path.lexists(resolved) and not os.path.isdir(resolved):
+                raise VzfsError(errno.ENOTDIR, f"rootfs.path: {cfg.rootfs_path} is not a directory")
+            if not os.path.exists(resolved) and not cfg.rootfs_template:
+                raise VzfsError(errno.ENOENT, f"rootfs.path: {cfg.rootfs_path} does not exist "
+                                              "(and no template is named to fill it)")
+        others = {o.name: resolve_outside(self.rootfs(o), mountpoint)
+                  for o in self.domains.values() if o is not dom}
+        refusal = configmod.rootfs_refusal(
+            resolved, state_dir=resolve_outside(self.state_dir, mountpoint),
+            own_private=resolve_outside(paths.default_rootfs(self.state_dir, cfg.id), mountpoint),
+            mountpoint=mountpoint, others=others)
+        if refusal:
+            shown = cfg.rootfs_path if resolved == cfg.rootfs_path else \
+                f"{cfg.rootfs_path} (which is {resolved})"
+            raise VzfsError(errno.EINVAL, f"rootfs.path: {shown}: {refusal}")
 
     # -- verbs -----------------------------------------------------------------
     async def command(self, dom: Domain, verb: str) -> None:
@@ -485,19 +589,60 @@ class Registry:
             dom.set_state(previous)
             self.on_change(dom)
             raise
-        self._attach(dom, client, hello)
+        self._attach(dom, client, hello, state=starting)
         # Queued before the next await: an init that ends at once is `stopped` after it.
         self._hooks_tell(dom, "started", reason)
         await self._open_console(dom)
+        await self._wait_vnc(dom, client, what)
+        if dom.client is client and dom.state == starting:
+            dom.set_state(_state_of(hello))
+            self.on_change(dom)
+
+    async def _wait_vnc(self, dom: Domain, client: ControllerClient, what: str) -> None:
+        """Hold the start until the domain's VNC server listens, so that `vnc` and
+        `vnc_websocket` hold their values when the write returns. One that cannot listen
+        fails the start (the domain is killed), unless `[vnc] required = false`."""
+        try:
+            reply = await client.request(what, "vnc_wait", timeout=REQUEST_TIMEOUT + 5,
+                                         timeout_s=REQUEST_TIMEOUT)
+        except VzfsError:
+            return               # the controller went: its end is told as an event
+        self._vnc_from(dom, reply)
+        error = str(reply.get("vnc_error") or "")
+        if not error or not dom.config.vnc.required or dom.client is not client:
+            return
+        code = int(reply.get("vnc_errno") or errno.EIO)
+        await self.stop(dom, "kill", State.STOPPING)
+        raise VzfsError(code, f"{what}: its VNC server cannot listen: {error} "
+                              "(with [vnc] required = false it starts without one)")
+
+    def _vnc_from(self, dom: Domain, msg: Message) -> None:
+        """Where the domain's VNC server listens, from its controller's status or event;
+        while it cannot listen (required = false), `error` says why."""
+        dom.vnc_address = str(msg.get("vnc") or "")
+        dom.vnc_websocket = str(msg.get("vnc_websocket") or "")
+        error = str(msg.get("vnc_error") or "")
+        prefix = f"domain {dom.name} runs without its VNC server: "
+        if error and not dom.config.vnc.required:
+            dom.error = dom.condition = prefix + error
+        elif not error and dom.error.startswith(prefix):
+            dom.error = ""
 
     def _prepare_rootfs(self, dom: Domain) -> str:
         rootfs = self.rootfs(dom)
         what = f"cannot start domain {dom.name}"
         try:
+            # Checked again: a symlink on the way may have changed since the write.
+            self._check_rootfs(dom, dom.config)
+        except VzfsError as exc:
+            raise VzfsError(exc.errno, f"{what}: {exc.sentence}") from None
+        try:
             if dom.config.rootfs_template:
                 templates.fill(self.state_dir, dom.config.rootfs_template, rootfs, dom.config.hostname)
         except OSError as exc:
             raise from_oserror(exc, f"{what}: cannot fill its rootfs {rootfs}") from exc
+        except VzfsError as exc:
+            raise VzfsError(exc.errno, f"{what}: {exc.sentence}") from exc
         if not os.path.isdir(rootfs):
             raise VzfsError(errno.ENOENT, f"{what}: its rootfs {rootfs} does not exist")
         init = os.path.join(rootfs, dom.config.init[0].lstrip("/"))
@@ -512,8 +657,6 @@ class Registry:
         what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
         if rootfs is None:
             rootfs = self._prepare_rootfs(dom)
-        if self.zygote is None:
-            raise VzfsError(errno.EIO, f"{what}: this daemon cannot start controllers")
         criu, criu_error = "", ""
         try:
             criu = criumod.find()
@@ -534,18 +677,41 @@ class Registry:
             "restore": restore,
             **(extra or {}),
         }
+        for attempt in (1, 2):
+            zygote, changed = self.zygote, self.zygote_changed
+            if zygote is None:
+                raise VzfsError(errno.EIO, f"{what}: this daemon cannot start controllers")
+            try:
+                return await self._ask_zygote(dom, zygote, request, what, restore)
+            except _ZygoteLost as lost:
+                # The zygote died under this start (or before it): the daemon starts
+                # another (daemon._keep_zygote); the start is tried once more on it.
+                if attempt == 2:
+                    raise VzfsError(errno.EIO, f"{what}: {lost}") from None
+                with trio.move_on_after(ZYGOTE_WAIT):
+                    await changed.wait()
+                if self.zygote is zygote:
+                    raise VzfsError(errno.EIO, f"{what}: {lost}, and no other was started "
+                                               f"within {ZYGOTE_WAIT:g} s") from None
+        raise AssertionError("unreachable")
+
+    async def _ask_zygote(self, dom: Domain, zygote: socket.socket, request: dict[str, Any],
+                          what: str, restore: bool) -> tuple[ControllerClient, Message]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # A SOCK_SEQPACKET send of a small message does not block.
-            socket.send_fds(self.zygote, [json.dumps(request).encode()], [theirs.fileno()])
+            socket.send_fds(zygote, [json.dumps(request).encode()], [theirs.fileno()])
         except OSError as exc:
             ours.close()
+            if exc.errno in (errno.EPIPE, errno.ECONNREFUSED, errno.ECONNRESET, errno.EBADF):
+                raise _ZygoteLost(f"the zygote is gone ({exc.strerror})") from exc
             raise from_oserror(exc, f"{what}: the zygote refused the request") from exc
         finally:
             theirs.close()
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(ours))
         decoder = Decoder()
         hello: Message | None = None
+        ended = False
         timeout = CHECKPOINT_TIMEOUT if restore else START_TIMEOUT
         with trio.move_on_after(timeout):
             async for data in stream:
@@ -554,8 +720,14 @@ class Registry:
                 hello = next(iter(decoder.feed(data)), None)
                 if hello is not None:
                     break
+            else:
+                ended = True
         if hello is None or hello.get("event") == "start_failed":
             await stream.aclose()
+            if hello is None and ended:
+                # The request's socket closed with no word: whoever took it died before
+                # it could say anything (a zygote or spare killed under the request).
+                raise _ZygoteLost("its controller-to-be died before it reported")
             if hello is None:
                 raise VzfsError(errno.EIO, f"{what}: its controller did not report in "
                                            f"{timeout:g} s")
@@ -564,13 +736,14 @@ class Registry:
                                   lambda client, msg: self._on_event(dom, client, msg))
         return client, hello
 
-    def _attach(self, dom: Domain, client: ControllerClient, status: Message) -> None:
+    def _attach(self, dom: Domain, client: ControllerClient, status: Message,
+                state: State | None = None) -> None:
+        """Take a controller that reported in; the state is its (or *state*)."""
         dom.client = client
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
         dom.vnc_restarts = int(status.get("vnc_restarts", 0))
-        state = status.get("state", "running")
-        dom.set_state(State(state) if state in State._value2member_map_ else State.RUNNING)
+        dom.set_state(state or _state_of(status))
         assert self.nursery is not None
         self.nursery.start_soon(self._watch, dom, client)
         self.on_change(dom)
@@ -592,6 +765,8 @@ class Registry:
             if isinstance(msg.get("screen"), str):
                 dom.last_screen = msg["screen"]
             self._exited(dom, str(msg.get("state")), str(msg.get("reason", "")))
+        elif event == "vnc":
+            self._vnc_from(dom, msg)
         elif event == "vnc_restarted":
             dom.vnc_restarts = int(msg.get("restarts", dom.vnc_restarts + 1))
             dom.changed_at = time.time()
@@ -630,12 +805,13 @@ class Registry:
         dom.client = None
         dom.pid = None
         dom.started_at = None
+        dom.vnc_address = dom.vnc_websocket = ""
         if dom.busy == "migrated":
             dom.busy = ""          # the move ended with the domain, one way or the other
         event = kind if kind in ("crashed", "suspended", "migrated") else "exited"
         state = lifecycle.outcome(dom.state, event)
         if state == State.CRASHED and dom.state != State.CRASHED:
-            dom.error = f"domain {dom.name} crashed: {reason}"
+            dom.error = dom.condition = f"domain {dom.name} crashed: {reason}"
         if event == "migrated":
             # Gone from here once its hooks saw it go (its config is theirs to read until
             # then); meanwhile no verb may bring it back.
@@ -970,8 +1146,8 @@ class Registry:
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
         dom.vnc_restarts = int(status.get("vnc_restarts", 0))
-        state = status.get("state", "running")
-        dom.set_state(State(state) if state in State._value2member_map_ else State.RUNNING)
+        self._vnc_from(dom, status)
+        dom.set_state(_state_of(status))
         self.nursery.start_soon(self._watch_attached, dom, client)
         await self._open_console(dom)
         self.on_change(dom)
@@ -1029,19 +1205,6 @@ class Registry:
         except (OSError, ValueError, KeyError, TypeError, IndexError):
             return ""            # the container's file: a bad one costs the picture only
 
-    async def vnc(self, dom: Domain, key: str = "vnc") -> str:
-        """`HOST:PORT` of the domain's VNC server (key "vnc") or its WebSocket listener
-        ("vnc_websocket"); empty when the domain or the server is not running."""
-        if dom.client is None or dom.state not in (State.RUNNING, State.PAUSED, State.MIGRATING):
-            return ""
-        try:
-            reply = await dom.client.request(f"cannot ask domain {dom.name} for its VNC server",
-                                             "status")
-        except VzfsError:
-            return ""
-        dom.vnc_restarts = int(reply.get("vnc_restarts", dom.vnc_restarts))
-        return str(reply.get(key) or "")
-
     # -- mounts ---------------------------------------------------------------
     async def mounts(self, dom: Domain) -> str:
         """The `mounts` file: what is mounted now when running, the configured table otherwise."""
@@ -1075,6 +1238,12 @@ class Registry:
                 if any(m.target == spec.target for m in current):
                     raise VzfsError(errno.EEXIST, f"{what}: {spec.target} is already one of its "
                                                   f"mounts (del it first)")
+                mountpoint = self._real_mountpoint()
+                if not spec.is_tmpfs and _within(resolve_outside(spec.source, mountpoint),
+                                                 mountpoint):
+                    # (and a lookup there would wait for this very loop: resolve_outside)
+                    raise VzfsError(errno.EINVAL, f"{what}: the source {spec.source} is in the "
+                                                  f"vzfs mount {self.mountpoint}")
                 if not spec.is_tmpfs and not os.path.exists(spec.source):
                     raise VzfsError(errno.ENOENT, f"{what}: the source {spec.source} does not exist")
                 new = current + [Mount(spec.source, spec.target, ",".join(spec.options))]
@@ -1129,6 +1298,50 @@ def host_subid_ranges() -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, i
         except OSError:
             found.append(())
     return found[0], found[1]
+
+
+class _ZygoteLost(Exception):
+    """A start request that nobody took or answered: the zygote died under it."""
+
+
+def _state_of(status: Message) -> State:
+    state = status.get("state", "running")
+    return State(state) if state in State._value2member_map_ else State.RUNNING
+
+
+def _within(path: str, tree: str) -> bool:
+    return bool(tree) and (path == tree or path.startswith(tree.rstrip("/") + "/"))
+
+
+def resolve_outside(path: str, mountpoint: str) -> str:
+    """os.path.realpath(*path*), except that it never looks inside *mountpoint*: the
+    daemon serves that mount from this very loop, so a lookup there would wait for
+    itself for ever. A path that leads into it is returned as it stands there."""
+    parts = [p for p in path.split("/") if p]
+    resolved = "/"
+    links = 0
+    while parts:
+        part = parts.pop(0)
+        if part in ("", "."):
+            continue
+        if part == "..":
+            resolved = os.path.dirname(resolved)
+            continue
+        candidate = os.path.join(resolved, part)
+        if _within(candidate, mountpoint):
+            return os.path.normpath(os.path.join(candidate, *parts))
+        try:
+            target = os.readlink(candidate)
+        except OSError:          # not a link, or not there: the rest is taken as written
+            resolved = candidate
+            continue
+        links += 1
+        if links > 40:           # path_resolution(7): ELOOP past 40 links
+            raise VzfsError(errno.ELOOP, f"rootfs.path: {path} has too many symbolic links")
+        if target.startswith("/"):
+            resolved = "/"
+        parts = [p for p in target.split("/") if p] + parts
+    return resolved
 
 
 def _spec(m: Mount) -> mountspec.MountSpec:

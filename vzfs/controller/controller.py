@@ -32,7 +32,7 @@ from ..idmap import IdMap
 from ..kernel import cgroups
 from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
-from ..kernel.syscalls import set_comm
+from .. import proctitle
 from . import checkpoint, container, paths, screenstate, vncspawn
 from ..terminal import BACKENDS, make_terminal
 from .consolestream import (
@@ -50,7 +50,7 @@ LOG_BYTES = 1 << 20
 LOG_CHECK_S = 30.0          # how often a running controller bounds its log
 VNC_CHUNK = 1 << 16
 VNC_FAST_RESTART = 0.05    # the first restart after a crash is at once (issue 5: within a second)
-VNC_MAX_BACKOFF = 1.0      # a server that keeps dying is tried again every second
+VNC_MAX_BACKOFF = 60.0     # a server that keeps dying (or cannot listen) is tried less and less often
 VNC_STABLE_S = 10.0        # a server that ran this long resets the backoff
 TTY_GID = 5                        # the tty group inside (devpts gid=5)
 REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
@@ -132,6 +132,10 @@ class Controller:
         self.vnc_address = ""        # HOST:PORT while a server listens
         self.vnc_websocket = ""
         self.vnc_error = ""
+        self.vnc_errno = 0
+        # Set once the first VNC server listens or failed to (the daemon's start waits
+        # for it: `vnc` holds its value when `echo start` returns).
+        self.vnc_settled = trio.Event()
         self.vnc_restarts = 0
         self.vnc_prefer: dict[str, int] = {}   # the ports it had: a restart keeps them
         self.vnc_resync = False
@@ -328,7 +332,7 @@ class Controller:
                 "started_at": self.started_at, "controller_pid": os.getpid(),
                 "vnc": self.vnc_address, "vnc_websocket": self.vnc_websocket,
                 "vnc_pid": self.vnc_pid, "vnc_restarts": self.vnc_restarts,
-                "vnc_error": self.vnc_error}
+                "vnc_error": self.vnc_error, "vnc_errno": self.vnc_errno}
 
     async def _accept(self, listener: trio.socket.SocketType) -> None:
         while True:
@@ -374,6 +378,11 @@ class Controller:
         op = msg.get("op")
         req_id = msg.get("id")
         if op == "status":
+            reply = reply_ok(req_id, **self._status())
+        elif op == "vnc_wait":
+            if self.vnc_spawner is not None:
+                with trio.move_on_after(float(msg.get("timeout_s", 10))):
+                    await self.vnc_settled.wait()
             reply = reply_ok(req_id, **self._status())
         elif op in ("stop", "kill"):
             if op == "stop":
@@ -751,7 +760,10 @@ class Controller:
         while True:
             started = trio.current_time()
             await self._run_vnc()
-            self.vnc_address = self.vnc_websocket = ""
+            if self.vnc_address:
+                self.vnc_address = self.vnc_websocket = ""
+                await self._vnc_changed()
+            self.vnc_settled.set()     # (a server that died before it said anything)
             if self.vnc_spawner is None or self.exited.is_set():
                 return             # ended on purpose (_stop_vnc): the domain is gone
             if trio.current_time() - started > VNC_STABLE_S:
@@ -762,6 +774,12 @@ class Controller:
             print(f"vzfs: restarting the VNC server of {self.name} "
                   f"(restart {self.vnc_restarts})", file=sys.stderr, flush=True)
             await self._broadcast({"event": "vnc_restarted", "restarts": self.vnc_restarts})
+
+    async def _vnc_changed(self) -> None:
+        """Tell the daemon where the VNC server listens now, or why none does."""
+        await self._broadcast({"event": "vnc", "vnc": self.vnc_address,
+                               "vnc_websocket": self.vnc_websocket,
+                               "vnc_error": self.vnc_error, "vnc_errno": self.vnc_errno})
 
     async def _run_vnc(self) -> None:
         """Start one VNC server and serve its link until it ends."""
@@ -775,7 +793,9 @@ class Controller:
             # The spawner was killed. Another cannot be forked from inside trio (see
             # vncspawn), so the domain runs on without VNC until its next start.
             self.vnc_error = f"the VNC spawner is gone ({exc.strerror or exc})"
+            self.vnc_errno = exc.errno or errno.EIO
             print(f"vzfs: {self.name}: {self.vnc_error}", file=sys.stderr, flush=True)
+            await self._vnc_changed()
             self.vnc_spawner.close()
             self.vnc_spawner = None
             ours.close()
@@ -873,12 +893,18 @@ class Controller:
                     self.vnc_address = str(msg["rfb"])
                     self.vnc_websocket = str(msg.get("websocket", ""))
                     self.vnc_error = ""
+                    self.vnc_errno = 0
                     self.vnc_prefer = {"rfb": _port(self.vnc_address),
                                        "websocket": _port(self.vnc_websocket)}
+                    await self._vnc_changed()
+                    self.vnc_settled.set()
                 elif msg.get("event") == "error":
                     self.vnc_error = str(msg.get("error", ""))
+                    self.vnc_errno = int(msg.get("errno") or errno.EIO)
                     print(f"vzfs: the VNC server of {self.name} cannot start: {self.vnc_error}",
                           file=sys.stderr, flush=True)
+                    await self._vnc_changed()
+                    self.vnc_settled.set()
                 elif msg.get("op") == "resize":
                     try:
                         self._resize(int(msg["columns"]), int(msg["lines"]))
@@ -1006,7 +1032,7 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
     code = 0
     try:
         os.setsid()
-        set_comm(f"vzfs:{request['name']}")
+        proctitle.name(f"vzfs: controller {request['name']}", f"vzfs:{request['name']}")
         _log_to(os.path.join(paths.domain_dir(request["state_dir"], request["name"]),
                              "controller.log"))
         ctl = Controller(request)

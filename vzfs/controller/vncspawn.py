@@ -51,8 +51,8 @@ def _serve(sock: socket.socket) -> NoReturn:
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)    # exited servers are reaped by the kernel
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        from ..kernel.syscalls import set_comm
-        set_comm("vzfs-vncspawn")
+        from .. import proctitle
+        proctitle.name("vzfs: vnc spawner", "vzfs-vncspawn")
         while True:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
             if not msg:

@@ -14,12 +14,18 @@ keeps one *spare*: a child forked in advance that waits for the next request
 on the shared socket. Whichever spare receives a request becomes that domain's
 controller, and the zygote forks the next spare when it hears (over a pipe) that
 the last one was taken.
+
+When the zygote dies (an OOM kill, a stray SIGKILL) the daemon starts another with
+`python -m vzfs.controller.zygote`: a fresh interpreter, since a fork of the
+daemon, which runs trio's threads and holds /dev/fuse by then, is no zygote. That
+one pays the imports once; the starts after it do not.
 """
 
 import gc
 import json
 import os
 import select
+import sys
 import time
 import signal
 import socket
@@ -29,8 +35,9 @@ MAX_REQUEST = 1 << 20
 SPARE_DELAY = 0.05
 
 
-def start(close_fds: set[int] = frozenset()) -> socket.socket:  # type: ignore[assignment]
-    """Fork the zygote; return the daemon's end of its request socket.
+def start(mountpoint: str, close_fds: set[int] = frozenset()  # type: ignore[assignment]
+          ) -> tuple[socket.socket, int]:
+    """Fork the zygote; return the daemon's end of its request socket, and its pid.
 
     The zygote closes *close_fds* (the daemon's lock and readiness pipe): a
     controller that inherited the state-dir lock would keep it after the
@@ -42,14 +49,22 @@ def start(close_fds: set[int] = frozenset()) -> socket.socket:  # type: ignore[a
         ours.close()
         for fd in close_fds:
             os.close(fd)
-        _serve(theirs)
+        _serve(theirs, mountpoint)
     theirs.close()
-    return ours
+    return ours, pid
 
 
-def _serve(sock: socket.socket) -> NoReturn:
+def command(mountpoint: str, fd: int) -> list[str]:
+    """The command that starts a zygote serving requests on the inherited socket *fd*
+    (the daemon's replacement for one that died)."""
+    return [sys.executable, "-m", "vzfs.controller.zygote", mountpoint, str(fd)]
+
+
+def _serve(sock: socket.socket, mountpoint: str) -> NoReturn:
     code = 0
     try:
+        from .. import proctitle
+        proctitle.name(f"vzfs: zygote {mountpoint}", "vzfs-zygote")
         from . import controller    # imported once here, shared by every fork
         from ..vnc import process   # the VNC server, forked by each controller's spawner
         try:
@@ -59,7 +74,6 @@ def _serve(sock: socket.socket) -> NoReturn:
         from ..kernel import syscallfilter, syscalls
         syscalls.warm()
         syscallfilter.warm()
-        syscalls.set_comm("vzfs-zygote")
         # Exited controllers are reaped by the kernel; controllers reset this.
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -76,6 +90,7 @@ def _serve(sock: socket.socket) -> NoReturn:
             pid = os.fork()
             if pid == 0:
                 os.close(taken_r)
+                proctitle.name(f"vzfs: spare {mountpoint}", "vzfs-spare")
                 _spare(sock, taken_w, controller.run)
             # Wait until the spare took a request (one byte), or the daemon is gone.
             taken = False
@@ -131,7 +146,10 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
             for p in prepared:
                 p.abandon()
             os._exit(0)          # the daemon is gone (the spawner sees our end close)
-        os.write(taken_w, b"x")
+        try:
+            os.write(taken_w, b"x")
+        except BrokenPipeError:
+            pass                 # the zygote died: the daemon starts another; we serve on
         os.close(taken_w)
         sock.close()
         signal.signal(signal.SIGINT, signal.SIG_DFL)
@@ -145,3 +163,8 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
     except BaseException:
         code = 1
     os._exit(code)
+
+
+if __name__ == "__main__":
+    # `python -m vzfs.controller.zygote MOUNTPOINT FD` (see command()).
+    _serve(socket.socket(fileno=int(sys.argv[2])), sys.argv[1])

@@ -6,6 +6,7 @@ once it has taken effect — or raises VzfsError and changes nothing
 (sysfs/cgroup-v2 conventions: parse → validate → look up → check state → act).
 """
 
+import codecs
 import dataclasses
 import errno
 import functools
@@ -22,6 +23,7 @@ from ..registry import Domain, Registry
 
 Show = Callable[[Registry, Domain], str | Awaitable[str]]
 Store = Callable[[Registry, Domain, bytes], Awaitable[None]]
+Check = Callable[[Registry, Domain, bytes], None]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -29,9 +31,11 @@ class ControlFile:
     name: str
     show: Show
     store: Store | None = None
-    # A whole-document file (config): the writes of one open file accumulate and
-    # are validated together, so a writer that splits a large file still works.
+    # A whole-document file (config): one open → writes → close is one transaction
+    # (Transaction): the writes gather, `check` refuses early what no later byte can
+    # mend, and `store` takes the whole content once, at the close.
     whole: bool = False
+    check: Check | None = None
     # A stream (console): each open file has its own cursor, reads block for
     # new data like `tail -f`, and writes are bytes, not commands.
     stream: bool = False
@@ -43,6 +47,67 @@ class ControlFile:
         return 0o644 if self.store else 0o444
 
 
+class Transaction:
+    """The bytes one open file of a whole-document file gathers until its close.
+
+    Pure bookkeeping: writes land at their offsets (a writer may seek back and
+    rewrite, as a file allows); the content is bounded; the UTF-8 of appended bytes
+    is checked as they come. `due` says when the whole gathered content is worth
+    validating early: at a line end, and each time it has doubled since the last
+    time, so a writer of many small lines costs at most twice the final size in
+    parsing, not a parse per write.
+    """
+
+    def __init__(self, limit: int, what: str) -> None:
+        self.data = bytearray()
+        self.limit = limit
+        self.what = what
+        self.decoder = codecs.getincrementaldecoder("utf-8")()
+        self.checked = 0          # size at the last early validation
+        self.utf8 = True          # every write so far appended: the decoder saw them all
+        self.dirty = False        # written since the last close applied it
+        self.written = False      # any byte written by this open file
+        self.failed = 0           # a write was refused with this errno: nothing is applied
+
+    def truncate(self) -> None:
+        self.data = bytearray()
+        self.decoder.reset()
+        self.utf8 = True
+        self.checked = 0
+        self.dirty = self.written
+
+    def write(self, off: int, buf: bytes) -> None:
+        """Take one write(2) at *off*, or raise VzfsError (EFBIG, EINVAL) and take none."""
+        end = off + len(buf)
+        if end > self.limit:
+            raise VzfsError(errno.EFBIG, f"{self.what}: it is at most {self.limit} bytes "
+                                         f"(this write ends at byte {end})")
+        if off != len(self.data):
+            self.utf8 = False     # rewritten or sparse: the whole is checked at the close
+        elif self.utf8:
+            try:
+                self.decoder.decode(buf)
+            except UnicodeDecodeError as exc:
+                raise VzfsError(errno.EINVAL, f"{self.what}: the write is not UTF-8 text "
+                                              f"({exc.reason} at byte {off + exc.start})") from None
+        if off > len(self.data):
+            self.data.extend(b"\0" * (off - len(self.data)))
+        self.data[off:end] = buf
+        self.dirty = self.written = True
+
+    def ready(self) -> bool:
+        """Whether a close applies the content: something was written and not applied
+        yet. A shell's `> config` closes its first descriptor (after dup2) before any
+        write, and an open with O_TRUNC that writes nothing changes nothing (`touch`)."""
+        return self.written and self.dirty
+
+    def due(self) -> bool:
+        return self.data.endswith(b"\n") and len(self.data) >= 2 * self.checked
+
+    def mark_checked(self) -> None:
+        self.checked = len(self.data)
+
+
 def one_word(data: bytes, what: str) -> str:
     try:
         text = data.decode("utf-8").strip()
@@ -51,7 +116,7 @@ def one_word(data: bytes, what: str) -> str:
     if not text:
         raise VzfsError(errno.EINVAL, f"{what}: the write is empty (write a verb, e.g. start)")
     if len(text.split()) != 1:
-        raise VzfsError(errno.EINVAL, f"{what}: write one verb, got {text!r}")
+        raise VzfsError(errno.EINVAL, f"{what}: write one verb, got {configmod.quote(text)}")
     return text
 
 
@@ -62,6 +127,10 @@ async def store_state(reg: Registry, dom: Domain, data: bytes) -> None:
 
 async def store_config(reg: Registry, dom: Domain, data: bytes) -> None:
     reg.replace_config(dom, data)
+
+
+def check_config(reg: Registry, dom: Domain, data: bytes) -> None:
+    reg.check_config_prefix(dom, data)
 
 
 async def store_mounts(reg: Registry, dom: Domain, data: bytes) -> None:
@@ -103,6 +172,7 @@ def _value(value: object) -> str:
 
 
 async def store_console(reg: Registry, dom: Domain, data: bytes) -> None:
+    # (operations.write calls send_input itself, with the open file's O_NONBLOCK)
     await dom.console.send_input(dom.name, data)
 
 
@@ -126,12 +196,9 @@ def _line(value: object) -> str:
     return "" if value is None or value == "" else f"{value}\n"
 
 
-async def _line_async(value: Awaitable[str]) -> str:
-    return _line(await value)
-
-
 DOMAIN_FILES: tuple[ControlFile, ...] = (
-    ControlFile("config", lambda reg, dom: configmod.dumps(dom.config), store_config, whole=True),
+    ControlFile("config", lambda reg, dom: configmod.dumps(dom.config), store_config, whole=True,
+                check=check_config),
     ControlFile("state", lambda reg, dom: dom.state.value + "\n", store_state),
     ControlFile("id", lambda reg, dom: f"{dom.config.id}\n"),
     ControlFile("pid", lambda reg, dom: _line(dom.pid)),
@@ -140,8 +207,8 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("console", lambda reg, dom: "", store_console, stream=True),
     ControlFile("screen", lambda reg, dom: reg.screen(dom)),
     ControlFile("mounts", lambda reg, dom: reg.mounts(dom), store_mounts),
-    ControlFile("vnc", lambda reg, dom: _line_async(reg.vnc(dom))),
-    ControlFile("vnc_websocket", lambda reg, dom: _line_async(reg.vnc(dom, "vnc_websocket"))),
+    ControlFile("vnc", lambda reg, dom: _line(dom.vnc_address)),
+    ControlFile("vnc_websocket", lambda reg, dom: _line(dom.vnc_websocket)),
     ControlFile("checkpoint", show_checkpoint),
     ControlFile("checkpoint.log", lambda reg, dom: reg.checkpoint_log(dom)),
     ControlFile("migrate_target", show_migration, store_migrate),

@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
+from .. import config as configmod
 from .. import templates
 from ..errors import VzfsError
 from ..registry import Domain, Registry
@@ -65,6 +66,16 @@ def signal_pending(pid: int) -> bool:
         return False
     pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
     return bool(pending & ~int(fields.get("SigBlk", "0"), 16) & ~int(fields.get("SigIgn", "0"), 16))
+
+
+def _succeeded(dom: Domain, cfile: ControlFile, before: str) -> None:
+    """A command succeeded: `error` (the last failure) is cleared — unless a condition
+    came up while it ran (init died during its start, the VNC server cannot listen):
+    that is newer, and stays."""
+    if cfile.stream:
+        return
+    if dom.error == before or dom.error != dom.condition:
+        dom.error = ""
 
 
 def boundary(fn: F) -> F:
@@ -223,8 +234,8 @@ class Handle:
     cfile: ControlFile | None
     static: Callable[[], str] | None
     content: bytes | None = None
-    pending: bytearray | None = None
-    cursor: int = 0             # stream files: absolute offset in the console ring
+    pending: files.Transaction | None = None   # a whole-document file opened for writing
+    cursor: int = 0             # `console`: the ring offset that file offset 0 stands for
     nonblock: bool = False
     opener: int = 0             # pid (thread id) that opened it, for signal checks
     events: bool = False        # `events`: cursor is the stream offset of file offset 0
@@ -400,6 +411,10 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EPERM)
         if fields.update_size and not entry.st_mode & 0o200 and not self._toucher(ctx):
             raise pyfuse3.FUSEError(errno.EACCES)
+        h = self.handles.get(fh) if fh is not None else None
+        if fields.update_size and h is not None and h.pending is not None:
+            # ftruncate(2): the transaction starts over.
+            h.pending.truncate()
         # The kernel takes a SETATTR's reply as it is, with no check that a change
         # (and its invalidation) came in between: let no reader rely on it.
         entry.attr_timeout = 0
@@ -506,6 +521,17 @@ class Operations(pyfuse3.Operations):
         fh = self.next_fh
         self.next_fh += 1
         handle = Handle(inode, dom, cfile, static, opener=ctx.pid, touch=touch)
+        if writing and not touch and cfile is not None and cfile.whole:
+            assert dom is not None
+            what = f"cannot replace the {cfile.name} of domain {dom.name}"
+            if flags & os.O_APPEND:
+                dom.error = (f"{what}: it cannot be appended to (open it without O_APPEND, "
+                             "`>` not `>>`, and write a whole new one)")
+                raise pyfuse3.FUSEError(errno.EINVAL)
+            handle.pending = files.Transaction(configmod.MAX_BYTES, what)
+            if flags & os.O_TRUNC:
+                # libfuse asks for atomic O_TRUNC: it comes here, not as a SETATTR.
+                handle.pending.truncate()
         if cfile is not None and cfile.stream:
             assert dom is not None
             handle.cursor = dom.console.ring.start
@@ -515,8 +541,9 @@ class Operations(pyfuse3.Operations):
             return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=True)
         if not writing and cfile is not None and cfile.name in CACHED_FILES:
             return pyfuse3.FileInfo(fh=fh, direct_io=False, keep_cache=True)
-        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False,
-                                nonseekable=bool(cfile is not None and cfile.stream))
+        # Seekable, `console` too: sftp-server (sshfs) seeks to 0 after it opens a file,
+        # and a file that answers ESPIPE has its writes dropped and reads empty.
+        return pyfuse3.FileInfo(fh=fh, direct_io=True, keep_cache=False)
 
     async def _read_events(self, h: Handle, off: int, size: int) -> bytes:
         log_ = self.reg.events
@@ -551,18 +578,22 @@ class Operations(pyfuse3.Operations):
         if signal_pending(h.opener):
             raise pyfuse3.FUSEError(errno.EINTR)
 
-    async def _read_stream(self, h: Handle, size: int) -> bytes:
+    async def _read_stream(self, h: Handle, off: int, size: int) -> bytes:
+        """`console` read at file offset *off*: offsets count from where the ring began
+        when the file was opened, as for `events`, so a client that seeks back to 0 or to
+        where it is, or preads at its position (sftp-server does both), reads on."""
         assert h.domain is not None
         console = h.domain.console
         while True:
             changed = console.changed
-            data, cursor, skipped = console.ring.read(h.cursor, size)
+            data, _, skipped = console.ring.read(h.cursor + off, size)
             if skipped:
-                # The reader fell behind the scrollback: tell it, then go on.
-                h.cursor = console.ring.start
-                return skipped_marker(skipped)[:size]
+                # The reader fell behind the scrollback: tell it, then go on with the
+                # oldest kept, which the file offset after the note now stands for.
+                data = skipped_marker(skipped)[:size]
+                h.cursor = console.ring.start - (off + len(data))
+                return data
             if data:
-                h.cursor = cursor
                 return data
             await self._wait_for_more(h, changed)
 
@@ -576,7 +607,7 @@ class Operations(pyfuse3.Operations):
                 return self.reg.events.read_at(off, size)
             return await self._read_events(h, off, size)
         if h.cfile is not None and h.cfile.stream:
-            return await self._read_stream(h, size)
+            return await self._read_stream(h, off, size)
         if off == 0 or h.content is None:
             # Like sysfs: the content is made at the read from offset 0 and the
             # rest of the file is read from that snapshot.
@@ -597,28 +628,67 @@ class Operations(pyfuse3.Operations):
             return len(buf)               # the toucher's: for inotify only, not a command
         dom, cfile = h.domain, h.cfile
         assert dom is not None and cfile is not None and cfile.store is not None
-        if cfile.stream:
-            data = bytes(buf)
-        elif cfile.whole:
-            if off == 0 or h.pending is None:
-                h.pending = bytearray()
-            if off != len(h.pending):
-                h.pending.extend(b"\0" * max(0, off - len(h.pending)))
-                del h.pending[off:]
-            h.pending += buf
-            data = bytes(h.pending)
-        else:
-            data = bytes(buf)
+        if h.pending is not None:
+            return self._gather(h, dom, cfile, off, bytes(buf))
+        before = dom.error
         try:
-            await cfile.store(self.reg, dom, data)
+            if cfile.stream:
+                await dom.console.send_input(dom.name, bytes(buf), h.nonblock)
+            else:
+                await cfile.store(self.reg, dom, bytes(buf))
         except VzfsError as exc:
             dom.error = exc.sentence
             raise
         finally:
             await self.invalidator.flushed()
-        if not cfile.stream:
-            dom.error = ""
+        _succeeded(dom, cfile, before)
         return len(buf)
+
+    def _gather(self, h: Handle, dom: Domain, cfile: ControlFile, off: int, buf: bytes) -> int:
+        """One write to a whole-document file: gathered for the close (flush), and
+        refused at once when what is gathered can no longer become valid."""
+        tx = h.pending
+        assert tx is not None
+        if tx.failed:
+            # An earlier write of this open file was refused (`error` says why): nothing
+            # of it will be applied, whatever comes after.
+            raise pyfuse3.FUSEError(tx.failed)
+        try:
+            tx.write(off, buf)
+            if cfile.check is not None and tx.due():
+                tx.mark_checked()
+                cfile.check(self.reg, dom, bytes(tx.data))
+        except VzfsError as exc:
+            tx.failed = exc.errno
+            dom.error = exc.sentence
+            raise
+        return len(buf)
+
+    @boundary
+    async def flush(self, fh: int) -> None:
+        """close(2) of an open file (each close of a dup of it, too): a whole-document
+        file's transaction is applied here, once, whole, and a refusal fails close(2).
+        (release cannot: its answer reaches nobody.)"""
+        h = self.handles.get(fh)
+        if h is None or h.pending is None:
+            return
+        tx, dom, cfile = h.pending, h.domain, h.cfile
+        if tx.failed:
+            # The refused write said why in `error`; the close says it again.
+            raise pyfuse3.FUSEError(tx.failed)
+        if not tx.ready():
+            return
+        assert dom is not None and cfile is not None and cfile.store is not None
+        tx.dirty = False
+        before = dom.error
+        try:
+            await cfile.store(self.reg, dom, bytes(tx.data))
+        except VzfsError as exc:
+            dom.error = exc.sentence
+            raise
+        finally:
+            await self.invalidator.flushed()
+        _succeeded(dom, cfile, before)
 
     @boundary
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:

@@ -32,7 +32,7 @@ import trio
 from ..controller.consolestream import (
     FrameDecoder, input_frame, json_frame, parse_json_frame,
 )
-from ..kernel.syscalls import set_comm
+from .. import proctitle
 from ..terminal import BACKENDS
 from . import websocket
 from .font import default_font
@@ -92,7 +92,8 @@ def bind(host: str, port: int, base: int, prefer: int = 0) -> trio.SocketListene
 class Server:
     """This process's state: the display and the link's outgoing queue."""
 
-    def __init__(self, link: trio.SocketStream, frames: FrameDecoder, init: dict[str, Any]) -> None:
+    def __init__(self, link: trio.SocketStream, frames: FrameDecoder, init: dict[str, Any],
+                 name: str = "vzfs") -> None:
         self.link = link
         self.frames = frames
         self.vnc: dict[str, Any] = init["vnc"]
@@ -101,7 +102,7 @@ class Server:
         terminal = backend.restore(init["snapshot"])
         self.display = TerminalDisplay(
             terminal, Renderer(terminal.columns, terminal.lines, FONT or default_font()),
-            on_resize=self._on_resize)
+            on_resize=self._on_resize, name=name)
         self.outgoing: list[bytes] = []
         self.wake = trio.Event()
 
@@ -145,7 +146,8 @@ class Server:
             rfb, ws = self._listen()
         except OSError as exc:
             # The controller logs it, shows no address, and tries again later.
-            await self.link.send_all(json_frame({"event": "error", "error": exc.strerror or str(exc)}))
+            await self.link.send_all(json_frame({"event": "error", "error": exc.strerror or str(exc),
+                                                 "errno": exc.errno or errno.EIO}))
             return
         listening = {"event": "listening", "pid": os.getpid(),
                      "rfb": address(host, rfb.socket.getsockname()[1]),
@@ -182,7 +184,7 @@ class Server:
                 await trio.lowlevel.checkpoint()
 
 
-async def _main(link_fd: int) -> None:
+async def _main(link_fd: int, name: str) -> None:
     link = trio.SocketStream(trio.socket.from_stdlib_socket(
         socket.socket(fileno=link_fd)))
     frames = FrameDecoder()
@@ -196,7 +198,7 @@ async def _main(link_fd: int) -> None:
     init = parse_json_frame(payload) if kind == "J" else {}
     if init.get("op") != "init":
         raise RuntimeError("the controller's first message is not init")
-    server = Server(link, frames, init)
+    server = Server(link, frames, init, name=f"{name} on {socket.gethostname()}")
     # Frames that arrived with the init message come first.
     for kind, _, payload in pending:
         server.handle_frame(kind, payload)
@@ -217,7 +219,7 @@ def _log_to_stderr() -> None:
 
 def run(name: str, link_fd: int) -> NoReturn:
     """The server's life, in the process the spawner forked. Never returns."""
-    set_comm(f"vzfs-vnc:{name}"[:15])
+    proctitle.name(f"vzfs: vnc {name}", f"vzfs-vnc:{name}")
     _log_to_stderr()
-    trio.run(_main, link_fd)
+    trio.run(_main, link_fd, name)
     os._exit(0)

@@ -149,8 +149,12 @@ class TerminalDisplay:
 
     def __init__(self, terminal: Terminal | None = None, renderer: Renderer | None = None,
                  *, throttle: AuthThrottle | None = None,
-                 on_resize: ResizeCallback | None = None) -> None:
+                 on_resize: ResizeCallback | None = None, name: str = "") -> None:
         self.terminal = terminal or Terminal()
+        # rfbproto §ServerInit name-string: what a viewer's window is called. Several
+        # domains' viewers must be told apart, so it names the domain (and the title
+        # the application set, when it set one).
+        self.name = name
         self.renderer = renderer or Renderer(self.terminal.columns, self.terminal.lines)
         self.throttle = throttle or AuthThrottle()
         # Without it, SetDesktopSize is refused (STATUS_PROHIBITED).
@@ -159,6 +163,12 @@ class TerminalDisplay:
         self.renderer.render_all([self.terminal.cells(r) for r in range(self.terminal.lines)])
         self._show_screen_colours()
         self._move_cursor()
+
+    def desktop_name(self) -> str:
+        title = self.terminal.title
+        if title and self.name:
+            return f"{title} ({self.name})"
+        return title or self.name or "vzfs"
 
     def snapshot(self) -> dict[str, Any]:
         """What a restarted server needs to show the same screen (issue 5 §7): the
@@ -235,7 +245,7 @@ class TerminalDisplay:
         self._move_cursor()
         if update.title is not None:
             for client in self._clients:
-                client.conn.set_desktop_name(update.title)
+                client.conn.set_desktop_name(self.desktop_name())
                 client.notify()
         if update.bell:
             for client in self._clients:
@@ -348,7 +358,7 @@ class TerminalDisplay:
                 elif isinstance(event, ClientInitDone):
                     await stream.send_all(conn.data_to_send())
                     await stream.send_all(conn.send_server_init(
-                        self.width, self.height, self.terminal.title or "vzfs"))
+                        self.width, self.height, self.desktop_name()))
                     return _Client(stream, conn, self.width, self.height)
             await stream.send_all(conn.data_to_send())
 

@@ -1,0 +1,65 @@
+"""Every vzfs process says what it is, in its title (ps, pgrep -f) and its comm (top)."""
+
+import subprocess
+from pathlib import Path
+
+from tests.system import Instance, wait_for
+
+
+def title(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+
+
+def comm(pid: int) -> str:
+    return Path(f"/proc/{pid}/comm").read_text().rstrip("\n")
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        out += [int(c) for c in (task / "children").read_text().split()]
+    return out
+
+
+def by_title(text: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if title(int(entry.name)) == text:
+                    found.append(int(entry.name))
+            except (OSError, IndexError):
+                pass
+    return found
+
+
+def test_daemon_zygote_controller_and_vnc_are_named(instance: Instance) -> None:
+    mnt = str(instance.mnt)
+    daemon = instance.daemon_pid()
+    assert title(daemon) == f"vzfs: daemon {mnt}"
+    assert comm(daemon) == "vzfs-daemon"
+    zygotes = [p for p in children(daemon) if title(p) == f"vzfs: zygote {mnt}"]
+    assert len(zygotes) == 1, [title(p) for p in children(daemon)]
+    assert comm(zygotes[0]) == "vzfs-zygote"
+    wait_for(lambda: any(title(p) == f"vzfs: spare {mnt}" for p in children(zygotes[0])),
+             what="the zygote's spare")
+
+    instance.quick("web1")
+    instance.write("web1", "state", "start")
+    controllers = by_title("vzfs: controller web1")
+    assert len(controllers) == 1
+    assert comm(controllers[0]) == "vzfs:web1"
+    wait_for(lambda: len(by_title("vzfs: vnc web1")) == 1, what="the VNC server")
+    vnc = by_title("vzfs: vnc web1")[0]
+    assert comm(vnc) == "vzfs-vnc:web1"
+    spawners = [p for p in children(controllers[0]) if title(p) == "vzfs: vnc spawner"]
+    assert spawners and comm(spawners[0]) == "vzfs-vncspawn"
+    # a long name: the comm is cut to the kernel's 15 bytes, the title is whole
+    instance.quick("a-rather-long-domain-name")
+    instance.write("a-rather-long-domain-name", "state", "start")
+    [ctl] = by_title("vzfs: controller a-rather-long-domain-name")
+    assert comm(ctl) == "vzfs:a-rather-l"
+    # pgrep -f finds them by their titles
+    out = subprocess.run(["pgrep", "-f", "^vzfs: controller web1$"], capture_output=True,
+                         text=True, check=False).stdout.split()
+    assert [int(p) for p in out] == controllers
