@@ -44,7 +44,8 @@ def test_mkdir_defines_with_files_and_modes(instance: Instance) -> None:
     assert instance.read("web1", "pid") == ""
     assert instance.read("web1", "error") == ""
     stats = dict(line.split() for line in instance.read("web1", "stats").splitlines())
-    assert set(stats) == {"cpu_ns", "memory_bytes", "pids", "uptime_s", "vnc_restarts"}
+    assert set(stats) == {"cpu_ns", "memory_bytes", "pids", "uptime_s", "vnc_restarts",
+                          "rootfs_shifted"}
     assert 'hostname = "web1"' in instance.read("web1", "config")
     instance.define("web2")
     assert instance.read("web2", "id") == "102\n"

@@ -34,7 +34,7 @@ from .errors import VzfsError, from_oserror
 from .events import EventLog
 from .requests import Requests
 from .events import line as events_line
-from .kernel import cgroups
+from .kernel import cgroups, idshift
 
 START_TIMEOUT = 30.0
 ZYGOTE_WAIT = 10.0             # for a new zygote, when the last died under a start
@@ -1277,9 +1277,12 @@ class Registry:
     # -- reading --------------------------------------------------------------
     def stats(self, dom: Domain) -> dict[str, int]:
         out = {"cpu_ns": 0, "memory_bytes": 0, "pids": 0, "uptime_s": 0,
-               "vnc_restarts": 0}
+               "vnc_restarts": 0, "rootfs_shifted": 0}
         if dom.state in (State.STOPPED, State.CRASHED, State.SUSPENDED) or dom.pid is None:
             return out
+        # Which way its root's ids are seen: idmapped (0) or shifted on disk (1).
+        out["rootfs_shifted"] = int(not dom.config.privileged
+                                    and idshift.shifted_as(self.rootfs(dom)) is not None)
         out["vnc_restarts"] = dom.vnc_restarts
         out.update(self.cgroup(dom).stats())
         if dom.started_at:

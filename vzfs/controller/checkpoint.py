@@ -60,7 +60,7 @@ from collections.abc import Callable, Sequence
 from ..atomicfile import atomic_write
 from ..idmap import IdMap
 from ..kernel import mounts as kmounts
-from ..kernel import namespaces, syscalls, userns
+from ..kernel import idshift, namespaces, syscalls, userns
 from ..kernel._cdefs import (AT_FDCWD, CLONE_NEWNS, MOVE_MOUNT_F_EMPTY_PATH, MS_PRIVATE,
                              MS_REC)
 from ..mountspec import MountSpec
@@ -471,7 +471,8 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
             # CRIU reads some images from inside the restored user namespace, as its
             # root: they are the domain's own memory and files, so they are its to read.
             _give(images, idmap)
-            trees.append((_idmapped_root(root, idmap), root))
+            if idshift.shifted_as(root) is None:     # else its ids are shifted on disk
+                trees.append((_idmapped_root(root, idmap), root))
             # CRIU binds an external mount's source from inside the user namespace
             # too, where the host's path to it may not be searchable (a 0700
             # directory): it finds the idmapped mount the domain had on a stage.

@@ -18,11 +18,14 @@ only host root can build what the container must not be able to undo. So:
 2. `launch()`: the spec goes to the builder, and the controller creates the
    cgroup and puts the init child in it meanwhile (nothing of the container runs
    before it is there). The builder writes the id map, then, as host root, builds
-   the root in its mount namespace (kernel.rootfs: /dev on the root's filesystem
-   with the host's device nodes bound in, sysfs of the container's network
-   namespace, read-only, with its masked paths, the console, the configured
-   mounts), attaches the root itself through an idmapped mount of the domain's
-   map (kernel.userns), hands the spec on to the init child and exits.
+   the root in its mount namespace from clones of the root and the mount sources
+   it makes in the host's namespace (the host's mounts as they are now, not as they
+   were when the spare was forked), attached on a stage (kernel.rootfs: /dev on
+   the root's filesystem with the host's device nodes bound in, sysfs of the
+   container's network namespace, read-only, with its masked paths, the console,
+   the configured mounts), attaches the root itself through an idmapped mount of
+   the domain's map (kernel.userns), hands the spec on to the init child and
+   exits.
 3. The init child enters the root while it still has the host's root's ids (the
    path may lead through directories only they may search), takes its map's root
    as its ids, and unshares its own copy of the builder's mount namespace — from
@@ -50,9 +53,10 @@ from collections.abc import Callable
 
 from ..idmap import IdMap
 from ..kernel import mounts as kmounts
-from ..kernel import namespaces, rootfs, syscallfilter, syscalls
+from ..kernel import idshift, namespaces, rootfs, syscallfilter, syscalls
 from ..kernel import userns as userns_mod
-from ..kernel._cdefs import (AT_FDCWD, CLONE_NEWCGROUP, MOVE_MOUNT_F_EMPTY_PATH,
+from ..kernel._cdefs import (AT_FDCWD, AT_RECURSIVE, CLONE_NEWCGROUP,
+                             MOVE_MOUNT_F_EMPTY_PATH, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
                              PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG)
 from ..kernel.cgroups import Cgroup
 from ..mountspec import MountSpec
@@ -271,6 +275,9 @@ def _kill_and_reap(pid: int) -> None:
 def _report_failure(fd: int, step: str, exc: BaseException) -> None:
     code = getattr(exc, "errno", None) or errno.EIO
     detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+    filename = getattr(exc, "filename", None)
+    if filename and str(filename) not in detail:
+        detail = f"{filename}: {detail}"
     os.write(fd, f"E {code} {step}: {detail}\n".encode(errors="replace")[:4000])
 
 
@@ -300,9 +307,13 @@ def _builder(spec_r: int, report_w: int, go_r: int, userns: bool) -> None:
     try:
         syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _default_signals()
+        # The host's mount namespace, to look the root and the mount sources up in as
+        # they are when the start comes, not as they were when the spare was made.
+        host_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         step = "unshare the mount namespace"
         syscalls.unshare(namespaces.CLONE_NEWNS)
         rootfs.make_private()
+        own_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
         ready_r, ready_w = os.pipe2(os.O_CLOEXEC)
         mapped_r, mapped_w = os.pipe2(os.O_CLOEXEC)
         member = os.fork()
@@ -326,28 +337,41 @@ def _builder(spec_r: int, report_w: int, go_r: int, userns: bool) -> None:
             os._exit(0)          # abandoned: closing mapped_w lets the init child go
         raw_map = spec.get("idmap")
         idmap = IdMap(**raw_map) if isinstance(raw_map, dict) else None
-        root = str(spec["rootfs"])
         console = spec["console"]
+        mounts = [MountSpec(src, target, tuple(options))
+                  for src, target, options in spec.get("mounts", [])]  # type: ignore[attr-defined]
+        step = "prepare the root"
+        syscalls.setns(host_mnt, namespaces.CLONE_NEWNS)
+        tree = syscalls.open_tree(AT_FDCWD, str(spec["rootfs"]),
+                                  OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | AT_RECURSIVE)
+        step = "mount the configured mounts"
+        sources = kmounts.prepare_sources(mounts, idmap)
+        syscalls.setns(own_mnt, namespaces.CLONE_NEWNS)
+        step = "prepare the root"
+        root = rootfs.stage_root(tree)
+        os.close(tree)
+        spec["rootfs"] = root
         if idmap is not None:
             step = "write the id map"
             userns_mod.write_maps(init, *userns_mod.domain_maps(idmap))
-        step = "prepare the root"
-        root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
-        rootfs.make_skeleton(root_fd, bool(console))
-        step = "mount /sys"
-        net = os.open(f"/proc/{init}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
-        syscalls.setns(net, namespaces.CLONE_NEWNET)
-        os.close(net)
-        rootfs.mount_sysfs(root_fd)
-        step = "populate /dev"
         ns = userns_mod.ns_fd(init) if idmap is not None else -1
         try:
-            rootfs.mount_dev(root_fd, str(console) if console else None, ns)
+            step = "idmap the root"
+            shifted = idmap is not None and _shifted_instead(root, idmap, ns)
+            step = "prepare the root"
+            root_fd = os.open(root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+            rootfs.make_skeleton(root_fd, bool(console),
+                                 (idmap.uid, idmap.gid) if shifted and idmap else None)
+            step = "mount /sys"
+            net = os.open(f"/proc/{init}/ns/net", os.O_RDONLY | os.O_CLOEXEC)
+            syscalls.setns(net, namespaces.CLONE_NEWNET)
+            os.close(net)
+            rootfs.mount_sysfs(root_fd)
+            step = "populate /dev"
+            rootfs.mount_dev(root_fd, str(console) if console else None, -1 if shifted else ns)
             step = "mount the configured mounts"
-            kmounts.apply_at_start(root, [MountSpec(src, target, tuple(options))
-                                          for src, target, options in spec.get("mounts", [])],  # type: ignore[attr-defined]
-                                   idmap)
-            if idmap is not None:
+            kmounts.attach_at_start(root, mounts, sources)
+            if idmap is not None and not shifted:
                 step = "idmap the root"
                 tree = userns_mod.idmapped_tree(root, ns)
                 syscalls.move_mount(tree, "", AT_FDCWD, root, MOVE_MOUNT_F_EMPTY_PATH)
@@ -364,6 +388,21 @@ def _builder(spec_r: int, report_w: int, go_r: int, userns: bool) -> None:
             _report_failure(report_w, step, exc)
         finally:
             os._exit(127)            # the init child reads EOF where "mapped" should be
+
+
+def _shifted_instead(root: str, idmap: IdMap, ns: int) -> bool:
+    """Whether the root is seen through its ownership shifted on disk (kernel.idshift)
+    rather than through an idmapped mount: it was shifted before, or its filesystem
+    cannot be idmapped (then it is shifted now, once)."""
+    if idshift.shifted_as(root) is None:
+        try:
+            os.close(userns_mod.idmapped_tree(root, ns, recursive=False))
+            return False
+        except OSError as exc:
+            if exc.errno != errno.EIO:
+                raise
+    idshift.shift(root, idmap)
+    return True
 
 
 def _member(ready_w: int, mapped_r: int, report_w: int, go_r: int, userns: bool) -> None:

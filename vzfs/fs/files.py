@@ -232,7 +232,7 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
                       write a verb: start stop kill restart pause resume suspend
     id        r       the numeric domain id
     pid       r       host pid of the container's init (empty when not running)
-    stats     r       cpu_ns, memory_bytes, pids, uptime_s, vnc_restarts
+    stats     r       cpu_ns, memory_bytes, pids, uptime_s, vnc_restarts, rootfs_shifted
     error     r       why the last command on this domain failed (empty when none)
     console   rw      read: recent output, then follows live (like tail -f); write: typed input
     screen    r       what the console shows now, one line per row
@@ -274,8 +274,10 @@ def checkpoint_engine() -> str:
 
 
 def userns_support() -> str:
-    """How an unprivileged domain's root is seen through its map: by an idmapped mount."""
-    return "idmapped-mounts"
+    """How an unprivileged domain's root is seen through its map: by an idmapped mount,
+    or where its filesystem cannot be idmapped, its ownership shifted on disk (each
+    domain's `stats` says which it uses)."""
+    return "idmapped-mounts, shift"
 
 
 def seccomp_support() -> str:

@@ -263,24 +263,46 @@ def detach(root_fd: int, target: str) -> None:
     _detach(root_fd, target, "/proc/self/fd")
 
 
-def apply_at_start(root: str, specs: Sequence[MountSpec], idmap: IdMap | None = None) -> None:
-    """Mount *specs* in order under *root*: in the container's mount namespace while it is
-    still host-owned (the builder's), where host paths still resolve."""
-    root_fd = os.open(root, _DIR)
+def prepare_sources(specs: Sequence[MountSpec], idmap: IdMap | None = None) -> list[int]:
+    """`prepare_source` for each of *specs*, in the caller's mount namespace (where the
+    sources are the host's); errors name the mount."""
+    fds: list[int] = []
     try:
         for spec in specs:
-            mnt_fd = target_fd = -1
             try:
-                mnt_fd = prepare_source(spec, idmap)
+                fds.append(prepare_source(spec, idmap))
+            except OSError as exc:
+                raise OSError(exc.errno, f"mount {spec.source} on {spec.target}: "
+                              f"{exc.strerror}", spec.target) from exc
+    except BaseException:
+        _close(*fds)
+        raise
+    return fds
+
+
+def attach_at_start(root: str, specs: Sequence[MountSpec], fds: Sequence[int]) -> None:
+    """Attach the prepared *fds* of *specs* in order under *root* (and close them): in the
+    container's mount namespace while it is still host-owned (the builder's)."""
+    root_fd = os.open(root, _DIR)
+    try:
+        for spec, mnt_fd in zip(specs, fds):
+            target_fd = -1
+            try:
                 target_fd = make_target(root_fd, spec.target, _is_dir(mnt_fd))
                 attach(mnt_fd, target_fd)
             except OSError as exc:
                 raise OSError(exc.errno, f"mount {spec.source} on {spec.target}: "
                               f"{exc.strerror}", spec.target) from exc
             finally:
-                _close(mnt_fd, target_fd)
+                _close(target_fd)
     finally:
+        _close(*fds)
         os.close(root_fd)
+
+
+def apply_at_start(root: str, specs: Sequence[MountSpec], idmap: IdMap | None = None) -> None:
+    """Mount *specs* in order under *root*, sources as this mount namespace sees them."""
+    attach_at_start(root, specs, prepare_sources(specs, idmap))
 
 
 def _report(exc: BaseException) -> bytes:

@@ -96,6 +96,19 @@ def enter_own_root() -> None:
 
 # -- the builder's part (host root, before the container's mount namespace) ---------
 
+STAGE = "/tmp"       # covered by a tmpfs in the builder's own mount namespace only
+
+
+def stage_root(tree: int) -> str:
+    """Attach *tree* (a detached clone of the domain's root) on a stage of this mount
+    namespace; return the stage's path."""
+    syscalls.mount("tmpfs", STAGE, "tmpfs", MS_NOSUID | MS_NODEV, "mode=0755,size=16k")
+    staged = os.path.join(STAGE, "root")
+    os.mkdir(staged, 0o755)
+    syscalls.move_mount(tree, "", AT_FDCWD, staged, MOVE_MOUNT_F_EMPTY_PATH)
+    return staged
+
+
 def _mkdirat(dir_fd: int, name: str, mode: int = 0o755) -> None:
     try:
         os.mkdir(name, mode, dir_fd=dir_fd)
@@ -109,12 +122,14 @@ def _open_dir_beneath(root_fd: int, path: str) -> int:
                             RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS)
 
 
-def make_skeleton(root_fd: int, console: bool) -> None:
+def make_skeleton(root_fd: int, console: bool, owner: tuple[int, int] | None = None) -> None:
     """The mount points the container needs, and a fresh /.vzfs/dev, on the root's own
-    filesystem (owned by its root: on-disk id 0)."""
-    for name in ("proc", "sys", "dev"):
-        _mkdirat(root_fd, name, 0o555 if name != "dev" else 0o755)
-    _mkdirat(root_fd, ".vzfs", 0o755)
+    filesystem, owned by its root: on-disk id 0, or *owner* for a root whose ownership
+    is shifted on disk (kernel.idshift)."""
+    made = []
+    for name in ("proc", "sys", "dev", ".vzfs"):
+        _mkdirat(root_fd, name, 0o555 if name in ("proc", "sys") else 0o755)
+        made.append((root_fd, name))
     vz = _open_dir_beneath(root_fd, ".vzfs")
     try:
         # rmtree with a dir_fd never follows a symlink the container planted there.
@@ -125,6 +140,8 @@ def make_skeleton(root_fd: int, console: bool) -> None:
         except NotADirectoryError:
             os.unlink("dev", dir_fd=vz)
         os.mkdir("dev", 0o755, dir_fd=vz)
+        if owner is not None:
+            os.chown("dev", *owner, dir_fd=vz, follow_symlinks=False)
         dev = _open_dir_beneath(vz, "dev")
     finally:
         os.close(vz)
@@ -137,9 +154,24 @@ def make_skeleton(root_fd: int, console: bool) -> None:
             os.symlink(target, name, dir_fd=dev)
         for name in DEV_DIRS:
             os.mkdir(name, 0o1777 if name == "shm" else 0o755, dir_fd=dev)
+        if owner is not None:
+            for name in os.listdir(dev):
+                _chown_entry(dev, name, owner)
+            for fd, name in made:
+                _chown_entry(fd, name, owner)
     finally:
         os.umask(old)
         os.close(dev)
+
+
+def _chown_entry(dir_fd: int, name: str, owner: tuple[int, int]) -> None:
+    try:
+        os.chown(name, *owner, dir_fd=dir_fd, follow_symlinks=False)
+    except OSError:
+        # Some filesystems (sftp's SETSTAT) follow a symlink even so: a symlink's own
+        # owner matters to nothing here.
+        if not stat.S_ISLNK(os.stat(name, dir_fd=dir_fd, follow_symlinks=False).st_mode):
+            raise
 
 
 def _target(root_fd: int, path: str) -> int:
