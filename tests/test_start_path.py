@@ -102,3 +102,39 @@ def test_the_rehearsal_leaves_nothing_behind(tmp_path: Path) -> None:
     finally:
         os.chdir(cwd)
     assert sorted(os.listdir("/proc/self/fd")) == fds
+
+
+def _processes_naming(text: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                if text.encode() in f.read():
+                    found.append(int(entry))
+        except OSError:
+            pass
+    return found
+
+
+def test_the_spares_prepared_inits_end_with_the_daemon(tmp_path: Path) -> None:
+    """A spare holds a prepared init of each kind (a builder and an init child each):
+    when the daemon goes, every one of them goes too — none keeps another's pipe open."""
+    from tests.system import Instance, system_ready, wait_for
+    if system_ready():
+        pytest.skip(system_ready() or "")
+    inst = Instance(tmp_path / "a")
+    inst.mount()
+    try:
+        mnt = str(inst.mnt)
+        wait_for(lambda: len(_processes_naming(f"spare {mnt}")) >= 5, timeout=20,
+                 what="a spare with both kinds prepared (5 processes)")
+        inst.define("d")
+        inst.write("d", "state", "start")       # the spare becomes its controller
+        inst.write("d", "state", "kill")
+        assert inst.read("d", "state") == "stopped\n"
+    finally:
+        inst.umount()
+    wait_for(lambda: _processes_naming(f" {mnt}") == [], timeout=20,
+             what="no process of the instance left")

@@ -135,6 +135,14 @@ class PreparedInit:
                     pass
 
 
+def _close_all_but(*keep: int) -> None:
+    low = 3
+    for fd in sorted(keep):
+        os.closerange(low, fd)
+        low = fd + 1
+    os.closerange(low, 1 << 20)
+
+
 def _close_quietly(fd: int) -> None:
     try:
         os.close(fd)
@@ -307,6 +315,9 @@ def _builder(spec_r: int, report_w: int, go_r: int, userns: bool) -> None:
     try:
         syscalls.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
         _default_signals()
+        # Nothing of the spare's but our three pipes: an end of another prepared
+        # init's pipe held here would keep that one from ever seeing its EOF.
+        _close_all_but(spec_r, report_w, go_r)
         # The host's mount namespace, to look the root and the mount sources up in as
         # they are when the start comes, not as they were when the spare was made.
         host_mnt = os.open("/proc/self/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
