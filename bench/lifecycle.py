@@ -1,5 +1,7 @@
 """Start and kill latency: `echo start|kill > state` beside `crun run -d` / `crun delete -f` on the same rootfs."""
 
+import os
+import shutil
 import time
 
 from .context import Context
@@ -69,6 +71,20 @@ PRIVILEGED_CONFIG = DOMAIN_CONFIG.replace("[limits]", "privileged = true\n\n[lim
 CRUN_USERNS_BASE = 2**31 - 65536      # far from any block vzfs assigns
 
 
+def userns_copy(ctx: Context, rootfs: str) -> str:
+    """The root as an OCI runtime with a user namespace wants it: its files owned by the
+    mapped ids on disk (crun has no idmapped root), under directories the mapped root
+    may search."""
+    dest = os.path.join(ctx.root, "crun-userns-root")
+    os.chmod(ctx.root, 0o755)
+    shutil.copytree(rootfs, dest, symlinks=True)
+    for top, dirs, files in os.walk(dest):
+        for name in [top, *(os.path.join(top, n) for n in dirs + files)]:
+            st = os.lstat(name)
+            os.lchown(name, CRUN_USERNS_BASE + st.st_uid, CRUN_USERNS_BASE + st.st_gid)
+    return dest
+
+
 @measurement("start_unprivileged_ms_p50", "start_privileged_ms_p50",
              "crun_userns_start_ms_p50")
 def start_by_privilege(ctx: Context) -> Values:
@@ -78,7 +94,8 @@ def start_by_privilege(ctx: Context) -> Values:
     peer = ctx.crun()
     inst.define_filled("unpriv", DOMAIN_CONFIG)
     inst.define_filled("priv", PRIVILEGED_CONFIG)
-    peer.bundle("userns", inst.rootfs("unpriv"), INIT, userns_base=CRUN_USERNS_BASE)
+    peer.bundle("userns", userns_copy(ctx, inst.rootfs("unpriv")), INIT,
+                userns_base=CRUN_USERNS_BASE)
     peer.run("userns")
     peer.delete("userns")
     times: dict[str, list[float]] = {"unpriv": [], "priv": [], "crun": []}

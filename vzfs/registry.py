@@ -593,7 +593,12 @@ class Registry:
         # Queued before the next await: an init that ends at once is `stopped` after it.
         self._hooks_tell(dom, "started", reason)
         await self._open_console(dom)
-        await self._wait_vnc(dom, client, what)
+        if hello.get("vnc") or hello.get("vnc_error"):
+            # The controller binds the VNC sockets before it reports the start (a port it
+            # could not have failed the start unless [vnc] required = false).
+            self._vnc_from(dom, hello)
+        else:
+            await self._wait_vnc(dom, client, what)
         if dom.client is client and dom.state == starting:
             dom.set_state(_state_of(hello))
             self.on_change(dom)

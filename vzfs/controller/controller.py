@@ -34,6 +34,7 @@ from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
 from .. import proctitle
 from . import checkpoint, container, paths, screenstate, vncspawn
+from ..vnc import process as vncprocess
 from ..terminal import BACKENDS, make_terminal
 from .consolestream import (
     FrameDecoder, FrameError, Ring, data_frame, json_frame, parse_json_frame,
@@ -136,6 +137,8 @@ class Controller:
         # Set once the first VNC server listens or failed to (the daemon's start waits
         # for it: `vnc` holds its value when `echo start` returns).
         self.vnc_settled = trio.Event()
+        # The listening sockets every VNC server of this domain serves (_listen_vnc).
+        self.vnc_sockets: tuple[socket.socket, ...] = ()
         self.vnc_restarts = 0
         self.vnc_prefer: dict[str, int] = {}   # the ports it had: a restart keeps them
         self.vnc_resync = False
@@ -158,6 +161,35 @@ class Controller:
             self._restore()
         else:
             self._spawn()
+        self._listen_vnc()
+
+    def _listen_vnc(self) -> None:
+        """Bind the VNC listening sockets now (vnc.process.listen): `vnc` holds its address
+        when the start is reported, and a port that cannot be had fails the start,
+        unless `[vnc] required = false` (then the VNC server tries itself, later)."""
+        c = self.cfg.vnc
+        try:
+            rfb, ws = vncprocess.listen({"listen": c.listen, "port": c.port,
+                                         "websocket": c.websocket,
+                                         "websocket_port": c.websocket_port}, self.vnc_prefer)
+        except OSError as exc:
+            self.vnc_error = exc.strerror or str(exc)
+            self.vnc_errno = exc.errno or errno.EIO
+            if c.required:
+                raise OSError(self.vnc_errno, f"its VNC server cannot listen: {self.vnc_error} "
+                              "(with [vnc] required = false it starts without one)") from exc
+            return
+        self.vnc_sockets = (rfb,) + ((ws,) if ws is not None else ())
+        self.vnc_address = vncprocess.address(c.listen, rfb.getsockname()[1])
+        self.vnc_websocket = (vncprocess.address(c.listen, ws.getsockname()[1])
+                              if ws is not None else "")
+        self.vnc_prefer = {"rfb": _port(self.vnc_address), "websocket": _port(self.vnc_websocket)}
+        self.vnc_settled.set()
+
+    def _close_vnc_sockets(self) -> None:
+        sockets, self.vnc_sockets = self.vnc_sockets, ()
+        for sock in sockets:
+            sock.close()
 
     def _load_screen(self) -> None:
         """Show the screen saved on the root (screenstate: before a checkpoint), if any.
@@ -788,7 +820,8 @@ class Controller:
         try:
             vncspawn.request(self.vnc_spawner, self.name, theirs.fileno(),
                              os.path.join(paths.domain_dir(self.state_dir, self.name),
-                                          "controller.log"))
+                                          "controller.log"),
+                             tuple(sock.fileno() for sock in self.vnc_sockets))
         except OSError as exc:
             # The spawner was killed. Another cannot be forked from inside trio (see
             # vncspawn), so the domain runs on without VNC until its next start.
@@ -956,6 +989,7 @@ class Controller:
 
     def _finish(self, kind: str, reason: str) -> None:
         self._cleanup_processes()
+        self._close_vnc_sockets()        # the ports are free for the next start
         try:
             self.cgroup.remove()
         except OSError:

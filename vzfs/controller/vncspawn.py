@@ -34,10 +34,13 @@ def start() -> socket.socket:
     return ours
 
 
-def request(sock: socket.socket, name: str, link_fd: int, log: str) -> None:
-    """Ask for one VNC server speaking to the controller over *link_fd*, with its stderr
-    appended to *log* (the domain's controller.log) (blocking, tiny)."""
-    socket.send_fds(sock, [json.dumps({"name": name, "log": log}).encode()], [link_fd])
+def request(sock: socket.socket, name: str, link_fd: int, log: str,
+            listen_fds: tuple[int, ...] = ()) -> None:
+    """Ask for one VNC server speaking to the controller over *link_fd*, serving the
+    controller's listening sockets *listen_fds* (none: it binds its own), with its
+    stderr appended to *log* (the domain's controller.log) (blocking, tiny)."""
+    socket.send_fds(sock, [json.dumps({"name": name, "log": log}).encode()],
+                    [link_fd, *listen_fds])
 
 
 def _serve(sock: socket.socket) -> NoReturn:
@@ -54,24 +57,25 @@ def _serve(sock: socket.socket) -> NoReturn:
         from .. import proctitle
         proctitle.name("vzfs: vnc spawner", "vzfs-vncspawn")
         while True:
-            msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 1)
+            msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)
             if not msg:
                 break                     # the controller is gone
-            if len(fds) != 1:
+            if not 1 <= len(fds) <= 3:
                 for fd in fds:
                     os.close(fd)
                 continue
             pid = os.fork()
             if pid == 0:
                 sock.close()
-                _server(json.loads(msg), fds[0])
-            os.close(fds[0])
+                _server(json.loads(msg), fds[0], tuple(fds[1:]))
+            for fd in fds:
+                os.close(fd)
     except BaseException:     # never return into the controller's code
         code = 1
     os._exit(code)
 
 
-def _server(request: dict[str, str], link_fd: int) -> NoReturn:
+def _server(request: dict[str, str], link_fd: int, listen_fds: tuple[int, ...] = ()) -> NoReturn:
     code = 0
     try:
         signal.signal(signal.SIGCHLD, signal.SIG_DFL)
@@ -81,7 +85,7 @@ def _server(request: dict[str, str], link_fd: int) -> NoReturn:
             os.dup2(fd, 2)
             os.close(fd)
         from ..vnc import process
-        process.run(request["name"], link_fd)
+        process.run(request["name"], link_fd, listen_fds)
     except BaseException:
         code = 1
         import traceback

@@ -65,7 +65,7 @@ def address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def bind(host: str, port: int, base: int, prefer: int = 0) -> trio.SocketListener:
+def bind_socket(host: str, port: int, base: int, prefer: int = 0) -> socket.socket:
     """A listening TCP socket on *host*: *port*, or when it is 0 the *prefer*red port and
     then base+0, base+1, … (the first free VNC display)."""
     family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
@@ -83,18 +83,44 @@ def bind(host: str, port: int, base: int, prefer: int = 0) -> trio.SocketListene
             if exc.errno != errno.EADDRINUSE:
                 break
             continue
-        return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
+        return sock
     what = f"port {port}" if port else f"ports {base}..{base + DISPLAYS - 1}"
     raise OSError(last.errno if last else errno.EADDRINUSE,
                   f"cannot listen on {host} {what}: {last.strerror if last else 'all in use'}")
+
+
+def listen(vnc: dict[str, Any], prefer: dict[str, int]) -> tuple[socket.socket, socket.socket | None]:
+    """The RFB and (unless turned off) WebSocket listening sockets for a domain's `[vnc]`.
+
+    Made by the controller, which holds them while the domain runs, as systemd's socket
+    activation holds a service's: its address is known the moment the domain starts,
+    and every VNC server it runs, restarted or not, serves the same sockets."""
+    host = vnc.get("listen", "127.0.0.1")
+    rfb = bind_socket(host, int(vnc.get("port", 0)), RFB_BASE, prefer.get("rfb", 0))
+    if not vnc.get("websocket", True):
+        return rfb, None
+    display_number = rfb.getsockname()[1] - RFB_BASE
+    preferred = prefer.get("websocket") or (
+        WEBSOCKET_BASE + display_number if 0 <= display_number < DISPLAYS else 0)
+    try:
+        ws = bind_socket(host, int(vnc.get("websocket_port", 0)), WEBSOCKET_BASE, preferred)
+    except OSError:
+        rfb.close()
+        raise
+    return rfb, ws
+
+
+def _listener(sock: socket.socket) -> trio.SocketListener:
+    return trio.SocketListener(trio.socket.from_stdlib_socket(sock))
 
 
 class Server:
     """This process's state: the display and the link's outgoing queue."""
 
     def __init__(self, link: trio.SocketStream, frames: FrameDecoder, init: dict[str, Any],
-                 name: str = "vzfs") -> None:
+                 name: str = "vzfs", sockets: tuple[socket.socket, ...] = ()) -> None:
         self.link = link
+        self.sockets = sockets
         self.frames = frames
         self.vnc: dict[str, Any] = init["vnc"]
         self.prefer: dict[str, int] = init.get("prefer", {})
@@ -125,19 +151,12 @@ class Server:
                 self.display.load(msg["snapshot"])
 
     def _listen(self) -> tuple[trio.SocketListener, trio.SocketListener | None]:
-        host = self.vnc.get("listen", "127.0.0.1")
-        rfb = bind(host, int(self.vnc.get("port", 0)), RFB_BASE, self.prefer.get("rfb", 0))
-        if not self.vnc.get("websocket", True):
-            return rfb, None
-        display_number = rfb.socket.getsockname()[1] - RFB_BASE
-        prefer = self.prefer.get("websocket") or (
-            WEBSOCKET_BASE + display_number if 0 <= display_number < DISPLAYS else 0)
-        try:
-            ws = bind(host, int(self.vnc.get("websocket_port", 0)), WEBSOCKET_BASE, prefer)
-        except OSError:
-            rfb.socket.close()
-            raise
-        return rfb, ws
+        if self.sockets:           # the controller's (listen): served as they are
+            rfb_sock, ws_sock = self.sockets[0], (self.sockets[1] if len(self.sockets) > 1
+                                                  else None)
+        else:
+            rfb_sock, ws_sock = listen(self.vnc, self.prefer)
+        return _listener(rfb_sock), (_listener(ws_sock) if ws_sock is not None else None)
 
     async def run(self) -> None:
         host = self.vnc.get("listen", "127.0.0.1")
@@ -184,7 +203,7 @@ class Server:
                 await trio.lowlevel.checkpoint()
 
 
-async def _main(link_fd: int, name: str) -> None:
+async def _main(link_fd: int, name: str, listen_fds: tuple[int, ...] = ()) -> None:
     link = trio.SocketStream(trio.socket.from_stdlib_socket(
         socket.socket(fileno=link_fd)))
     frames = FrameDecoder()
@@ -198,7 +217,8 @@ async def _main(link_fd: int, name: str) -> None:
     init = parse_json_frame(payload) if kind == "J" else {}
     if init.get("op") != "init":
         raise RuntimeError("the controller's first message is not init")
-    server = Server(link, frames, init, name=f"{name} on {socket.gethostname()}")
+    server = Server(link, frames, init, name=f"{name} on {socket.gethostname()}",
+                    sockets=tuple(socket.socket(fileno=fd) for fd in listen_fds))
     # Frames that arrived with the init message come first.
     for kind, _, payload in pending:
         server.handle_frame(kind, payload)
@@ -217,9 +237,9 @@ def _log_to_stderr() -> None:
     root.setLevel(logging.WARNING)
 
 
-def run(name: str, link_fd: int) -> NoReturn:
+def run(name: str, link_fd: int, listen_fds: tuple[int, ...] = ()) -> NoReturn:
     """The server's life, in the process the spawner forked. Never returns."""
     proctitle.name(f"vzfs: vnc {name}", f"vzfs-vnc:{name}")
     _log_to_stderr()
-    trio.run(_main, link_fd, name)
+    trio.run(_main, link_fd, name, listen_fds)
     os._exit(0)
