@@ -5,6 +5,7 @@ import shutil
 import time
 
 from .context import Context
+from .instance import BenchError, timed_write
 from .registry import Values, measurement
 from .stats import alternate, median
 
@@ -115,3 +116,34 @@ def start_by_privilege(ctx: Context) -> Values:
             "crun_userns_start_ms_p50": median(times["crun"]),
             "start_unprivileged_ms_min": min(times["unpriv"]),
             "start_privileged_ms_min": min(times["priv"])}
+
+
+@measurement("suspend_unprivileged_ms_p50", "suspend_privileged_ms_p50",
+             "resume_unprivileged_ms_p50", "resume_privileged_ms_p50")
+def suspend_by_privilege(ctx: Context) -> Values:
+    """`echo suspend|resume > state` of a small busybox domain, unprivileged (its root an
+    idmapped mount CRIU restores under, its images given to its user namespace) and
+    privileged, in turns (issue 15)."""
+    inst = ctx.instance()
+    inst.define_filled("su", DOMAIN_CONFIG)
+    inst.define_filled("sp", PRIVILEGED_CONFIG)
+    times: dict[str, list[float]] = {f"{verb}_{side}": [] for verb in ("suspend", "resume")
+                                     for side in ("su", "sp")}
+    for name in ("su", "sp"):
+        inst.start(name)
+    try:
+        for i in range(max(3, ctx.settings.cycles // 4)):
+            for name in alternate(i, ("su", "sp")):
+                for verb in ("suspend", "resume"):
+                    took, error = timed_write(inst.path(name, "state"), verb.encode() + b"\n")
+                    if error is not None:
+                        raise BenchError(f"{verb} of {name} failed: {inst.error_of(name)}")
+                    times[f"{verb}_{name}"].append(took / NS_PER_MS)
+                    time.sleep(SETTLE_S)
+    finally:
+        for name in ("su", "sp"):
+            inst.kill(name)
+    return {"suspend_unprivileged_ms_p50": median(times["suspend_su"]),
+            "suspend_privileged_ms_p50": median(times["suspend_sp"]),
+            "resume_unprivileged_ms_p50": median(times["resume_su"]),
+            "resume_privileged_ms_p50": median(times["resume_sp"])}
