@@ -302,10 +302,15 @@ def _check_namespaces_root_hostname_and_devices(instance: Instance, marker: Path
     flags = int(sh(f"nsenter -t {pid} -n -m cat /sys/class/net/lo/flags").stdout.strip() or "0", 16)
     assert flags & 1, "lo is up"
     capbnd = int([line for line in status.splitlines() if line.startswith("CapBnd:")][0].split()[1], 16)
-    # The host's own set (a VM may lack some, e.g. SYS_RESOURCE), less each documented
-    # drop, and nothing else dropped (SYS_ADMIN, 21, stays for mounts inside).
-    host = int([line for line in Path("/proc/self/status").read_text().splitlines()
-                if line.startswith("CapBnd:")][0].split()[1], 16)
+    # The set the domain's root starts from, less each documented drop, and nothing
+    # else dropped (SYS_ADMIN, 21, stays for mounts inside). In its own user namespace
+    # (the default) that is every capability the kernel knows (user_namespaces(7));
+    # without one, the host's own set (a VM may lack some, e.g. SYS_RESOURCE).
+    if os.readlink(f"/proc/{pid}/ns/user") != os.readlink("/proc/self/ns/user"):
+        host = (1 << (int(Path("/proc/sys/kernel/cap_last_cap").read_text()) + 1)) - 1
+    else:
+        host = int([line for line in Path("/proc/self/status").read_text().splitlines()
+                    if line.startswith("CapBnd:")][0].split()[1], 16)
     dropped = sum(1 << cap for cap in DROPPED_CAPS.values())
     assert host & (1 << 21)
     assert capbnd == host & ~dropped, (

@@ -284,7 +284,7 @@ def _report_failure(fd: int, step: str, exc: BaseException) -> None:
     code = getattr(exc, "errno", None) or errno.EIO
     detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
     filename = getattr(exc, "filename", None)
-    if filename and str(filename) not in detail:
+    if filename and str(filename) not in detail and str(filename) not in step:
         detail = f"{filename}: {detail}"
     os.write(fd, f"E {code} {step}: {detail}\n".encode(errors="replace")[:4000])
 
