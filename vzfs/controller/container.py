@@ -91,8 +91,6 @@ INIT_ENV = {
 
 
 GO = b"g"
-READY = b"r"
-MAPPED = b"m"
 
 
 @dataclasses.dataclass
