@@ -3,18 +3,19 @@
 Two processes build it (controller/container.py says when):
 
 * The *builder*, host root in the container's (still private, host-owned) mount
-  namespace: `make_skeleton` makes the directories and the /dev entries on the
-  root's own filesystem, `mount_host_side` mounts what only host root may mount
-  (sysfs of the container's network namespace, /dev's nodes, the console) —
+  namespace: `stage_root` attaches the root on a stage, `make_skeleton` makes the
+  directories and the /dev entries on the root's own filesystem, `mount_sysfs` and
+  `mount_dev` mount what only host root may mount (sysfs of the container's network
+  namespace and its masks, /dev's nodes, the console) —
   every target resolved beneath the root (openat2(2) RESOLVE_BENEATH) and
   attached fd to fd, so no symlink in the root can send a mount elsewhere. When
   the container then unshares its mount namespace from inside its user namespace,
   the kernel locks these mounts (mount_namespaces(7) "Restrictions on mount
   namespaces"): /sys stays read-only and none can be unmounted to reveal what is
   below.
-* The container's *init child*, in its own namespaces: `mount_proc` (a procfs of
-  its pid namespace), the OCI runtime's read-only and masked /proc paths, devpts
-  and /dev/shm, then `pivot`.
+* The container's *init child*, in its own namespaces: `enter_own_root`, then
+  `mount_proc` (a procfs of its pid namespace, with the OCI runtime's read-only and
+  masked /proc paths), `mount_dev_inside` (devpts and /dev/shm), then `pivot`.
 
 /dev is not a tmpfs but the directory `/.vzfs/dev` on the root's own filesystem,
 emptied and filled anew at each start: its device nodes are binds of the host's
