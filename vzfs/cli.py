@@ -76,6 +76,16 @@ def _daemon_pid(mountpoint: str) -> int | None:
     return None
 
 
+def _alive(pid: int) -> bool:
+    """Whether *pid* still runs: a zombie has ended (its reaper, init, may take a while)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            state = f.read().rsplit(b")", 1)[1].split()[0]
+    except (FileNotFoundError, IndexError):
+        return False
+    return state not in (b"Z", b"X")
+
+
 def cmd_umount(args: argparse.Namespace) -> int:
     from . import daemon
     from .kernel import syscalls
@@ -91,11 +101,8 @@ def cmd_umount(args: argparse.Namespace) -> int:
     os.kill(pid, signal.SIGTERM)
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
-        if not daemon.is_vzfs_mount(mountpoint):
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                return 0
+        if not daemon.is_vzfs_mount(mountpoint) and not _alive(pid):
+            return 0
         time.sleep(0.02)
     raise VzfsError(errno.EBUSY, f"cannot unmount {mountpoint}: the daemon (pid {pid}) "
                                  "did not stop in 15 s")
