@@ -16,6 +16,7 @@ data. Rounds alternate which side goes first:
   domain again for the next round (untimed).
 """
 
+PRIVILEGED = "privileged = true\n"   # the raw CRIU peer restores no user namespace's idmapped root
 import os
 import shutil
 import signal
@@ -223,7 +224,8 @@ class Subject:
         return checkpoint.Meta(
             console_key=checkpoint.tty_key(console),
             devtty_key=checkpoint.tty_key(os.stat(f"/proc/{pid}/root/dev/tty")),
-            mounts=(), columns=80, lines=25, vnc_prefer={}, dumped_at=time.time())
+            mounts=(), columns=80, lines=25, vnc_prefer={}, dumped_at=time.time(),
+            host_binds=checkpoint.host_binds(pid))
 
     def raw_cycle(self) -> dict[str, float]:
         pid = int(self.inst.read(self.name, "pid"))
@@ -326,7 +328,7 @@ def _measure(subject: Subject, rounds: int) -> dict[str, float]:
     if free < needed:
         raise BenchError(f"{size} MB needs {needed // MIB} MiB free for images in "
                          f"{inst.state_dir}; there are {free // MIB}")
-    inst.define(subject.name, "")            # the busybox template, its init and shell
+    inst.define(subject.name, PRIVILEGED)            # busybox; privileged: the raw CRIU peer runs it as it was
     subject.boot()
     vz: list[dict[str, float]] = []
     raw: list[dict[str, float]] = []

@@ -20,6 +20,7 @@ in the domain's root every millisecond. Rounds alternate which side goes first:
   ends the tree; the domain is booted again, untimed).
 """
 
+PRIVILEGED = "privileged = true\n"   # the raw CRIU peer restores no user namespace's idmapped root
 import itertools
 import os
 import shutil
@@ -270,7 +271,7 @@ def _measure(ctx: Context, hosts: Hosts, subject: Moving, rounds: int) -> dict[s
     if free < needed:
         raise BenchError(f"{size} MB needs {needed // checkpoint.MIB} MiB free in "
                          f"{subject.inst.state_dir}; there are {free // checkpoint.MIB}")
-    subject.inst.define(subject.name, "")          # the busybox template, its init and shell
+    subject.inst.define(subject.name, PRIVILEGED)          # busybox; privileged: the raw CRIU peer runs it as it was
     # Killed at the end by whichever instance it is on (the other finds no such domain).
     hosts.other(subject.inst).names.append(subject.name)
     subject.boot()
