@@ -31,9 +31,16 @@ def candidate_dirs() -> list[pathlib.Path]:
     dirs = [pathlib.Path(d) for d in env.split(":") if d]
     dirs.append(pathlib.Path("/usr/share/novnc"))
     repo_cache = pathlib.Path(__file__).resolve().parent.parent / ".cache"
-    for base in (repo_cache, pathlib.Path("/tmp"), pathlib.Path("/usr/lib"), pathlib.Path("/usr/local/lib")):
+    for base in (repo_cache, pathlib.Path("/usr/lib"), pathlib.Path("/usr/local/lib")):
         dirs += sorted(base.glob("*/node_modules/@novnc/novnc")) + sorted(base.glob("node_modules/@novnc/novnc"))
-    return [d for d in dirs if (d / "core" / "decoders" / "tight.js").exists()]
+    return [d for d in dirs if readable(d / "core" / "decoders" / "tight.js")]
+
+
+def readable(path: pathlib.Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a dead mount on the way (ENOTCONN) is no noVNC
+        return False
 
 
 def as_package(src: pathlib.Path, tmp: pathlib.Path) -> pathlib.Path:
