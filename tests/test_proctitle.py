@@ -46,19 +46,30 @@ def test_daemon_zygote_controller_and_vnc_are_named(instance: Instance) -> None:
 
     instance.quick("web1")
     instance.write("web1", "state", "start")
+    # The keeper is init's parent; the controller is the keeper's child.
+    init = int(instance.read("web1", "pid"))
+    keeper = int(Path(f"/proc/{init}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    assert title(keeper) == "vzfs: keeper web1"
+    assert comm(keeper) == "vzfs-keep:web1"
+    wait_for(lambda: len(by_title("vzfs: controller web1")) == 1, what="the controller")
     controllers = by_title("vzfs: controller web1")
-    assert len(controllers) == 1
+    assert controllers[0] in children(keeper)
     assert comm(controllers[0]) == "vzfs:web1"
     wait_for(lambda: len(by_title("vzfs: vnc web1")) == 1, what="the VNC server")
     vnc = by_title("vzfs: vnc web1")[0]
     assert comm(vnc) == "vzfs-vnc:web1"
-    spawners = [p for p in children(controllers[0]) if title(p) == "vzfs: vnc spawner"]
+    # (forked by the spare before the request, so the keeper's child)
+    spawners = [p for p in children(keeper) if title(p) == "vzfs: vnc spawner"]
     assert spawners and comm(spawners[0]) == "vzfs-vncspawn"
     # a long name: the comm is cut to the kernel's 15 bytes, the title is whole
     instance.quick("a-rather-long-domain-name")
     instance.write("a-rather-long-domain-name", "state", "start")
+    wait_for(lambda: len(by_title("vzfs: controller a-rather-long-domain-name")) == 1,
+             what="the controller")
     [ctl] = by_title("vzfs: controller a-rather-long-domain-name")
     assert comm(ctl) == "vzfs:a-rather-l"
+    [keeper2] = by_title("vzfs: keeper a-rather-long-domain-name")
+    assert comm(keeper2) == "vzfs-keep:a-rat"
     # pgrep -f finds them by their titles
     out = subprocess.run(["pgrep", "-f", "^vzfs: controller web1$"], capture_output=True,
                          text=True, check=False).stdout.split()

@@ -9,7 +9,9 @@ concurrent `start`s one wins and the other gets EBUSY.
 import dataclasses
 import errno
 import json
+import logging
 import os
+import select
 import shutil
 import socket
 import time
@@ -45,6 +47,13 @@ CONSOLE_SCROLLBACK = 1 << 20
 CONSOLE_INPUT_QUEUE = 256 << 10
 CONSOLE_INPUT_WAIT = 5.0
 REQUEST_TIMEOUT = 10.0
+# A controller that died is replaced by its domain's keeper (controller/keeper.py) in
+# milliseconds; the daemon re-attaches to the new one, waiting at most this long.
+REATTACH_TIMEOUT = 10.0
+REATTACH_POLL = 0.02
+ATTACH_RETRY_S = 2.0           # a daemon that starts, for a controller being replaced
+
+log = logging.getLogger("vzfs.registry")
 MIGRATE_PREFLIGHT_TIMEOUT = 120.0  # ssh to the target, its checks; the move then goes on
 
 
@@ -210,6 +219,7 @@ class Domain:
     # server that cannot listen): a command during which it came does not clear it.
     condition: str = ""
     client: ControllerClient | None = None
+    keeper: int = -1           # a pidfd of its keeper while it runs (controller/keeper.py)
     changed_at: float = dataclasses.field(default_factory=time.time)
     console: DomainConsole = dataclasses.field(default_factory=DomainConsole)
     last_screen: str = ""      # the screen when the domain last stopped
@@ -457,6 +467,7 @@ class Registry:
             # (vzctl destroy); a rootfs the user pointed us at is theirs to keep.
             shutil.rmtree(rootfs, ignore_errors=True)
         shutil.rmtree(paths.domain_dir(self.state_dir, name), ignore_errors=True)
+        self._remove_cgroup(dom)           # whatever a crash of its processes left
         idclaims.release(self.state_dir, name)
         del self.domains[name]
         self.emit(name, "undefined")
@@ -748,16 +759,52 @@ class Registry:
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
         dom.vnc_restarts = int(status.get("vnc_restarts", 0))
+        self._keeper_from(dom, status)
         dom.set_state(state or _state_of(status))
         assert self.nursery is not None
         self.nursery.start_soon(self._watch, dom, client)
         self.on_change(dom)
 
+    @staticmethod
+    def _keeper_from(dom: Domain, status: Message) -> None:
+        pid = int(status.get("keeper_pid") or 0)
+        if dom.keeper >= 0:
+            os.close(dom.keeper)
+            dom.keeper = -1
+        if pid:
+            try:
+                dom.keeper = os.pidfd_open(pid)
+            except ProcessLookupError:
+                pass
+
+    @staticmethod
+    def _keeper_lives(dom: Domain) -> bool:
+        # A pidfd is readable once its process has ended (pidfd_open(2)).
+        return dom.keeper >= 0 and not select.select([dom.keeper], [], [], 0)[0]
+
     async def _watch(self, dom: Domain, client: ControllerClient) -> None:
         await client.run()
         if dom.client is client:
-            # The controller is gone. If it recorded an outcome, that is the
-            # truth; otherwise it died without one.
+            await self._lost(dom, client)
+
+    async def _lost(self, dom: Domain, client: ControllerClient) -> None:
+        """The controller went without telling the domain's end. Its keeper forks another
+        (controller/keeper.py): re-attach to that one while the keeper lives. Otherwise,
+        if it recorded an outcome, that is the truth; else it died without one."""
+        deadline = trio.current_time() + REATTACH_TIMEOUT
+        while self._keeper_lives(dom) and trio.current_time() < deadline:
+            try:
+                sock = self._connect(dom)
+            except OSError:
+                await trio.sleep(REATTACH_POLL)
+                continue
+            if dom.client is client and not await self._take_over(dom, sock):
+                self.emit(dom.name, "controller", "replaced")
+                return
+            if dom.client is not client:
+                return
+            await trio.sleep(REATTACH_POLL)
+        if dom.client is client:
             self._settle_from_disk(dom, lost_controller=True)
 
     def _on_event(self, dom: Domain, client: ControllerClient, msg: Message) -> None:
@@ -811,6 +858,9 @@ class Registry:
         dom.pid = None
         dom.started_at = None
         dom.vnc_address = dom.vnc_websocket = ""
+        if dom.keeper >= 0:
+            os.close(dom.keeper)
+            dom.keeper = -1
         if dom.busy == "migrated":
             dom.busy = ""          # the move ended with the domain, one way or the other
         event = kind if kind in ("crashed", "suspended", "migrated") else "exited"
@@ -873,11 +923,21 @@ class Registry:
             self._exited(dom, str(record.get("state")), str(record.get("reason", "")),
                          recorded=not lost_controller)
         elif lost_controller:
-            self.cgroup(dom).kill_all()
+            self._remove_cgroup(dom)
             self._exited(dom, "crashed", "its controller process died")
         else:
             dom.client = None
             dom.pid = None
+
+    def _remove_cgroup(self, dom: Domain) -> None:
+        """Nothing of the domain left running, and its cgroup gone (after a crash of every
+        vzfs process of it, or on undefine): leftovers are logged, never fatal."""
+        cgroup = self.cgroup(dom)
+        try:
+            cgroup.kill_all()
+            cgroup.remove()
+        except OSError as exc:
+            log.warning("cannot remove the cgroup of domain %s: %s", dom.name, exc)
 
     def _client(self, dom: Domain, verb: str) -> ControllerClient:
         if dom.client is None:
@@ -1130,11 +1190,29 @@ class Registry:
             await self.attach(dom)
 
     async def attach(self, dom: Domain) -> None:
-        try:
-            sock = self._connect(dom)
-        except OSError:
-            self._settle_from_disk(dom, lost_controller=False)
-            return
+        deadline = trio.current_time() + ATTACH_RETRY_S
+        while True:
+            try:
+                sock = self._connect(dom)
+                break
+            except FileNotFoundError:
+                self._settle_from_disk(dom, lost_controller=False)
+                return
+            except OSError:
+                # A socket nobody listens on: its controller died, and a keeper may be
+                # starting another (controller/keeper.py) — or it all died with no word.
+                if trio.current_time() > deadline:
+                    self._settle_from_disk(dom, lost_controller=True)
+                    return
+                await trio.sleep(REATTACH_POLL)
+        failure = await self._take_over(dom, sock)
+        if failure:
+            dom.error = failure
+            self._settle_from_disk(dom, lost_controller=True)
+
+    async def _take_over(self, dom: Domain, sock: socket.socket) -> str:
+        """Attach to the running controller connected on *sock*; if it does not answer,
+        say why."""
         stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock))
         client = ControllerClient(stream, Decoder(),
                                   lambda client, msg: self._on_event(dom, client, msg))
@@ -1144,18 +1222,18 @@ class Registry:
             status = await client.request(f"cannot re-attach domain {dom.name}", "status")
         except VzfsError as exc:
             await stream.aclose()
-            dom.error = exc.sentence
-            self._settle_from_disk(dom, lost_controller=False)
-            return
+            return exc.sentence
         dom.client = client
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
         dom.vnc_restarts = int(status.get("vnc_restarts", 0))
+        self._keeper_from(dom, status)
         self._vnc_from(dom, status)
         dom.set_state(_state_of(status))
         self.nursery.start_soon(self._watch_attached, dom, client)
         await self._open_console(dom)
         self.on_change(dom)
+        return ""
 
     async def autostart(self) -> None:
         """Start the domains whose config says `autostart = true` and that do not run
@@ -1173,7 +1251,7 @@ class Registry:
     async def _watch_attached(self, dom: Domain, client: ControllerClient) -> None:
         await client.closed.wait()
         if dom.client is client:
-            self._settle_from_disk(dom, lost_controller=True)
+            await self._lost(dom, client)
 
     async def control(self, dom: Domain, what: str, op: str, **fields: Any) -> Message:
         """A request to a running domain's controller (resize, screen…)."""

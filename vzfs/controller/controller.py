@@ -1,10 +1,15 @@
 """The per-domain controller process: creates the container, supervises it, obeys the daemon.
 
-One controller runs per running domain. It is forked from the zygote (so it
-starts without importing anything), lives in its own session, and outlives the
-daemon: the daemon talks to it over a unix socket in the domain's directory and
-finds it again after a restart. When the domain ends, the controller records the
-outcome in `last_exit.json`, tells every connected daemon, and exits.
+One controller runs per running domain. The zygote's spare that takes a start
+request creates the container (so it starts without importing anything), lives
+in its own session, and once the start is reported splits in two (keeper.py):
+it stays the domain's *keeper*, init's parent, and forks the controller proper,
+which runs everything else under trio and may die without taking the domain
+down — the keeper forks another, which takes over (`Controller.reattach`). The
+controller outlives the daemon: the daemon talks to it over a unix socket in the
+domain's directory and finds it again after a restart. When the domain ends,
+the controller records the outcome in `last_exit.json`, tells every connected
+daemon, and exits, and so does the keeper.
 """
 
 import dataclasses
@@ -34,6 +39,7 @@ from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
 from .. import proctitle
 from . import checkpoint, container, paths, screenstate, vncspawn
+from . import keeper as keepermod
 from ..vnc import process as vncprocess
 from ..terminal import BACKENDS, make_terminal
 from .consolestream import (
@@ -53,6 +59,7 @@ VNC_CHUNK = 1 << 16
 VNC_FAST_RESTART = 0.05    # the first restart after a crash is at once (issue 5: within a second)
 VNC_MAX_BACKOFF = 60.0     # a server that keeps dying (or cannot listen) is tried less and less often
 VNC_STABLE_S = 10.0        # a server that ran this long resets the backoff
+KEEPER_EXIT_WAIT = 2.0     # for the keeper to go once the end is recorded
 TTY_GID = 5                        # the tty group inside (devpts gid=5)
 REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
 HALT_SIGNAL = signal.SIGINT        # … and with SIGINT for halt and power-off
@@ -148,6 +155,9 @@ class Controller:
         self.slave = -1
         self.domain_dir = paths.domain_dir(self.state_dir, self.name)
         self.dir_fd = os.open(self.domain_dir, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        # The keeper (keeper.py): init's parent, which holds the domain while we run.
+        self.keeper_pid = 0
+        self.keeper: socket.socket | None = None
 
     # -- start (synchronous: runs before trio.run, in a single-threaded process) --
     def start(self) -> None:
@@ -284,6 +294,41 @@ class Controller:
         figures["restored_at"] = self.started_at
         self.restore_figures = figures
 
+    def respawn(self, mounts: list[dict[str, Any]]) -> None:
+        """In the keeper: init again, as its child, after a reboot inside (the
+        controller asks, with the mounts the domain has now)."""
+        self.mounts = [_mount_of(m) for m in mounts]
+        self._spawn()
+
+    def reattach(self) -> None:
+        """In a controller the keeper forked after the last one died: take the running
+        domain over. The pty, init, its cgroup and the VNC sockets are the keeper's and
+        so still there; what lived only in the dead controller is made again — the
+        terminal (blank until the next output, at the size the pty has), the VNC spawner
+        — or read back: the live mounts (mounts.json), whether it is paused."""
+        try:
+            self.state = "paused" if self.cgroup.frozen() else "running"
+        except OSError:
+            self.state = "running"
+        try:
+            with open(os.path.join(self.domain_dir, "mounts.json")) as f:
+                self.mounts = [_mount_of(m) for m in json.load(f)]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            print(f"vzfs: {self.name}: keeping the mounts of the start: {exc}",
+                  file=sys.stderr, flush=True)
+        lines, columns, _, _ = struct.unpack(
+            "HHHH", fcntl.ioctl(self.master, termios.TIOCGWINSZ, b"\0" * 8))
+        if 2 <= columns <= 1000 and 2 <= lines <= 1000:
+            self.columns, self.lines = columns, lines
+        self.term = make_terminal(self.cfg.console.emulator, self.columns, self.lines)
+        self.ring = Ring(SCROLLBACK)
+        self.fed = 0
+        try:
+            self.vnc_spawner = vncspawn.start()
+        except OSError:
+            traceback.print_exc()
+            self.vnc_spawner = None
+
     def abandon_prepared(self) -> None:
         """Let go what the spare prepared and the start did not use."""
         prepared, self.prepared = self.prepared, []
@@ -302,10 +347,11 @@ class Controller:
         """mounts.json in the domain's directory: the external mounts of the running
         domain, for the checkpoint to declare to CRIU and re-create on restore.
         Written once the start has been reported, and after every live change."""
-        atomic_write("mounts.json",
-                     json.dumps([{"source": m.source, "target": m.target,
-                                  "options": list(m.options)} for m in self.mounts]),
-                     dir_fd=self.dir_fd)
+        atomic_write("mounts.json", json.dumps(self._mounts_json()), dir_fd=self.dir_fd)
+
+    def _mounts_json(self) -> list[dict[str, Any]]:
+        return [{"source": m.source, "target": m.target, "options": list(m.options)}
+                for m in self.mounts]
 
     def listen(self) -> socket.socket:
         """Bind the controller socket (before "started" is sent, so the daemon can connect)."""
@@ -335,12 +381,13 @@ class Controller:
             except OSError:
                 pass        # the state dir went (an undefine racing the end): nothing to bound
 
-    async def main(self, daemon_fd: int, listener: trio.socket.SocketType) -> None:
+    async def main(self, daemon_fd: int | None, listener: trio.socket.SocketType) -> None:
         async with trio.open_nursery() as nursery:
             self.nursery = nursery
-            first = trio.SocketStream(trio.socket.from_stdlib_socket(
-                socket.socket(fileno=daemon_fd)))
-            nursery.start_soon(self._serve_stream, first, None)
+            if daemon_fd is not None:
+                first = trio.SocketStream(trio.socket.from_stdlib_socket(
+                    socket.socket(fileno=daemon_fd)))
+                nursery.start_soon(self._serve_stream, first, None)
             nursery.start_soon(self._accept, listener)
             nursery.start_soon(self._drain_console)
             nursery.start_soon(self._feed_terminal)
@@ -350,6 +397,7 @@ class Controller:
             nursery.start_soon(self._bound_log)
             await self.exited.wait()
             await self._stop_vnc()
+            await self._keeper_gone()
             self.ended.set()
             await self._broadcast({"event": "exited", "state": self.exit_state,
                                    "reason": self.exit_reason, "screen": self.term.text()})
@@ -362,6 +410,7 @@ class Controller:
         state = "migrating" if self.migration is not None and self.state == "running" else self.state
         return {"event": "status", "state": state, "pid": self.pid,
                 "started_at": self.started_at, "controller_pid": os.getpid(),
+                "keeper_pid": self.keeper_pid,
                 "vnc": self.vnc_address, "vnc_websocket": self.vnc_websocket,
                 "vnc_pid": self.vnc_pid, "vnc_restarts": self.vnc_restarts,
                 "vnc_error": self.vnc_error, "vnc_errno": self.vnc_errno}
@@ -944,15 +993,53 @@ class Controller:
                     except ValueError:
                         self._resync_vnc()
 
+    async def _from_keeper(self) -> dict[str, Any] | None:
+        """The keeper's next message; None once it is gone."""
+        assert self.keeper is not None
+        while True:
+            try:
+                return keepermod.decode(self.keeper.recv(keepermod.MAX_MESSAGE,
+                                                         socket.MSG_DONTWAIT))
+            except BlockingIOError:
+                await trio.lowlevel.wait_readable(self.keeper)
+            except (OSError, ValueError):
+                return None
+
+    async def _keeper_gone(self) -> None:
+        """Wait (a little) for the keeper to exit once told the end: it holds the VNC
+        ports and the pty, which the next start should find free."""
+        with trio.move_on_after(KEEPER_EXIT_WAIT):
+            while await self._from_keeper() is not None:
+                pass
+
+    async def _init_status(self) -> int | None:
+        """Init's wait(2) status, from the keeper (its parent); None if the keeper died."""
+        while (msg := await self._from_keeper()) is not None:
+            if msg.get("event") == "exit":
+                return int(msg["status"])
+        return None
+
+    async def _respawn(self) -> None:
+        """A reboot inside: the keeper makes init again, as its child."""
+        assert self.keeper is not None
+        keepermod.send(self.keeper, {"op": "spawn", "mounts": self._mounts_json()})
+        msg = await self._from_keeper()
+        if msg is None:
+            raise OSError(errno.EIO, "its keeper process died")
+        if msg.get("event") != "spawned":
+            raise OSError(int(msg.get("errno") or errno.EIO), str(msg.get("error")))
+        self.pid = int(msg["pid"])
+        self.started_at = float(msg["started_at"])
+        self.state = "running"
+
     async def _wait_init(self) -> None:
         while True:
-            pidfd = os.pidfd_open(self.pid)
-            try:
-                await trio.lowlevel.wait_readable(pidfd)
-            finally:
-                os.close(pidfd)
-            _, status = os.waitpid(self.pid, 0)
-            kind, reason = describe_exit(status)
+            status = await self._init_status()
+            if status is None:
+                # Init asked for SIGKILL when its parent dies (container.py).
+                kind, reason = "crashed", "its keeper process died"
+            else:
+                kind, reason = describe_exit(status)
             if self.suspending:
                 # CRIU ends the tree once its images are written: wait for its verdict.
                 await self.suspend_done.wait()
@@ -968,7 +1055,7 @@ class Controller:
             if kind == "rebooted" and not self.stop_requested:
                 self._cleanup_processes()
                 try:
-                    self._spawn()
+                    await self._respawn()
                 except OSError as exc:
                     kind, reason = "crashed", f"reboot failed: {exc.strerror or exc}"
                 else:
@@ -988,21 +1075,32 @@ class Controller:
         self.cgroup.kill_all()
 
     def _finish(self, kind: str, reason: str) -> None:
+        self.record_end(kind, reason)
+        self.exit_state, self.exit_reason = kind, reason
+        self.state = kind
+        if self.keeper is not None:
+            try:
+                keepermod.send(self.keeper, {"op": "done"})
+            except OSError:
+                pass                     # it is gone already
+        self.exited.set()
+
+    def record_end(self, kind: str, reason: str) -> None:
+        """The domain ended: nothing of it left running, its cgroup and ports gone, the
+        outcome in last_exit.json (by the controller, or by a keeper whose controllers
+        kept dying)."""
         self._cleanup_processes()
         self._close_vnc_sockets()        # the ports are free for the next start
         try:
             self.cgroup.remove()
         except OSError:
             pass
-        self.exit_state, self.exit_reason = kind, reason
-        self.state = kind
         record = {"state": kind, "reason": reason, "time": time.time(), "pid": self.pid}
         atomic_write(paths.last_exit_file(self.state_dir, self.name), json.dumps(record))
         try:
             os.unlink(paths.socket_path_via(self.dir_fd))
         except FileNotFoundError:
             pass
-        self.exited.set()
 
 
 async def _await_helper(pending: kmounts.Pending) -> None:
@@ -1010,6 +1108,10 @@ async def _await_helper(pending: kmounts.Pending) -> None:
     with trio.CancelScope(shield=True):
         await trio.lowlevel.wait_readable(pending.fd)
     pending.finish()
+
+
+def _mount_of(m: dict[str, Any]) -> MountSpec:
+    return MountSpec(str(m["source"]), str(m["target"]), tuple(str(o) for o in m["options"]))
 
 
 def _port(address: str) -> int:
@@ -1061,12 +1163,39 @@ def rehearse() -> None:
     cgroups.Cgroup(cgroups.Layout(**request["layout"]), "vzfs/rehearsal/1")
 
 
+def _controller_main(ctl: Controller, link: socket.socket, daemon_fd: int | None,
+                     listener: socket.socket | None) -> NoReturn:
+    """The controller proper, in the process the keeper forked (keeper.py): the first,
+    which serves the daemon's first connection and the listener bound before the start
+    was reported, or one that takes over from a dead one (*daemon_fd* None)."""
+    code = 0
+    try:
+        ctl.keeper = link
+        link.setblocking(False)
+        proctitle.name(f"vzfs: controller {ctl.name}", f"vzfs:{ctl.name}")
+        if listener is None:
+            ctl.reattach()
+            listener = ctl.listen()
+
+        async def _main() -> None:
+            assert listener is not None
+            await ctl.main(daemon_fd, trio.socket.from_stdlib_socket(listener))
+
+        trio.run(_main)
+    except BaseException:       # the process's last boundary: never return into the keeper
+        code = 1
+        traceback.print_exc()
+    finally:
+        os._exit(code)
+
+
 def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
     """The controller's life, in the process the zygote forked. Never returns."""
     code = 0
     try:
         os.setsid()
-        proctitle.name(f"vzfs: controller {request['name']}", f"vzfs:{request['name']}")
+        # The keeper-to-be (keeper.py): it forks the controller once the domain runs.
+        proctitle.name(f"vzfs: keeper {request['name']}", f"vzfs-keep:{request['name']}")
         _log_to(os.path.join(paths.domain_dir(request["state_dir"], request["name"]),
                              "controller.log"))
         ctl = Controller(request)
@@ -1093,6 +1222,7 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
                 ctl.record_restore()
             except OSError:
                 traceback.print_exc()
+        ctl.keeper_pid = os.getpid()
         # Init runs: say so before trio starts (its start-up costs milliseconds
         # the user's `echo start` need not wait for).
         os.write(daemon_fd, encode(ctl._status()))
@@ -1112,11 +1242,17 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
                 ctl.vnc_spawner = vncspawn.start()
             except OSError:
                 traceback.print_exc()
-
-        async def _main() -> None:
-            await ctl.main(daemon_fd, trio.socket.from_stdlib_socket(listener))
-
-        trio.run(_main)
+        keep = keepermod.Keeper(ctl, lambda link, first: _controller_main(
+            ctl, link, daemon_fd if first else None, listener if first else None),
+            ctl.record_end)
+        keep.start_controller(first=True)
+        # What the controller serves is its alone.
+        os.close(daemon_fd)
+        listener.close()
+        if ctl.vnc_spawner is not None:
+            ctl.vnc_spawner.close()      # it ends when its controller's end closes
+            ctl.vnc_spawner = None
+        keep.run()
     except BaseException:       # the process's last boundary: never return into the zygote
         code = 1
         traceback.print_exc()

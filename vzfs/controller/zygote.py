@@ -11,9 +11,9 @@ daemon's end of a socketpair that becomes the controller's first connection.
 
 To keep the fork of a large process off the path of `echo start`, the zygote
 keeps one *spare*: a child forked in advance that waits for the next request
-on the shared socket. Whichever spare receives a request becomes that domain's
-controller, and the zygote forks the next spare when it hears (over a pipe) that
-the last one was taken.
+on the shared socket. Whichever spare receives a request starts that domain and
+becomes its keeper, which forks its controller (keeper.py); the zygote forks the
+next spare when it hears (over a pipe) that the last one was taken.
 
 When the zygote dies (an OOM kill, a stray SIGKILL) the daemon starts another with
 `python -m vzfs.controller.zygote`: a fresh interpreter, since a fork of the

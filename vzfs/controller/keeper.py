@@ -1,0 +1,248 @@
+"""The keeper: the small process that holds a running domain, so that its controller may die.
+
+Theory of operation. A container's init must have a parent that waits for it, and
+its console pty a master that stays open: a pty whose last master closes hangs up
+its session (pty(7)), and an init whose parent is gone is the host's to reap. The
+controller does a great deal (trio, the terminal emulator, VNC, CRIU, migration),
+and whatever kills it must not kill the domain. So, as conmon does for podman, the
+process that made the container splits in two once it has reported the start:
+
+* the *keeper* — the process the zygote's spare became, a child subreaper
+  (PR_SET_CHILD_SUBREAPER, prctl(2)), so the init child its builder made (and the
+  tree CRIU restores, `--restore-sibling`) is its child — keeps the pty master, the
+  VNC listening sockets, init, and nothing else to do: it waits for init's exit
+  status and for its controller, in a poll(2) loop with no event loop library;
+* the *controller* is forked from it and runs everything else.
+
+They speak over a SOCK_SEQPACKET socketpair, one JSON object per message:
+
+    keeper → controller  {"event": "exit", "status": N}           init ended (wait(2) status)
+                         {"event": "spawned", "pid": N, "started_at": T}
+                         {"event": "spawn_failed", "errno": E, "error": "…"}
+    controller → keeper  {"op": "spawn", "mounts": […]}             a reboot inside: init again
+                         {"op": "done"}                             the end is recorded: go (and it
+                                                                   waits for our exit)
+
+The container's init asks for SIGKILL when its parent dies (container.py), and its
+parent is the keeper: the keeper's death takes the domain down (the controller then
+records it `crashed`), the controller's does not. When the controller dies, the
+keeper forks another (`Controller.reattach`), which takes the pty master, the VNC
+sockets and init over, binds the domain's socket again, and the daemon re-attaches
+to it. An init status the dead controller had not taken is given to the new one,
+which records the end as its predecessor would have. A controller that keeps dying
+(CONTROLLER_RESTARTS within RESTART_WINDOW_S) is not forked again: the keeper kills
+the container, records it crashed, and ends.
+"""
+
+import json
+import os
+import select
+import signal
+import socket
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+MAX_MESSAGE = 1 << 20
+CONTROLLER_RESTARTS = 5
+RESTART_WINDOW_S = 60.0
+
+
+def send(sock: socket.socket, msg: dict[str, Any]) -> None:
+    """One message (a small SOCK_SEQPACKET send does not block)."""
+    sock.send(json.dumps(msg).encode())
+
+
+def decode(data: bytes) -> dict[str, Any] | None:
+    """A message, or None for the end of the link (an empty read)."""
+    if not data:
+        return None
+    msg = json.loads(data)
+    if not isinstance(msg, dict):
+        raise ValueError("a keeper message is a JSON object")
+    return msg
+
+
+class Keeper:
+    """The keeper's side (module docstring). *ctl* is the controller object as it was
+    when the start was reported (its pid, pty, cgroup, VNC sockets); *fork_controller*
+    forks a controller speaking over the given socket and returns its pid; *record_end*
+    records an end the keeper must record itself (no controller left to)."""
+
+    def __init__(self, ctl: Any, controller_main: Callable[[socket.socket, bool], NoReturn],
+                 record_end: Callable[[str, str], None]) -> None:
+        self.ctl = ctl
+        self.controller_main = controller_main
+        self.record_end = record_end
+        self.link: socket.socket | None = None
+        self.wake: tuple[int, ...] = ()    # our SIGCHLD wakeup pipe (_loop)
+        self.controller = 0
+        self.status: int | None = None     # init's wait status, once it ended
+        self.told = False                  # the current controller has it
+        self.done = False                  # the controller recorded the end
+        self.restarts: list[float] = []
+
+    def start_controller(self, first: bool) -> None:
+        """Fork a controller (the first, or one that takes over from a dead one):
+        *controller_main(link, first)* in the child, which never returns."""
+        if self.link is not None:
+            self.link.close()
+            self.link = None
+        ours, theirs = socket.socketpair(socket.AF_UNIX,
+                                         socket.SOCK_SEQPACKET | socket.SOCK_CLOEXEC)
+        pid = os.fork()
+        if pid == 0:
+            # Our end stays ours alone: the controller sees EOF when we die.
+            ours.close()
+            if self.wake:
+                signal.set_wakeup_fd(-1)      # trio sets its own
+                signal.signal(signal.SIGCHLD, signal.SIG_DFL)
+                for fd in self.wake:
+                    os.close(fd)
+            self.controller_main(theirs, first)
+        theirs.close()
+        self.controller = pid
+        self.link = ours
+        self.told = False
+        self._tell_exit()
+
+    def run(self) -> NoReturn:
+        code = 0
+        try:
+            self._loop()
+        except BaseException:
+            code = 1
+            traceback.print_exc()
+        os._exit(code)
+
+    def _loop(self) -> None:
+        wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+        signal.signal(signal.SIGCHLD, lambda *_: None)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
+
+        self.wake = (wake_r, wake_w)
+        self._reap()                     # whatever ended before the handler was there
+        while not self._finished():
+            poller = select.poll()
+            poller.register(wake_r, select.POLLIN)
+            link = self.link
+            if link is not None:
+                poller.register(link.fileno(), select.POLLIN)
+            for fd, _ in poller.poll():
+                if fd == wake_r:
+                    _drain(wake_r)
+                    self._reap()
+                elif link is not None and link is self.link and fd == link.fileno():
+                    self._serve()
+
+    def _finished(self) -> bool:
+        # Init ended and its end is recorded (by a controller, or by us): nothing is
+        # left to keep. The controller waits for our exit before it tells the end, so
+        # the ports we hold are free by then (a restart keeps its VNC address).
+        return self.status is not None and self.done
+
+    def _reap(self) -> None:
+        while True:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                return
+            if pid == 0:
+                return
+            if pid == self.ctl.pid and self.status is None:
+                self.status = status
+                self._tell_exit()
+            elif pid == self.controller:
+                self.controller = 0
+                self._controller_gone(status)
+
+    def _tell_exit(self) -> None:
+        if self.status is None or self.told or self.link is None:
+            return
+        try:
+            send(self.link, {"event": "exit", "status": self.status})
+            self.told = True
+        except OSError:
+            pass           # it died: its successor is told
+
+    def _serve(self, block: bool = True) -> bool:
+        """Take one message from the controller; False when there is none (now)."""
+        assert self.link is not None
+        try:
+            msg = decode(self.link.recv(MAX_MESSAGE, 0 if block else socket.MSG_DONTWAIT))
+        except BlockingIOError:
+            return False
+        except (OSError, ValueError):
+            msg = None
+        if msg is None:
+            # The controller closed its end: it is ending (or dead); its exit says which.
+            self.link.close()
+            self.link = None
+            self.told = False
+            return False
+        op = msg.get("op")
+        if op == "done":
+            self.done = True
+        elif op == "spawn":
+            self._spawn(msg)
+        return True
+
+    def _spawn(self, msg: dict[str, Any]) -> None:
+        assert self.link is not None
+        try:
+            self.ctl.respawn(msg.get("mounts") or [])
+        except OSError as exc:
+            reply: dict[str, Any] = {"event": "spawn_failed", "errno": exc.errno or 5,
+                                     "error": exc.strerror or str(exc)}
+        else:
+            self.status = None
+            self.told = False
+            reply = {"event": "spawned", "pid": self.ctl.pid, "started_at": self.ctl.started_at}
+        try:
+            send(self.link, reply)
+        except OSError:
+            pass
+
+    def _controller_gone(self, status: int) -> None:
+        while self.link is not None and self._serve(block=False):
+            pass                         # what it said before it went ("done") counts
+        if self.done and self.status is not None:
+            return                       # it recorded the end and left: so do we
+        now = time.monotonic()
+        self.restarts = [t for t in self.restarts if now - t < RESTART_WINDOW_S]
+        print(f"vzfs: the controller of {self.ctl.name} died ({_describe(status)}); "
+              f"{'starting another' if len(self.restarts) < CONTROLLER_RESTARTS else 'giving up'}",
+              file=sys.stderr, flush=True)
+        if len(self.restarts) >= CONTROLLER_RESTARTS:
+            self._give_up()
+            return
+        self.restarts.append(now)
+        self.start_controller(first=False)
+
+    def _give_up(self) -> None:
+        if self.status is None:
+            try:
+                os.kill(self.ctl.pid, signal.SIGKILL)
+                _, self.status = os.waitpid(self.ctl.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                self.status = 0
+        self.record_end("crashed", f"its controller died {CONTROLLER_RESTARTS} times "
+                                   f"within {RESTART_WINDOW_S:g} s")
+        self.done = True
+
+
+def _drain(fd: int) -> None:
+    while True:
+        try:
+            if not os.read(fd, 64):
+                return
+        except BlockingIOError:
+            return
+
+
+def _describe(status: int) -> str:
+    if os.WIFSIGNALED(status):
+        return f"signal {os.WTERMSIG(status)}"
+    return f"exit code {os.waitstatus_to_exitcode(status)}"
