@@ -614,14 +614,13 @@ class Registry:
         reason = "resume" if restore else "boot"
         what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
         try:
-            # All a kill may cancel: nothing outside the daemon has begun yet.
-            with underway.hooks:
-                if not dom.config.privileged and dom.config.idmap is None:
-                    # A definition from before user namespaces: its block, kept from now on.
-                    with idclaims.locked():
-                        cfg = self.with_idmap(dom.name, dom.config, what)
-                        self._store(dom.name, cfg)
-                    dom.config = cfg
+            if not dom.config.privileged and dom.config.idmap is None:
+                # A definition from before user namespaces: its block, kept from now on.
+                with idclaims.locked():
+                    cfg = self.with_idmap(dom.name, dom.config, what)
+                    self._store(dom.name, cfg)
+                dom.config = cfg
+            with underway.hooks:     # all a kill may cancel: nothing outside has begun
                 await self._hooks_allow(dom, "prepare", reason, what)
                 rootfs = self._prepare_rootfs(dom)
                 await self._hooks_allow(dom, "start", reason, what)

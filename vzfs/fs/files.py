@@ -261,7 +261,9 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
 
 One write is one command; it returns when done. A refused command changes
 nothing, fails with an errno (EINVAL, EBUSY, EEXIST, ENOENT, EIO…) and `error`
-says why. Example:
+says why. `kill` works at once, whatever is in flight: a `state` write held
+while another writer opens `state` returns, and its close reports the outcome
+(ECANCELED: cut short by kill). Example:
   mkdir domains/web1 && echo start > domains/web1/state && cat domains/web1/pid
 """
 
