@@ -15,6 +15,9 @@ from vzfs.errors import VzfsError
     (State.RUNNING, "stop", State.STOPPING),
     (State.RUNNING, "kill", State.STOPPING),
     (State.STOPPING, "kill", State.STOPPING),
+    (State.STARTING, "kill", State.STOPPING),
+    (State.MIGRATING, "kill", State.STOPPING),
+    (State.PAUSED, "kill", State.STOPPING),
     (State.RUNNING, "restart", State.STOPPING),
 ])
 def test_allowed(state: State, verb: str, nxt: State) -> None:

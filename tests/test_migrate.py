@@ -719,6 +719,30 @@ def test_cancel_undoes_a_move_under_way(hosts: Hosts) -> None:
     assert "none is under way" in hosts.src.read("c", "error")
 
 
+def test_kill_cancels_a_move_under_way_then_kills(hosts: Hosts) -> None:
+    # `kill` of a `migrating` domain: the move is undone (the target keeps nothing),
+    # then the domain is killed at the source; the write returns once it is stopped.
+    before = counting_domain(hosts.src, "k")
+    flag = hold_at(hosts, "k", "transfer")        # frozen, the root's delta copied
+    t = time.monotonic()
+    r = subprocess.run(["bash", "-c", f"echo kill > {hosts.src.dom('k')}/state"],
+                       capture_output=True, text=True, timeout=60)
+    took = time.monotonic() - t
+    flag.unlink()
+    assert r.returncode == 0, (r.stderr, hosts.src.read("k", "error"))
+    assert took < 5, took          # the undo and the kill, not the move's end
+    assert state(hosts.src, "k") == "stopped"
+    assert hosts.src.read("k", "pid") == ""
+    assert not Path(f"/proc/{before.pid}").exists() or \
+        "Z" in Path(f"/proc/{before.pid}/stat").read_text()
+    rec = record(hosts.src, "k")
+    assert (rec.get("status"), rec.get("phase")) == ("failed", "transfer"), rec
+    assert "cancelled" in rec["error"], rec
+    cg = domain_cgroup(hosts.src, before.ident)
+    wait_for(lambda: not cg.exists(), what="the source's domain cgroup removed")
+    target_is_clean(hosts, "k", before.ident)
+
+
 def test_each_phase_is_an_event_on_both_sides(hosts: Hosts) -> None:
     from tests.test_events_stream import Reader
     src_events, dst_events = Reader(hosts.src), Reader(hosts.dst)

@@ -105,6 +105,11 @@ class Outcome:
         return f"hook {self.hook} refused at {phase} ({how})" + (f": {said}" if said else "")
 
 
+# A call waiting in its domain's lane: what to tell when it ran, and the scope that
+# abandons it (its hooks killed) when nobody waits for it any more.
+_Queued = tuple[Call, Callable[[list[Outcome]], Any], trio.CancelScope]
+
+
 class Hooks:
     """The hooks of one daemon: the directory, the timeout, and a lane per domain."""
 
@@ -115,7 +120,7 @@ class Hooks:
         self.nursery: trio.Nursery | None = None
         # Told of every hook that failed (the registry makes it an event).
         self.on_failed: Callable[[Call, Outcome], None] = lambda call, outcome: None
-        self._lanes: dict[str, deque[tuple[Call, Callable[[list[Outcome]], Any]]]] = {}
+        self._lanes: dict[str, deque[_Queued]] = {}
 
     def scripts(self) -> list[str]:
         """The hooks that run now, in order: looked up at every phase, as run-parts does."""
@@ -144,8 +149,13 @@ class Hooks:
             outcomes.extend(result)
             done.set()
 
-        self._enqueue(call, finished)
-        await done.wait()
+        abandon = trio.CancelScope()
+        self._enqueue(call, finished, abandon)
+        try:
+            await done.wait()
+        finally:
+            if not done.is_set():
+                abandon.cancel()     # its waiter went (a kill cut the start short): so do they
         for outcome in outcomes:
             if outcome.failed():
                 raise VzfsError(errno.EPERM, f"{what}: {outcome.describe(call.phase, self.timeout)}")
@@ -153,22 +163,25 @@ class Hooks:
     def notify(self, call: Call, then: Callable[[], Any] | None = None) -> None:
         """Run a phase's hooks in the background, after the domain's earlier ones; *then*
         runs after them."""
-        self._enqueue(call, lambda outcomes: then() if then is not None else None)
+        self._enqueue(call, lambda outcomes: then() if then is not None else None,
+                      trio.CancelScope())
 
-    def _enqueue(self, call: Call, finished: Callable[[list[Outcome]], Any]) -> None:
+    def _enqueue(self, call: Call, finished: Callable[[list[Outcome]], Any],
+                 abandon: trio.CancelScope) -> None:
         lane = self._lanes.get(call.domain)
         if lane is None:
             lane = self._lanes[call.domain] = deque()
             assert self.nursery is not None, "hooks run once the daemon runs"
             self.nursery.start_soon(self._drain, call.domain, lane)
-        lane.append((call, finished))
+        lane.append((call, finished, abandon))
 
-    async def _drain(self, domain: str, lane: deque[tuple[Call, Callable[[list[Outcome]], Any]]]
-                     ) -> None:
+    async def _drain(self, domain: str, lane: deque[_Queued]) -> None:
         try:
             while lane:
-                call, finished = lane[0]
-                outcomes = await self.run(call)
+                call, finished, abandon = lane[0]
+                outcomes: list[Outcome] = []
+                with abandon:
+                    outcomes = await self.run(call)
                 lane.popleft()
                 finished(outcomes)
         finally:
@@ -224,23 +237,28 @@ class Hooks:
                 pass
             drained.set()
 
-        with trio.move_on_after(self.timeout) as limit:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(feed)
-                nursery.start_soon(drain)
-                await proc.wait()
-                with trio.move_on_after(EOF_GRACE):
-                    await drained.wait()
-                nursery.cancel_scope.cancel()
         problem = ""
-        if limit.cancelled_caught and proc.returncode is None:
-            problem = "timeout"
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)   # the hook and what it started
-            except ProcessLookupError:
-                pass
+        try:
+            with trio.move_on_after(self.timeout) as limit:
+                async with trio.open_nursery() as nursery:
+                    nursery.start_soon(feed)
+                    nursery.start_soon(drain)
+                    await proc.wait()
+                    with trio.move_on_after(EOF_GRACE):
+                        await drained.wait()
+                    nursery.cancel_scope.cancel()
+            if limit.cancelled_caught and proc.returncode is None:
+                problem = "timeout"
+        finally:
+            if proc.returncode is None:
+                # Timed out, or abandoned (a kill cut the start short): the hook and
+                # what it started go.
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                with trio.CancelScope(shield=True):
+                    await proc.wait()
             with trio.CancelScope(shield=True):
-                await proc.wait()
-        with trio.CancelScope(shield=True):
-            await stdout.aclose()
+                await stdout.aclose()
         return Outcome(name, None if problem else proc.returncode, bytes(output), problem)

@@ -208,6 +208,25 @@ FILES_OF = {"state": ("state", "events"), "error": ("error", "events"),
 
 
 @dataclasses.dataclass(eq=False)
+class Underway:
+    """The start or stop a domain is in the middle of, which a `kill` cuts short.
+
+    A start still in its hooks has begun nothing outside the daemon: its `hooks` scope
+    is cancelled. One whose controller the zygote was asked for cannot be called back
+    (the controller would run on unheard): the kill waits until the start `settled` —
+    its controller reported, or it failed — and kills what runs. A stop is already in
+    its controller's hands, which takes the kill as the end of its escalation. The
+    verb cut short then fails with ECANCELED and `sentence`."""
+    verb: str
+    hooks: trio.CancelScope = dataclasses.field(default_factory=trio.CancelScope)
+    settled: trio.Event = dataclasses.field(default_factory=trio.Event)
+    killed: bool = False
+
+    def sentence(self, name: str) -> str:
+        return f"cannot {self.verb} domain {name}: it was cut short by kill"
+
+
+@dataclasses.dataclass(eq=False)
 class Domain:
     name: str
     config: DomainConfig
@@ -228,6 +247,7 @@ class Domain:
     vnc_websocket: str = ""
     mounts_lock: trio.Lock = dataclasses.field(default_factory=trio.Lock)
     busy: str = ""             # a long verb under way ("suspended"): other verbs wait their turn
+    underway: Underway | None = None   # the start or stop being carried out, for a kill
     incoming: bool = False     # being received by a migration: not ours until committed
     migration: dict[str, Any] = dataclasses.field(default_factory=dict)  # the last one's record
     # The per-domain `events` file: bumped when a value it shows changes, with the
@@ -559,17 +579,26 @@ class Registry:
             raise VzfsError(errno.EINVAL, f"rootfs.path: {shown}: {refusal}")
 
     # -- verbs -----------------------------------------------------------------
-    async def command(self, dom: Domain, verb: str) -> None:
+    def check_command(self, dom: Domain, verb: str) -> State:
+        """Whether *verb* may be carried out on *dom* now: the state it leads to, or
+        VzfsError. Without an await, so a write is refused at once, before its verb
+        runs (fs.operations). A kill is taken during a move out (it cancels it)."""
         nxt = lifecycle.begin(dom.name, dom.state, verb)
-        if dom.busy:
+        if dom.busy and not (verb == "kill" and dom.busy == "migrated"):
             raise VzfsError(errno.EBUSY, f"cannot {verb} domain {dom.name}: it is being {dom.busy}")
+        return nxt
+
+    async def command(self, dom: Domain, verb: str) -> None:
+        nxt = self.check_command(dom, verb)
         if dom.state == State.SUSPENDED and verb in ("start", "resume"):
             await self.start(dom, nxt, restore=True)
         elif dom.state == State.SUSPENDED and verb == "kill":
             self.discard_checkpoint(dom)
+        elif verb == "kill":
+            await self.kill(dom, nxt)
         elif verb == "start":
             await self.start(dom, nxt)
-        elif verb in ("stop", "kill"):
+        elif verb == "stop":
             await self.stop(dom, verb, nxt)
         elif verb in ("pause", "resume"):
             await self.freeze(dom, verb, nxt)
@@ -580,6 +609,16 @@ class Registry:
             await self.start(dom, lifecycle.begin(dom.name, dom.state, "start"))
 
     async def start(self, dom: Domain, starting: State, restore: bool = False) -> None:
+        underway = dom.underway = Underway("resume" if restore else "start")
+        try:
+            await self._start(dom, starting, restore, underway)
+        finally:
+            underway.settled.set()
+            if dom.underway is underway:
+                dom.underway = None
+
+    async def _start(self, dom: Domain, starting: State, restore: bool,
+                     underway: Underway) -> None:
         previous = dom.state
         dom.set_state(starting)
         self.on_change(dom)
@@ -592,15 +631,22 @@ class Registry:
                     cfg = self.with_idmap(dom.name, dom.config, what)
                     self._store(dom.name, cfg)
                 dom.config = cfg
-            await self._hooks_allow(dom, "prepare", reason, what)
-            rootfs = self._prepare_rootfs(dom)
-            await self._hooks_allow(dom, "start", reason, what)
+            with underway.hooks:     # all a kill may cancel: nothing outside has begun
+                await self._hooks_allow(dom, "prepare", reason, what)
+                rootfs = self._prepare_rootfs(dom)
+                await self._hooks_allow(dom, "start", reason, what)
+            if underway.killed:
+                raise VzfsError(errno.ECANCELED, underway.sentence(dom.name))
             client, hello = await self._spawn_controller(dom, restore, rootfs=rootfs)
         except BaseException:
-            dom.set_state(previous)
+            # A kill leaves the domain stopped (a suspended one's kill then forgets
+            # its checkpoint: Registry.kill).
+            killed = underway.killed and previous != State.SUSPENDED
+            dom.set_state(State.STOPPED if killed else previous)
             self.on_change(dom)
             raise
         self._attach(dom, client, hello, state=starting)
+        underway.settled.set()       # a kill now has a controller to ask
         # Queued before the next await: an init that ends at once is `stopped` after it.
         self._hooks_tell(dom, "started", reason)
         await self._open_console(dom)
@@ -610,6 +656,8 @@ class Registry:
             self._vnc_from(dom, hello)
         else:
             await self._wait_vnc(dom, client, what)
+        if underway.killed:
+            raise VzfsError(errno.ECANCELED, underway.sentence(dom.name))
         if dom.client is client and dom.state == starting:
             dom.set_state(_state_of(hello))
             self.on_change(dom)
@@ -951,23 +999,64 @@ class Registry:
                 dom.last_screen = reply["screen"]
             self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
 
+    async def kill(self, dom: Domain, stopping: State) -> None:
+        """`kill`: every process of the domain, now, whatever is under way — a start or
+        a stop is cut short (Underway), a move out is cancelled first."""
+        underway = dom.underway
+        if underway is not None:
+            underway.killed = True
+            # Not cleared by this kill's own success: a condition, like a crash.
+            dom.error = dom.condition = underway.sentence(dom.name)
+            underway.hooks.cancel()
+            await underway.settled.wait()
+            if dom.state == State.SUSPENDED:
+                self.discard_checkpoint(dom)      # a resume cut short before it restored
+                return
+            if dom.client is None:
+                return   # a start that ended before its controller ran: nothing runs
+        if dom.client is not None and dom.busy == "migrated":
+            await self._cancel_migration(dom, dom.client)
+        await self.stop(dom, "kill", stopping)
+
+    async def _cancel_migration(self, dom: Domain, client: ControllerClient) -> None:
+        """A kill of a domain moving out: the move is undone first, so that the target
+        keeps nothing of it (MIGRATE_PREFLIGHT_TIMEOUT: the cancel waits for the move to
+        let go). One that had not begun, or has ended, needs none."""
+        try:
+            await client.request(f"cannot kill domain {dom.name}: its migration cannot be "
+                                 "cancelled", "migrate_cancel", timeout=MIGRATE_PREFLIGHT_TIMEOUT)
+        except VzfsError as exc:
+            if exc.errno != errno.EINVAL:      # EINVAL: none under way
+                raise
+
     async def stop(self, dom: Domain, verb: str, stopping: State) -> None:
         client = self._client(dom, verb)
         previous = dom.state
         dom.set_state(stopping)
         self.on_change(dom)
+        underway = None
+        if verb == "stop":
+            underway = dom.underway = Underway(verb)
+            underway.settled.set()          # in the controller's hands: a kill asks it
         self._hooks_tell(dom, "stop", verb)
         timeout = dom.config.stop_timeout + REQUEST_TIMEOUT
         try:
             reply = await client.request(f"cannot {verb} domain {dom.name}", verb, timeout=timeout,
                                          signal=dom.config.stop_signal,
                                          timeout_s=dom.config.stop_timeout)
-        except VzfsError:
+        except VzfsError as exc:
             if dom.client is client and previous != State.STOPPING:
                 dom.set_state(previous)
                 self.on_change(dom)
+            if underway is not None and underway.killed:
+                raise VzfsError(errno.ECANCELED, underway.sentence(dom.name)) from exc
             raise
+        finally:
+            if underway is not None and dom.underway is underway:
+                dom.underway = None
         self._ended(dom, client, reply)
+        if underway is not None and underway.killed:
+            raise VzfsError(errno.ECANCELED, underway.sentence(dom.name))
 
     async def freeze(self, dom: Domain, verb: str, nxt: State) -> None:
         """pause / resume of a running domain: the cgroup freezer, through its controller."""

@@ -9,6 +9,9 @@ A domain is in exactly one of the states of INTERFACE.md (`stopped`, `starting`,
   for each (state, verb), the transitional state the domain enters while the verb
   is carried out. A pair missing from the table is refused with EBUSY (the verb
   exists but not now) — or EINVAL for words that are not verbs at all.
+  `kill` is taken from every state with processes whatever else is under way:
+  it cuts a start or a stop short, and cancels a migration first (the registry
+  does the cutting; a suspend writing its checkpoint still refuses it).
 * outcomes reported by the controller (`started`, `start_failed`, `exited`…) —
   OUTCOMES says where each leads from each transitional state.
 
@@ -44,7 +47,8 @@ VERBS: dict[tuple[State, str], State] = {
     (S.RUNNING, "kill"): S.STOPPING,
     (S.PAUSED, "kill"): S.STOPPING,
     (S.STOPPING, "kill"): S.STOPPING,     # cut a graceful stop short
-    (S.STARTING, "kill"): S.STOPPING,
+    (S.STARTING, "kill"): S.STOPPING,     # cut a start short
+    (S.MIGRATING, "kill"): S.STOPPING,    # cancel the move, then kill
     (S.RUNNING, "restart"): S.STOPPING,
     (S.RUNNING, "pause"): S.PAUSED,
     (S.PAUSED, "resume"): S.RUNNING,

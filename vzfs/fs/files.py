@@ -36,6 +36,11 @@ class ControlFile:
     # mend, and `store` takes the whole content once, at the close.
     whole: bool = False
     check: Check | None = None
+    # A command that may take long (state): each write's runs as a task of the daemon
+    # (fs.inflight), which the write lets go of — returning at once, the outcome at the
+    # close — when another writer opens the file; `check` refuses at the write what
+    # the domain's state already refuses.
+    preemptible: bool = False
     # A stream (console): each open file has its own cursor, reads block for
     # new data like `tail -f`, and writes are bytes, not commands.
     stream: bool = False
@@ -120,9 +125,16 @@ def one_word(data: bytes, what: str) -> str:
     return text
 
 
+def _verb(data: bytes, dom: Domain) -> str:
+    return one_word(data, f"cannot change the state of domain {dom.name}")
+
+
+def check_state(reg: Registry, dom: Domain, data: bytes) -> None:
+    reg.check_command(dom, _verb(data, dom))
+
+
 async def store_state(reg: Registry, dom: Domain, data: bytes) -> None:
-    verb = one_word(data, f"cannot change the state of domain {dom.name}")
-    await reg.command(dom, verb)
+    await reg.command(dom, _verb(data, dom))
 
 
 async def store_config(reg: Registry, dom: Domain, data: bytes) -> None:
@@ -199,7 +211,8 @@ def _line(value: object) -> str:
 DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("config", lambda reg, dom: configmod.dumps(dom.config), store_config, whole=True,
                 check=check_config),
-    ControlFile("state", lambda reg, dom: dom.state.value + "\n", store_state),
+    ControlFile("state", lambda reg, dom: dom.state.value + "\n", store_state,
+                check=check_state, preemptible=True),
     ControlFile("id", lambda reg, dom: f"{dom.config.id}\n"),
     ControlFile("pid", lambda reg, dom: _line(dom.pid)),
     ControlFile("stats", show_stats),
@@ -248,7 +261,9 @@ vzfs — containers managed through this filesystem. See vzfs(5) for the whole c
 
 One write is one command; it returns when done. A refused command changes
 nothing, fails with an errno (EINVAL, EBUSY, EEXIST, ENOENT, EIO…) and `error`
-says why. Example:
+says why. `kill` works at once, whatever is in flight: a `state` write held
+while another writer opens `state` returns, and its close reports the outcome
+(ECANCELED: cut short by kill). Example:
   mkdir domains/web1 && echo start > domains/web1/state && cat domains/web1/pid
 """
 

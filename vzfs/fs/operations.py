@@ -33,6 +33,7 @@ from ..errors import VzfsError
 from ..registry import Domain, Registry
 from . import files
 from .files import ControlFile
+from .inflight import InFlight
 from ..controller.consolestream import skipped_marker
 from .. import events
 
@@ -243,6 +244,10 @@ class Handle:
     generation: int = -1        # poll files: the domain's events_generation last read
     touch: bool = False         # opened by the daemon's Toucher: its writes do nothing
     positioned: bool | None = None   # `events`: read as a file (tail), not a stream
+    writing: bool = False       # opened for writing by a user (not the toucher)
+    wrote: bool = False         # a preemptible file: a command was written (see _command)
+    # A preemptible file: the commands its writes let go of, whose outcome is the close's.
+    commands: list[InFlight] = dataclasses.field(default_factory=list)
 
 
 class Operations(pyfuse3.Operations):
@@ -259,6 +264,7 @@ class Operations(pyfuse3.Operations):
         self.ino_dom: dict[int, Domain] = {}
         self.next_base = DOMAIN_BASE
         self.handles: dict[int, Handle] = {}
+        self.held: dict[int, set[InFlight]] = {}     # inode → commands whose write waits
         self.next_fh = 1
         self.invalidator = Invalidator()
         self.cached_index = [i for i, f in enumerate(files.DOMAIN_FILES) if f.name in CACHED_FILES]
@@ -489,8 +495,13 @@ class Operations(pyfuse3.Operations):
         # Cached copies are dropped from a thread, one inode after another: an open
         # waits for the drops due, so a reader that saw one change (a new pid)
         # then sees the others made with it (the state) in every file it opens.
-        await self.invalidator.flushed()
         writing = flags & os.O_ACCMODE != os.O_RDONLY
+        if writing and not self._toucher(ctx):
+            # This writer's open may next wait in the kernel for a held write's inode
+            # lock: let that write go (fs.inflight).
+            for command in self.held.get(inode, ()):
+                command.preempt()
+        await self.invalidator.flushed()
         dom, cfile = None, None
         static: Callable[[], str] | None = None
         if inode == INO_EVENTS:
@@ -520,7 +531,8 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(errno.EACCES)    # like kernfs for files without a store
         fh = self.next_fh
         self.next_fh += 1
-        handle = Handle(inode, dom, cfile, static, opener=ctx.pid, touch=touch)
+        handle = Handle(inode, dom, cfile, static, opener=ctx.pid, touch=touch,
+                        writing=writing and not touch)
         if writing and not touch and cfile is not None and cfile.whole:
             assert dom is not None
             what = f"cannot replace the {cfile.name} of domain {dom.name}"
@@ -630,19 +642,69 @@ class Operations(pyfuse3.Operations):
         assert dom is not None and cfile is not None and cfile.store is not None
         if h.pending is not None:
             return self._gather(h, dom, cfile, off, bytes(buf))
+        if cfile.preemptible:
+            await self._command(h, dom, cfile, bytes(buf))
+        else:
+            await self._apply(dom, cfile, bytes(buf), h.nonblock)
+        return len(buf)
+
+    async def _apply(self, dom: Domain, cfile: ControlFile, data: bytes,
+                     nonblock: bool = False) -> None:
+        """Carry out one command on *dom* (a write's, or a transaction's at its close):
+        a refusal's sentence goes into `error`, a success clears it (_succeeded), and
+        either way it returns once readers see what it changed."""
+        assert cfile.store is not None
         before = dom.error
         try:
             if cfile.stream:
-                await dom.console.send_input(dom.name, bytes(buf), h.nonblock)
+                await dom.console.send_input(dom.name, data, nonblock)
             else:
-                await cfile.store(self.reg, dom, bytes(buf))
+                await cfile.store(self.reg, dom, data)
         except VzfsError as exc:
             dom.error = exc.sentence
             raise
         finally:
             await self.invalidator.flushed()
         _succeeded(dom, cfile, before)
-        return len(buf)
+
+    async def _command(self, h: Handle, dom: Domain, cfile: ControlFile, data: bytes) -> None:
+        """A preemptible file's write. What the domain's state refuses fails here, at
+        once; the command then runs as a task (InFlight), and the write waits for it —
+        unless another writer opens the file meanwhile, or has it open and has not
+        written yet (its write may be waiting in the kernel for ours): then the write
+        returns, and the command's outcome is the close's (flush)."""
+        if cfile.check is not None:
+            try:
+                cfile.check(self.reg, dom, data)
+            except VzfsError as exc:
+                dom.error = exc.sentence
+                raise
+
+        @boundary
+        async def apply() -> None:
+            await self._apply(dom, cfile, data)
+
+        assert self.reg.nursery is not None
+        command = InFlight.start(self.reg.nursery, apply)
+        h.wrote = True
+        held = self.held.setdefault(h.inode, set())
+        held.add(command)
+        if any(o is not h and o.inode == h.inode and o.writing and not o.wrote
+               for o in self.handles.values()):
+            command.preempt()
+        try:
+            ended = await command.wait_held()
+        finally:
+            held.discard(command)
+            if not held and self.held.get(h.inode) is held:
+                del self.held[h.inode]
+        if ended:
+            await command.wait_outcome()
+        else:
+            # The writer's close waits for it — not a close that came while the write
+            # was held: that one closed another copy of the descriptor (a forked
+            # child's close-on-exec), not the writer's.
+            h.commands.append(command)
 
     def _gather(self, h: Handle, dom: Domain, cfile: ControlFile, off: int, buf: bytes) -> int:
         """One write to a whole-document file: gathered for the close (flush), and
@@ -670,7 +732,17 @@ class Operations(pyfuse3.Operations):
         file's transaction is applied here, once, whole, and a refusal fails close(2).
         (release cannot: its answer reaches nobody.)"""
         h = self.handles.get(fh)
-        if h is None or h.pending is None:
+        if h is None:
+            return
+        if h.commands:
+            # Commands whose writes were let go of (preempted): the close waits for
+            # them, and fails with the first failure's errno (`error` has its sentence).
+            commands, h.commands = h.commands, []
+            for command in commands:
+                await command.ended.wait()
+            for command in commands:
+                await command.wait_outcome()
+        if h.pending is None:
             return
         tx, dom, cfile = h.pending, h.domain, h.cfile
         if tx.failed:
@@ -678,17 +750,9 @@ class Operations(pyfuse3.Operations):
             raise pyfuse3.FUSEError(tx.failed)
         if not tx.ready():
             return
-        assert dom is not None and cfile is not None and cfile.store is not None
+        assert dom is not None and cfile is not None
         tx.dirty = False
-        before = dom.error
-        try:
-            await cfile.store(self.reg, dom, bytes(tx.data))
-        except VzfsError as exc:
-            dom.error = exc.sentence
-            raise
-        finally:
-            await self.invalidator.flushed()
-        _succeeded(dom, cfile, before)
+        await self._apply(dom, cfile, bytes(tx.data))
 
     @boundary
     async def poll(self, inode: int, fh: int, poll_handle: Any, ctx: Any) -> int:
