@@ -77,6 +77,18 @@ class Instance:
                  "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], what="daemon death")
         subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
 
+    def kill_daemon_if_any(self) -> None:
+        """SIGKILL the daemon if one still serves, and let a dead one's mount go."""
+        try:
+            pid = self.daemon_pid()
+        except OSError:                  # ENOTCONN: it is dead already
+            pid = 0
+        if pid:
+            os.kill(pid, signal.SIGKILL)
+            wait_for(lambda: not Path(f"/proc/{pid}").exists() or
+                     "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2], what="daemon death")
+        subprocess.run(["umount", "-l", str(self.mnt)], capture_output=True)
+
     def dom(self, name: str) -> Path:
         return self.mnt / "domains" / name
 

@@ -828,7 +828,11 @@ class Registry:
     @staticmethod
     def _keeper_lives(dom: Domain) -> bool:
         # A pidfd is readable once its process has ended (pidfd_open(2)).
-        return dom.keeper >= 0 and not select.select([dom.keeper], [], [], 0)[0]
+        if dom.keeper < 0:
+            return False
+        poller = select.poll()
+        poller.register(dom.keeper, select.POLLIN)
+        return not poller.poll(0)
 
     async def _watch(self, dom: Domain, client: ControllerClient) -> None:
         await client.run()

@@ -316,6 +316,8 @@ class Controller:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"vzfs: {self.name}: keeping the mounts of the start: {exc}",
                   file=sys.stderr, flush=True)
+        print(f"vzfs: {self.name}: controller {os.getpid()} takes init {self.pid} over",
+              file=sys.stderr, flush=True)
         lines, columns, _, _ = struct.unpack(
             "HHHH", fcntl.ioctl(self.master, termios.TIOCGWINSZ, b"\0" * 8))
         if 2 <= columns <= 1000 and 2 <= lines <= 1000:
@@ -328,6 +330,26 @@ class Controller:
         except OSError:
             traceback.print_exc()
             self.vnc_spawner = None
+
+    def undo(self) -> None:
+        """A start that failed, or that nobody took: nothing of it stays."""
+        self.abandon_prepared()
+        if self.pid:
+            try:
+                os.kill(self.pid, signal.SIGKILL)
+                os.waitpid(self.pid, 0)
+            except (ProcessLookupError, ChildProcessError):
+                pass
+        self._close_vnc_sockets()
+        try:
+            self.cgroup.kill_all()
+            self.cgroup.remove()
+        except OSError:
+            pass
+        try:
+            os.unlink(paths.socket_path_via(self.dir_fd))
+        except FileNotFoundError:
+            pass
 
     def abandon_prepared(self) -> None:
         """Let go what the spare prepared and the start did not use."""
@@ -1075,6 +1097,8 @@ class Controller:
         self.cgroup.kill_all()
 
     def _finish(self, kind: str, reason: str) -> None:
+        print(f"vzfs: {self.name}: init {self.pid} ended: {kind}, {reason}",
+              file=sys.stderr, flush=True)
         self.record_end(kind, reason)
         self.exit_state, self.exit_reason = kind, reason
         self.state = kind
@@ -1206,12 +1230,7 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
                 pass
             ctl.start()
         except OSError as exc:
-            ctl.abandon_prepared()
-            try:
-                ctl.cgroup.kill_all()
-                ctl.cgroup.remove()
-            except OSError:
-                pass
+            ctl.undo()
             reason = exc.strerror or str(exc)
             os.write(daemon_fd, encode({"event": "start_failed",
                                         "errno": exc.errno or errno.EIO, "error": reason}))
@@ -1225,7 +1244,14 @@ def run(request: dict[str, Any], daemon_fd: int) -> NoReturn:
         ctl.keeper_pid = os.getpid()
         # Init runs: say so before trio starts (its start-up costs milliseconds
         # the user's `echo start` need not wait for).
-        os.write(daemon_fd, encode(ctl._status()))
+        try:
+            os.write(daemon_fd, encode(ctl._status()))
+        except OSError:
+            # The daemon that asked died before it could hear: its write failed, so the
+            # start must not run on unknown to the next daemon (which may have looked
+            # for the domain before our socket was there).
+            ctl.undo()
+            os._exit(0)
         ctl.abandon_prepared()          # the other kind's, off the start's path
         try:
             ctl.record_mounts()
