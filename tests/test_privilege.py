@@ -458,11 +458,11 @@ def test_a_running_domains_privilege_and_block_cannot_change(domain: Domain) -> 
 @BOTH
 def test_the_controller_cannot_be_reached_from_inside(domain: Domain) -> None:
     """No process of vzfs's is in the domain's pid namespace, so none can be traced or
-    signalled from inside: init's parent is outside (PPid 0), and every process /proc
+    signalled from inside: init's parent (the keeper) is outside (PPid 0), and every process /proc
     shows inside is one of the domain's cgroup."""
-    controller = int(Path(f"/proc/{domain.pid}/status").read_text()
-                     .split("PPid:")[1].split()[0])
-    assert "vzfs: controller" in Path(f"/proc/{controller}/cmdline").read_text()
+    keeper = int(Path(f"/proc/{domain.pid}/status").read_text()
+                 .split("PPid:")[1].split()[0])
+    assert "vzfs: keeper" in Path(f"/proc/{keeper}/cmdline").read_text()
     r = domain.sh("grep PPid /proc/1/status; for p in /proc/[0-9]*; do cat $p/cmdline; "
                   "echo; done")
     assert r.stdout.splitlines()[0].split() == ["PPid:", "0"], r.stdout

@@ -16,6 +16,7 @@ import dataclasses
 import errno
 import fcntl
 import json
+import math
 import os
 import shutil
 import signal
@@ -59,6 +60,7 @@ VNC_CHUNK = 1 << 16
 VNC_FAST_RESTART = 0.05    # the first restart after a crash is at once (issue 5: within a second)
 VNC_MAX_BACKOFF = 60.0     # a server that keeps dying (or cannot listen) is tried less and less often
 VNC_STABLE_S = 10.0        # a server that ran this long resets the backoff
+MAX_STOP_TIMEOUT = 86400.0
 KEEPER_EXIT_WAIT = 2.0     # for the keeper to go once the end is recorded
 TTY_GID = 5                        # the tty group inside (devpts gid=5)
 REBOOT_SIGNAL = signal.SIGHUP      # reboot(2) in a pid namespace kills init with SIGHUP
@@ -475,22 +477,48 @@ class Controller:
         except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError, FrameError):
             pass
         finally:
-            self.streams.pop(stream, None)
+            if self.streams.pop(stream, None) is not None:
+                # (a console connection is _console's to close)
+                with trio.CancelScope(shield=True):
+                    await stream.aclose()
 
     async def _handle(self, stream: trio.SocketStream, msg: Message) -> None:
+        """Answer one request. The request server's one error boundary: whatever a
+        request holds (wrong types, missing fields, values out of range) and whatever
+        fails while it is carried out becomes an error reply with an errno and a
+        sentence; it never ends the controller."""
+        req_id = msg.get("id")
+        try:
+            reply = await self._reply(msg)
+        except Exception as exc:        # noqa: BLE001 - the boundary
+            traceback.print_exc()
+            if isinstance(exc, (KeyError, ValueError, TypeError, OverflowError)):
+                code, why = errno.EINVAL, f"a malformed request ({type(exc).__name__}: {exc})"
+            else:
+                code = getattr(exc, "errno", None) or errno.EIO
+                why = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            reply = reply_error(req_id, code, f"the controller could not carry out "
+                                              f"{str(msg.get('op'))[:40]!r}: {why}"[:400])
+        await self._send(stream, reply)
+
+    async def _reply(self, msg: Message) -> Message:
         op = msg.get("op")
         req_id = msg.get("id")
         if op == "status":
             reply = reply_ok(req_id, **self._status())
         elif op == "vnc_wait":
             if self.vnc_spawner is not None:
-                with trio.move_on_after(float(msg.get("timeout_s", 10))):
+                with trio.move_on_after(max(0.0, _number(msg, "timeout_s", 10))):
                     await self.vnc_settled.wait()
             reply = reply_ok(req_id, **self._status())
         elif op in ("stop", "kill"):
             if op == "stop":
-                self._begin_stop(float(msg.get("timeout_s", self.cfg.stop_timeout)),
-                                 int(msg.get("signal", self.cfg.stop_signal)))
+                timeout = _number(msg, "timeout_s", self.cfg.stop_timeout)
+                sig = int(_number(msg, "signal", self.cfg.stop_signal))
+                if not (0 <= timeout <= MAX_STOP_TIMEOUT and 1 <= sig <= 64):
+                    raise ValueError(f"a stop takes a timeout_s of 0 to {MAX_STOP_TIMEOUT:g} s "
+                                     "and a signal of 1 to 64")
+                self._begin_stop(timeout, sig)
             else:
                 self._kill()
             await self.ended.wait()
@@ -529,7 +557,7 @@ class Controller:
                 reply = reply_ok(req_id, columns=self.columns, lines=self.lines)
         else:
             reply = reply_error(req_id, errno.EINVAL, f"unknown controller request {op!r}")
-        await self._send(stream, reply)
+        return reply
 
     async def _mount_op(self, req_id: Any, op: str, msg: Message) -> Message:
         """Live mounts: kernel.mounts forks, from this (the loop's) thread, a helper that
@@ -637,7 +665,10 @@ class Controller:
             return reply_error(req_id, int(code) if code.isdigit() else errno.ENOENT,
                                why or "no CRIU was found (set VZFS_CRIU or run ./bootstrap)")
         try:
-            target = targetmod.parse(str(msg.get("target", "")))
+            target_text = msg.get("target", "")
+            if not isinstance(target_text, str):
+                raise VzfsError(errno.EINVAL, "a migration's target is a string")
+            target = targetmod.parse(target_text)
         except VzfsError as exc:
             return reply_error(req_id, exc.errno, exc.sentence)
         ssh = msg.get("ssh")
@@ -1132,6 +1163,14 @@ async def _await_helper(pending: kmounts.Pending) -> None:
     with trio.CancelScope(shield=True):
         await trio.lowlevel.wait_readable(pending.fd)
     pending.finish()
+
+
+def _number(msg: Message, key: str, default: float) -> float:
+    """A request's numeric field: a finite JSON number (not a truth value, not a string)."""
+    value = msg.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{key} must be a number, not {str(value)[:40]!r}")
+    return float(value)
 
 
 def _mount_of(m: dict[str, Any]) -> MountSpec:
