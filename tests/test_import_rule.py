@@ -8,7 +8,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent / "vzfs"
 PURE = [
     "config.py", "errors.py", "mountspec.py",
-    "controller/lifecycle.py", "controller/protocol.py",
+    "controller/lifecycle.py", "controller/protocol.py", "kernel/mountinfo.py",
     "terminal", "vnc/rfb.py", "vnc/encodings.py", "vnc/render.py", "vnc/font.py", "vnc/keys.py",
 ]
 FORBIDDEN = {"trio", "pyfuse3", "socket", "cffi", "vzfs.kernel", "selectors", "asyncio"}

@@ -23,7 +23,7 @@ from .controller import paths, zygote
 from .errors import VzfsError
 from .fs import files
 from .fs.operations import Operations
-from .kernel import cgroups
+from .kernel import cgroups, mountinfo
 from .migrate import incoming
 from .registry import Registry
 from .sdnotify import Notifier
@@ -38,13 +38,8 @@ MAX_FUSE_TASKS = 100_000
 
 def is_vzfs_mount(mountpoint: str) -> bool:
     real = os.path.realpath(mountpoint)
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            if len(fields) > 4 and fields[4] == real and right.split()[:1] == ["fuse.vzfs"]:
-                return True
-    return False
+    return any(entry.mount_point == real and entry.fstype == "fuse.vzfs"
+               for entry in mountinfo.read())
 
 
 def _setup_logging(state_dir: str, foreground: bool) -> None:

@@ -60,7 +60,7 @@ from collections.abc import Callable, Sequence
 from ..atomicfile import atomic_write
 from ..idmap import IdMap
 from ..kernel import mounts as kmounts
-from ..kernel import idshift, namespaces, syscalls, userns
+from ..kernel import idshift, mountinfo, namespaces, syscalls, userns
 from ..kernel._cdefs import (AT_FDCWD, CLONE_NEWNS, MOVE_MOUNT_F_EMPTY_PATH, MS_PRIVATE,
                              MS_REC)
 from ..mountspec import MountSpec
@@ -141,16 +141,8 @@ def has_checkpoint(domain_dir: str) -> bool:
 def host_binds(pid: int) -> tuple[tuple[str, str], ...]:
     """(target, host source) of every node of the host's devtmpfs bound into *pid*'s
     mount namespace (kernel.rootfs: /dev's nodes, the masked /proc files)."""
-    found = []
-    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split(" ")
-            fstype = line.split(" - ", 1)[1].split(" ", 1)[0] if " - " in line else ""
-            if fstype == "devtmpfs" and len(fields) > 4:
-                target = kmounts.unescape(fields[4])
-                if target not in CONSOLE_MOUNTS:
-                    found.append((target, "/dev" + kmounts.unescape(fields[3])))
-    return tuple(found)
+    return tuple((entry.mount_point, "/dev" + entry.root) for entry in mountinfo.read(pid)
+                 if entry.fstype == "devtmpfs" and entry.mount_point not in CONSOLE_MOUNTS)
 
 
 def _external_mounts(mounts: Sequence[MountSpec]) -> list[tuple[str, MountSpec]]:

@@ -15,6 +15,7 @@ import time
 
 from . import syscalls
 from ._cdefs import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT
+from .mountinfo import parse as parse_mountinfo, read as read_mountinfo
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer", "devices")
 V2_CONTROLLERS = ("cpu", "memory", "pids")
@@ -41,30 +42,18 @@ class Layout:
         return {"v2": "v2", "hybrid": "hybrid (v1 controllers, empty v2)", "v1": "v1"}[self.mode]
 
 
-def _unescape(path: str) -> str:
-    # mountinfo octal-escapes space, tab, newline and backslash (proc(5)).
-    return path.encode().decode("unicode_escape") if "\\" in path else path
-
-
 def detect(mountinfo: str | None = None) -> Layout:
-    if mountinfo is None:
-        with open("/proc/self/mountinfo") as f:
-            mountinfo = f.read()
+    """The layout from *mountinfo* text, or from this process's mountinfo."""
+    entries = read_mountinfo() if mountinfo is None else parse_mountinfo(mountinfo)
     unified = None
     v1: dict[str, str] = {}
-    for line in mountinfo.splitlines():
-        left, _, right = line.partition(" - ")
-        fields = left.split()
-        rfields = right.split()
-        if len(fields) < 5 or len(rfields) < 3:
-            continue
-        point, fstype, opts = _unescape(fields[4]), rfields[0], rfields[2].split(",")
-        if fstype == "cgroup2" and unified is None:
-            unified = point
-        elif fstype == "cgroup":
-            for opt in opts:
+    for entry in entries:
+        if entry.fstype == "cgroup2" and unified is None:
+            unified = entry.mount_point
+        elif entry.fstype == "cgroup":
+            for opt in entry.super_options:
                 if opt in V1_CONTROLLERS and opt not in v1:
-                    v1[opt] = point
+                    v1[opt] = entry.mount_point
     if unified and not v1:
         return Layout("v2", unified, {})
     return Layout("hybrid" if unified else "v1", unified, v1)
@@ -327,13 +316,10 @@ _MOUNT_FLAGS = {"ro": MS_RDONLY, "nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec
 
 def _mount_options(point: str) -> tuple[list[str], list[str]]:
     """(per-mount options, superblock options) of the mount at *point* (proc(5) mountinfo)."""
-    with open("/proc/self/mountinfo") as f:
-        found = None
-        for line in f:
-            left, _, right = line.partition(" - ")
-            fields = left.split()
-            if len(fields) > 5 and _unescape(fields[4]) == point:
-                found = (fields[5].split(","), right.split()[2].split(","))
+    found = None
+    for entry in read_mountinfo():
+        if entry.mount_point == point:          # a later line covers an earlier one
+            found = (list(entry.mount_options), list(entry.super_options))
     if found is None:
         raise OSError(errno.ENOENT, "no such mount", point)
     return found

@@ -29,13 +29,12 @@ that clone: its MNT_LOCK_READONLY travels with it.
 
 import errno
 import os
-import re
 import stat
 from collections.abc import Callable, Sequence
 
 from ..idmap import IdMap
 from ..mountspec import MountSpec
-from . import syscalls, userns
+from . import mountinfo, syscalls, userns
 from ._cdefs import (AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, CLONE_NEWNS, CLONE_NEWUSER,
                      FSCONFIG_CMD_CREATE, MOUNT_ATTR_IDMAP, MS_PRIVATE, MS_REC,
                      FSCONFIG_SET_STRING, FSMOUNT_CLOEXEC, FSOPEN_CLOEXEC,
@@ -44,7 +43,6 @@ from ._cdefs import (AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, CLONE_NEWNS, CLONE_N
 
 _RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
-_OCTAL = re.compile(r"[0-7]{3}")
 _PIPE_BUF = 4096          # one write of at most PIPE_BUF bytes is atomic (pipe(7))
 STAGE = "/tmp"            # covered, in a helper's private mount namespace only
 
@@ -445,42 +443,26 @@ def start_eject(pid: int, target: str) -> Pending:
     return _fork(work)
 
 
-def unescape(field: str) -> str:
-    r"""proc(5) mountinfo escapes space, tab, newline and backslash as \040 \011 \012 \134."""
-    out, i = [], 0
-    while i < len(field):
-        if field[i] == "\\" and _OCTAL.fullmatch(field[i + 1:i + 4]):
-            out.append(chr(int(field[i + 1:i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
-
-
 def fstype_of(path: str) -> str:
     """The type of the filesystem *path* is on (its mount's, from mountinfo)."""
     mnt_id, _ = syscalls.statx_mnt_id(AT_FDCWD, path, 0)
-    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        for line in f:
-            fields = line.split(" ")
-            if fields[0] == str(mnt_id) and " - " in line:
-                return line.split(" - ", 1)[1].split(" ", 1)[0]
+    for entry in mountinfo.read():
+        if entry.mount_id == mnt_id:
+            return entry.fstype
     return "unknown"
+
+
+def _targets(entries: list[mountinfo.MountInfo]) -> dict[str, str]:
+    # Later lines win: a mount covers the earlier ones at the same point.
+    return {entry.mount_point: ",".join(entry.mount_options) for entry in entries}
 
 
 def parse_mountinfo(text: str) -> dict[str, str]:
     """{mount point: per-mount options} from proc(5) mountinfo text (later mounts win)."""
-    mounts: dict[str, str] = {}
-    for line in text.splitlines():
-        fields = line.split(" ")
-        if len(fields) >= 6:
-            mounts[unescape(fields[4])] = fields[5]
-    return mounts
+    return _targets(mountinfo.parse(text))
 
 
 def mounted_targets(pid: int) -> dict[str, str]:
     """Every mount of *pid*'s namespace as that process sees it (container paths) →
     its per-mount options ("ro,nosuid,nodev,noexec,relatime")."""
-    with open(f"/proc/{pid}/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-        return parse_mountinfo(f.read())
+    return _targets(mountinfo.read(pid))
