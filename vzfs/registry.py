@@ -54,6 +54,8 @@ REATTACH_POLL = 0.02
 ATTACH_RETRY_S = 2.0           # a daemon that starts, for a controller being replaced
 
 log = logging.getLogger("vzfs.registry")
+# What a controller's status says once the domain it ran has ended.
+ENDED = frozenset({"stopped", "crashed", "suspended", "migrated"})
 MIGRATE_PREFLIGHT_TIMEOUT = 120.0  # ssh to the target, its checks; the move then goes on
 
 
@@ -1316,6 +1318,11 @@ class Registry:
         except VzfsError as exc:
             await stream.aclose()
             return exc.sentence
+        if str(status.get("state")) in ENDED:
+            # Reached in the moment between its end's record and its exit: the record
+            # (last_exit.json) says how it ended, with the reason.
+            await stream.aclose()
+            return f"cannot re-attach domain {dom.name}: it has ended"
         dom.client = client
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
