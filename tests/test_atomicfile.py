@@ -39,6 +39,7 @@ def check(path: Path) -> bytes:
     return data
 
 
+@pytest.mark.slow
 def test_a_stopped_or_killed_writer_leaves_old_or_new(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     atomic_write(str(path), CONTENTS[3])

@@ -83,6 +83,7 @@ def _remove_tree(cg: cgroups.Cgroup) -> None:
                 pass
 
 
+@pytest.mark.system
 def test_v2_code_path_on_a_real_cgroup2_mount() -> None:
     if system_ready():
         pytest.skip(system_ready())
@@ -125,6 +126,7 @@ def test_v2_code_path_on_a_real_cgroup2_mount() -> None:
                 pass
 
 
+@pytest.mark.system
 def test_v1_create_join_limits_remove() -> None:
     if system_ready():
         pytest.skip(system_ready())
@@ -150,6 +152,7 @@ def test_v1_create_join_limits_remove() -> None:
         _remove_tree(cg)
 
 
+@pytest.mark.system
 def test_favordynmods_toggle_keeps_every_other_option() -> None:
     if system_ready():
         pytest.skip(system_ready())
@@ -233,6 +236,7 @@ def _freeze_thaw_kill(cg: cgroups.Cgroup) -> None:
             pass
 
 
+@pytest.mark.system
 def test_v1_freezer_freezes_and_thaws() -> None:
     if system_ready():
         pytest.skip(system_ready())
@@ -249,6 +253,7 @@ def test_v1_freezer_freezes_and_thaws() -> None:
         _remove_tree(cg)
 
 
+@pytest.mark.system
 def test_v2_freezer_freezes_and_thaws() -> None:
     if system_ready():
         pytest.skip(system_ready())

@@ -42,6 +42,7 @@ def test_bootstraps_criu_is_4_or_later(bootstrap_criu: str) -> None:
     assert criu.describe() == f"criu {found} {bootstrap_criu}"
 
 
+@pytest.mark.system
 def test_criu_check_passes(bootstrap_criu: str) -> None:
     done = subprocess.run([criu.find(), "check"], check=False, capture_output=True,
                           text=True, timeout=60)

@@ -20,6 +20,7 @@ from vzfs.mountspec import MountSpec
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 
 pytestmark = [
+    pytest.mark.system,
     pytest.mark.skipif(os.geteuid() != 0, reason="needs root (namespaces, mounts)"),
     pytest.mark.skipif(not os.path.exists(BUSYBOX), reason="needs busybox for the rootfs"),
 ]

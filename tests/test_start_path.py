@@ -17,6 +17,7 @@ from vzfs.terminal import make_terminal
 from vzfs.terminal.emulator import Terminal
 from vzfs.terminal.pyte_backend import PyteTerminal
 
+pytestmark = pytest.mark.system     # the real kernel's mount table, cgroups, a daemon
 ROOT = pytest.mark.skipif(os.geteuid() != 0, reason="needs root (cgroup layout, mounts)")
 
 

@@ -215,6 +215,7 @@ def test_ready_stopping_and_domains_that_outlive_the_daemon(service: Service) ->
     assert int(inst.read("web1", "pid")) == init
 
 
+@pytest.mark.system
 def test_no_child_of_the_daemon_inherits_notify_socket(tmp_path: Path) -> None:
     """The daemon's children never see NOTIFY_SOCKET.
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import pyte
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -214,6 +215,7 @@ def feed_split(terminal: Terminal, data: bytes, cuts: list[int]) -> None:
         start = cut
 
 
+@pytest.mark.slow
 @settings(max_examples=400, deadline=None)
 @given(case())
 def test_matches_pyte(example: tuple[int, int, bytes, list[int]]) -> None:
@@ -239,6 +241,7 @@ def long_case(draw: Any) -> tuple[int, int, bytes, bytes, list[int]]:
     return columns, lines, prefix, body * repeat + tail, cuts
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None)
 @given(long_case())
 def test_long_feeds_match_pyte(example: tuple[int, int, bytes, bytes, list[int]]) -> None:

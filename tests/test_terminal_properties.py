@@ -96,6 +96,7 @@ def test_scroll_events_are_exact_for_long_simple_output(backend: str) -> None:
     del old
 
 
+@pytest.mark.slow
 @each_backend
 @settings(max_examples=300, deadline=None)
 @given(SIZES, STREAM, STREAM)
@@ -176,6 +177,7 @@ def same_state(fast: Terminal, pyte: PyteTerminal) -> None:
     assert pyte.snapshot() == fast.snapshot()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("path", SESSIONS, ids=lambda path: path.stem)
 @pytest.mark.parametrize("chunk", [4096, 61])
 def test_backends_agree_on_captured_sessions(path: pathlib.Path, chunk: int) -> None:
@@ -248,6 +250,7 @@ def test_reset_on_a_linux_console_session_keeps_the_next_output(backend: str, ch
         assert not terminal.modes.reverse_video and terminal.modes.cursor_style == 0
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(SIZES, STREAM, st.lists(st.integers(0, 400), max_size=3))
 def test_backends_agree(size: tuple[int, int], data: bytes, cuts: list[int]) -> None:
@@ -261,6 +264,7 @@ def test_backends_agree(size: tuple[int, int], data: bytes, cuts: list[int]) -> 
     same_state(fast, pyte)
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(SIZES, STREAM, STREAM, st.sampled_from([(Terminal, PyteTerminal), (PyteTerminal, Terminal)]))
 def test_snapshots_are_interchangeable(size: tuple[int, int], before: bytes, after: bytes,
@@ -314,6 +318,7 @@ _LINE_PART = st.one_of(
 _LINE = st.lists(_LINE_PART, max_size=6).map(lambda parts: b"".join(parts) + b"\r\n")
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None)
 @given(SIZES, STREAM, st.lists(_LINE, min_size=1, max_size=10), st.integers(1, 40), STREAM)
 def test_skipping_equals_drawing_everything(size: tuple[int, int], before: bytes,
