@@ -36,7 +36,7 @@ from .errors import VzfsError, from_oserror
 from .events import EventLog
 from .requests import Requests
 from .events import line as events_line
-from .kernel import cgroups, idshift
+from .kernel import cgroups
 
 START_TIMEOUT = 30.0
 ZYGOTE_WAIT = 10.0             # for a new zygote, when the last died under a start
@@ -241,6 +241,7 @@ class Domain:
     condition: str = ""
     client: ControllerClient | None = None
     keeper: int = -1           # a pidfd of its keeper while it runs (controller/keeper.py)
+    rootfs_shifted: bool = False   # its root's ids shifted on disk, as its controller said
     changed_at: float = dataclasses.field(default_factory=time.time)
     console: DomainConsole = dataclasses.field(default_factory=DomainConsole)
     last_screen: str = ""      # the screen when the domain last stopped
@@ -809,6 +810,7 @@ class Registry:
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
         dom.vnc_restarts = int(status.get("vnc_restarts", 0))
+        dom.rootfs_shifted = bool(status.get("rootfs_shifted"))
         self._keeper_from(dom, status)
         dom.set_state(state or _state_of(status))
         assert self.nursery is not None
@@ -1327,6 +1329,7 @@ class Registry:
         dom.pid = int(status["pid"])
         dom.started_at = float(status["started_at"])
         dom.vnc_restarts = int(status.get("vnc_restarts", 0))
+        dom.rootfs_shifted = bool(status.get("rootfs_shifted"))
         self._keeper_from(dom, status)
         self._vnc_from(dom, status)
         dom.set_state(_state_of(status))
@@ -1464,8 +1467,7 @@ class Registry:
         if dom.state in (State.STOPPED, State.CRASHED, State.SUSPENDED) or dom.pid is None:
             return out
         # Which way its root's ids are seen: idmapped (0) or shifted on disk (1).
-        out["rootfs_shifted"] = int(not dom.config.privileged
-                                    and idshift.shifted_as(self.rootfs(dom)) is not None)
+        out["rootfs_shifted"] = int(dom.rootfs_shifted)
         out["vnc_restarts"] = dom.vnc_restarts
         out.update(self.cgroup(dom).stats())
         if dom.started_at:

@@ -35,7 +35,7 @@ from .. import config as configmod
 from ..atomicfile import atomic_write
 from ..errors import VzfsError
 from ..idmap import IdMap
-from ..kernel import cgroups
+from ..kernel import cgroups, idshift
 from ..kernel import mounts as kmounts
 from ..mountspec import MountSpec
 from .. import proctitle
@@ -160,6 +160,7 @@ class Controller:
         # The keeper (keeper.py): init's parent, which holds the domain while we run.
         self.keeper_pid = 0
         self.keeper: socket.socket | None = None
+        self.rootfs_shifted = False      # its ids shifted on disk (kernel.idshift), not idmapped
 
     # -- start (synchronous: runs before trio.run, in a single-threaded process) --
     def start(self) -> None:
@@ -173,6 +174,10 @@ class Controller:
             self._restore()
         else:
             self._spawn()
+        # Which way the root's ids are seen, for `stats`: told once, not looked up on
+        # the root at every read.
+        self.rootfs_shifted = (self.idmap is not None
+                               and idshift.shifted_as(self.rootfs) is not None)
         self._listen_vnc()
 
     def _listen_vnc(self) -> None:
@@ -434,7 +439,7 @@ class Controller:
         state = "migrating" if self.migration is not None and self.state == "running" else self.state
         return {"event": "status", "state": state, "pid": self.pid,
                 "started_at": self.started_at, "controller_pid": os.getpid(),
-                "keeper_pid": self.keeper_pid,
+                "keeper_pid": self.keeper_pid, "rootfs_shifted": self.rootfs_shifted,
                 "vnc": self.vnc_address, "vnc_websocket": self.vnc_websocket,
                 "vnc_pid": self.vnc_pid, "vnc_restarts": self.vnc_restarts,
                 "vnc_error": self.vnc_error, "vnc_errno": self.vnc_errno}

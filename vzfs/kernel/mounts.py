@@ -163,22 +163,7 @@ def prepare_source(spec: MountSpec, idmap: IdMap | None = None) -> int:
     with *idmap* (an unprivileged domain's), its ids shifted as `idmap=` says."""
     recursive = AT_RECURSIVE if spec.recursive else 0
     if spec.is_tmpfs:
-        fs_fd = syscalls.fsopen("tmpfs", FSOPEN_CLOEXEC)
-        try:
-            for key, value in spec.tmpfs_options.items():
-                try:
-                    syscalls.fsconfig(fs_fd, FSCONFIG_SET_STRING, key, value)
-                except OSError as exc:
-                    why = _fs_log(fs_fd) or os.strerror(exc.errno)
-                    raise OSError(exc.errno, f"tmpfs option {key}={value}: {why}") from exc
-            try:
-                syscalls.fsconfig(fs_fd, FSCONFIG_CMD_CREATE)
-            except OSError as exc:
-                why = _fs_log(fs_fd) or os.strerror(exc.errno)
-                raise OSError(exc.errno, f"cannot create a tmpfs: {why}") from exc
-            mnt_fd = syscalls.fsmount(fs_fd, FSMOUNT_CLOEXEC, 0)
-        finally:
-            os.close(fs_fd)
+        mnt_fd = new_fs("tmpfs", 0, spec.tmpfs_options)
     else:
         try:
             mnt_fd = syscalls.open_tree(AT_FDCWD, spec.source,
@@ -208,6 +193,41 @@ def prepare_source(spec: MountSpec, idmap: IdMap | None = None) -> int:
     finally:
         _close(ns_fd)
     return mnt_fd
+
+
+def new_fs(fstype: str, attrs: int, options: dict[str, str] | None = None) -> int:
+    """A detached mount of a new *fstype* filesystem (fsopen(2), fsconfig(2), fsmount(2)
+    with the MOUNT_ATTR_* *attrs*); a refused option or creation says why, from the
+    filesystem's own log where it wrote one."""
+    fs_fd = syscalls.fsopen(fstype, FSOPEN_CLOEXEC)
+    try:
+        for key, value in (options or {}).items():
+            try:
+                syscalls.fsconfig(fs_fd, FSCONFIG_SET_STRING, key, value)
+            except OSError as exc:
+                why = _fs_log(fs_fd) or os.strerror(exc.errno)
+                raise OSError(exc.errno, f"{fstype} option {key}={value}: {why}") from exc
+        try:
+            syscalls.fsconfig(fs_fd, FSCONFIG_CMD_CREATE)
+        except OSError as exc:
+            why = _fs_log(fs_fd) or os.strerror(exc.errno)
+            raise OSError(exc.errno, f"cannot create a {fstype}: {why}") from exc
+        return syscalls.fsmount(fs_fd, FSMOUNT_CLOEXEC, attrs)
+    finally:
+        os.close(fs_fd)
+
+
+def attach_beneath(mnt_fd: int, root_fd: int, path: str) -> None:
+    """Attach the detached *mnt_fd* on *path* beneath *root_fd* (never outside it), and
+    close it."""
+    try:
+        target = open_beneath(root_fd, path)
+        try:
+            attach(mnt_fd, target)
+        finally:
+            os.close(target)
+    finally:
+        os.close(mnt_fd)
 
 
 def attach(mnt_fd: int, target_fd: int) -> None:

@@ -8,7 +8,8 @@ Two processes build it (controller/container.py says when):
   `mount_dev` mount what only host root may mount (sysfs of the container's network
   namespace and its masks, /dev's nodes, the console) —
   every target resolved beneath the root (openat2(2) RESOLVE_BENEATH) and
-  attached fd to fd, so no symlink in the root can send a mount elsewhere. When
+  attached fd to fd (kernel.mounts: `open_beneath`, `new_fs`, `attach_beneath`), so
+  no symlink in the root can send a mount elsewhere. When
   the container then unshares its mount namespace from inside its user namespace,
   the kernel locks these mounts (mount_namespaces(7) "Restrictions on mount
   namespaces"): /sys stays read-only and none can be unmounted to reveal what is
@@ -31,14 +32,12 @@ import socket
 import stat
 import struct
 
-from . import syscalls
-from ._cdefs import (AT_FDCWD, AT_RECURSIVE, AT_SYMLINK_NOFOLLOW, FSCONFIG_CMD_CREATE, FSCONFIG_SET_STRING,
-                     FSMOUNT_CLOEXEC, FSOPEN_CLOEXEC, MNT_DETACH, MOUNT_ATTR_NODEV,
+from . import mounts, syscalls
+from ._cdefs import (AT_FDCWD, AT_RECURSIVE, AT_SYMLINK_NOFOLLOW, MNT_DETACH, MOUNT_ATTR_NODEV,
                      MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
-                     MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, MS_BIND, MS_NODEV,
+                     MOVE_MOUNT_F_EMPTY_PATH, MS_BIND, MS_NODEV,
                      MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
-                     OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS,
-                     RESOLVE_NO_SYMLINKS)
+                     OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS)
 
 # The character devices every container gets (devices.txt), bound from the host's /dev.
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")
@@ -61,7 +60,6 @@ SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
 
-_BENEATH = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC
 _API_FLAGS = MOUNT_ATTR_NOSUID | MOUNT_ATTR_NODEV | MOUNT_ATTR_NOEXEC
 
@@ -175,43 +173,15 @@ def _chown_entry(dir_fd: int, name: str, owner: tuple[int, int]) -> None:
             raise
 
 
-def _target(root_fd: int, path: str) -> int:
-    """An O_PATH fd of an existing *path* beneath the root (never outside it)."""
-    try:
-        return syscalls.openat2(root_fd, path.lstrip("/"), os.O_PATH | os.O_CLOEXEC, _BENEATH)
-    except OSError as exc:
-        raise OSError(exc.errno, f"mount point {path}: {os.strerror(exc.errno)}", path) from exc
-
-
-def _attach(mnt_fd: int, root_fd: int, path: str) -> None:
-    target = _target(root_fd, path)
-    try:
-        syscalls.move_mount(mnt_fd, "", target, "", MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_EMPTY_PATH)
-    finally:
-        os.close(target)
-        os.close(mnt_fd)
-
-
 def bind_beneath(root_fd: int, source: str, path: str, recursive: bool = False) -> None:
     """Bind the host's *source* on *path* beneath the root."""
     flags = OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC | (AT_RECURSIVE if recursive else 0)
-    _attach(syscalls.open_tree(AT_FDCWD, source, flags), root_fd, path)
-
-
-def _new_fs(fstype: str, attrs: int, options: dict[str, str] | None = None) -> int:
-    fs = syscalls.fsopen(fstype, FSOPEN_CLOEXEC)
-    try:
-        for key, value in (options or {}).items():
-            syscalls.fsconfig(fs, FSCONFIG_SET_STRING, key, value)
-        syscalls.fsconfig(fs, FSCONFIG_CMD_CREATE)
-        return syscalls.fsmount(fs, FSMOUNT_CLOEXEC, attrs)
-    finally:
-        os.close(fs)
+    mounts.attach_beneath(syscalls.open_tree(AT_FDCWD, source, flags), root_fd, path)
 
 
 def _exists_beneath(root_fd: int, path: str) -> bool:
     try:
-        os.close(_target(root_fd, path))
+        os.close(mounts.open_beneath(root_fd, path))
         return True
     except OSError:
         return False
@@ -221,11 +191,12 @@ def mount_sysfs(root_fd: int) -> None:
     """A read-only sysfs of the calling process's network namespace (the builder has
     joined the container's), with the OCI masked paths covered by empty read-only
     tmpfs: firmware tables, power capping, securityfs, debugfs, fusectl."""
-    _attach(_new_fs("sysfs", MOUNT_ATTR_RDONLY | _API_FLAGS), root_fd, "sys")
+    mounts.attach_beneath(mounts.new_fs("sysfs", MOUNT_ATTR_RDONLY | _API_FLAGS), root_fd, "sys")
     for path in SYS_MASKED:
         if _exists_beneath(root_fd, f"sys/{path}"):
-            _attach(_new_fs("tmpfs", MOUNT_ATTR_RDONLY | _API_FLAGS, {"size": "0", "mode": "0555"}),
-                    root_fd, f"sys/{path}")
+            masked = mounts.new_fs("tmpfs", MOUNT_ATTR_RDONLY | _API_FLAGS,
+                                   {"size": "0", "mode": "0555"})
+            mounts.attach_beneath(masked, root_fd, f"sys/{path}")
 
 
 def mount_dev(root_fd: int, console: str | None, userns_fd: int = -1) -> None:
@@ -237,7 +208,7 @@ def mount_dev(root_fd: int, console: str | None, userns_fd: int = -1) -> None:
     else:
         tree = syscalls.open_tree(root_fd, DEV_DIR, OPEN_TREE_CLONE | OPEN_TREE_CLOEXEC
                                   | AT_SYMLINK_NOFOLLOW)
-    _attach(tree, root_fd, "dev")
+    mounts.attach_beneath(tree, root_fd, "dev")
     for name in DEVICES:
         bind_beneath(root_fd, f"/dev/{name}", f"dev/{name}")
     if console is not None:
