@@ -513,13 +513,17 @@ def restore(criu: str, domain_dir: str, root: str, meta: Meta, console_slave: in
 
 
 def _give(images: str, idmap: IdMap) -> None:
-    # Searchable by anyone too: CRIU may open an image (timens-0.img) in the restored
-    # task before its user namespace has its map, with ids the directory's owner is
-    # not. Only CRIU's fd of it reaches it (the domain's directory is 0700).
+    # Searchable and readable by anyone too: CRIU may open an image (timens-0.img) in
+    # the restored task before its user namespace has its map, with ids that are
+    # neither the owner's nor the group's — the directory then needs o+x and the file
+    # o+r (CRIU writes its images 0600). Only CRIU's fd of the directory reaches them:
+    # the domain's directory above is root's, 0700.
     os.chown(images, idmap.uid, idmap.gid)
     os.chmod(images, 0o755)
     for entry in os.scandir(images):
         os.chown(entry.path, idmap.uid, idmap.gid, follow_symlinks=False)
+        if entry.is_file(follow_symlinks=False):
+            os.chmod(entry.path, 0o644)
 
 
 def _idmapped_root(root: str, idmap: IdMap) -> int:
