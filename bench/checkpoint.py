@@ -16,7 +16,6 @@ data. Rounds alternate which side goes first:
   domain again for the next round (untimed).
 """
 
-PRIVILEGED = "privileged = true\n"   # the raw CRIU peer restores no user namespace's idmapped root
 import os
 import shutil
 import signal
@@ -33,6 +32,8 @@ from .context import Context
 from .instance import BenchError, Instance, timed_write
 from .registry import CHECKPOINT_SIZES_MB, Values, checkpoint_keys, measurement
 from .stats import alternate, median
+
+PRIVILEGED = "privileged = true\n"   # the raw CRIU peer restores no user namespace's idmapped root
 
 MIB = 1 << 20
 NS_PER_MS = 1e6

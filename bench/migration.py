@@ -20,7 +20,6 @@ in the domain's root every millisecond. Rounds alternate which side goes first:
   ends the tree; the domain is booted again, untimed).
 """
 
-PRIVILEGED = "privileged = true\n"   # the raw CRIU peer restores no user namespace's idmapped root
 import itertools
 import os
 import shutil
@@ -37,6 +36,8 @@ from .context import Context
 from .instance import BenchError, Instance, timed_write
 from .registry import CHECKPOINT_SIZES_MB, Values, measurement, migration_keys
 from .stats import alternate, median
+
+PRIVILEGED = "privileged = true\n"   # the raw CRIU peer restores no user namespace's idmapped root
 
 NS_PER_MS = 1e6
 MIGRATE_TIMEOUT = 300.0     # one migration, write to done

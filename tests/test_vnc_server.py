@@ -490,7 +490,7 @@ def set_desktop_size(width: int, height: int) -> bytes:
 @pytest.mark.trio
 async def test_set_desktop_size_resizes_the_terminal_exactly() -> None:
     resized: list[tuple[int, int]] = []
-    display = TerminalDisplay(Terminal(20, 6), Renderer(20, 6), on_resize=lambda c, l: resized.append((c, l)))
+    display = TerminalDisplay(Terminal(20, 6), Renderer(20, 6), on_resize=lambda c, r: resized.append((c, r)))
     display.feed(b"keep me")
     async with trio.open_nursery() as nursery:
         served = await start(nursery, display=display)
