@@ -67,9 +67,9 @@ def decode(data: bytes) -> dict[str, Any] | None:
 
 class Keeper:
     """The keeper's side (module docstring). *ctl* is the controller object as it was
-    when the start was reported (its pid, pty, cgroup, VNC sockets); *fork_controller*
-    forks a controller speaking over the given socket and returns its pid; *record_end*
-    records an end the keeper must record itself (no controller left to)."""
+    when the start was reported (its pid, pty, cgroup, VNC sockets);
+    *controller_main(link, first)* is a forked controller's life over *link*;
+    *record_end* records an end the keeper must record itself (no controller left to)."""
 
     def __init__(self, ctl: Any, controller_main: Callable[[socket.socket, bool], NoReturn],
                  record_end: Callable[[str, str], None]) -> None:
@@ -121,7 +121,6 @@ class Keeper:
         wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
         signal.signal(signal.SIGCHLD, lambda *_: None)
         signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)
-
         self.wake = (wake_r, wake_w)
         self._reap()                     # whatever ended before the handler was there
         while not self._finished():
