@@ -119,6 +119,18 @@ class MountSpec:
         """One line of the `mounts` file (fstab order), without the newline."""
         return f"{self.source} {self.target} {self.options_text}"
 
+    def to_json(self) -> dict[str, object]:
+        """Its JSON form (mounts.json, a checkpoint's meta, the keeper's link)."""
+        return {"source": self.source, "target": self.target, "options": list(self.options)}
+
+    @classmethod
+    def from_json(cls, d: dict[str, object]) -> MountSpec:
+        """Back from to_json's form (KeyError, TypeError when it is not that)."""
+        options = d["options"]
+        if not isinstance(options, list):
+            raise TypeError("a mount's options are a list")
+        return cls(str(d["source"]), str(d["target"]), tuple(str(o) for o in options))
+
 
 def normalize_target(target: str) -> str:
     """An absolute container path with `.`, empty components and trailing slashes

@@ -113,8 +113,7 @@ class Meta:
     def to_json(self) -> str:
         return json.dumps({
             "console_key": self.console_key, "devtty_key": self.devtty_key, "netns": self.netns,
-            "mounts": [{"source": m.source, "target": m.target, "options": list(m.options)}
-                       for m in self.mounts],
+            "mounts": [m.to_json() for m in self.mounts],
             "columns": self.columns, "lines": self.lines, "vnc_prefer": self.vnc_prefer,
             "dumped_at": self.dumped_at, "host_binds": [list(b) for b in self.host_binds]})
 
@@ -122,8 +121,7 @@ class Meta:
     def from_json(cls, text: str) -> "Meta":
         d = json.loads(text)
         return cls(str(d["console_key"]), str(d["devtty_key"]),
-                   tuple(MountSpec(str(m["source"]), str(m["target"]),
-                                   tuple(str(o) for o in m["options"])) for m in d["mounts"]),
+                   tuple(MountSpec.from_json(m) for m in d["mounts"]),
                    int(d["columns"]), int(d["lines"]),
                    {str(k): int(v) for k, v in d.get("vnc_prefer", {}).items()},
                    float(d["dumped_at"]), str(d.get("netns", "")),

@@ -304,7 +304,7 @@ class Controller:
     def respawn(self, mounts: list[dict[str, Any]]) -> None:
         """In the keeper: init again, as its child, after a reboot inside (the
         controller asks, with the mounts the domain has now)."""
-        self.mounts = [_mount_of(m) for m in mounts]
+        self.mounts = [MountSpec.from_json(m) for m in mounts]
         self._spawn()
 
     def reattach(self) -> None:
@@ -319,7 +319,7 @@ class Controller:
             self.state = "running"
         try:
             with open(os.path.join(self.domain_dir, "mounts.json")) as f:
-                self.mounts = [_mount_of(m) for m in json.load(f)]
+                self.mounts = [MountSpec.from_json(m) for m in json.load(f)]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             print(f"vzfs: {self.name}: keeping the mounts of the start: {exc}",
                   file=sys.stderr, flush=True)
@@ -347,16 +347,7 @@ class Controller:
                 os.waitpid(self.pid, 0)
             except (ProcessLookupError, ChildProcessError):
                 pass
-        self._close_vnc_sockets()
-        try:
-            self.cgroup.kill_all()
-            self.cgroup.remove()
-        except OSError:
-            pass
-        try:
-            os.unlink(paths.socket_path_via(self.dir_fd))
-        except FileNotFoundError:
-            pass
+        self._teardown()
 
     def abandon_prepared(self) -> None:
         """Let go what the spare prepared and the start did not use."""
@@ -376,11 +367,8 @@ class Controller:
         """mounts.json in the domain's directory: the external mounts of the running
         domain, for the checkpoint to declare to CRIU and re-create on restore.
         Written once the start has been reported, and after every live change."""
-        atomic_write("mounts.json", json.dumps(self._mounts_json()), dir_fd=self.dir_fd)
-
-    def _mounts_json(self) -> list[dict[str, Any]]:
-        return [{"source": m.source, "target": m.target, "options": list(m.options)}
-                for m in self.mounts]
+        atomic_write("mounts.json", json.dumps([m.to_json() for m in self.mounts]),
+                     dir_fd=self.dir_fd)
 
     def listen(self) -> socket.socket:
         """Bind the controller socket (before "started" is sent, so the daemon can connect)."""
@@ -1080,7 +1068,7 @@ class Controller:
     async def _respawn(self) -> None:
         """A reboot inside: the keeper makes init again, as its child."""
         assert self.keeper is not None
-        keepermod.send(self.keeper, {"op": "spawn", "mounts": self._mounts_json()})
+        keepermod.send(self.keeper, {"op": "spawn", "mounts": [m.to_json() for m in self.mounts]})
         msg = await self._from_keeper()
         if msg is None:
             raise OSError(errno.EIO, "its keeper process died")
@@ -1149,14 +1137,19 @@ class Controller:
         """The domain ended: nothing of it left running, its cgroup and ports gone, the
         outcome in last_exit.json (by the controller, or by a keeper whose controllers
         kept dying)."""
-        self._cleanup_processes()
-        self._close_vnc_sockets()        # the ports are free for the next start
+        self._teardown()
+        record = {"state": kind, "reason": reason, "time": time.time(), "pid": self.pid}
+        atomic_write(paths.last_exit_file(self.state_dir, self.name), json.dumps(record))
+
+    def _teardown(self) -> None:
+        """Nothing of the domain left running, its cgroup, VNC ports (free for the next
+        start) and socket gone."""
+        self._close_vnc_sockets()
         try:
+            self._cleanup_processes()
             self.cgroup.remove()
         except OSError:
             pass
-        record = {"state": kind, "reason": reason, "time": time.time(), "pid": self.pid}
-        atomic_write(paths.last_exit_file(self.state_dir, self.name), json.dumps(record))
         try:
             os.unlink(paths.socket_path_via(self.dir_fd))
         except FileNotFoundError:
@@ -1176,10 +1169,6 @@ def _number(msg: Message, key: str, default: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         raise ValueError(f"{key} must be a number, not {str(value)[:40]!r}")
     return float(value)
-
-
-def _mount_of(m: dict[str, Any]) -> MountSpec:
-    return MountSpec(str(m["source"]), str(m["target"]), tuple(str(o) for o in m["options"]))
 
 
 def _port(address: str) -> int:

@@ -34,6 +34,7 @@ which records the end as its predecessor would have. A controller that keeps dyi
 the container, records it crashed, and ends.
 """
 
+import errno
 import json
 import os
 import select
@@ -193,7 +194,7 @@ class Keeper:
         try:
             self.ctl.respawn(msg.get("mounts") or [])
         except OSError as exc:
-            reply: dict[str, Any] = {"event": "spawn_failed", "errno": exc.errno or 5,
+            reply: dict[str, Any] = {"event": "spawn_failed", "errno": exc.errno or errno.EIO,
                                      "error": exc.strerror or str(exc)}
         else:
             self.status = None
