@@ -806,28 +806,33 @@ class Registry:
     def _attach(self, dom: Domain, client: ControllerClient, status: Message,
                 state: State | None = None) -> None:
         """Take a controller that reported in; the state is its (or *state*)."""
-        dom.client = client
-        dom.pid = int(status["pid"])
-        dom.started_at = float(status["started_at"])
-        dom.vnc_restarts = int(status.get("vnc_restarts", 0))
-        dom.rootfs_shifted = bool(status.get("rootfs_shifted"))
-        self._keeper_from(dom, status)
+        self._take_status(dom, client, status)
         dom.set_state(state or _state_of(status))
         assert self.nursery is not None
         self.nursery.start_soon(self._watch, dom, client)
         self.on_change(dom)
 
-    @staticmethod
-    def _keeper_from(dom: Domain, status: Message) -> None:
+    def _take_status(self, dom: Domain, client: ControllerClient, status: Message) -> None:
+        """What a controller's status tells of the running domain, and the controller
+        as the domain's (its start's report, or a re-attach's answer)."""
+        dom.client = client
+        dom.pid = int(status["pid"])
+        dom.started_at = float(status["started_at"])
+        dom.vnc_restarts = int(status.get("vnc_restarts", 0))
+        dom.rootfs_shifted = bool(status.get("rootfs_shifted"))
+        self._forget_keeper(dom)
         pid = int(status.get("keeper_pid") or 0)
-        if dom.keeper >= 0:
-            os.close(dom.keeper)
-            dom.keeper = -1
         if pid:
             try:
                 dom.keeper = os.pidfd_open(pid)
             except ProcessLookupError:
                 pass
+
+    @staticmethod
+    def _forget_keeper(dom: Domain) -> None:
+        if dom.keeper >= 0:
+            os.close(dom.keeper)
+            dom.keeper = -1
 
     @staticmethod
     def _keeper_lives(dom: Domain) -> bool:
@@ -914,9 +919,7 @@ class Registry:
         dom.pid = None
         dom.started_at = None
         dom.vnc_address = dom.vnc_websocket = ""
-        if dom.keeper >= 0:
-            os.close(dom.keeper)
-            dom.keeper = -1
+        self._forget_keeper(dom)
         if dom.busy == "migrated":
             dom.busy = ""          # the move ended with the domain, one way or the other
         event = kind if kind in ("crashed", "suspended", "migrated") else "exited"
@@ -1325,12 +1328,7 @@ class Registry:
             # (last_exit.json) says how it ended, with the reason.
             await stream.aclose()
             return f"cannot re-attach domain {dom.name}: it has ended"
-        dom.client = client
-        dom.pid = int(status["pid"])
-        dom.started_at = float(status["started_at"])
-        dom.vnc_restarts = int(status.get("vnc_restarts", 0))
-        dom.rootfs_shifted = bool(status.get("rootfs_shifted"))
-        self._keeper_from(dom, status)
+        self._take_status(dom, client, status)
         self._vnc_from(dom, status)
         dom.set_state(_state_of(status))
         self.nursery.start_soon(self._watch_attached, dom, client)
