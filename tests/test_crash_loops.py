@@ -27,6 +27,8 @@ from pathlib import Path
 
 from tests.system import QUICK_INIT, Instance, wait_for
 from tests.test_domains import cgroup_of
+from tests.test_keeper import gone
+from tests.test_proctitle import by_title
 
 ROUNDS = int(os.environ.get("VZFS_CRASH_ROUNDS", "100"))
 NAMES = ("c1", "c2", "c3")
@@ -40,25 +42,8 @@ def config(round_: int) -> str:
 
 
 def titled(text: str) -> list[int]:
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-                if stat.rsplit(")", 1)[1].split()[0] == "Z":
-                    continue
-                if (entry / "cmdline").read_bytes().split(b"\0")[0].decode() == text:
-                    found.append(int(entry.name))
-            except (OSError, IndexError, UnicodeDecodeError):
-                pass
-    return found
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except OSError:
-        return False
+    """The live processes with that title (not zombies)."""
+    return [pid for pid in by_title(text) if not gone(pid)]
 
 
 class Round:
@@ -115,7 +100,7 @@ def settle(inst: Instance) -> None:
 
 def _daemon_alive(inst: Instance) -> bool:
     try:
-        return alive(inst.daemon_pid())
+        return not gone(inst.daemon_pid())
     except OSError:
         return False
 
@@ -143,7 +128,7 @@ def check(inst: Instance, configs: dict[str, set[str]], counts: dict[str, int],
             st = inst.read(name, "state").strip()
             if st == "running":
                 pid = inst.read(name, "pid").strip()
-                return bool(pid) and alive(int(pid)) and int(pid) in cg.procs()
+                return bool(pid) and not gone(int(pid)) and int(pid) in cg.procs()
             return not cg.exists() and not titled(f"vzfs: keeper {name}") \
                 and not titled(f"vzfs: controller {name}")
 

@@ -13,17 +13,11 @@ from pathlib import Path
 
 from tests.system import Instance, sh, wait_for
 from tests.test_domains import cgroup_of, state, wait_for_console_shell
+from tests.test_proctitle import children, title
 
 
 def parent(pid: int) -> int:
     return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
-
-
-def title(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
-    except OSError:
-        return ""
 
 
 def keeper_of(inst: Instance, name: str) -> int:
@@ -38,9 +32,8 @@ def controller_of(inst: Instance, name: str) -> int:
     found: list[int] = []
 
     def one() -> bool:
-        found[:] = [int(c) for task in Path(f"/proc/{keeper}/task").iterdir()
-                    for c in (task / "children").read_text().split()
-                    if title(int(c)) == f"vzfs: controller {name}" and not _zombie(int(c))]
+        found[:] = [c for c in children(keeper)
+                    if title(c) == f"vzfs: controller {name}" and not _zombie(c)]
         return len(found) == 1
 
     wait_for(one, what=f"the controller of {name}")

@@ -7,7 +7,11 @@ from tests.system import Instance, wait_for
 
 
 def title(pid: int) -> str:
-    return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode()
+    """*pid*'s title; empty once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[0].decode(errors="replace")
+    except OSError:
+        return ""
 
 
 def comm(pid: int) -> str:
