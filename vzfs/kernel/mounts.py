@@ -10,8 +10,10 @@ absolute or climbing symlink, nor a magic link can lead outside that root — an
 since move_mount(2) takes the fd, not a path, a symlink swapped in by the container
 after the check changes nothing. There is no string check of paths anywhere here.
 
-At start (`apply_at_start`) this runs in the container's builder before the
-container's own mount namespace exists. For a running container (`inject`, `eject`)
+At start this runs in the container's builder before the container's own mount
+namespace exists: `prepare_sources` makes the detached mounts while the builder is
+in the host's mount namespace, `attach_at_start` attaches them in its own
+(`apply_at_start` is both at once, where the two namespaces are one). For a running container (`inject`, `eject`)
 it runs in a forked child, because setns(2) into a mount namespace needs a
 single-threaded caller (and changes the caller's root): the child builds the mount
 in the host's namespace, where the source path means what the user meant, then
