@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from vzfs import atomicfile
-from vzfs.atomicfile import atomic_write
+from vzfs.base import atomicfile
+from vzfs.base.atomicfile import atomic_write
 
 SIZE = 1 << 20
 CONTENTS = [bytes([b"A"[0] + i]) * SIZE for i in range(4)]

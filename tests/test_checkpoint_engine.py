@@ -4,7 +4,7 @@ import dataclasses
 from pathlib import Path
 
 from vzfs.controller import checkpoint
-from vzfs.mountspec import MountSpec
+from vzfs.model.mountspec import MountSpec
 
 # Written by CRIU 4.1.1 on this kernel (a busybox domain's dump and restore).
 STATS_DUMP = bytes.fromhex("4059105506330957230000000a2108e30410d1ec0318c60620b30128"

@@ -7,8 +7,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vzfs import config
-from vzfs.errors import VzfsError
+from vzfs.base.errors import VzfsError
+from vzfs.model import config
 
 
 def parse(text: str, default_id: int | None = 101) -> config.DomainConfig:

@@ -4,9 +4,18 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vzfs.controller.consolestream import (MAX_FRAME, MAX_JSON_FRAME, FrameDecoder, FrameError,
-                                           Ring, data_frame, json_frame, parse_json_frame,
-                                           input_frame, skipped_marker)
+from vzfs.wire.consolestream import (
+    MAX_FRAME,
+    MAX_JSON_FRAME,
+    FrameDecoder,
+    FrameError,
+    Ring,
+    data_frame,
+    input_frame,
+    json_frame,
+    parse_json_frame,
+    skipped_marker,
+)
 
 
 def test_ring_keeps_the_tail_with_absolute_offsets() -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.system import Instance
-from vzfs import criu
+from vzfs.kernel import criu
 
 
 @pytest.fixture

@@ -2,7 +2,7 @@
 
 import re
 
-from vzfs import events
+from vzfs.daemon import events
 
 
 def test_a_line_is_time_domain_kind_detail() -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.system import VZFS, Instance, sh, wait_for
-from vzfs.hooks import is_hook_name, last_line
+from vzfs.daemon.hooks import is_hook_name, last_line
 
 CONTRIB = Path(__file__).resolve().parent.parent / "contrib" / "hooks"
 
@@ -385,6 +385,7 @@ def test_a_daemon_that_starts_tells_hooks_only_of_ends_they_did_not_see(
 
 
 def test_the_cli_defaults_are_the_hooks_defaults() -> None:
-    from vzfs import cli, hooks
+    from vzfs import cli
+    from vzfs.daemon import hooks
     assert (cli.DEFAULT_HOOKS_DIR, cli.DEFAULT_HOOK_TIMEOUT) == (hooks.DEFAULT_DIR,
                                                                  hooks.DEFAULT_TIMEOUT)

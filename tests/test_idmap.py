@@ -5,10 +5,10 @@ import errno
 
 import pytest
 
-from vzfs import config as configmod
-from vzfs import idmap
-from vzfs.errors import VzfsError
-from vzfs.idmap import BLOCK, FIRST, IdMap
+from vzfs.base.errors import VzfsError
+from vzfs.model import config as configmod
+from vzfs.model import idmap
+from vzfs.model.idmap import BLOCK, FIRST, IdMap
 
 
 def test_pick_takes_the_first_free_block_of_vzfs_range() -> None:

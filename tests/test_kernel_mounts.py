@@ -15,7 +15,7 @@ import pytest
 
 from vzfs.kernel import mounts, rootfs, syscalls
 from vzfs.kernel._cdefs import CLONE_NEWNS
-from vzfs.mountspec import MountSpec
+from vzfs.model.mountspec import MountSpec
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 

@@ -4,9 +4,9 @@ import errno
 
 import pytest
 
-from vzfs.controller import lifecycle
-from vzfs.controller.lifecycle import State
-from vzfs.errors import VzfsError
+from vzfs.base.errors import VzfsError
+from vzfs.model import lifecycle
+from vzfs.model.lifecycle import State
 
 
 @pytest.mark.parametrize("state, verb, nxt", [

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import trio
 
-from vzfs.errors import VzfsError
+from vzfs.base.errors import VzfsError
 from vzfs.migrate import mux as muxmod
 from vzfs.migrate import target as targetmod
 from vzfs.migrate.source import RELAY, RSYNC_FLAGS

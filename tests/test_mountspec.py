@@ -6,9 +6,15 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from vzfs import mountspec
-from vzfs.errors import VzfsError
-from vzfs.mountspec import MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY, MS_PRIVATE, MS_SLAVE
+from vzfs.base.errors import VzfsError
+from vzfs.model import mountspec
+from vzfs.model.mountspec import (
+    MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY,
+    MS_PRIVATE,
+    MS_SLAVE,
+)
 
 
 def test_options_are_canonical_and_map_to_the_kernel_bits() -> None:

@@ -2,7 +2,7 @@
 
 import pytest
 
-from vzfs.controller.protocol import MAX_LINE, Decoder, ProtocolError, encode
+from vzfs.wire.framing import MAX_LINE, Decoder, ProtocolError, encode
 
 MESSAGES = [{"id": 1, "op": "status"}, {"event": "exited", "state": "stopped", "reason": "x\ny"},
             {"id": 2, "ok": False, "errno": 16, "error": "busy ü"}]

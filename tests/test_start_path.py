@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from vzfs import config as configmod
 from vzfs.controller import controller
 from vzfs.kernel import cgroups, syscalls
+from vzfs.model import config as configmod
 from vzfs.terminal import make_terminal
 from vzfs.terminal.emulator import Terminal
 from vzfs.terminal.pyte_backend import PyteTerminal

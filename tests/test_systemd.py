@@ -26,8 +26,9 @@ from pathlib import Path
 import pytest
 
 from tests.system import Instance, system_ready
-from vzfs import criu, sdnotify
-from vzfs.daemon import is_vzfs_mount
+from vzfs.daemon import sdnotify
+from vzfs.daemon.main import is_vzfs_mount
+from vzfs.kernel import criu
 
 UNIT = Path(__file__).resolve().parent.parent / "contrib" / "systemd" / "vzfs.service"
 INSTALLED = "/usr/local/sbin/vzfs"            # where the unit expects the command
@@ -300,7 +301,7 @@ def test_a_message_reaches_an_abstract_socket() -> None:
 
 def test_a_socket_nobody_reads_is_a_warning(tmp_path: Path,
                                            caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="vzfs.sdnotify"):
+    with caplog.at_level(logging.WARNING, logger="vzfs.daemon.sdnotify"):
         sdnotify.Notifier(str(tmp_path / "gone")).ready("serving")
         sdnotify.Notifier("vsock:2:1234").ready("serving")
     assert [r.getMessage().split(":")[0] for r in caplog.records] == ["sd_notify", "sd_notify"]

@@ -57,13 +57,12 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 
-from ..atomicfile import atomic_write
-from ..idmap import IdMap
-from ..kernel import mounts as kmounts
+from ..base.atomicfile import atomic_write
 from ..kernel import idshift, mountinfo, namespaces, syscalls, userns
-from ..kernel._cdefs import (AT_FDCWD, CLONE_NEWNS, MOVE_MOUNT_F_EMPTY_PATH, MS_PRIVATE,
-                             MS_REC)
-from ..mountspec import MountSpec
+from ..kernel import mounts as kmounts
+from ..kernel._cdefs import AT_FDCWD, CLONE_NEWNS, MOVE_MOUNT_F_EMPTY_PATH, MS_PRIVATE, MS_REC
+from ..model.idmap import IdMap
+from ..model.mountspec import MountSpec
 
 IMAGES = "checkpoint"
 PARTIAL = "checkpoint.new"

@@ -51,15 +51,22 @@ import select
 import signal
 from collections.abc import Callable
 
-from ..idmap import IdMap
-from ..kernel import mounts as kmounts
 from ..kernel import idshift, namespaces, rootfs, syscallfilter, syscalls
+from ..kernel import mounts as kmounts
 from ..kernel import userns as userns_mod
-from ..kernel._cdefs import (AT_FDCWD, AT_RECURSIVE, CLONE_NEWCGROUP,
-                             MOVE_MOUNT_F_EMPTY_PATH, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE,
-                             PR_SET_CHILD_SUBREAPER, PR_SET_PDEATHSIG)
+from ..kernel._cdefs import (
+    AT_FDCWD,
+    AT_RECURSIVE,
+    CLONE_NEWCGROUP,
+    MOVE_MOUNT_F_EMPTY_PATH,
+    OPEN_TREE_CLOEXEC,
+    OPEN_TREE_CLONE,
+    PR_SET_CHILD_SUBREAPER,
+    PR_SET_PDEATHSIG,
+)
 from ..kernel.cgroups import Cgroup
-from ..mountspec import MountSpec
+from ..model.idmap import IdMap
+from ..model.mountspec import MountSpec
 
 # Bounding-set drops (capabilities(7)): kernel modules, raw I/O, host clock,
 # open_by_handle_at escapes (DAC_READ_SEARCH), device nodes, MAC/audit policy,

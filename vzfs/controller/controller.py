@@ -31,22 +31,27 @@ from typing import Any, NoReturn
 
 import trio
 
-from .. import config as configmod
-from ..atomicfile import atomic_write
-from ..errors import VzfsError
-from ..idmap import IdMap
+from ..base import proctitle
+from ..base.atomicfile import atomic_write
+from ..base.errors import VzfsError
 from ..kernel import cgroups, idshift
 from ..kernel import mounts as kmounts
-from ..mountspec import MountSpec
-from .. import proctitle
+from ..model import config as configmod
+from ..model.idmap import IdMap
+from ..model.mountspec import MountSpec
+from ..terminal import BACKENDS, make_terminal
+from ..vnc import process as vncprocess
+from ..wire.consolestream import (
+    FrameDecoder,
+    FrameError,
+    Ring,
+    data_frame,
+    json_frame,
+    parse_json_frame,
+)
+from ..wire.framing import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
 from . import checkpoint, container, paths, screenstate, vncspawn
 from . import keeper as keepermod
-from ..vnc import process as vncprocess
-from ..terminal import BACKENDS, make_terminal
-from .consolestream import (
-    FrameDecoder, FrameError, Ring, data_frame, json_frame, parse_json_frame,
-)
-from .protocol import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
 
 SCROLLBACK = 1 << 20
 READ_BATCH = 1 << 18

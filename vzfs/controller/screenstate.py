@@ -19,7 +19,7 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from ..atomicfile import atomic_write
+from ..base.atomicfile import atomic_write
 
 DIR = ".vzfs"
 FILE = "console.json"

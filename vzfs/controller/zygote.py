@@ -25,10 +25,10 @@ import gc
 import json
 import os
 import select
-import sys
-import time
 import signal
 import socket
+import sys
+import time
 from typing import NoReturn
 
 MAX_REQUEST = 1 << 20
@@ -63,10 +63,10 @@ def command(mountpoint: str, fd: int) -> list[str]:
 def _serve(sock: socket.socket, mountpoint: str) -> NoReturn:
     code = 0
     try:
-        from .. import proctitle
+        from ..base import proctitle
         proctitle.name(f"vzfs: zygote {mountpoint}", "vzfs-zygote")
-        from . import controller    # imported once here, shared by every fork
-        from ..vnc import process   # the VNC server, forked by each controller's spawner
+        from ..vnc import process  # the VNC server, forked by each controller's spawner
+        from . import controller  # imported once here, shared by every fork
         try:
             process.preload()
         except Exception:           # no font: each VNC server will say why in its domain's log
@@ -134,7 +134,7 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
             spawner: socket.socket | None = vncspawn.start()
         except OSError:
             spawner = None           # the controller will fork one itself
-        from ..config import Console
+        from ..model.config import Console
         from ..terminal import make_terminal
         from .controller import DEFAULT_COLUMNS, DEFAULT_LINES, rehearse
         # A blank console of the default kind, made now rather than on the start's path,

@@ -15,11 +15,12 @@ import platform
 import sys
 from collections.abc import Awaitable, Callable
 
-from .. import __version__, criu
-from .. import config as configmod
+from .. import __version__
+from ..base.errors import VzfsError
 from ..controller import checkpoint
-from ..errors import VzfsError
-from ..registry import Domain, Registry
+from ..daemon.registry import Domain, Registry
+from ..kernel import criu
+from ..model import config as configmod
 
 Show = Callable[[Registry, Domain], str | Awaitable[str]]
 Store = Callable[[Registry, Domain, bytes], Awaitable[None]]
@@ -156,7 +157,7 @@ async def store_migrate(reg: Registry, dom: Domain, data: bytes) -> None:
 def show_events(reg: Registry, dom: Domain) -> str:
     """The domain's values in the cgroup.events style; poll(2) for POLLPRI wakes when
     one of them changes (read it again from the start to re-arm, as in sysfs)."""
-    from ..controller.lifecycle import State
+    from ..model.lifecycle import State
     populated = dom.state not in (State.STOPPED, State.CRASHED, State.SUSPENDED)
     return (f"state {dom.state.value}\n"
             f"populated {int(populated)}\n"
@@ -310,7 +311,7 @@ def _favordynmods(reg: Registry) -> bool:
 
 
 def template_text(reg: Registry, name: str) -> str:
-    from .. import templates
+    from ..daemon import templates
     return (f"name {name}\n"
             f"path {templates.template_dir(reg.state_dir, name)}\n"
             f"source {templates.find_busybox()}\n")

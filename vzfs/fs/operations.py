@@ -27,15 +27,14 @@ from typing import Any, TypeVar
 import pyfuse3
 import trio
 
-from .. import config as configmod
-from .. import templates
-from ..errors import VzfsError
-from ..registry import Domain, Registry
+from ..base.errors import VzfsError
+from ..daemon import events, templates
+from ..daemon.registry import Domain, Registry
+from ..model import config as configmod
+from ..wire.consolestream import skipped_marker
 from . import files
 from .files import ControlFile
 from .inflight import InFlight
-from ..controller.consolestream import skipped_marker
-from .. import events
 
 log = logging.getLogger(__name__)
 

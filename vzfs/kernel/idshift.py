@@ -17,7 +17,7 @@ import json
 import os
 import stat
 
-from ..idmap import IdMap
+from ..model.idmap import IdMap
 
 MARKER = ".vzfs/shifted"
 

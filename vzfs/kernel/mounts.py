@@ -34,14 +34,30 @@ import os
 import stat
 from collections.abc import Callable, Sequence
 
-from ..idmap import IdMap
-from ..mountspec import MountSpec
+from ..model.idmap import IdMap
+from ..model.mountspec import MountSpec
 from . import mountinfo, syscalls, userns
-from ._cdefs import (AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, CLONE_NEWNS, CLONE_NEWUSER,
-                     FSCONFIG_CMD_CREATE, MOUNT_ATTR_IDMAP, MS_PRIVATE, MS_REC,
-                     FSCONFIG_SET_STRING, FSMOUNT_CLOEXEC, FSOPEN_CLOEXEC,
-                     MOVE_MOUNT_F_EMPTY_PATH, MOVE_MOUNT_T_EMPTY_PATH, OPEN_TREE_CLOEXEC,
-                     OPEN_TREE_CLONE, RESOLVE_BENEATH, RESOLVE_NO_MAGICLINKS, UMOUNT_NOFOLLOW)
+from ._cdefs import (
+    AT_EMPTY_PATH,
+    AT_FDCWD,
+    AT_RECURSIVE,
+    CLONE_NEWNS,
+    CLONE_NEWUSER,
+    FSCONFIG_CMD_CREATE,
+    FSCONFIG_SET_STRING,
+    FSMOUNT_CLOEXEC,
+    FSOPEN_CLOEXEC,
+    MOUNT_ATTR_IDMAP,
+    MOVE_MOUNT_F_EMPTY_PATH,
+    MOVE_MOUNT_T_EMPTY_PATH,
+    MS_PRIVATE,
+    MS_REC,
+    OPEN_TREE_CLOEXEC,
+    OPEN_TREE_CLONE,
+    RESOLVE_BENEATH,
+    RESOLVE_NO_MAGICLINKS,
+    UMOUNT_NOFOLLOW,
+)
 
 _RESOLVE = RESOLVE_BENEATH | RESOLVE_NO_MAGICLINKS
 _DIR = os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC

@@ -29,10 +29,18 @@ import os
 import signal
 from collections.abc import Iterator
 
-from ..idmap import IdMap
+from ..model.idmap import IdMap
 from . import syscalls
-from ._cdefs import (AT_EMPTY_PATH, AT_FDCWD, AT_RECURSIVE, AT_SYMLINK_NOFOLLOW, CLONE_NEWUSER,
-                     MOUNT_ATTR_IDMAP, OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE)
+from ._cdefs import (
+    AT_EMPTY_PATH,
+    AT_FDCWD,
+    AT_RECURSIVE,
+    AT_SYMLINK_NOFOLLOW,
+    CLONE_NEWUSER,
+    MOUNT_ATTR_IDMAP,
+    OPEN_TREE_CLOEXEC,
+    OPEN_TREE_CLONE,
+)
 
 
 def write_maps(pid: int, uid_lines: str, gid_lines: str) -> None:

@@ -31,13 +31,13 @@ from typing import Any
 
 import trio
 
-from .. import config as configmod
-from .. import idclaims
-from .. import criu as criumod
-from ..atomicfile import atomic_write
+from ..base.atomicfile import atomic_write
+from ..base.errors import VzfsError, from_oserror
 from ..controller import paths
-from ..controller.protocol import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
-from ..errors import VzfsError, from_oserror
+from ..daemon import idclaims
+from ..kernel import criu as criumod
+from ..model import config as configmod
+from ..wire.framing import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
 
 log = logging.getLogger(__name__)
 

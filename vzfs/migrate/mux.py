@@ -18,9 +18,9 @@ from typing import Any
 
 import trio
 
-from ..controller.protocol import Decoder, Message, ProtocolError, encode
-from ..errors import VzfsError
-from ..requests import Requests
+from ..base.errors import VzfsError
+from ..wire.framing import Decoder, Message, ProtocolError, encode
+from ..wire.requests import Requests
 
 HEADER = struct.Struct(">BI")
 MAX_FRAME = 1 << 20

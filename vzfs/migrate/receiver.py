@@ -22,10 +22,10 @@ from typing import Any
 
 import trio
 
-from .. import criu as criumod
+from ..base.errors import VzfsError
 from ..controller import checkpoint
-from ..controller.protocol import Decoder, Message
-from ..errors import VzfsError
+from ..kernel import criu as criumod
+from ..wire.framing import Decoder, Message
 from . import incoming
 from .mux import Mux
 
@@ -66,7 +66,7 @@ class Receiver:
         self.rsyncs: dict[int, tuple[trio.Process, trio.Event, list[str]]] = {}
 
     async def main(self) -> None:
-        from ..registry import ControllerClient
+        from ..daemon.registry import ControllerClient
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             await sock.connect(incoming.socket_path(self.state_dir))

@@ -49,10 +49,10 @@ from typing import Any
 
 import trio
 
-from .. import config as configmod
-from .. import criu as criumod
+from ..base.errors import VzfsError
 from ..controller import checkpoint, screenstate
-from ..errors import VzfsError
+from ..kernel import criu as criumod
+from ..model import config as configmod
 from . import target as targetmod
 from .mux import Mux
 

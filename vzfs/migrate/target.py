@@ -14,7 +14,7 @@ import os
 import re
 import shlex
 
-from ..errors import VzfsError
+from ..base.errors import VzfsError
 
 DEFAULT_MOUNTPOINT = "/run/vzfs"
 

@@ -29,11 +29,9 @@ from typing import Any, NoReturn
 
 import trio
 
-from ..controller.consolestream import (
-    FrameDecoder, input_frame, json_frame, parse_json_frame,
-)
-from .. import proctitle
+from ..base import proctitle
 from ..terminal import BACKENDS
+from ..wire.consolestream import FrameDecoder, input_frame, json_frame, parse_json_frame
 from . import websocket
 from .font import default_font
 from .render import Renderer

@@ -18,13 +18,14 @@ import sys
 import pyfuse3
 import trio
 
-from . import hooks, proctitle
-from .controller import paths, zygote
-from .errors import VzfsError
-from .fs import files
-from .fs.operations import Operations
-from .kernel import cgroups, mountinfo
-from .migrate import incoming
+from ..base import proctitle
+from ..base.errors import VzfsError
+from ..controller import paths, zygote
+from ..fs import files
+from ..fs.operations import Operations
+from ..kernel import cgroups, mountinfo
+from ..migrate import incoming
+from . import hooks
 from .registry import Registry
 from .sdnotify import Notifier
 

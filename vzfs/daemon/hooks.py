@@ -38,7 +38,7 @@ from typing import Any
 
 import trio
 
-from .errors import VzfsError
+from ..base.errors import VzfsError
 
 log = logging.getLogger("vzfs.hooks")
 

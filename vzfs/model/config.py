@@ -16,9 +16,9 @@ from typing import Any
 
 import tomli_w
 
+from ..base.errors import VzfsError
 from . import idmap as idmapmod
 from . import mountspec
-from .errors import VzfsError
 from .idmap import IdMap
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")

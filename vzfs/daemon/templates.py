@@ -5,7 +5,7 @@ import os
 import shutil
 import subprocess
 
-from .errors import VzfsError
+from ..base.errors import VzfsError
 
 BUSYBOX_CANDIDATES = ("/bin/busybox", "/usr/bin/busybox", "/usr/lib/busybox-static/busybox")
 

@@ -22,7 +22,7 @@ tests are all derived from one place (the model is h11's `_state.py`).
 import enum
 from errno import EBUSY, EINVAL
 
-from ..errors import VzfsError
+from ..base.errors import VzfsError
 
 
 class State(enum.Enum):

@@ -32,7 +32,7 @@ import re
 from errno import EINVAL
 from typing import Final
 
-from .errors import VzfsError
+from ..base.errors import VzfsError
 
 TMPFS: Final = "tmpfs"
 

@@ -8,7 +8,7 @@ import signal
 import sys
 import time
 
-from .errors import VzfsError
+from ..base.errors import VzfsError
 
 DEFAULT_MOUNTPOINT = "/run/vzfs"
 DEFAULT_STATE_DIR = "/var/lib/vzfs"
@@ -18,7 +18,7 @@ DEFAULT_HOOK_TIMEOUT = 30.0
 
 
 def cmd_mount(args: argparse.Namespace) -> int:
-    from . import daemon
+    from ..daemon import main as daemon
     mountpoint = os.path.abspath(args.mountpoint)
     state_dir = os.path.abspath(args.state_dir)
     daemon.prepare(mountpoint, state_dir)
@@ -87,8 +87,8 @@ def _alive(pid: int) -> bool:
 
 
 def cmd_umount(args: argparse.Namespace) -> int:
-    from . import daemon
-    from .kernel import syscalls
+    from ..daemon import main as daemon
+    from ..kernel import syscalls
     mountpoint = os.path.abspath(args.mountpoint)
     if not daemon.is_vzfs_mount(mountpoint):
         raise VzfsError(errno.EINVAL, f"cannot unmount {mountpoint}: vzfs is not mounted there")
@@ -121,7 +121,7 @@ def cmd_enter(args: argparse.Namespace) -> int:
 
 
 def cmd_migrate_receive(args: argparse.Namespace) -> int:
-    from .migrate import receiver
+    from ..migrate import receiver
     return receiver.run(os.path.abspath(args.mountpoint))
 
 

@@ -7,8 +7,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
-from .controller.protocol import Message, encode
-from .errors import VzfsError
+from ..base.errors import VzfsError
+from .framing import Message, encode
 
 
 class Requests:

@@ -20,23 +20,23 @@ from typing import Any
 
 import trio
 
-from . import config as configmod
-from . import criu as criumod
+from ..base.atomicfile import atomic_write
+from ..base.errors import VzfsError, from_oserror
+from ..controller import checkpoint, paths
+from ..kernel import cgroups
+from ..kernel import criu as criumod
+from ..model import config as configmod
+from ..model import idmap as idmapmod
+from ..model import lifecycle, mountspec
+from ..model.config import DomainConfig, Mount
+from ..model.lifecycle import State
+from ..wire.consolestream import FrameDecoder, FrameError, Ring, input_frame
+from ..wire.framing import Decoder, Message, ProtocolError, encode
+from ..wire.requests import Requests
 from . import hooks as hooksmod
-from . import idclaims
-from . import idmap as idmapmod
-from . import mountspec, templates
-from .atomicfile import atomic_write
-from .config import DomainConfig, Mount
-from .controller import checkpoint, lifecycle, paths
-from .controller.lifecycle import State
-from .controller.consolestream import FrameDecoder, FrameError, Ring, input_frame
-from .controller.protocol import Decoder, Message, ProtocolError, encode
-from .errors import VzfsError, from_oserror
+from . import idclaims, templates
 from .events import EventLog
-from .requests import Requests
 from .events import line as events_line
-from .kernel import cgroups
 
 START_TIMEOUT = 30.0
 ZYGOTE_WAIT = 10.0             # for a new zygote, when the last died under a start
@@ -1099,7 +1099,7 @@ class Registry:
         """A write to `migrate_target`: TARGET moves the running domain there (the write
         returns once the preflight passed; the move goes on, shown in `migrate_target`),
         `check TARGET` runs the preflight alone."""
-        from .migrate import target as targetmod
+        from ..migrate import target as targetmod
         what = f"cannot migrate domain {dom.name}"
         try:
             words = data.decode("utf-8").split()
@@ -1378,8 +1378,8 @@ class Registry:
 
     def _saved_screen(self, dom: Domain) -> str:
         """The text of the screen a checkpoint left on the domain's root ("" if none)."""
-        from .controller import screenstate
-        from .terminal import BACKENDS
+        from ..controller import screenstate
+        from ..terminal import BACKENDS
         try:
             with screenstate.root(self.rootfs(dom)) as root_fd:
                 snapshot = screenstate.load(root_fd, consume=False)

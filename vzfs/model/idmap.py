@@ -13,7 +13,7 @@ import dataclasses
 from collections.abc import Iterable
 from errno import EEXIST, EINVAL
 
-from .errors import VzfsError
+from ..base.errors import VzfsError
 
 BLOCK = 65536
 FIRST = 8 * BLOCK                 # vzfs's own range starts at 524288

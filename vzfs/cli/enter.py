@@ -13,9 +13,9 @@ import os
 import signal
 from typing import NoReturn
 
-from .controller.container import DROPPED_CAPS
-from .errors import VzfsError
-from .kernel import cgroups, namespaces, syscallfilter, syscalls
+from ..base.errors import VzfsError
+from ..controller.container import DROPPED_CAPS
+from ..kernel import cgroups, namespaces, syscallfilter, syscalls
 
 DEFAULT_COMMAND = ["/bin/sh", "-l"]
 ENV_KEEP = ("TERM", "LANG", "LC_ALL", "COLUMNS", "LINES")

@@ -19,8 +19,8 @@ import os
 import tomllib
 from collections.abc import Iterator
 
-from .atomicfile import atomic_write
-from .idmap import IdMap
+from ..base.atomicfile import atomic_write
+from ..model.idmap import IdMap
 
 CLAIMS_DIR = "/var/lib/vzfs-idmaps"
 

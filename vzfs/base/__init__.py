@@ -1,0 +1,1 @@
+"""What every package stands on: the error type, atomic file replacement, process titles."""
