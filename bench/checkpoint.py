@@ -24,7 +24,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from vzfs import criu as criumod
+from vzfs.kernel import criu as criumod
 from vzfs.controller import checkpoint, paths
 from vzfs.kernel import cgroups
 

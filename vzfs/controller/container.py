@@ -192,7 +192,7 @@ def launch(prepared: PreparedInit, spec: ContainerSpec,
     message = json.dumps({
         "rootfs": spec.rootfs, "hostname": spec.hostname, "init": list(spec.init),
         "console": spec.console,
-        "mounts": [[m.source, m.target, list(m.options)] for m in spec.mounts],
+        "mounts": [m.to_json() for m in spec.mounts],
         "idmap": dataclasses.asdict(spec.idmap) if spec.idmap is not None else None,
     }).encode() + b"\n"
     reader = _Report(prepared.report_r)
@@ -354,8 +354,7 @@ def _builder(spec_r: int, report_w: int, go_r: int, userns: bool) -> None:
         raw_map = spec.get("idmap")
         idmap = IdMap(**raw_map) if isinstance(raw_map, dict) else None
         console = spec["console"]
-        mounts = [MountSpec(src, target, tuple(options))
-                  for src, target, options in spec.get("mounts", [])]  # type: ignore[attr-defined]
+        mounts = [MountSpec.from_json(m) for m in spec["mounts"]]  # type: ignore[attr-defined]
         step = "prepare the root"
         syscalls.setns(host_mnt, namespaces.CLONE_NEWNS)
         tree = syscalls.open_tree(AT_FDCWD, str(spec["rootfs"]),
