@@ -98,7 +98,7 @@ def open_beneath(root_fd: int, path: str, flags: int = os.O_PATH) -> int:
                     raise OSError(errno.ELOOP, f"{path}: too many levels of symbolic links "
                                   "(a loop, or a symlink as the last component)", path) from exc
             raise _escapes(path) from exc
-        raise OSError(exc.errno, f"{path}: {os.strerror(exc.errno)}", path) from exc
+        raise OSError(exc.errno, f"{path}: {os.strerror(exc.errno or errno.EIO)}", path) from exc
 
 
 def _is_dir(fd: int) -> bool:
@@ -118,7 +118,7 @@ def _make_one(parent_fd: int, name: str, directory: bool, path: str) -> None:
         pass
     except OSError as exc:
         kind = "directory" if directory else "file"
-        raise OSError(exc.errno, f"cannot create {kind} {path}: {os.strerror(exc.errno)}",
+        raise OSError(exc.errno, f"cannot create {kind} {path}: {os.strerror(exc.errno or errno.EIO)}",
                       path) from exc
 
 
@@ -191,7 +191,7 @@ def prepare_source(spec: MountSpec, idmap: IdMap | None = None) -> int:
                           spec.source) from exc
         except OSError as exc:
             raise OSError(exc.errno, f"cannot clone mount source {spec.source}: "
-                          f"{os.strerror(exc.errno)}", spec.source) from exc
+                          f"{os.strerror(exc.errno or errno.EIO)}", spec.source) from exc
     ns_fd = -1
     try:
         ns_fd = _mount_userns(spec, idmap)
@@ -205,9 +205,9 @@ def prepare_source(spec: MountSpec, idmap: IdMap | None = None) -> int:
         if ns_fd >= 0 and exc.errno in (errno.EINVAL, errno.EPERM, errno.EOPNOTSUPP):
             raise OSError(errno.EIO, f"{spec.source} is on a {userns.fstype(spec.source)} "
                           "filesystem, which cannot be idmapped: mount it with idmap=none "
-                          f"({os.strerror(exc.errno)})") from exc
+                          f"({os.strerror(exc.errno or errno.EIO)})") from exc
         raise OSError(exc.errno, f"cannot set options {spec.options_text}: "
-                      f"{os.strerror(exc.errno)}") from exc
+                      f"{os.strerror(exc.errno or errno.EIO)}") from exc
     finally:
         _close(ns_fd)
     return mnt_fd
@@ -223,12 +223,12 @@ def new_fs(fstype: str, attrs: int, options: dict[str, str] | None = None) -> in
             try:
                 syscalls.fsconfig(fs_fd, FSCONFIG_SET_STRING, key, value)
             except OSError as exc:
-                why = _fs_log(fs_fd) or os.strerror(exc.errno)
+                why = _fs_log(fs_fd) or os.strerror(exc.errno or errno.EIO)
                 raise OSError(exc.errno, f"{fstype} option {key}={value}: {why}") from exc
         try:
             syscalls.fsconfig(fs_fd, FSCONFIG_CMD_CREATE)
         except OSError as exc:
-            why = _fs_log(fs_fd) or os.strerror(exc.errno)
+            why = _fs_log(fs_fd) or os.strerror(exc.errno or errno.EIO)
             raise OSError(exc.errno, f"cannot create a {fstype}: {why}") from exc
         return syscalls.fsmount(fs_fd, FSMOUNT_CLOEXEC, attrs)
     finally:
@@ -284,7 +284,7 @@ def _detach(root_fd: int, target: str, fd_dir: str) -> None:
             if exc.errno == errno.EBUSY:
                 raise OSError(errno.EBUSY, f"{target} is busy: a process inside uses it",
                               target) from exc
-            raise OSError(exc.errno, f"cannot unmount {target}: {os.strerror(exc.errno)}",
+            raise OSError(exc.errno, f"cannot unmount {target}: {os.strerror(exc.errno or errno.EIO)}",
                           target) from exc
     except FileNotFoundError as exc:
         raise OSError(errno.EINVAL, f"{target} is not a mount point (it does not exist)",
@@ -406,7 +406,7 @@ def _join_mount_ns(pid: int) -> None:
         ns_fd = os.open(f"/proc/{pid}/ns/mnt", os.O_RDONLY | os.O_CLOEXEC)
     except OSError as exc:
         raise OSError(exc.errno, f"cannot open the mount namespace of pid {pid}: "
-                      f"{os.strerror(exc.errno)}") from exc
+                      f"{os.strerror(exc.errno or errno.EIO)}") from exc
     try:
         syscalls.setns(ns_fd, CLONE_NEWNS)
     finally:

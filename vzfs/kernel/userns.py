@@ -125,9 +125,9 @@ def idmapped_tree(path: str, userns: int, recursive: bool = True, dir_fd: int = 
         os.close(tree)
         if exc.errno in (errno.EINVAL, errno.EPERM, errno.EOPNOTSUPP, errno.ENOSYS):
             raise OSError(errno.EIO, f"{path} is on a {fstype(path)} filesystem, which cannot be "
-                                     f"idmapped ({os.strerror(exc.errno)}); use a directory on "
+                                     f"idmapped ({os.strerror(exc.errno or errno.EIO)}); use a directory on "
                                      "ext4, xfs, btrfs or tmpfs, or privileged = true") from exc
-        raise OSError(exc.errno, f"cannot idmap {path}: {os.strerror(exc.errno)}") from exc
+        raise OSError(exc.errno, f"cannot idmap {path}: {os.strerror(exc.errno or errno.EIO)}") from exc
     return tree
 
 

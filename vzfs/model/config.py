@@ -284,7 +284,7 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None,
         raise _invalid("limits.pids", f"{pids} is out of range 1..4194304")
     _no_leftovers(limits_t, "limits.")
 
-    mounts = []
+    mounts: list[Mount] = []
     raw_mounts = _take(doc, "mount", list, "") or []
     for i, m in enumerate(raw_mounts):
         where = f"mount[{i}]."

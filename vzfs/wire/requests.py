@@ -4,6 +4,7 @@ a controller and a migration's SSH session both speak `protocol` this way."""
 
 import errno
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import trio
 
@@ -41,12 +42,12 @@ class Requests:
             event.set()
 
     async def ask(self, send: Callable[[bytes], Awaitable[None]], what: str, op: str,
-                  timeout: float, fields: dict) -> Message:
+                  timeout: float, fields: dict[str, Any]) -> Message:
         """Send request *op* with *send*; its reply's fields, or VzfsError (the other
         side's errno and sentence after *what*, or ours)."""
         req_id = self.next_id
         self.next_id += 1
-        event, slot = trio.Event(), []
+        event, slot = trio.Event(), list[Message]()
         self.pending[req_id] = (event, slot)
         try:
             try:
