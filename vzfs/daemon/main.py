@@ -115,7 +115,7 @@ def serve(mountpoint: str, state_dir: str, foreground: bool, ready_fd: int | Non
     registry.load()
     log.info("checkpoint: %s", files.checkpoint_engine())
     keep = {lock_fd} | ({ready_fd} if ready_fd is not None else set())
-    registry.zygote, zygote_pid = zygote.start(mountpoint, close_fds=keep)
+    registry.controllers.zygote, zygote_pid = zygote.start(mountpoint, close_fds=keep)
     ops = Operations(registry)
     options = set(pyfuse3.default_options)
     # The mount's source names the state dir, as sshfs names host:path.
@@ -146,8 +146,7 @@ async def _main(registry: Registry, ops: Operations, ready_fd: int | None,
     async with trio.open_nursery() as nursery:
         registry.nursery = nursery
         nursery.start_soon(_keep_zygote, registry, zygote_pid)
-        nursery.start_soon(ops.invalidator.run)
-        nursery.start_soon(ops.toucher.run)
+        nursery.start_soon(ops.notifier.run)
         # The first line of `events`: it is never empty, which tail -f needs (events.py).
         registry.emit("", "daemon", f"serving {mountpoint} from state dir {registry.state_dir} "
                                     f"(pid {os.getpid()})")
@@ -175,7 +174,7 @@ ZYGOTE_RESPAWN_DELAY = 0.1
 
 async def _keep_zygote(registry: Registry, pid: int) -> None:
     """Start another zygote whenever the one serving dies; a start that raced with its
-    death is retried on the new one (Registry._spawn_controller)."""
+    death is retried on the new one (Controllers.spawn)."""
     # The first was forked before trio: our child, reaped here.
     pidfd = os.pidfd_open(pid)
     try:
@@ -205,7 +204,7 @@ async def _new_zygote(registry: Registry) -> trio.Process:
             continue
         finally:
             theirs.close()
-        registry.new_zygote(ours)
+        registry.controllers.new_zygote(ours)
         return proc
 
 

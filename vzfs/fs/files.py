@@ -18,9 +18,12 @@ from collections.abc import Awaitable, Callable
 from .. import __version__
 from ..base.errors import VzfsError
 from ..controller import checkpoint
-from ..daemon.registry import Domain, Registry
+from ..daemon.domain import Domain
+from ..daemon.registry import Registry
 from ..kernel import criu
 from ..model import config as configmod
+from ..model import lifecycle
+from . import views
 
 Show = Callable[[Registry, Domain], str | Awaitable[str]]
 Store = Callable[[Registry, Domain, bytes], Awaitable[None]]
@@ -157,8 +160,7 @@ async def store_migrate(reg: Registry, dom: Domain, data: bytes) -> None:
 def show_events(reg: Registry, dom: Domain) -> str:
     """The domain's values in the cgroup.events style; poll(2) for POLLPRI wakes when
     one of them changes (read it again from the start to re-arm, as in sysfs)."""
-    from ..model.lifecycle import State
-    populated = dom.state not in (State.STOPPED, State.CRASHED, State.SUSPENDED)
+    populated = not lifecycle.is_down(dom.state)
     return (f"state {dom.state.value}\n"
             f"populated {int(populated)}\n"
             f"vnc_restarts {dom.vnc_restarts}\n"
@@ -190,11 +192,11 @@ async def store_console(reg: Registry, dom: Domain, data: bytes) -> None:
 
 
 def show_stats(reg: Registry, dom: Domain) -> str:
-    return "".join(f"{k} {v}\n" for k, v in reg.stats(dom).items())
+    return "".join(f"{k} {v}\n" for k, v in views.stats(reg, dom).items())
 
 
 def show_checkpoint(reg: Registry, dom: Domain) -> str:
-    figures = reg.checkpoint_figures(dom)
+    figures = views.checkpoint_figures(reg, dom)
     out = []
     for key in checkpoint.FIGURES:
         value = figures.get(key)
@@ -219,12 +221,12 @@ DOMAIN_FILES: tuple[ControlFile, ...] = (
     ControlFile("stats", show_stats),
     ControlFile("error", lambda reg, dom: _line(dom.error)),
     ControlFile("console", lambda reg, dom: "", store_console, stream=True),
-    ControlFile("screen", lambda reg, dom: reg.screen(dom)),
-    ControlFile("mounts", lambda reg, dom: reg.mounts(dom), store_mounts),
+    ControlFile("screen", views.screen),
+    ControlFile("mounts", views.mounts, store_mounts),
     ControlFile("vnc", lambda reg, dom: _line(dom.vnc_address)),
     ControlFile("vnc_websocket", lambda reg, dom: _line(dom.vnc_websocket)),
     ControlFile("checkpoint", show_checkpoint),
-    ControlFile("checkpoint.log", lambda reg, dom: reg.checkpoint_log(dom)),
+    ControlFile("checkpoint.log", views.checkpoint_log),
     ControlFile("migrate_target", show_migration, store_migrate),
     ControlFile("events", show_events, poll=True),
     ControlFile("idmap", lambda reg, dom: "" if dom.config.privileged or dom.config.idmap is None

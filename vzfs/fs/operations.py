@@ -5,9 +5,8 @@ handler, so every handler runs under `boundary`: VzfsError becomes its errno
 (the sentence having been put in the domain's `error` by the handler), OSError
 its errno, anything else EIO plus a log line. Cancellation passes through.
 
-Inodes: 1 is the root, small fixed numbers are the top-level entries, and each
-domain gets a block of inode numbers (its directory, then one per control file)
-that is never reused while the daemon runs.
+Inode numbers are fs/inodes.py's. What a change of a domain makes stale (cached
+pages, inotify watchers, poll waiters) is fs/notify.py's: the registry tells it.
 """
 
 import dataclasses
@@ -18,8 +17,6 @@ import logging
 import os
 import select
 import stat
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -29,28 +26,22 @@ import trio
 
 from ..base.errors import VzfsError
 from ..daemon import events, templates
-from ..daemon.registry import Domain, Registry
+from ..daemon.domain import Domain
+from ..daemon.registry import Registry
 from ..model import config as configmod
 from ..wire.consolestream import skipped_marker
 from . import files
 from .files import ControlFile
 from .inflight import InFlight
+from .inodes import (DOMAIN_BASE, INO_DOMAINS, INO_EVENTS, INO_README, INO_TEMPLATES,
+                     INO_VERSION, ROOT, TEMPLATE_BASE, DomainInodes)
+from .notify import CACHED_FILES, Notifier
 
 log = logging.getLogger(__name__)
 
-ROOT = pyfuse3.ROOT_INODE
-INO_README, INO_VERSION, INO_TEMPLATES, INO_DOMAINS, INO_EVENTS = 2, 3, 4, 5, 6
-TEMPLATE_BASE = 64
-DOMAIN_BASE = 1024
-DOMAIN_BLOCK = 64
 ENTRY_TIMEOUT = 60.0
 ATTR_TIMEOUT = 1.0
 FILE_SIZE = 4096          # what sysfs reports; a hint for direct reads, the limit for cached ones
-# Control files whose reads the kernel answers from its page cache: one FUSE
-# request (READ) fewer per open+read+close. Their content is short and made only
-# from the Domain fields in registry.SHOWN_CACHED, so the daemon knows every
-# change and drops the kernel's copy then (Invalidator). The rest stay direct_io.
-CACHED_FILES = frozenset({"state", "pid", "id"})
 
 INTERRUPT_POLL = 0.1
 
@@ -66,16 +57,6 @@ def signal_pending(pid: int) -> bool:
         return False
     pending = int(fields.get("SigPnd", "0"), 16) | int(fields.get("ShdPnd", "0"), 16)
     return bool(pending & ~int(fields.get("SigBlk", "0"), 16) & ~int(fields.get("SigIgn", "0"), 16))
-
-
-def _succeeded(dom: Domain, cfile: ControlFile, before: str) -> None:
-    """A command succeeded: `error` (the last failure) is cleared — unless a condition
-    came up while it ran (init died during its start, the VNC server cannot listen):
-    that is newer, and stays."""
-    if cfile.stream:
-        return
-    if dom.error == before or dom.error != dom.condition:
-        dom.error = ""
 
 
 def boundary(fn: F) -> F:
@@ -95,138 +76,6 @@ def boundary(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _invalidate(inodes: set[int]) -> None:
-    for inode in inodes:
-        try:
-            pyfuse3.invalidate_inode(inode)
-        except OSError:
-            pass        # ENOENT: the kernel holds no such inode, so nothing cached
-
-
-# The toucher process: paths on stdin, one per line. It opens each control file for
-# writing and writes one byte at offset 0 (or, to an empty file, truncates it), so the
-# kernel raises IN_MODIFY and IN_CLOSE_WRITE for a change the daemon made itself: a
-# FUSE server's own changes raise no inotify events (FACTS.md). The daemon knows the
-# toucher by its pid: its opens are direct, so the byte never enters the page cache,
-# and its writes and truncations do nothing. The fstat first fetches the file's size
-# (the daemon dropped the cached one with the change): a write then never extends the
-# size the kernel holds, and a reader's GETATTR that the write makes the kernel
-# disregard leaves it with that fresh size, not an older one.
-TOUCHER = """
-import os, sys
-for line in sys.stdin.buffer:
-    try:
-        fd = os.open(line.rstrip(b"\\n"), os.O_WRONLY | os.O_CLOEXEC | os.O_NOFOLLOW)
-    except OSError:
-        continue
-    try:
-        if os.fstat(fd).st_size:
-            os.pwrite(fd, b"\\n", 0)
-        else:
-            os.ftruncate(fd, 0)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-"""
-
-
-RESPAWN_DELAY = 0.1
-
-
-class Toucher:
-    """Touches control files whose content changed (TOUCHER), from a process of its own:
-    in the event loop the write would wait for the loop to answer it, and a thread of
-    the daemon can be held up by the loop's blocking read of /dev/fuse (pyfuse3 reads
-    it holding the GIL) while the loop waits for that thread: a deadlock. A separate
-    process is any other writer to the kernel."""
-
-    def __init__(self) -> None:
-        self.pending: dict[str, None] = {}      # paths, in order, once each
-        self.wake = trio.Event()
-        self.pid = 0                            # the toucher's: its writes are ours
-
-    def mark(self, paths: list[str]) -> None:
-        for path in paths:
-            self.pending[path] = None
-        self.wake.set()
-
-    async def run(self) -> None:
-        """The toucher's life; one that died (an OOM kill, a stray signal) is started
-        again, and its batch is lost: inotify watchers miss those changes, no more."""
-        while True:
-            try:
-                await self._serve()
-            except (trio.BrokenResourceError, trio.ClosedResourceError):
-                log.warning("the toucher process died; starting another")
-                await trio.sleep(RESPAWN_DELAY)
-
-    async def _serve(self) -> None:
-        proc = await trio.lowlevel.open_process(
-            [sys.executable, "-S", "-c", TOUCHER], stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        self.pid = proc.pid
-        assert proc.stdin is not None
-        try:
-            while True:
-                await self.wake.wait()
-                self.wake = trio.Event()
-                batch, self.pending = list(self.pending), {}
-                await proc.stdin.send_all(b"".join(os.fsencode(p) + b"\n" for p in batch))
-        finally:
-            with trio.CancelScope(shield=True):
-                await proc.stdin.aclose()
-                with trio.move_on_after(2):
-                    await proc.wait()
-                if proc.returncode is None:
-                    proc.kill()
-
-
-class Invalidator:
-    """Drops the kernel's cached copies of control files after their content changed.
-
-    The notification runs in a thread: in the event loop it could wait for a page
-    that a READ still queued for this same loop has locked, and never return.
-    `flushed` waits until every change marked before it has been dropped: a
-    write that changed a domain returns only once readers see the change, and an
-    open is answered only once no file shows older content than the daemon holds.
-    """
-
-    def __init__(self) -> None:
-        self.pending: set[int] = set()
-        self.marked = 0
-        self.done = 0
-        self.running = False
-        self.wake = trio.Event()
-        self.progress = trio.Event()
-
-    def mark(self, inodes: list[int]) -> None:
-        self.pending.update(inodes)
-        self.marked += 1
-        self.wake.set()
-
-    async def run(self) -> None:
-        self.running = True
-        try:
-            while True:
-                await self.wake.wait()
-                self.wake = trio.Event()
-                batch, self.pending = self.pending, set()
-                upto = self.marked
-                await trio.to_thread.run_sync(_invalidate, batch, abandon_on_cancel=True)
-                self.done = upto
-                self.progress.set()
-                self.progress = trio.Event()
-        finally:
-            self.running = False
-            self.progress.set()
-
-    async def flushed(self) -> None:
-        target = self.marked
-        while self.running and self.done < target:
-            await self.progress.wait()
-
-
 @dataclasses.dataclass
 class Handle:
     inode: int
@@ -240,7 +89,7 @@ class Handle:
     opener: int = 0             # pid (thread id) that opened it, for signal checks
     events: bool = False        # `events`: cursor is the stream offset of file offset 0
     seq: int = 0                # `events`: the event at the reader's position (overflows)
-    generation: int = -1        # poll files: the domain's events_generation last read
+    generation: int = -1        # poll files: the domain's generation last read (notify.Pollers)
     touch: bool = False         # opened by the daemon's Toucher: its writes do nothing
     positioned: bool | None = None   # `events`: read as a file (tail), not a stream
     writing: bool = False       # opened for writing by a user (not the toucher)
@@ -259,71 +108,27 @@ class Operations(pyfuse3.Operations):
         self.reg = registry
         self.started = time.time()
         self.templates = sorted(templates.available(registry.state_dir))
-        self.dom_base: dict[str, int] = {}
-        self.ino_dom: dict[int, Domain] = {}
-        self.next_base = DOMAIN_BASE
+        self.inodes = DomainInodes()
         self.handles: dict[int, Handle] = {}
         self.held: dict[int, set[InFlight]] = {}     # inode → commands whose write waits
         self.next_fh = 1
-        self.invalidator = Invalidator()
-        self.cached_index = [i for i, f in enumerate(files.DOMAIN_FILES) if f.name in CACHED_FILES]
         for dom in registry.domains.values():
-            self._assign(dom)
-        registry.on_shown_change = self._shown_changed
-        registry.on_added = self._assign
-        registry.on_removed = self._removed
-        registry.on_files_changed = self._files_changed
-        registry.on_emitted = self._emitted
-        self.toucher = Toucher()
-
-    def _emitted(self) -> None:
-        # tail -f follows `events` by inotify (or by its size, each second).
-        if self.reg.mountpoint:
-            self.toucher.mark([os.path.join(self.reg.mountpoint, "events")])
-
-    def _files_changed(self, dom: Domain, names: tuple[str, ...]) -> None:
-        if self.reg.mountpoint and dom.name in self.dom_base:
-            base = os.path.join(self.reg.mountpoint, "domains", dom.name)
-            self.toucher.mark([os.path.join(base, name) for name in names])
-
-    def _shown_changed(self, dom: Domain) -> None:
-        base = self.dom_base.get(dom.name)
-        if base is not None and self.ino_dom.get(base) is dom:
-            self.invalidator.mark([base + 1 + i for i in self.cached_index])
-
-    # -- inode bookkeeping -------------------------------------------------------
-    def _assign(self, dom: Domain) -> int:
-        base = self.next_base
-        self.next_base += DOMAIN_BLOCK
-        self.dom_base[dom.name] = base
-        self.ino_dom[base] = dom
-        return base
-
-    def _forget_domain(self, name: str) -> None:
-        base = self.dom_base.pop(name, None)
-        if base is not None:
-            self.ino_dom.pop(base, None)
-
-    def _removed(self, name: str) -> None:
-        """A domain went away without an rmdir (it migrated to another host)."""
-        self._forget_domain(name)
-        try:
-            pyfuse3.invalidate_entry_async(INO_DOMAINS, os.fsencode(name), ignore_enoent=True)
-        except OSError:
-            pass
+            self.inodes.assign(dom)
+        # Every change of the registry's domains is told to the notifier, which makes
+        # it seen in the files (fs/notify.py).
+        self.notifier = Notifier(registry, self.inodes)
+        registry.observer = self.notifier
 
     def _toucher(self, ctx: Any) -> bool:
-        return bool(self.toucher.pid) and ctx.pid == self.toucher.pid
+        return self.notifier.toucher.is_ours(ctx.pid)
 
     def _resolve(self, inode: int) -> tuple[Domain | None, ControlFile | None]:
         """Domain and control file of a domain inode, or (None, None)."""
         if inode < DOMAIN_BASE:
             return None, None
-        base = inode - (inode - DOMAIN_BASE) % DOMAIN_BLOCK
-        dom = self.ino_dom.get(base)
+        dom, index = self.inodes.owner(inode)
         if dom is None or self.reg.domains.get(dom.name) is not dom:
             raise pyfuse3.FUSEError(errno.ENOENT)
-        index = inode - base - 1
         if index < 0:
             return dom, None
         if index >= len(files.DOMAIN_FILES):
@@ -384,8 +189,8 @@ class Operations(pyfuse3.Operations):
         if inode == INO_TEMPLATES:
             return [(name, TEMPLATE_BASE + i) for i, name in enumerate(self.templates)]
         if inode == INO_DOMAINS:
-            return [(name, self.dom_base[name]) for name in sorted(self.reg.domains)
-                    if name in self.dom_base]
+            return [(name, self.inodes.base_of[name]) for name in sorted(self.reg.domains)
+                    if name in self.inodes.base_of]
         dom, cfile = self._resolve(inode)
         if dom is not None and cfile is None:
             return [(f.name, inode + 1 + i) for i, f in enumerate(files.DOMAIN_FILES)]
@@ -464,7 +269,7 @@ class Operations(pyfuse3.Operations):
         if parent_inode != INO_DOMAINS:
             raise pyfuse3.FUSEError(errno.EPERM)
         dom = self.reg.define(os.fsdecode(name))
-        return self._getattr(self._assign(dom))
+        return self._getattr(self.inodes.assign(dom))
 
     @boundary
     async def rmdir(self, parent_inode: int, name: bytes, ctx: Any) -> None:
@@ -475,9 +280,9 @@ class Operations(pyfuse3.Operations):
         try:
             self.reg.undefine(dom_name)
         except VzfsError as exc:
-            dom.error = exc.sentence
+            self.reg.update(dom, error=exc.sentence)
             raise
-        self._forget_domain(dom_name)
+        self.inodes.forget(dom_name)
 
     @boundary
     async def create(self, parent_inode: int, name: bytes, mode: int, flags: int,
@@ -500,7 +305,7 @@ class Operations(pyfuse3.Operations):
             # lock: let that write go (fs.inflight).
             for command in self.held.get(inode, ()):
                 command.preempt()
-        await self.invalidator.flushed()
+        await self.notifier.invalidator.flushed()
         dom, cfile = None, None
         static: Callable[[], str] | None = None
         if inode == INO_EVENTS:
@@ -536,8 +341,8 @@ class Operations(pyfuse3.Operations):
             assert dom is not None
             what = f"cannot replace the {cfile.name} of domain {dom.name}"
             if flags & os.O_APPEND:
-                dom.error = (f"{what}: it cannot be appended to (open it without O_APPEND, "
-                             "`>` not `>>`, and write a whole new one)")
+                self.reg.update(dom, error=f"{what}: it cannot be appended to (open it without "
+                                          "O_APPEND, `>` not `>>`, and write a whole new one)")
                 raise pyfuse3.FUSEError(errno.EINVAL)
             handle.pending = files.Transaction(configmod.MAX_BYTES, what)
             if flags & os.O_TRUNC:
@@ -626,7 +431,7 @@ class Operations(pyfuse3.Operations):
                 text = h.static()
             else:
                 assert h.cfile is not None and h.domain is not None
-                h.generation = h.domain.events_generation
+                h.generation = self.notifier.pollers.generation(h.domain)
                 shown = h.cfile.show(self.reg, h.domain)
                 text = await shown if inspect.isawaitable(shown) else shown
             h.content = text.encode()
@@ -660,11 +465,20 @@ class Operations(pyfuse3.Operations):
             else:
                 await cfile.store(self.reg, dom, data)
         except VzfsError as exc:
-            dom.error = exc.sentence
+            self.reg.update(dom, error=exc.sentence)
             raise
         finally:
-            await self.invalidator.flushed()
-        _succeeded(dom, cfile, before)
+            await self.notifier.invalidator.flushed()
+        self._succeeded(dom, cfile, before)
+
+    def _succeeded(self, dom: Domain, cfile: ControlFile, before: str) -> None:
+        """A command succeeded: `error` (the last failure) is cleared — unless a condition
+        came up while it ran (init died during its start, the VNC server cannot listen):
+        that is newer, and stays."""
+        if cfile.stream:
+            return
+        if dom.error == before or dom.error != dom.condition:
+            self.reg.update(dom, error="")
 
     async def _command(self, h: Handle, dom: Domain, cfile: ControlFile, data: bytes) -> None:
         """A preemptible file's write. What the domain's state refuses fails here, at
@@ -676,7 +490,7 @@ class Operations(pyfuse3.Operations):
             try:
                 cfile.check(self.reg, dom, data)
             except VzfsError as exc:
-                dom.error = exc.sentence
+                self.reg.update(dom, error=exc.sentence)
                 raise
 
         @boundary
@@ -721,7 +535,7 @@ class Operations(pyfuse3.Operations):
                 cfile.check(self.reg, dom, bytes(tx.data))
         except VzfsError as exc:
             tx.failed = exc.errno
-            dom.error = exc.sentence
+            self.reg.update(dom, error=exc.sentence)
             raise
         return len(buf)
 
@@ -761,14 +575,14 @@ class Operations(pyfuse3.Operations):
         ready = select.POLLIN | select.POLLRDNORM
         if h is None or h.domain is None or h.cfile is None or not h.cfile.poll:
             return ready
-        if h.domain.events_generation != h.generation:
+        if self.notifier.pollers.generation(h.domain) != h.generation:
             return ready | select.POLLPRI | select.POLLERR
         if poll_handle is not None:
-            h.domain.pollers[fh] = poll_handle      # a newer poll's handle replaces its last
+            self.notifier.pollers.wait(h.domain, fh, poll_handle)
         return ready
 
     @boundary
     async def release(self, fh: int) -> None:
         h = self.handles.pop(fh, None)
         if h is not None and h.domain is not None:
-            h.domain.pollers.pop(fh, None)
+            self.notifier.pollers.drop(h.domain, fh)

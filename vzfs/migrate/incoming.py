@@ -12,9 +12,11 @@ network). Requests are `protocol` messages:
   commit  NAME RECORD       it is ours: `running`, the migration's record kept
   abort   NAME REASON       undo reserve and restore: nothing is left behind
 
-A domain being received carries INCOMING in its directory until it is committed:
-a daemon that starts and finds one removes it (the source still has the domain).
-A connection that ends aborts every domain it reserved and did not commit.
+A domain being received is the registry's from `reserve` on — defined,
+`migrating`, busy being migrated here, so that no verb may touch it — but not yet
+ours: it carries INCOMING in its directory until it is committed, and a daemon
+that starts and finds one removes it (the source still has the domain). A
+connection that ends aborts every domain it reserved and did not commit.
 """
 
 import dataclasses
@@ -35,8 +37,13 @@ from ..base.atomicfile import atomic_write
 from ..base.errors import VzfsError, from_oserror
 from ..controller import paths
 from ..daemon import idclaims
+from ..daemon.controllers import REQUEST_TIMEOUT
+from ..daemon.domain import Domain
+from ..daemon.registry import Registry
 from ..kernel import criu as criumod
 from ..model import config as configmod
+from ..model.config import DomainConfig
+from ..model.lifecycle import Busy, State
 from ..wire.framing import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
 
 log = logging.getLogger(__name__)
@@ -94,7 +101,7 @@ def uffd_check(criu: str) -> str:
 
 
 class Incoming:
-    def __init__(self, registry: Any) -> None:
+    def __init__(self, registry: Registry) -> None:
         self.reg = registry
 
     # -- the socket -----------------------------------------------------------
@@ -176,7 +183,7 @@ class Incoming:
             return out
         if op == "record" and name in received and name in self.reg.domains:
             # The source's record of the move, after the domain was taken over.
-            self.reg.domains[name].migration = dict(msg.get("record", {}))
+            self.reg.update(self.reg.domains[name], migration=dict(msg.get("record", {})))
             return {}
         if name not in reserved:
             raise VzfsError(errno.EPERM, f"domain {name} was not reserved on this connection")
@@ -239,7 +246,7 @@ class Incoming:
             # Its user namespace's block comes with it: refused if a domain here holds
             # any of it.
             self.reg.with_idmap(name, cfg, f"domain {name} cannot come here", moving=True)
-            dom = self.reg.receive(name, cfg)
+            dom = self._arrive(name, cfg)
         rootfs = self.reg.rootfs(dom)
         images = images_dir(self.reg.state_dir, name)
         ddir = paths.domain_dir(self.reg.state_dir, name)
@@ -254,17 +261,32 @@ class Incoming:
             raise from_oserror(exc, f"cannot receive domain {name}") from exc
         try:
             # This host's hooks may refuse it, before anything is copied.
-            await self.reg._hooks_allow(dom, "migrate", "in", f"domain {name} cannot come here",
-                                        VZFS_SOURCE=source)
+            await self.reg.hooks_allow(dom, "migrate", "in", f"domain {name} cannot come here",
+                                       VZFS_SOURCE=source)
         except BaseException:
             remove_leftover(self.reg.state_dir, name)
             self.reg.forget(dom, "its arrival was refused by a hook")
             raise
         return {"rootfs": rootfs, "images": images}
 
+    def _arrive(self, name: str, cfg: DomainConfig) -> Domain:
+        """A domain coming in by migration: defined, `migrating`, not startable."""
+        ddir = paths.domain_dir(self.reg.state_dir, name)
+        os.makedirs(ddir, mode=0o700, exist_ok=True)
+        self.reg.store(name, cfg)
+        dom = Domain(name, cfg, state=State.MIGRATING, incoming=True, busy=Busy.MIGRATE_IN)
+        self.reg.add(dom, f"id {cfg.id}, arriving by migration")
+        return dom
+
     async def restore(self, name: str) -> dict[str, Any]:
+        """CRIU restores the incoming domain from its images (pages come lazily), under
+        a controller of ours; it stays `migrating` until committed."""
         dom = self.reg.get(name)
-        await self.reg.restore_incoming(dom, images_dir(self.reg.state_dir, name))
+        client, hello = await self.reg.spawn_controller(
+            dom, restore=True, extra={"images": images_dir(self.reg.state_dir, name), "lazy": True})
+        self.reg.take_controller(dom, client, hello)
+        self.reg.set_state(dom, State.MIGRATING)
+        await self.reg.controllers.open_console(dom)
         return {"pid": dom.pid}
 
     def commit(self, name: str, record: dict[str, Any]) -> None:
@@ -283,14 +305,33 @@ class Incoming:
         except OSError:
             pass
         shutil.rmtree(images_dir(self.reg.state_dir, name), ignore_errors=True)
-        self.reg.received(dom, record)
+        dom.incoming = False
+        dom.busy = None
+        self.reg.update(dom, migration=record, error="")
+        if dom.client is not None:
+            self.reg.set_state(dom, State.RUNNING)
+            self.reg.hooks_tell(dom, "started", "migrated",
+                                VZFS_SOURCE=str(record.get("source_host", "")))
 
     async def abort(self, name: str, reason: str) -> None:
         dom = self.reg.domains.get(name)
         if dom is None or not dom.incoming:
             return
         log.info("migration of %s here undone: %s", name, reason)
-        await self.reg.drop_incoming(dom)
+        # The restored tree (if any) killed, the domain forgotten.
+        client = dom.client
+        if client is not None:
+            try:
+                await client.request(f"cannot undo the reception of {dom.name}", "kill",
+                                     timeout=REQUEST_TIMEOUT)
+            except VzfsError:
+                pass
+        try:
+            self.reg.cgroup(dom).kill_all()
+        except OSError:
+            pass
+        self.reg.update(dom, client=None, pid=None)
+        self.reg.forget(dom, "its arrival by migration was undone")
         remove_leftover(self.reg.state_dir, name)
 
 

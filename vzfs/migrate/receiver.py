@@ -66,7 +66,7 @@ class Receiver:
         self.rsyncs: dict[int, tuple[trio.Process, trio.Event, list[str]]] = {}
 
     async def main(self) -> None:
-        from ..daemon.registry import ControllerClient
+        from ..daemon.controllers import ControllerClient
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             await sock.connect(incoming.socket_path(self.state_dir))
