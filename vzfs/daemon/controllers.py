@@ -39,6 +39,7 @@ import trio
 
 from ..base.errors import VzfsError, from_oserror
 from ..controller import paths
+from ..model import lifecycle
 from ..wire.consolestream import FrameDecoder, FrameError, Ring, input_frame
 from ..wire.framing import Decoder, Message, ProtocolError, encode
 from ..wire.requests import Requests
@@ -60,8 +61,9 @@ REQUEST_TIMEOUT = 10.0
 REATTACH_TIMEOUT = 10.0
 REATTACH_POLL = 0.02
 ATTACH_RETRY_S = 2.0           # a daemon that starts, for a controller being replaced
-# What a controller's status says once the domain it ran has ended.
-ENDED = frozenset({"stopped", "crashed", "suspended", "migrated"})
+# What a controller's status says once the domain it ran has ended: the name of a
+# state in which nothing runs, or that it moved away.
+ENDED = frozenset({state.value for state in lifecycle.DOWN} | {"migrated"})
 
 
 class ControllerClient:
