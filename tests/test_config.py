@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from vzfs.base.errors import VzfsError
 from vzfs.model import config
+from vzfs.model.mountspec import MountSpec
 
 
 def parse(text: str, default_id: int | None = 101) -> config.DomainConfig:
@@ -56,7 +57,7 @@ password = "secret"
     assert cfg.id == 7 and cfg.autostart and cfg.stop_signal == signal.SIGTERM
     assert cfg.rootfs_path == "/srv/roots/web1"
     assert cfg.limits == config.Limits(memory=256 << 20, cpus=1.5, pids=512)
-    assert cfg.mounts == (config.Mount("/srv/data", "/data", "ro,nosuid"),)
+    assert cfg.mounts == (MountSpec("/srv/data", "/data", ("ro", "nosuid")),)
     assert cfg.vnc == config.Vnc("0.0.0.0", 5901, "secret", websocket=True, websocket_port=0)
 
 
@@ -130,9 +131,10 @@ configs = st.builds(
     rootfs_template=st.none() | st.just("busybox"),
     limits=st.builds(config.Limits, memory=st.none(), cpus=st.none() | st.floats(0.01, 64),
                      pids=st.none() | st.integers(1, 4194304)),
-    mounts=st.lists(st.builds(config.Mount, source=st.just("/srv"),
+    mounts=st.lists(st.builds(MountSpec, source=st.just("/srv"),
                               target=st.from_regex(r"/[a-z]{1,8}", fullmatch=True),
-                              options=st.sampled_from(["", "ro", "ro,nosuid", "nodev,rbind"])),
+                              options=st.sampled_from([(), ("ro",), ("ro", "nosuid"),
+                                                       ("nodev", "rbind")])),
                     max_size=3, unique_by=lambda m: m.target).map(tuple),
     vnc=st.builds(config.Vnc, listen=st.just("127.0.0.1"), port=st.integers(0, 65535),
                   password=st.text(max_size=8).filter(

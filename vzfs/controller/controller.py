@@ -97,9 +97,7 @@ class Controller:
         self.prepared: list[container.PreparedInit] = list(request.get("prepared") or ())
         # The mounts vzfs made in the container (configured, then added and removed live):
         # a reboot inside re-applies them, a checkpoint names them to CRIU (mounts.json).
-        self.mounts: list[MountSpec] = [
-            MountSpec(m.source, m.target, tuple(o for o in m.options.split(",") if o))
-            for m in self.cfg.mounts]
+        self.mounts: list[MountSpec] = list(self.cfg.mounts)
         self.layout = cgroups.Layout(**request["layout"])
         self.cgroup = cgroups.Cgroup(self.layout, request["cgroup"])
         self.pid = 0

@@ -35,7 +35,7 @@ from ..kernel import criu as criumod
 from ..model import config as configmod
 from ..model import idmap as idmapmod
 from ..model import lifecycle, mountspec
-from ..model.config import DomainConfig, Mount
+from ..model.config import DomainConfig
 from ..model.lifecycle import Busy, State
 from ..wire.framing import Message
 from . import hooks as hooksmod
@@ -900,7 +900,7 @@ class Registry:
                                                   f"vzfs mount {self.mountpoint}")
                 if not spec.is_tmpfs and not os.path.exists(spec.source):
                     raise VzfsError(errno.ENOENT, f"{what}: the source {spec.source} does not exist")
-                new = current + [Mount(spec.source, spec.target, ",".join(spec.options))]
+                new = current + [spec]
                 op, fields = "mount_add", {"source": spec.source, "target": spec.target,
                                            "options": ",".join(spec.options)}
             else:

@@ -15,8 +15,7 @@ from ..base.errors import VzfsError
 from ..controller import checkpoint, paths
 from ..daemon.domain import Domain
 from ..daemon.registry import Registry
-from ..model import lifecycle, mountspec
-from ..model.config import Mount
+from ..model import lifecycle
 from ..model.lifecycle import State
 
 
@@ -60,11 +59,7 @@ async def mounts(reg: Registry, dom: Domain) -> str:
             pass
         else:
             return "".join(f"{line}\n" for line in reply.get("lines", []))
-    return "".join(f"{_spec(m).line()}\n" for m in dom.config.mounts)
-
-
-def _spec(m: Mount) -> mountspec.MountSpec:
-    return mountspec.MountSpec(m.source, m.target, tuple(o for o in m.options.split(",") if o))
+    return "".join(f"{m.line()}\n" for m in dom.config.mounts)
 
 
 def stats(reg: Registry, dom: Domain) -> dict[str, int]:

@@ -19,6 +19,7 @@ import tomli_w
 from ..base.errors import VzfsError
 from . import idmap as idmapmod
 from . import mountspec
+from .mountspec import MountSpec
 from .idmap import IdMap
 
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,62}\Z")
@@ -43,13 +44,6 @@ class Limits:
     memory: int | None = None      # bytes
     cpus: float | None = None
     pids: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class Mount:
-    source: str
-    target: str
-    options: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -81,7 +75,7 @@ class DomainConfig:
     rootfs_path: str | None = None        # None: STATE_DIR/private/ID
     rootfs_template: str | None = "busybox"
     limits: Limits = Limits()
-    mounts: tuple[Mount, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()   # one representation from config to kernel
     vnc: Vnc = Vnc()
     console: Console = Console()
     memory_text: str | None = None        # memory as the user wrote it, for dumps()
@@ -284,7 +278,7 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None,
         raise _invalid("limits.pids", f"{pids} is out of range 1..4194304")
     _no_leftovers(limits_t, "limits.")
 
-    mounts: list[Mount] = []
+    mounts: list[MountSpec] = []
     raw_mounts = _take(doc, "mount", list, "") or []
     for i, m in enumerate(raw_mounts):
         where = f"mount[{i}]."
@@ -307,7 +301,7 @@ def from_dict(doc: dict[str, Any], *, name: str, default_id: int | None,
             raise _invalid(f"mount[{i}]", exc.sentence) from None
         if any(spec.target == earlier.target for earlier in mounts):
             raise _invalid(where + "target", f"{spec.target} is already a mount target")
-        mounts.append(Mount(spec.source, spec.target, ",".join(spec.options)))
+        mounts.append(spec)
 
     vnc_t = dict(_take(doc, "vnc", dict, "") or {})
     listen = _take(vnc_t, "listen", str, "vnc.") or "127.0.0.1"
@@ -447,7 +441,7 @@ def to_dict(cfg: DomainConfig) -> dict[str, Any]:
                   "required": cfg.vnc.required}
     doc["console"] = {"emulator": cfg.console.emulator}
     if cfg.mounts:
-        doc["mount"] = [{"source": m.source, "target": m.target, "options": m.options}
+        doc["mount"] = [{"source": m.source, "target": m.target, "options": ",".join(m.options)}
                         for m in cfg.mounts]
     return doc
 
