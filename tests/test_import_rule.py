@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parent.parent / "vzfs"
 # checked too, since importing a module runs its package's __init__.py.
 PURE = [
     "model", "base/errors.py", "daemon/events.py",
-    "wire/framing.py", "wire/consolestream.py",
+    "wire/framing.py", "wire/consolestream.py", "wire/messages.py",
     "kernel/mountinfo.py", "migrate/target.py",
     "terminal", "vnc/rfb.py", "vnc/encodings.py", "vnc/errors.py", "vnc/render.py", "vnc/font.py",
     "vnc/keys.py",
