@@ -50,6 +50,7 @@ from ..wire.consolestream import (
     parse_json_frame,
 )
 from ..wire.framing import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
+from ..wire.messages import Malformed
 from . import checkpoint, container, paths, screenstate, vncspawn
 from . import keeper as keepermod
 
@@ -306,10 +307,10 @@ class Controller:
         figures["restored_at"] = self.started_at
         self.restore_figures = figures
 
-    def respawn(self, mounts: list[dict[str, Any]]) -> None:
+    def respawn(self, mounts: tuple[MountSpec, ...]) -> None:
         """In the keeper: init again, as its child, after a reboot inside (the
         controller asks, with the mounts the domain has now)."""
-        self.mounts = [MountSpec.from_json(m) for m in mounts]
+        self.mounts = list(mounts)
         self._spawn()
 
     def reattach(self) -> None:
@@ -1044,16 +1045,16 @@ class Controller:
                     except ValueError:
                         self._resync_vnc()
 
-    async def _from_keeper(self) -> dict[str, Any] | None:
+    async def _from_keeper(self) -> keepermod.ToController | None:
         """The keeper's next message; None once it is gone."""
         assert self.keeper is not None
         while True:
             try:
-                return keepermod.decode(self.keeper.recv(keepermod.MAX_MESSAGE,
-                                                         socket.MSG_DONTWAIT))
+                return keepermod.decode_for_controller(self.keeper.recv(keepermod.MAX_MESSAGE,
+                                                                        socket.MSG_DONTWAIT))
             except BlockingIOError:
                 await trio.lowlevel.wait_readable(self.keeper)
-            except (OSError, ValueError):
+            except (OSError, Malformed):
                 return None
 
     async def _keeper_gone(self) -> None:
@@ -1066,21 +1067,23 @@ class Controller:
     async def _init_status(self) -> int | None:
         """Init's wait(2) status, from the keeper (its parent); None if the keeper died."""
         while (msg := await self._from_keeper()) is not None:
-            if msg.get("event") == "exit":
-                return int(msg["status"])
+            if isinstance(msg, keepermod.InitExit):
+                return msg.status
         return None
 
     async def _respawn(self) -> None:
         """A reboot inside: the keeper makes init again, as its child."""
         assert self.keeper is not None
-        keepermod.send(self.keeper, {"op": "spawn", "mounts": [m.to_json() for m in self.mounts]})
+        keepermod.send(self.keeper, keepermod.Spawn(tuple(self.mounts)))
         msg = await self._from_keeper()
         if msg is None:
             raise OSError(errno.EIO, "its keeper process died")
-        if msg.get("event") != "spawned":
-            raise OSError(int(msg.get("errno") or errno.EIO), str(msg.get("error")))
-        self.pid = int(msg["pid"])
-        self.started_at = float(msg["started_at"])
+        if isinstance(msg, keepermod.SpawnFailed):
+            raise OSError(msg.errno or errno.EIO, msg.error)
+        if not isinstance(msg, keepermod.Spawned):
+            raise OSError(errno.EIO, f"its keeper said {msg} to a spawn")
+        self.pid = msg.pid
+        self.started_at = msg.started_at
         self.state = "running"
 
     async def _wait_init(self) -> None:
@@ -1133,7 +1136,7 @@ class Controller:
         self.state = kind
         if self.keeper is not None:
             try:
-                keepermod.send(self.keeper, {"op": "done"})
+                keepermod.send(self.keeper, keepermod.Done())
             except OSError:
                 pass                     # it is gone already
         self.exited.set()

@@ -493,21 +493,24 @@ def to_wire(obj: Any) -> Message:
     return out
 
 
-def decode(msg: Mapping[str, Any]) -> Request:
-    """A request, checked whole (its id is not: the reply echoes whatever it was)."""
-    op = msg.get("op")
-    cls = REQUESTS.get(op) if isinstance(op, str) else None
+def decode_named(msg: Mapping[str, Any], key: str, kinds: Mapping[str, type[W]],
+                 what: str) -> W:
+    """The message of *kinds* that *msg* names under *key* (its op, its event), checked
+    whole; *what* names such messages in the sentence ("controller request")."""
+    name = msg.get(key)
+    cls = kinds.get(name) if isinstance(name, str) else None
     if cls is None:
-        raise Malformed(f"unknown controller request {_show(op, repr)}")
-    return from_wire(cls, msg, f"a {op} request")
+        raise Malformed(f"unknown {what} {_show(name, repr)}")
+    return from_wire(cls, msg, f"a {name} {what.rpartition(' ')[2]}")
+
+
+def decode(msg: Mapping[str, Any]) -> Request:
+    """A request (its id is not checked: the reply echoes whatever it was)."""
+    return decode_named(msg, "op", REQUESTS, "controller request")
 
 
 def decode_event(msg: Mapping[str, Any]) -> Event:
-    event = msg.get("event")
-    cls = EVENTS.get(event) if isinstance(event, str) else None
-    if cls is None:
-        raise Malformed(f"unknown controller event {_show(event, repr)}")
-    return from_wire(cls, msg, f"a {event} event")
+    return decode_named(msg, "event", EVENTS, "controller event")
 
 
 def request(req_id: Any, req: Request) -> Message:
