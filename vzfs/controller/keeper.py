@@ -98,6 +98,7 @@ ToKeeper = Union[Spawn, Done]
 TO_CONTROLLER: dict[str, type[ToController]] = {
     cls.NAME: cls for cls in (InitExit, Spawned, SpawnFailed)}
 TO_KEEPER: dict[str, type[ToKeeper]] = {cls.NAME: cls for cls in (Spawn, Done)}
+messages.prepare(*TO_CONTROLLER.values(), *TO_KEEPER.values())
 M = TypeVar("M")
 
 

@@ -521,3 +521,14 @@ def request(req_id: Any, req: Request) -> Message:
 def reply(req_id: Any, payload: Reply | None) -> Message:
     """A success reply to request *req_id*, with *payload*'s fields."""
     return reply_ok(req_id, **(to_wire(payload) if payload is not None else {}))
+
+
+def prepare(*classes: type) -> None:
+    """Read the schemas of message types *classes* now, not at their first use: the first
+    message a controller sends (its start's report) is on the start's path, and a
+    controller forked from the zygote inherits what the zygote read."""
+    for cls in classes:
+        _schema(cls)
+
+
+prepare(*REQUESTS.values(), *EVENTS.values(), *get_args(Reply))
