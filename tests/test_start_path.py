@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from vzfs.controller import controller
+from vzfs.controller import console, controller
 from vzfs.kernel import cgroups, syscalls
 from vzfs.model import config as configmod
 from vzfs.terminal import make_terminal
@@ -59,23 +59,23 @@ def _request(tmp_path: Path, emulator: str, terminal: object) -> dict[str, objec
 
 @ROOT
 def test_the_controller_takes_the_spares_console_when_it_fits(tmp_path: Path) -> None:
-    ready = make_terminal(configmod.Console().emulator, controller.DEFAULT_COLUMNS,
-                          controller.DEFAULT_LINES)
+    ready = make_terminal(configmod.Console().emulator, console.DEFAULT_COLUMNS,
+                          console.DEFAULT_LINES)
     ctl = controller.Controller(_request(tmp_path, "fast", ready))
     try:
-        assert ctl.term is ready
+        assert ctl.console.term is ready
     finally:
         os.close(ctl.dir_fd)
 
 
 @ROOT
 def test_a_domain_asking_for_pyte_gets_pyte_not_the_spares_console(tmp_path: Path) -> None:
-    ready = make_terminal("fast", controller.DEFAULT_COLUMNS, controller.DEFAULT_LINES)
+    ready = make_terminal("fast", console.DEFAULT_COLUMNS, console.DEFAULT_LINES)
     ctl = controller.Controller(_request(tmp_path, "pyte", ready))
     try:
-        assert isinstance(ctl.term, PyteTerminal)
-        assert (ctl.term.columns, ctl.term.lines) == (controller.DEFAULT_COLUMNS,
-                                                      controller.DEFAULT_LINES)
+        assert isinstance(ctl.console.term, PyteTerminal)
+        assert (ctl.console.term.columns, ctl.console.term.lines) == \
+            (console.DEFAULT_COLUMNS, console.DEFAULT_LINES)
     finally:
         os.close(ctl.dir_fd)
 
@@ -85,10 +85,10 @@ def test_a_console_of_another_size_is_not_taken(tmp_path: Path) -> None:
     ready = make_terminal("fast", 132, 43)
     ctl = controller.Controller(_request(tmp_path, "fast", ready))
     try:
-        assert ctl.term is not ready
-        assert isinstance(ctl.term, Terminal)
-        assert (ctl.term.columns, ctl.term.lines) == (controller.DEFAULT_COLUMNS,
-                                                      controller.DEFAULT_LINES)
+        assert ctl.console.term is not ready
+        assert isinstance(ctl.console.term, Terminal)
+        assert (ctl.console.term.columns, ctl.console.term.lines) == \
+            (console.DEFAULT_COLUMNS, console.DEFAULT_LINES)
     finally:
         os.close(ctl.dir_fd)
 

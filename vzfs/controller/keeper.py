@@ -14,14 +14,16 @@ process that made the container splits in two once it has reported the start:
   status and for its controller, in a poll(2) loop with no event loop library;
 * the *controller* is forked from it and runs everything else.
 
-They speak over a SOCK_SEQPACKET socketpair, one JSON object per message:
+They speak over a SOCK_SEQPACKET socketpair, one JSON object per message, each a
+typed message below (wire/messages.py's codec: types checked, a message that is not
+one of these ends the link like an EOF):
 
-    keeper → controller  {"event": "exit", "status": N}           init ended (wait(2) status)
-                         {"event": "spawned", "pid": N, "started_at": T}
-                         {"event": "spawn_failed", "errno": E, "error": "…"}
-    controller → keeper  {"op": "spawn", "mounts": […]}             a reboot inside: init again
-                         {"op": "done"}                             the end is recorded: go (and it
-                                                                   waits for our exit)
+    keeper → controller  InitExit    {"event": "exit", "status": N}   init ended (wait(2) status)
+                         Spawned     {"event": "spawned", "pid": N, "started_at": T}
+                         SpawnFailed {"event": "spawn_failed", "errno": E, "error": "…"}
+    controller → keeper  Spawn       {"op": "spawn", "mounts": […]}   a reboot inside: init again
+                         Done        {"op": "done"}                   the end is recorded: go (and
+                                                                     it waits for our exit)
 
 The container's init asks for SIGKILL when its parent dies (container.py), and its
 parent is the keeper: the keeper's death takes the domain down (the controller then
@@ -34,6 +36,7 @@ which records the end as its predecessor would have. A controller that keeps dyi
 the container, records it crashed, and ends.
 """
 
+import dataclasses
 import errno
 import json
 import os
@@ -44,26 +47,103 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from typing import Any, NoReturn
+from typing import ClassVar, NoReturn, Protocol, TypeVar, Union
+
+from ..model.mountspec import MountSpec
+from ..wire import messages
 
 MAX_MESSAGE = 1 << 20
 CONTROLLER_RESTARTS = 5
 RESTART_WINDOW_S = 60.0
 
 
-def send(sock: socket.socket, msg: dict[str, Any]) -> None:
+@dataclasses.dataclass(frozen=True)
+class InitExit:
+    KEY: ClassVar[str] = "event"
+    NAME: ClassVar[str] = "exit"
+    status: int                    # wait(2)'s
+
+
+@dataclasses.dataclass(frozen=True)
+class Spawned:
+    KEY: ClassVar[str] = "event"
+    NAME: ClassVar[str] = "spawned"
+    pid: int
+    started_at: float
+
+
+@dataclasses.dataclass(frozen=True)
+class SpawnFailed:
+    KEY: ClassVar[str] = "event"
+    NAME: ClassVar[str] = "spawn_failed"
+    errno: int
+    error: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Spawn:
+    KEY: ClassVar[str] = "op"
+    NAME: ClassVar[str] = "spawn"
+    mounts: tuple[MountSpec, ...]     # the mounts the domain has now
+
+
+@dataclasses.dataclass(frozen=True)
+class Done:
+    KEY: ClassVar[str] = "op"
+    NAME: ClassVar[str] = "done"
+
+
+ToController = Union[InitExit, Spawned, SpawnFailed]
+ToKeeper = Union[Spawn, Done]
+TO_CONTROLLER: dict[str, type[ToController]] = {
+    cls.NAME: cls for cls in (InitExit, Spawned, SpawnFailed)}
+TO_KEEPER: dict[str, type[ToKeeper]] = {cls.NAME: cls for cls in (Spawn, Done)}
+messages.prepare(*TO_CONTROLLER.values(), *TO_KEEPER.values())
+M = TypeVar("M")
+
+
+def send(sock: socket.socket, msg: ToController | ToKeeper) -> None:
     """One message (a small SOCK_SEQPACKET send does not block)."""
-    sock.send(json.dumps(msg).encode())
+    sock.send(json.dumps(messages.to_wire(msg)).encode())
 
 
-def decode(data: bytes) -> dict[str, Any] | None:
-    """A message, or None for the end of the link (an empty read)."""
+def _decode(data: bytes, key: str, kinds: dict[str, type[M]]) -> M | None:
     if not data:
         return None
-    msg = json.loads(data)
+    try:
+        msg = json.loads(data)
+    except ValueError as exc:
+        raise messages.Malformed(f"a keeper message is not JSON: {exc}") from None
     if not isinstance(msg, dict):
-        raise ValueError("a keeper message is a JSON object")
-    return msg
+        raise messages.Malformed("a keeper message is a JSON object")
+    return messages.decode_named(msg, key, kinds, "keeper message")
+
+
+def decode_for_controller(data: bytes) -> ToController | None:
+    """The keeper's message, or None for the end of the link (an empty read); Malformed
+    when it is none of them."""
+    return _decode(data, "event", TO_CONTROLLER)
+
+
+def decode_for_keeper(data: bytes) -> ToKeeper | None:
+    """The controller's message, as decode_for_controller."""
+    return _decode(data, "op", TO_KEEPER)
+
+
+class Kept(Protocol):
+    """What the keeper knows of the domain: the controller object as it was when the
+    start was reported, which makes init again on a reboot (`respawn`)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def started_at(self) -> float: ...
+
+    def respawn(self, mounts: tuple[MountSpec, ...]) -> None: ...
 
 
 class Keeper:
@@ -72,7 +152,7 @@ class Keeper:
     *controller_main(link, first)* is a forked controller's life over *link*;
     *record_end* records an end the keeper must record itself (no controller left to)."""
 
-    def __init__(self, ctl: Any, controller_main: Callable[[socket.socket, bool], NoReturn],
+    def __init__(self, ctl: Kept, controller_main: Callable[[socket.socket, bool], NoReturn],
                  record_end: Callable[[str, str], None]) -> None:
         self.ctl = ctl
         self.controller_main = controller_main
@@ -162,7 +242,7 @@ class Keeper:
         if self.status is None or self.told or self.link is None:
             return
         try:
-            send(self.link, {"event": "exit", "status": self.status})
+            send(self.link, InitExit(self.status))
             self.told = True
         except OSError:
             pass           # it died: its successor is told
@@ -171,10 +251,10 @@ class Keeper:
         """Take one message from the controller; False when there is none (now)."""
         assert self.link is not None
         try:
-            msg = decode(self.link.recv(MAX_MESSAGE, 0 if block else socket.MSG_DONTWAIT))
+            msg = decode_for_keeper(self.link.recv(MAX_MESSAGE, 0 if block else socket.MSG_DONTWAIT))
         except BlockingIOError:
             return False
-        except (OSError, ValueError):
+        except (OSError, messages.Malformed):
             msg = None
         if msg is None:
             # The controller closed its end: it is ending (or dead); its exit says which.
@@ -182,24 +262,23 @@ class Keeper:
             self.link = None
             self.told = False
             return False
-        op = msg.get("op")
-        if op == "done":
+        if isinstance(msg, Done):
             self.done = True
-        elif op == "spawn":
+        else:
             self._spawn(msg)
         return True
 
-    def _spawn(self, msg: dict[str, Any]) -> None:
+    def _spawn(self, msg: Spawn) -> None:
         assert self.link is not None
+        reply: ToController
         try:
-            self.ctl.respawn(msg.get("mounts") or [])
+            self.ctl.respawn(msg.mounts)
         except OSError as exc:
-            reply: dict[str, Any] = {"event": "spawn_failed", "errno": exc.errno or errno.EIO,
-                                     "error": exc.strerror or str(exc)}
+            reply = SpawnFailed(exc.errno or errno.EIO, exc.strerror or str(exc))
         else:
             self.status = None
             self.told = False
-            reply = {"event": "spawned", "pid": self.ctl.pid, "started_at": self.ctl.started_at}
+            reply = Spawned(self.ctl.pid, self.ctl.started_at)
         try:
             send(self.link, reply)
         except OSError:

@@ -136,7 +136,8 @@ def _spare(sock: socket.socket, taken_w: int, run: "object") -> NoReturn:
             spawner = None           # the controller will fork one itself
         from ..model.config import Console
         from ..terminal import make_terminal
-        from .controller import DEFAULT_COLUMNS, DEFAULT_LINES, rehearse
+        from .console import DEFAULT_COLUMNS, DEFAULT_LINES
+        from .controller import rehearse
         # A blank console of the default kind, made now rather than on the start's path,
         # and the pages the set-up writes copied now (controller.rehearse).
         terminal = make_terminal(Console().emulator, DEFAULT_COLUMNS, DEFAULT_LINES)

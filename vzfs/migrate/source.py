@@ -44,15 +44,19 @@ import subprocess
 import sys
 import time
 import traceback
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Protocol
 
 import trio
 
 from ..base.errors import VzfsError
 from ..controller import checkpoint, screenstate
 from ..kernel import criu as criumod
+from ..kernel.cgroups import Cgroup
 from ..model import config as configmod
+from ..model.idmap import IdMap
+from ..model.mountspec import MountSpec
+from ..wire import messages
 from . import target as targetmod
 from .mux import Mux
 
@@ -136,9 +140,51 @@ def tree_bytes(path: str) -> int:
     return total
 
 
+class Source(Protocol):
+    """What a migration needs of the domain's controller (controller/controller.py):
+    the domain as it runs, and the console's screen and the checkpoint's meta made
+    as a suspend makes them."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def cfg(self) -> configmod.DomainConfig: ...
+
+    @property
+    def criu(self) -> str: ...
+
+    @property
+    def rootfs(self) -> str: ...
+
+    @property
+    def domain_dir(self) -> str: ...
+
+    @property
+    def pid(self) -> int: ...
+
+    @property
+    def cgroup(self) -> Cgroup: ...
+
+    @property
+    def idmap(self) -> IdMap | None: ...
+
+    @property
+    def mounts(self) -> Sequence[MountSpec]: ...
+
+    async def settle_console(self) -> None: ...
+
+    def save_screen(self) -> str: ...
+
+    def checkpoint_meta(self, netns: str = "") -> checkpoint.Meta: ...
+
+
 class Migration:
-    def __init__(self, ctl: Any, target: targetmod.Target,
-                 emit: Callable[[dict[str, Any]], Awaitable[None]],
+    """One outgoing migration of *ctl*'s domain to *target* (module docstring); its
+    phases and its end are told with *emit* (the controller's broadcast)."""
+
+    def __init__(self, ctl: Source, target: targetmod.Target,
+                 emit: Callable[[messages.Event], Awaitable[None]],
                  ssh: list[str] | None = None) -> None:
         self.ctl = ctl
         self.target = target
@@ -188,7 +234,7 @@ class Migration:
         self.record["phase"] = name
         self.progress = (0, 0)
         self.progress_channel = 0
-        await self.emit({"event": "migrate", "record": self.public_record()})
+        await self.emit(messages.MigrateProgress(self.public_record()))
         hold = os.environ.get(HOLD_ENV)
         if hold and self.record.get("status") == "migrating":
             while os.path.exists(os.path.join(hold, name)):
@@ -201,7 +247,7 @@ class Migration:
                     self.record.get("status") == "migrating":
                 _, total = self.progress
                 self.progress = (self.mux.sent[self.progress_channel], total)
-                await self.emit({"event": "migrate", "record": self.public_record()})
+                await self.emit(messages.MigrateProgress(self.public_record()))
 
     def _what(self) -> str:
         return f"{self.record['phase']} failed"
@@ -352,7 +398,7 @@ class Migration:
             pass          # the receiver commits by itself once it has every page
         await self.close()
         shutil.rmtree(os.path.join(ctl.domain_dir, OUT), ignore_errors=True)
-        await self.emit({"event": "migrate", "record": self.public_record()})
+        await self.emit(messages.MigrateProgress(self.public_record()))
         return True
 
     def cancel(self) -> bool:
@@ -470,8 +516,8 @@ class Migration:
         await self.frozen.wait()
         started = time.monotonic()
         # What the console shows now is what it shows there (saved on the root).
-        await self.ctl._settle_console()
-        self.ctl._save_screen()
+        await self.ctl.settle_console()
+        self.ctl.save_screen()
         await self._rsync()
         self.record["delta_ms"] = round((time.monotonic() - started) * 1000, 1)
 
@@ -484,15 +530,11 @@ class Migration:
         shutil.rmtree(out, ignore_errors=True)
         os.mkdir(out, 0o700)
         log = os.path.join(ctl.domain_dir, LOG)
-        meta = checkpoint.Meta(
-            console_key=checkpoint.tty_key(os.fstat(ctl.slave)), devtty_key=ctl._devtty_key(),
-            mounts=tuple(ctl.mounts), columns=ctl.columns, lines=ctl.lines,
-            vnc_prefer=dict(ctl.vnc_prefer), dumped_at=time.time(),
+        meta = ctl.checkpoint_meta(
             # A fresh network namespace handed in at restore would be the host's user
             # namespace's: an unprivileged domain's must be the one CRIU restores, owned
             # by its own user namespace, so CRIU dumps it.
-            netns="" if ctl.idmap is not None else checkpoint.plain_netns(ctl.pid),
-            host_binds=checkpoint.host_binds(ctl.pid))
+            netns="" if ctl.idmap is not None else checkpoint.plain_netns(ctl.pid))
         self.meta = meta
         ours, theirs = socket.socketpair()
         rfd, wfd = os.pipe()
@@ -644,5 +686,4 @@ class Migration:
                 pass
             shutil.rmtree(os.path.join(ctl.domain_dir, OUT), ignore_errors=True)
             self._end_phase()
-            await self.emit({"event": "migrate_failed", "error": sentence,
-                             "record": self.public_record()})
+            await self.emit(messages.MigrateFailed(sentence, self.public_record()))
