@@ -33,9 +33,8 @@ from __future__ import annotations
 
 import codecs
 import re
-from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable, Final, NamedTuple, Sequence
+from typing import Any, Callable, Final, Sequence
 
 from pyte.charsets import VT100_MAP
 from wcwidth import wcwidth as _wcwidth
@@ -43,11 +42,10 @@ from wcwidth import wcwidth as _wcwidth
 from .cell import (
     BLANK, BLINK, BOLD, CONCEAL, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
 )
+from .interface import SNAPSHOT_VERSION, Cursor, Modes, SavedCursor, Scroll, Update, add_scroll
 from .palette import DEFAULT, LINUX_COLOURS, TRUECOLOR, apply_palette_sequence, resolve_bg, resolve_fg
 
 wcwidth: Callable[[str], int] = lru_cache(maxsize=4096)(_wcwidth)
-
-SNAPSHOT_VERSION: Final = 1
 
 # Token kinds, tried in order of frequency. Control strings (DCS, OSC, SOS, PM, APC) end
 # at ST, at BEL (xterm accepts BEL for OSC), are cancelled by CAN/SUB, and are aborted by
@@ -110,7 +108,6 @@ _MAX_PENDING: Final = 4096
 _MAX_TITLE: Final = 1024
 _MAX_COMBINING: Final = 8
 _MAX_PARAM: Final = 65535
-_MAX_EVENTS: Final = 64
 
 # SGR attribute codes (ECMA-48 §8.3.117, xterm ctlseqs "Character Attributes"); 22 is
 # "normal intensity", neither bold nor faint.
@@ -126,51 +123,6 @@ DA2_REPLY: Final = b"\x1b[>0;10;0c"
 DSR_OK_REPLY: Final = b"\x1b[0n"
 
 _DEC_GRAPHICS: Final = "0"
-
-
-class Cursor(NamedTuple):
-    """Where the cursor is drawn: column, row (both 0-based) and whether it is shown."""
-
-    x: int
-    y: int
-    visible: bool
-
-
-class Modes(NamedTuple):
-    """The modes a renderer or an input encoder needs (xterm ctlseqs DECSET numbers)."""
-
-    app_cursor: bool        # DECCKM (?1): cursor keys send SS3 instead of CSI
-    app_keypad: bool        # DECKPAM (ESC =)
-    bracketed_paste: bool   # ?2004
-    alt_screen: bool        # ?47 / ?1047 / ?1049
-    cursor_visible: bool    # DECTCEM (?25)
-    autowrap: bool          # DECAWM (?7)
-    insert: bool            # IRM (4)
-    origin: bool            # DECOM (?6)
-    newline: bool           # LNM (20)
-    reverse_video: bool     # DECSCNM (?5), left to the renderer
-    mouse: int              # 0, or the active tracking mode: 9, 1000, 1002 or 1003
-    mouse_sgr: bool         # ?1006
-    cursor_style: int       # DECSCUSR (CSI Ps SP q), 0..6, left to the renderer
-
-
-Scroll = tuple[int, int, int]
-"""(top, bottom, count): rows top..bottom (inclusive) moved up by count (down if < 0)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """What one ``feed`` (or ``resize``) changed.
-
-    Apply ``scrolls`` in order to the previous screen, then repaint the ``dirty`` rows:
-    the result is the new screen. Rows vacated by a scroll are always dirty.
-    """
-
-    dirty: frozenset[int]
-    scrolls: tuple[Scroll, ...]
-    replies: bytes      # to be written back to the pty, in order
-    bell: bool
-    title: str | None   # the new title, or None when unchanged
 
 
 class _Row(list[Cell]):
@@ -220,10 +172,6 @@ class _Pen:
         # Erasing uses the whole pen, as pyte does (xterm would keep only the background).
         self.erase = glyphs[" "]
         self.after: dict[str, _Pen] = {}
-
-
-_SavedCursor = tuple[int, int, int, int, int, str, str, int, bool, bool]
-"""x, y, fg spec, bg spec, flags, G0, G1, GL, DECOM, DECAWM — what DECSC saves (xterm)."""
 
 
 def _unwide(cell: Cell) -> Cell:
@@ -475,7 +423,7 @@ class Terminal:
         self._mouse = 0
         self._mouse_sgr = False
         self._cursor_style = 0
-        self._saved: list[_SavedCursor | None] = [None, None]
+        self._saved: list[SavedCursor | None] = [None, None]
         self._g = ["B", "B"]
         self._gl = 0
         self._update_charset()
@@ -551,20 +499,8 @@ class Terminal:
     # ------------------------------------------------------------------- scrolling
 
     def _record_scroll(self, top: int, bottom: int, count: int) -> None:
-        if self._all_dirty:
-            return
-        events = self._events
-        if events:
-            last_top, last_bottom, last_count = events[-1]
-            if last_top == top and last_bottom == bottom and (last_count > 0) == (count > 0):
-                height = bottom - top + 1
-                events[-1] = (top, bottom, max(-height, min(height, last_count + count)))
-                return
-        if len(events) >= _MAX_EVENTS:
+        if not self._all_dirty and not add_scroll(self._events, top, bottom, count):
             self._all_dirty = True
-            events.clear()
-            return
-        events.append((top, bottom, count))
 
     def _scroll_up(self, top: int, bottom: int, count: int) -> None:
         count = min(count, bottom - top + 1)

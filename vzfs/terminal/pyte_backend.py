@@ -47,7 +47,6 @@ from .cell import (
 from .emulator import (
     _C1_STRING_KIND,
     _MAX_COMBINING,
-    _MAX_EVENTS,
     _MAX_TITLE,
     _T_CRLF,
     _T_CSI,
@@ -61,17 +60,13 @@ from .emulator import (
     _TOKEN,
     DA2_REPLY,
     DSR_OK_REPLY,
-    SNAPSHOT_VERSION,
-    Cursor,
-    Modes,
-    Scroll,
     Terminal,
-    Update,
     _arg,
     _number,
     pending_part,
     wcwidth,
 )
+from .interface import SNAPSHOT_VERSION, Cursor, Modes, SavedCursor, Scroll, Update, add_scroll
 from .palette import DEFAULT, LINUX_COLOURS, apply_palette_sequence, resolve_bg, resolve_fg
 
 _DEC_GRAPHICS: Final = "0"
@@ -99,8 +94,6 @@ _BLANK_CHAR: Final = Char(" ", DEFAULT_FG, DEFAULT_BG)
 _E_CHAR: Final = Char("E", DEFAULT_FG, DEFAULT_BG)
 
 _Line = StaticDefaultDict[int, Char]
-_SavedCursor = tuple[int, int, int, int, int, str, str, int, bool, bool]
-"""x, y, fg spec, bg spec, flags, G0, G1, GL, DECOM, DECAWM — as emulator.py saves them."""
 
 
 def _new_buffer() -> defaultdict[int, _Line]:
@@ -187,7 +180,7 @@ class _Screen(pyte.Screen):
         self.mouse = 0
         self.mouse_sgr = False
         self.cursor_style = 0
-        self.saved: list[_SavedCursor | None] = [None, None]
+        self.saved: list[SavedCursor | None] = [None, None]
         self.g = ["B", "B"]
         self.gl = 0
         self.last_char = " "
@@ -249,20 +242,8 @@ class _Screen(pyte.Screen):
         else:
             shifted.update(range(top, top - count))
         self.dirty = shifted
-        if self.all_dirty:
-            return
-        events = self.events
-        if events:
-            last_top, last_bottom, last_count = events[-1]
-            if last_top == top and last_bottom == bottom and (last_count > 0) == (count > 0):
-                height = bottom - top + 1
-                events[-1] = (top, bottom, max(-height, min(height, last_count + count)))
-                return
-        if len(events) >= _MAX_EVENTS:
+        if not self.all_dirty and not add_scroll(self.events, top, bottom, count):
             self.all_dirty = True
-            events.clear()
-            return
-        events.append((top, bottom, count))
 
     def scroll_up(self, top: int, bottom: int, count: int) -> None:
         count = min(count, bottom - top + 1)
