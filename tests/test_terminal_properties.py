@@ -17,8 +17,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vzfs.terminal import BACKENDS, AnyTerminal
-from vzfs.terminal.cell import CONCEAL, DEFAULT_FG, DIM, Cell
-from vzfs.terminal.emulator import _NOT_SIMPLE, Terminal, Update, wcwidth
+from vzfs.terminal.cell import CONCEAL, DEFAULT_FG, DIM, Cell, wcwidth
+from vzfs.terminal.emulator import _NOT_SIMPLE, Terminal, Update
 from vzfs.terminal.palette import LINUX_COLOURS
 from vzfs.terminal.pyte_backend import PyteTerminal
 

@@ -33,19 +33,16 @@ from __future__ import annotations
 
 import codecs
 import re
-from functools import lru_cache
 from typing import Any, Callable, Final, Sequence
 
 from pyte.charsets import VT100_MAP
-from wcwidth import wcwidth as _wcwidth
 
 from .cell import (
-    BLANK, BLINK, BOLD, CONCEAL, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
+    BLANK, BLINK, BOLD, CONCEAL, DIM, ITALIC, MAX_COMBINING, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE,
+    WIDE_CONT, Cell, wcwidth,
 )
 from .interface import SNAPSHOT_VERSION, Cursor, Modes, SavedCursor, Scroll, Update, add_scroll
 from .palette import DEFAULT, LINUX_COLOURS, TRUECOLOR, apply_palette_sequence, resolve_bg, resolve_fg
-
-wcwidth: Callable[[str], int] = lru_cache(maxsize=4096)(_wcwidth)
 
 # Token kinds, tried in order of frequency. Control strings (DCS, OSC, SOS, PM, APC) end
 # at ST, at BEL (xterm accepts BEL for OSC), are cancelled by CAN/SUB, and are aborted by
@@ -106,7 +103,6 @@ _MAX_TRANSITIONS: Final = 64
 # runaway DCS must not grow memory without bound.
 _MAX_PENDING: Final = 4096
 _MAX_TITLE: Final = 1024
-_MAX_COMBINING: Final = 8
 _MAX_PARAM: Final = 65535
 
 # SGR attribute codes (ECMA-48 §8.3.117, xterm ctlseqs "Character Attributes"); 22 is
@@ -653,7 +649,7 @@ class Terminal:
         if row[x].flags & WIDE_CONT and x > 0:
             x -= 1
         cell = row[x]
-        if len(cell.char) >= _MAX_COMBINING or not cell.char:
+        if len(cell.char) >= MAX_COMBINING or not cell.char:
             return
         row[x] = cell._replace(char=cell.char + char)
         row.dirty = True

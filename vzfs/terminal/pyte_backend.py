@@ -41,12 +41,11 @@ from pyte.charsets import VT100_MAP
 from pyte.screens import Margins, StaticDefaultDict
 
 from .cell import (
-    BLINK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE,
-    WIDE_CONT, Cell,
+    BLINK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, ITALIC, MAX_COMBINING, REVERSE, STRIKETHROUGH,
+    UNDERLINE, WIDE, WIDE_CONT, Cell, wcwidth,
 )
 from .emulator import (
     _C1_STRING_KIND,
-    _MAX_COMBINING,
     _MAX_TITLE,
     _T_CRLF,
     _T_CSI,
@@ -64,7 +63,6 @@ from .emulator import (
     _arg,
     _number,
     pending_part,
-    wcwidth,
 )
 from .interface import SNAPSHOT_VERSION, Cursor, Modes, SavedCursor, Scroll, Update, add_scroll
 from .palette import DEFAULT, LINUX_COLOURS, apply_palette_sequence, resolve_bg, resolve_fg
@@ -391,7 +389,7 @@ class _Screen(pyte.Screen):
         if not line[x].data and x > 0:
             x -= 1
         last = line[x]
-        if len(last.data) >= _MAX_COMBINING or not last.data:
+        if len(last.data) >= MAX_COMBINING or not last.data:
             return
         line[x] = last._replace(data=last.data + char)
         self.dirty.add(y)
