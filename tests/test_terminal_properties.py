@@ -18,8 +18,10 @@ from hypothesis import strategies as st
 
 from vzfs.terminal import BACKENDS, AnyTerminal
 from vzfs.terminal.cell import CONCEAL, DEFAULT_FG, DIM, Cell, wcwidth
-from vzfs.terminal.emulator import _NOT_SIMPLE, Terminal, Update
+from vzfs.terminal.emulator import Terminal
+from vzfs.terminal.interface import Update
 from vzfs.terminal.palette import LINUX_COLOURS
+from vzfs.terminal.parser import NOT_SIMPLE
 from vzfs.terminal.pyte_backend import PyteTerminal
 
 each_backend = pytest.mark.parametrize("backend", sorted(BACKENDS))
@@ -298,7 +300,8 @@ def test_terminal_layer_imports_nothing_impure() -> None:
                 assert name.split(".")[0] not in _FORBIDDEN | {"os"}, f"{path.name} imports {name}"
     code = (
         "import sys, vzfs.terminal, vzfs.terminal.emulator, vzfs.terminal.pyte_backend,"
-        " vzfs.terminal.palette, vzfs.terminal.cell\n"
+        " vzfs.terminal.palette, vzfs.terminal.cell, vzfs.terminal.interface, vzfs.terminal.parser,"
+        " vzfs.terminal.sgr\n"
         f"print(sorted(set(sys.modules) & set({sorted(_FORBIDDEN)!r})))"
     )
     loaded: Any = subprocess.run(
@@ -336,7 +339,7 @@ def test_skipping_equals_drawing_everything(size: tuple[int, int], before: bytes
 
 def test_simple_stretch_characters_are_one_cell_wide() -> None:
     simple = [chr(code) for code in range(0x110000)
-              if not 0xD800 <= code < 0xE000 and _NOT_SIMPLE.match(chr(code)) is None]
+              if not 0xD800 <= code < 0xE000 and NOT_SIMPLE.match(chr(code)) is None]
     printable = [char for char in simple if char not in "\r\n\x1b"]
     assert printable
     for char in printable:
