@@ -311,6 +311,23 @@ def test_terminal_layer_imports_nothing_impure() -> None:
     assert loaded.stdout.strip() == "[]"
 
 
+def test_no_module_takes_a_private_name_of_a_terminal_module() -> None:
+    """Each terminal module's underscore names are its own: the backends share what
+    they share through public names (parser, interface, sgr, cell, palette)."""
+    root = _PACKAGE.parent.parent
+    for path in sorted([*root.glob("vzfs/**/*.py"), *root.glob("tests/*.py"), *root.glob("bench/*.py")]):
+        tree = ast.parse(path.read_text(), str(path))
+        in_terminal = path.parent == _PACKAGE
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            terminal = (node.module or "").startswith("vzfs.terminal") or (
+                in_terminal and node.level == 1) or (node.module or "").startswith("terminal")
+            if terminal:
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{path.relative_to(root)} imports {private} from {node.module}"
+
+
 _LINE_PART = st.one_of(
     st.text(alphabet="ab 中é\u0301\t\x08\r", min_size=1, max_size=50).map(lambda s: s.encode()),
     st.text(alphabet="xyz", min_size=60, max_size=200).map(lambda s: s.encode()),
