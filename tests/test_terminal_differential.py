@@ -148,7 +148,7 @@ def assert_same(terminal: Terminal, screen: pyte.Screen) -> None:
     for y in range(screen.lines):
         expected = [pyte_cell(screen.buffer[y][x]) for x in range(screen.columns)]
         assert list(terminal.cells(y)) == expected, f"row {y} differs"
-    assert (terminal._x, terminal._y) == (screen.cursor.x, screen.cursor.y)
+    assert terminal.snapshot()["cursor"] == [screen.cursor.x, screen.cursor.y]
     assert terminal.cursor[:2] == (min(screen.cursor.x, screen.columns - 1), screen.cursor.y)
 
 

@@ -9,7 +9,7 @@ from vzfs.terminal.cell import (
     BLANK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, UNDERLINE, WIDE, WIDE_CONT, Cell,
 )
 from vzfs.terminal import BACKENDS, AnyTerminal, emulator, make_terminal, pyte_backend
-from vzfs.terminal.emulator import DA1_REPLY, DA2_REPLY
+from vzfs.terminal.parser import DA1_REPLY, DA2_REPLY
 from vzfs.terminal.palette import PALETTE
 
 

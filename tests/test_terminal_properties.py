@@ -17,9 +17,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from vzfs.terminal import BACKENDS, AnyTerminal
-from vzfs.terminal.cell import CONCEAL, DEFAULT_FG, DIM, Cell
-from vzfs.terminal.emulator import _NOT_SIMPLE, Terminal, Update, wcwidth
+from vzfs.terminal.cell import CONCEAL, DEFAULT_FG, DIM, Cell, wcwidth
+from vzfs.terminal.emulator import Terminal
+from vzfs.terminal.interface import Update
 from vzfs.terminal.palette import LINUX_COLOURS
+from vzfs.terminal.parser import NOT_SIMPLE
 from vzfs.terminal.pyte_backend import PyteTerminal
 
 each_backend = pytest.mark.parametrize("backend", sorted(BACKENDS))
@@ -298,7 +300,8 @@ def test_terminal_layer_imports_nothing_impure() -> None:
                 assert name.split(".")[0] not in _FORBIDDEN | {"os"}, f"{path.name} imports {name}"
     code = (
         "import sys, vzfs.terminal, vzfs.terminal.emulator, vzfs.terminal.pyte_backend,"
-        " vzfs.terminal.palette, vzfs.terminal.cell\n"
+        " vzfs.terminal.palette, vzfs.terminal.cell, vzfs.terminal.interface, vzfs.terminal.parser,"
+        " vzfs.terminal.sgr\n"
         f"print(sorted(set(sys.modules) & set({sorted(_FORBIDDEN)!r})))"
     )
     loaded: Any = subprocess.run(
@@ -306,6 +309,23 @@ def test_terminal_layer_imports_nothing_impure() -> None:
         cwd=_PACKAGE.parent.parent,
     )
     assert loaded.stdout.strip() == "[]"
+
+
+def test_no_module_takes_a_private_name_of_a_terminal_module() -> None:
+    """Each terminal module's underscore names are its own: the backends share what
+    they share through public names (parser, interface, sgr, cell, palette)."""
+    root = _PACKAGE.parent.parent
+    for path in sorted([*root.glob("vzfs/**/*.py"), *root.glob("tests/*.py"), *root.glob("bench/*.py")]):
+        tree = ast.parse(path.read_text(), str(path))
+        in_terminal = path.parent == _PACKAGE
+        for node in ast.walk(tree):
+            if not isinstance(node, ast.ImportFrom):
+                continue
+            terminal = (node.module or "").startswith("vzfs.terminal") or (
+                in_terminal and node.level == 1) or (node.module or "").startswith("terminal")
+            if terminal:
+                private = [alias.name for alias in node.names if alias.name.startswith("_")]
+                assert not private, f"{path.relative_to(root)} imports {private} from {node.module}"
 
 
 _LINE_PART = st.one_of(
@@ -336,7 +356,7 @@ def test_skipping_equals_drawing_everything(size: tuple[int, int], before: bytes
 
 def test_simple_stretch_characters_are_one_cell_wide() -> None:
     simple = [chr(code) for code in range(0x110000)
-              if not 0xD800 <= code < 0xE000 and _NOT_SIMPLE.match(chr(code)) is None]
+              if not 0xD800 <= code < 0xE000 and NOT_SIMPLE.match(chr(code)) is None]
     printable = [char for char in simple if char not in "\r\n\x1b"]
     assert printable
     for char in printable:

@@ -1,8 +1,10 @@
 """The terminal emulator layer shared by the `screen` file and the VNC server, and its backend selector.
 
-Two backends have one interface (``Terminal``'s): ``"fast"``, vzfs's own engine, and
-``"pyte"``, pyte's Screen with its verified gaps closed. Their snapshots have one
-format, so a screen saved by either is restored by either.
+Two backends have one interface (interface.py's ``TerminalBackend``): ``"fast"``,
+vzfs's own engine (emulator.py), and ``"pyte"``, pyte's Screen with its verified gaps
+closed (pyte_backend.py). Each is the one lexer and dispatcher (parser.py) feeding a
+screen model of its own. Their snapshots have one format, so a screen saved by either
+is restored by either.
 """
 
 from __future__ import annotations

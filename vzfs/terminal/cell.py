@@ -1,4 +1,4 @@
-"""One character cell of the terminal screen, as the emulator hands it to the renderer.
+"""One character cell of the terminal screen, as the emulator hands it to the renderer, and how many cells a character takes.
 
 The emulator resolves every colour (default, 16-colour, 256-colour and true colour)
 to a 24-bit ``0xRRGGBB`` integer, the sixteen basic ones as the Linux console's default
@@ -9,7 +9,10 @@ that the cursor and selection can be drawn the same way; DIM and CONCEAL because
 act on the colours the renderer draws with, after its palette).
 """
 
-from typing import NamedTuple
+from functools import lru_cache
+from typing import Callable, NamedTuple
+
+from wcwidth import wcwidth as _wcwidth
 
 BOLD = 1
 ITALIC = 2
@@ -21,6 +24,13 @@ WIDE = 64          # left half of a double-width character; the next cell is WID
 WIDE_CONT = 128    # right half of a double-width character; its char is ""
 DIM = 256          # SGR 2, faint: drawn at half intensity
 CONCEAL = 512      # SGR 8, concealed: drawn in its background colour
+
+# Combining characters joined to one cell's character at most; more are dropped.
+MAX_COMBINING = 8
+
+# The cells a character takes: 1, 2 (wide), 0 (combining) or -1 (not printable); the
+# emulator asks for every character it draws outside ASCII.
+wcwidth: Callable[[str], int] = lru_cache(maxsize=4096)(_wcwidth)
 
 # The Linux console's default colours: its palette's colour 7 (grey) on colour 0 (palette.py).
 DEFAULT_FG = 0xAAAAAA

@@ -2,18 +2,20 @@
 
 Theory of operation
 -------------------
-``Terminal.feed`` decodes UTF-8 incrementally and cuts the text into tokens with one
-regular expression (text runs, CR LF, SGR, other CSI, C0 controls, control strings,
-other escapes). Text runs are written into a row as one slice of ``Cell`` objects taken
-from a per-pen cache, so printable text costs a few C-level operations per run rather
-than Python work per character.
+``Terminal`` is the shared lexer and dispatcher (parser.py's ``Parser``) feeding
+``_Screen``, this engine's screen model. Text runs are written into a row as one slice
+of ``Cell`` objects taken from a per-pen cache, so printable text costs a few C-level
+operations per run rather than Python work per character.
 
-When one feed holds more complete lines than the screen has rows, most of them can
-only scroll through: in a stretch of text, CR, LF, BS, HT and SGR ending in CR LF, with
-a full-screen scroll region, the effect of all but the last ``lines`` lines is known
-without drawing them — the pen after their SGRs, the cursor at the bottom left, and
-rows that the last ``lines`` lines push off the screen. Those are drawn exactly; the
-rest is skipped (``_skip_ahead``).
+The screen model also takes the parser's two shortcuts. A *simple stretch* (text, CR,
+LF and SGR only) is drawn as a batch (``draw_stretch``): split at CR LF and at SGR,
+each piece written as a slice, each SGR met before from the same pen one dict lookup.
+And when one feed holds more complete lines than the screen has rows, most of them
+can only scroll through: in a stretch of text, CR, LF, BS, HT and SGR ending in CR LF,
+with a full-screen scroll region, the effect of all but the last ``lines`` lines is
+known without drawing them — the pen after their SGRs, the cursor at the bottom left,
+and rows that the last ``lines`` lines push off the screen. Those are drawn exactly;
+the rest is skipped (``skip_ahead``).
 
 Rows are ``_Row`` lists that carry a ``dirty`` flag. Scrolling moves row objects, so
 a row that was only moved keeps ``dirty`` unset, and every move of rows is recorded as
@@ -31,146 +33,23 @@ palette sequences ``ESC ] P`` and ``ESC ] R``.
 
 from __future__ import annotations
 
-import codecs
 import re
-from dataclasses import dataclass
-from functools import lru_cache
-from typing import Any, Callable, Final, NamedTuple, Sequence
+from typing import Any, Final, Sequence
 
 from pyte.charsets import VT100_MAP
-from wcwidth import wcwidth as _wcwidth
 
-from .cell import (
-    BLANK, BLINK, BOLD, CONCEAL, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE, WIDE_CONT, Cell,
-)
-from .palette import DEFAULT, LINUX_COLOURS, TRUECOLOR, apply_palette_sequence, resolve_bg, resolve_fg
+from .cell import BLANK, BOLD, MAX_COMBINING, WIDE, WIDE_CONT, Cell, wcwidth
+from .interface import SNAPSHOT_VERSION, Cursor, Modes, SavedCursor, Scroll, Update, add_scroll
+from .palette import DEFAULT, LINUX_COLOURS, apply_palette_sequence, resolve_bg, resolve_fg
+from .parser import DEC_GRAPHICS, SGR_ONLY, Parser, Run, simple_end
+from .sgr import apply_sgr
 
-wcwidth: Callable[[str], int] = lru_cache(maxsize=4096)(_wcwidth)
-
-SNAPSHOT_VERSION: Final = 1
-
-# Token kinds, tried in order of frequency. Control strings (DCS, OSC, SOS, PM, APC) end
-# at ST, at BEL (xterm accepts BEL for OSC), are cancelled by CAN/SUB, and are aborted by
-# an ESC that does not start ST (ECMA-48 §5.6, xterm ctlseqs "Operating System Commands").
-# CSI parameters may hold C0 controls, which a VT terminal executes in place (VT100 User
-# Guide, "Control Characters"); ESC, CAN and SUB abort the sequence instead.
-# ESC ] R and ESC ] P nrrggbb are not OSC strings but the Linux console's palette
-# sequences (TERM=linux sends ESC ] R on reset), which need no terminator: P takes exactly
-# seven hex digits, C0 controls among them are executed, ESC, CAN and SUB abort it, and
-# any other character aborts it and is consumed (vt.c do_con_trol, ESnonstd, ESpalette).
-_TOKEN: Final = re.compile(
-    r"(?P<text>[^\x00-\x1f\x7f-\x9f]+)"
-    r"|(?P<crlf>\r\n)"
-    r"|(?P<sgr>\x1b\[([0-9;:]*)m)"
-    r"|(?P<cup>\x1b\[([0-9]*);?([0-9]*)H)"
-    r"|(?P<csi>(?:\x1b\[|\x9b)([\x30-\x3f\x00-\x17\x19\x1c-\x1f\x7f]*)([\x20-\x2f]*)([\x40-\x7e]))"
-    r"|(?P<ctl>[\x00-\x1a\x1c-\x1f\x7f])"
-    r"|(?P<pal>\x1b\](?:R|P(?:[\x00-\x17\x19\x1c-\x1f\x7f]*[0-9A-Fa-f]){7}"
-    r"|P(?:[\x00-\x17\x19\x1c-\x1f\x7f]*[0-9A-Fa-f]){0,6}[\x00-\x17\x19\x1c-\x1f\x7f]*"
-    r"(?:[^0-9A-Fa-f\x00-\x17\x19\x1b-\x1f\x7f]|(?=\x1b))))"
-    r"|(?P<str>(\x1b(?:\](?![PR])|[PX^_])|[\x90\x98\x9d\x9e\x9f])([^\x07\x18\x1a\x1b\x9c]*)"
-    r"(\x07|\x1b\\|\x9c|[\x18\x1a]|(?=\x1b[^\\])))"
-    r"|(?P<esc>\x1b([\x20-\x2f]*)([\x30-\x4f\x51-\x57\x59\x5a\x5c\x60-\x7e]))"
-    r"|(?P<lone>[\x1b\x80-\x9f])"
-)
-_T_TEXT: Final = _TOKEN.groupindex["text"]
-_T_CRLF: Final = _TOKEN.groupindex["crlf"]
-_T_SGR: Final = _TOKEN.groupindex["sgr"]
-_T_CUP: Final = _TOKEN.groupindex["cup"]
-_T_CSI: Final = _TOKEN.groupindex["csi"]
-_T_CTL: Final = _TOKEN.groupindex["ctl"]
-_T_PAL: Final = _TOKEN.groupindex["pal"]
-_T_STR: Final = _TOKEN.groupindex["str"]
-_T_ESC: Final = _TOKEN.groupindex["esc"]
-
-_CSI_PREFIX: Final = re.compile(r"(?:\x1b\[|\x9b)[\x30-\x3f\x00-\x17\x19\x1c-\x1f\x7f]*[\x20-\x2f]*")
-_ESC_PREFIX: Final = re.compile(r"\x1b[\x20-\x2f]*")
-_STRING_INTRO: Final = frozenset("\x90\x98\x9d\x9e\x9f")
-_C1_STRING_KIND: Final = {"\x90": "P", "\x98": "X", "\x9d": "]", "\x9e": "^", "\x9f": "_"}
-
-# A *simple stretch* holds only characters whose width is surely 1 (ASCII and the
-# Latin/IPA blocks below the combining diacritics at U+0300, checked against wcwidth
-# in the tests), CR, LF and SGR in the semicolon form. Such stretches are drawn in
-# batches with str.split, because a regular expression match object per token costs
-# more than the token.
-_NOT_SIMPLE: Final = re.compile("[^\x20-\x7e\xa0-\u02ff\r\n\x1b]")
 # The skip-ahead only needs to know that nothing but cells, the pen and the column
 # change: any character but the C0 and C1 controls other than BS, HT, LF, CR and ESC.
 _NOT_SKIPPABLE: Final = re.compile("[\x00-\x07\x0b\x0c\x0e-\x1a\x1c-\x1f\x7f-\x9f]")
-_NOT_SGR: Final = re.compile(r"\x1b(?!\[[0-9;]*m)")
-_SGR_ONLY: Final = re.compile(r"\x1b\[([0-9;]*)m")
 _SKIP_MIN: Final = 2048
-_BATCH_MIN: Final = 32
 _MAX_PENS: Final = 1024
 _MAX_TRANSITIONS: Final = 64
-
-# Longest control string / unfinished sequence kept between feeds; a sixel image or a
-# runaway DCS must not grow memory without bound.
-_MAX_PENDING: Final = 4096
-_MAX_TITLE: Final = 1024
-_MAX_COMBINING: Final = 8
-_MAX_PARAM: Final = 65535
-_MAX_EVENTS: Final = 64
-
-# SGR attribute codes (ECMA-48 §8.3.117, xterm ctlseqs "Character Attributes"); 22 is
-# "normal intensity", neither bold nor faint.
-_FLAG_ON: Final = {1: BOLD, 2: DIM, 3: ITALIC, 4: UNDERLINE, 5: BLINK, 7: REVERSE, 8: CONCEAL,
-                   9: STRIKETHROUGH}
-_FLAG_OFF: Final = {22: BOLD | DIM, 23: ITALIC, 24: UNDERLINE, 25: BLINK, 27: REVERSE, 28: CONCEAL,
-                    29: STRIKETHROUGH}
-
-# Replies, as xterm and the Linux console send them (xterm ctlseqs "Device Attributes",
-# "Device Status Report"; linux/drivers/tty/vt/vt.c VT102ID).
-DA1_REPLY: Final = b"\x1b[?6c"
-DA2_REPLY: Final = b"\x1b[>0;10;0c"
-DSR_OK_REPLY: Final = b"\x1b[0n"
-
-_DEC_GRAPHICS: Final = "0"
-
-
-class Cursor(NamedTuple):
-    """Where the cursor is drawn: column, row (both 0-based) and whether it is shown."""
-
-    x: int
-    y: int
-    visible: bool
-
-
-class Modes(NamedTuple):
-    """The modes a renderer or an input encoder needs (xterm ctlseqs DECSET numbers)."""
-
-    app_cursor: bool        # DECCKM (?1): cursor keys send SS3 instead of CSI
-    app_keypad: bool        # DECKPAM (ESC =)
-    bracketed_paste: bool   # ?2004
-    alt_screen: bool        # ?47 / ?1047 / ?1049
-    cursor_visible: bool    # DECTCEM (?25)
-    autowrap: bool          # DECAWM (?7)
-    insert: bool            # IRM (4)
-    origin: bool            # DECOM (?6)
-    newline: bool           # LNM (20)
-    reverse_video: bool     # DECSCNM (?5), left to the renderer
-    mouse: int              # 0, or the active tracking mode: 9, 1000, 1002 or 1003
-    mouse_sgr: bool         # ?1006
-    cursor_style: int       # DECSCUSR (CSI Ps SP q), 0..6, left to the renderer
-
-
-Scroll = tuple[int, int, int]
-"""(top, bottom, count): rows top..bottom (inclusive) moved up by count (down if < 0)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Update:
-    """What one ``feed`` (or ``resize``) changed.
-
-    Apply ``scrolls`` in order to the previous screen, then repaint the ``dirty`` rows:
-    the result is the new screen. Rows vacated by a scroll are always dirty.
-    """
-
-    dirty: frozenset[int]
-    scrolls: tuple[Scroll, ...]
-    replies: bytes      # to be written back to the pty, in order
-    bell: bool
-    title: str | None   # the new title, or None when unchanged
 
 
 class _Row(list[Cell]):
@@ -222,114 +101,73 @@ class _Pen:
         self.after: dict[str, _Pen] = {}
 
 
-_SavedCursor = tuple[int, int, int, int, int, str, str, int, bool, bool]
-"""x, y, fg spec, bg spec, flags, G0, G1, GL, DECOM, DECAWM — what DECSC saves (xterm)."""
-
-
 def _unwide(cell: Cell) -> Cell:
     """A blank with the attributes of half of a wide character whose other half is gone."""
     return Cell(" ", cell.fg, cell.bg, cell.flags & ~(WIDE | WIDE_CONT))
 
 
-def _new_decoder() -> codecs.IncrementalDecoder:
-    # "replace" turns every invalid byte into U+FFFD, and the incremental decoder keeps
-    # a multibyte sequence split between two feeds.
-    return codecs.getincrementaldecoder("utf-8")("replace")
+class _Screen:
+    """This engine's screen model: rows of cells, the cursor, the pen, the modes; what
+    each sequence does to them (parser.py's ScreenModel), and the parser's shortcuts.
 
+    ``Terminal`` reads and writes its state; x == columns means "a wrap is pending".
+    """
 
-class Terminal:
-    """An 80x25 (by default) terminal screen fed with the bytes a pty master reads."""
-
-    def __init__(self, columns: int = 80, lines: int = 25) -> None:
-        if columns < 2 or lines < 2:
-            raise ValueError(f"cannot make a {columns}x{lines} terminal: it needs at least 2x2 cells")
-        self._columns = columns
-        self._lines = lines
-        self._decoder = _new_decoder()
-        self._pending = ""
-        self._title = ""
-        self._glyph_caches: dict[tuple[int, int, int], _Glyphs] = {}
-        self._pens: dict[tuple[int, int, int], _Pen] = {}
-        self._events: list[Scroll] = []
-        self._replies: list[bytes] = []
-        self._bell = False
-        self._title_changed = False
+    def __init__(self, columns: int, lines: int) -> None:
+        self.columns = columns
+        self.lines = lines
+        self.title = ""
+        self.glyph_caches: dict[tuple[int, int, int], _Glyphs] = {}
+        self.pens: dict[tuple[int, int, int], _Pen] = {}
+        self.events: list[Scroll] = []
+        self.replies: list[bytes] = []
+        self.bell_rung = False
+        self.title_changed = False
         # The Linux console's palette; RIS keeps it, as vt.c reset_terminal does.
-        self._palette = list(LINUX_COLOURS)
-        self._reset()
+        self.palette = list(LINUX_COLOURS)
+        self.reset()
 
-    # ----------------------------------------------------------------- public API
+    # ------------------------------------------------------------- state helpers
 
-    @property
-    def columns(self) -> int:
-        return self._columns
+    def reset(self) -> None:
+        """RIS: everything but the title back to power-on state (xterm keeps the title)."""
+        self.main = [self._new_row(self.columns) for _ in range(self.lines)]
+        self.alt = [self._new_row(self.columns) for _ in range(self.lines)]
+        self.rows = self.main
+        self.alt_active = False
+        self.x = 0
+        self.y = 0
+        self.top = 0
+        self.bottom = self.lines - 1
+        self.fg = DEFAULT
+        self.bg = DEFAULT
+        self.flags = 0
+        self.app_cursor = False
+        self.app_keypad = False
+        self.bracketed_paste = False
+        self.cursor_visible = True
+        self.autowrap = True
+        self.insert = False
+        self.origin = False
+        self.newline = False
+        self.reverse_video = False
+        self.mouse = 0
+        self.mouse_sgr = False
+        self.cursor_style = 0
+        self.saved: list[SavedCursor | None] = [None, None]
+        self.g = ["B", "B"]
+        self.gl = 0
+        self.update_charset()
+        self.tabstops = list(range(8, self.columns, 8))
+        self.last_char = " "
+        self.apply_pen()
+        self.all_dirty = True
 
-    @property
-    def lines(self) -> int:
-        return self._lines
-
-    @property
-    def title(self) -> str:
-        return self._title
-
-    @property
-    def palette(self) -> tuple[int, ...]:
-        """The sixteen colours (0xRRGGBB) the renderer draws the basic colours and the
-        default ones with: the Linux console's, or what ``ESC ] P`` made them."""
-        return tuple(self._palette)
-
-    @property
-    def cursor(self) -> Cursor:
-        # x == columns means "a wrap is pending"; the cursor is shown in the last column.
-        return Cursor(min(self._x, self._columns - 1), self._y, self._cursor_visible)
-
-    @property
-    def modes(self) -> Modes:
-        return Modes(
-            app_cursor=self._app_cursor,
-            app_keypad=self._app_keypad,
-            bracketed_paste=self._bracketed_paste,
-            alt_screen=self._alt_active,
-            cursor_visible=self._cursor_visible,
-            autowrap=self._autowrap,
-            insert=self._insert,
-            origin=self._origin,
-            newline=self._newline,
-            reverse_video=self._reverse_video,
-            mouse=self._mouse,
-            mouse_sgr=self._mouse_sgr,
-            cursor_style=self._cursor_style,
-        )
-
-    def cells(self, row: int) -> Sequence[Cell]:
-        """The cells of one row, left to right."""
-        return tuple(self._rows[row])
-
-    def text(self) -> str:
-        """The screen as text: one line per row, trailing spaces trimmed, each ending in "\\n"."""
-        return "".join(
-            "".join([cell[0] for cell in row]).rstrip(" ") + "\n" for row in self._rows
-        )
-
-    def feed(self, data: bytes) -> Update:
-        """Process bytes read from the pty master and tell what changed."""
-        text = self._pending + self._decoder.decode(data)
-        self._pending = ""
-        position = 0
-        if len(text) > _SKIP_MIN:
-            position = self._skip_ahead(text)
-        stop = self._run(text, position, len(text))
-        if stop < len(text):
-            self._keep_pending(text[stop:])
-        return self._take_update()
-
-    def resize(self, columns: int, lines: int) -> Update:
+    def resize_to(self, columns: int, lines: int) -> None:
         """Change the size; rows are cut at the top only as far as the cursor row needs."""
-        if columns < 2 or lines < 2:
-            raise ValueError(f"cannot resize the terminal to {columns}x{lines}: it needs at least 2x2 cells")
-        old_columns = self._columns
-        drop = max(0, self._y - (lines - 1))
-        for rows in (self._main, self._alt):
+        old_columns = self.columns
+        drop = max(0, self.y - (lines - 1))
+        for rows in (self.main, self.alt):
             if columns < old_columns:
                 for row in rows:
                     del row[columns:]
@@ -342,147 +180,15 @@ class Terminal:
             del rows[lines:]
             while len(rows) < lines:
                 rows.append(self._new_row(columns))
-        self._columns = columns
-        self._lines = lines
-        self._y -= drop
-        self._x = min(self._x, columns - 1)
-        self._top, self._bottom = 0, lines - 1
-        kept = [stop for stop in self._tabstops if stop < min(columns, old_columns)]
+        self.columns = columns
+        self.lines = lines
+        self.y -= drop
+        self.x = min(self.x, columns - 1)
+        self.top, self.bottom = 0, lines - 1
+        kept = [stop for stop in self.tabstops if stop < min(columns, old_columns)]
         first_new = -(-old_columns // 8) * 8
-        self._tabstops = kept + list(range(max(8, first_new), columns, 8))
-        self._all_dirty = True
-        return self._take_update()
-
-    def snapshot(self) -> dict[str, Any]:
-        """The whole state as plain JSON-serialisable data; ``restore`` rebuilds it exactly."""
-        buffered, flag = self._decoder.getstate()
-        return {
-            "version": SNAPSHOT_VERSION,
-            "columns": self._columns,
-            "lines": self._lines,
-            "main": [[list(cell) for cell in row] for row in self._main],
-            "alt": [[list(cell) for cell in row] for row in self._alt],
-            "alt_active": self._alt_active,
-            "cursor": [self._x, self._y],
-            "pen": [self._fg, self._bg, self._flags],
-            "margins": [self._top, self._bottom],
-            "modes": {
-                "app_cursor": self._app_cursor,
-                "app_keypad": self._app_keypad,
-                "bracketed_paste": self._bracketed_paste,
-                "cursor_visible": self._cursor_visible,
-                "autowrap": self._autowrap,
-                "insert": self._insert,
-                "origin": self._origin,
-                "newline": self._newline,
-                "reverse_video": self._reverse_video,
-                "mouse": self._mouse,
-                "mouse_sgr": self._mouse_sgr,
-                "cursor_style": self._cursor_style,
-            },
-            "saved": [None if saved is None else list(saved) for saved in self._saved],
-            "charsets": [self._g[0], self._g[1], self._gl],
-            "tabstops": list(self._tabstops),
-            "title": self._title,
-            "palette": list(self._palette),
-            "last_char": self._last_char,
-            "pending": self._pending,
-            "utf8": [list(buffered), flag],
-        }
-
-    @classmethod
-    def restore(cls, snapshot: dict[str, Any]) -> Terminal:
-        """A terminal in exactly the state ``snapshot`` recorded."""
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"cannot restore terminal snapshot version {snapshot.get('version')!r}")
-        terminal = cls(snapshot["columns"], snapshot["lines"])
-
-        def rows(data: list[list[list[Any]]]) -> list[_Row]:
-            made = []
-            for cells in data:
-                row = _Row(Cell(char, fg, bg, flags) for char, fg, bg, flags in cells)
-                row.dirty = True
-                row.wide = any(cell.flags & (WIDE | WIDE_CONT) for cell in row)
-                made.append(row)
-            return made
-
-        terminal._main = rows(snapshot["main"])
-        terminal._alt = rows(snapshot["alt"])
-        terminal._alt_active = snapshot["alt_active"]
-        terminal._rows = terminal._alt if terminal._alt_active else terminal._main
-        terminal._x, terminal._y = snapshot["cursor"]
-        terminal._fg, terminal._bg, terminal._flags = snapshot["pen"]
-        terminal._top, terminal._bottom = snapshot["margins"]
-        modes = snapshot["modes"]
-        terminal._app_cursor = modes["app_cursor"]
-        terminal._app_keypad = modes["app_keypad"]
-        terminal._bracketed_paste = modes["bracketed_paste"]
-        terminal._cursor_visible = modes["cursor_visible"]
-        terminal._autowrap = modes["autowrap"]
-        terminal._insert = modes["insert"]
-        terminal._origin = modes["origin"]
-        terminal._newline = modes["newline"]
-        terminal._reverse_video = modes["reverse_video"]
-        terminal._mouse = modes["mouse"]
-        terminal._mouse_sgr = modes["mouse_sgr"]
-        terminal._cursor_style = modes.get("cursor_style", 0)  # absent before DECSCUSR
-        terminal._saved = [
-            None if saved is None else (
-                saved[0], saved[1], saved[2], saved[3], saved[4],
-                saved[5], saved[6], saved[7], saved[8], saved[9],
-            )
-            for saved in snapshot["saved"]
-        ]
-        g0, g1, gl = snapshot["charsets"]
-        terminal._g = [g0, g1]
-        terminal._gl = gl
-        terminal._update_charset()
-        terminal._tabstops = list(snapshot["tabstops"])
-        terminal._title = snapshot["title"]
-        terminal._palette = list(snapshot.get("palette", LINUX_COLOURS))  # absent before ESC ] P
-        terminal._last_char = snapshot["last_char"]
-        terminal._pending = snapshot["pending"]
-        buffered, flag = snapshot["utf8"]
-        terminal._decoder.setstate((bytes(buffered), flag))
-        terminal._apply_pen()
-        terminal._all_dirty = True
-        return terminal
-
-    # ------------------------------------------------------------- state helpers
-
-    def _reset(self) -> None:
-        """RIS: everything but the title back to power-on state (xterm keeps the title)."""
-        self._main = [self._new_row(self._columns) for _ in range(self._lines)]
-        self._alt = [self._new_row(self._columns) for _ in range(self._lines)]
-        self._rows = self._main
-        self._alt_active = False
-        self._x = 0
-        self._y = 0
-        self._top = 0
-        self._bottom = self._lines - 1
-        self._fg = DEFAULT
-        self._bg = DEFAULT
-        self._flags = 0
-        self._app_cursor = False
-        self._app_keypad = False
-        self._bracketed_paste = False
-        self._cursor_visible = True
-        self._autowrap = True
-        self._insert = False
-        self._origin = False
-        self._newline = False
-        self._reverse_video = False
-        self._mouse = 0
-        self._mouse_sgr = False
-        self._cursor_style = 0
-        self._saved: list[_SavedCursor | None] = [None, None]
-        self._g = ["B", "B"]
-        self._gl = 0
-        self._update_charset()
-        self._tabstops = list(range(8, self._columns, 8))
-        self._last_char = " "
-        self._apply_pen()
-        self._all_dirty = True
+        self.tabstops = kept + list(range(max(8, first_new), columns, 8))
+        self.all_dirty = True
 
     @staticmethod
     def _new_row(columns: int) -> _Row:
@@ -493,83 +199,45 @@ class Terminal:
     def _glyphs_for(self, fg: int, bg: int, flags: int) -> _Glyphs:
         """The glyph cache of a pen, its colours resolved."""
         key = (resolve_fg(fg, bool(flags & BOLD)), resolve_bg(bg), flags)
-        glyphs = self._glyph_caches.get(key)
+        glyphs = self.glyph_caches.get(key)
         if glyphs is None:
-            if len(self._glyph_caches) > 256:
-                self._glyph_caches.clear()
-            glyphs = self._glyph_caches[key] = _Glyphs(*key)
+            if len(self.glyph_caches) > 256:
+                self.glyph_caches.clear()
+            glyphs = self.glyph_caches[key] = _Glyphs(*key)
         return glyphs
 
     def _pen_for(self, fg: int, bg: int, flags: int) -> _Pen:
-        pen = self._pens.get((fg, bg, flags))
+        pen = self.pens.get((fg, bg, flags))
         if pen is None:
-            if len(self._pens) >= _MAX_PENS:
-                self._pens.clear()
-            pen = self._pens[fg, bg, flags] = _Pen(fg, bg, flags, self._glyphs_for(fg, bg, flags))
+            if len(self.pens) >= _MAX_PENS:
+                self.pens.clear()
+            pen = self.pens[fg, bg, flags] = _Pen(fg, bg, flags, self._glyphs_for(fg, bg, flags))
         return pen
 
-    def _apply_pen(self) -> None:
-        """Make the pen given by _fg, _bg and _flags the one text is drawn with."""
-        self._set_pen(self._pen_for(self._fg, self._bg, self._flags))
+    def apply_pen(self) -> None:
+        """Make the pen given by fg, bg and flags the one text is drawn with."""
+        self._set_pen(self._pen_for(self.fg, self.bg, self.flags))
 
     def _set_pen(self, pen: _Pen) -> None:
-        self._pen = pen
-        self._fg, self._bg, self._flags = pen.fg, pen.bg, pen.flags
-        self._glyphs = pen.glyphs
-        self._erase = pen.erase
+        self.pen = pen
+        self.fg, self.bg, self.flags = pen.fg, pen.bg, pen.flags
+        self.glyphs = pen.glyphs
+        self.erase = pen.erase
 
-    def _update_charset(self) -> None:
+    def update_charset(self) -> None:
         # DEC Special Graphics (xterm ctlseqs "ESC ( C", C = 0) maps ASCII to line drawing.
-        self._translate = VT100_MAP if self._g[self._gl] == _DEC_GRAPHICS else None
-
-    def _take_update(self) -> Update:
-        rows = self._rows
-        if self._all_dirty:
-            dirty = frozenset(range(self._lines))
-        else:
-            dirty = frozenset([index for index, row in enumerate(rows) if row.dirty])
-        scrolls = () if len(dirty) == self._lines else tuple(self._events)
-        for row in rows:
-            row.dirty = False
-        update = Update(
-            dirty=dirty,
-            scrolls=scrolls,
-            replies=b"".join(self._replies),
-            bell=self._bell,
-            title=self._title if self._title_changed else None,
-        )
-        self._events = []
-        self._replies = []
-        self._bell = False
-        self._title_changed = False
-        self._all_dirty = False
-        return update
-
-    def _keep_pending(self, rest: str) -> None:
-        self._pending = pending_part(rest)
+        self.translate = VT100_MAP if self.g[self.gl] == DEC_GRAPHICS else None
 
     # ------------------------------------------------------------------- scrolling
 
     def _record_scroll(self, top: int, bottom: int, count: int) -> None:
-        if self._all_dirty:
-            return
-        events = self._events
-        if events:
-            last_top, last_bottom, last_count = events[-1]
-            if last_top == top and last_bottom == bottom and (last_count > 0) == (count > 0):
-                height = bottom - top + 1
-                events[-1] = (top, bottom, max(-height, min(height, last_count + count)))
-                return
-        if len(events) >= _MAX_EVENTS:
-            self._all_dirty = True
-            events.clear()
-            return
-        events.append((top, bottom, count))
+        if not self.all_dirty and not add_scroll(self.events, top, bottom, count):
+            self.all_dirty = True
 
     def _scroll_up(self, top: int, bottom: int, count: int) -> None:
         count = min(count, bottom - top + 1)
-        rows = self._rows
-        columns = self._columns
+        rows = self.rows
+        columns = self.columns
         if count == 1:
             del rows[top]
             rows.insert(bottom, self._new_row(columns))
@@ -581,9 +249,9 @@ class Terminal:
 
     def _scroll_down(self, top: int, bottom: int, count: int) -> None:
         count = min(count, bottom - top + 1)
-        rows = self._rows
+        rows = self.rows
         del rows[bottom + 1 - count:bottom + 1]
-        rows[top:top] = [self._new_row(self._columns) for _ in range(count)]
+        rows[top:top] = [self._new_row(self.columns) for _ in range(count)]
         self._record_scroll(top, bottom, -count)
 
     def _index(self) -> None:
@@ -592,59 +260,67 @@ class Terminal:
         Below the region the cursor moves down to the last line without scrolling
         (xterm; pyte 0.8.2 wrongly jumps back to the bottom margin).
         """
-        if self._y == self._bottom:
-            self._scroll_up(self._top, self._bottom, 1)
-        elif self._y < self._lines - 1:
-            self._y += 1
+        if self.y == self.bottom:
+            self._scroll_up(self.top, self.bottom, 1)
+        elif self.y < self.lines - 1:
+            self.y += 1
 
-    def _linefeed(self) -> None:
-        # LF leaves a pending wrap in the last column (xterm clears its wrap flag).
-        if self._x >= self._columns:
-            self._x = self._columns - 1
+    def index(self) -> None:
+        # IND, like LF, leaves a pending wrap in the last column (xterm clears its wrap flag).
+        if self.x >= self.columns:
+            self.x = self.columns - 1
         self._index()
-        if self._newline:
-            self._x = 0
 
-    def _reverse_index(self) -> None:
-        if self._y == self._top:
-            self._scroll_down(self._top, self._bottom, 1)
-        elif self._y > 0:
-            self._y -= 1
+    def linefeed(self) -> None:
+        # index() inline: LF is among the most frequent tokens.
+        if self.x >= self.columns:
+            self.x = self.columns - 1
+        self._index()
+        if self.newline:
+            self.x = 0
+
+    def reverse_index(self) -> None:
+        if self.x >= self.columns:
+            self.x = self.columns - 1
+        if self.y == self.top:
+            self._scroll_down(self.top, self.bottom, 1)
+        elif self.y > 0:
+            self.y -= 1
 
     # --------------------------------------------------------------------- drawing
 
-    def _draw(self, text: str) -> None:
-        if self._translate is not None:
-            text = text.translate(self._translate)
+    def draw(self, text: str) -> None:
+        if self.translate is not None:
+            text = text.translate(self.translate)
         if text.isascii():
             self._draw_narrow(text)
         else:
             self._draw_unicode(text)
-        self._last_char = text[-1]
+        self.last_char = text[-1]
 
     def _draw_narrow(self, text: str) -> None:
         """Draw characters one cell wide each, a row-sized slice at a time."""
-        columns = self._columns
-        glyphs = self._glyphs
-        x = self._x
+        columns = self.columns
+        glyphs = self.glyphs
+        x = self.x
         start = 0
         length = len(text)
         while start < length:
             if x >= columns:
-                if not self._autowrap:
+                if not self.autowrap:
                     # Without DECAWM every further character overwrites the last column.
-                    row = self._rows[self._y]
+                    row = self.rows[self.y]
                     self._fix_wide_edges(row, columns - 1, columns)
                     row[columns - 1] = glyphs[text[-1]]
                     row.dirty = True
                     break
-                self._x = 0
+                self.x = 0
                 self._index()
                 x = 0
-            row = self._rows[self._y]
+            row = self.rows[self.y]
             count = min(length - start, columns - x)
             end = x + count
-            if self._insert:
+            if self.insert:
                 row[x:x] = [BLANK] * count
                 del row[columns:]
                 if row[-1].flags & WIDE:
@@ -658,7 +334,7 @@ class Terminal:
             row.dirty = True
             x = end
             start += count
-        self._x = x
+        self.x = x
 
     def _draw_unicode(self, text: str) -> None:
         """Draw text with wide, zero-width or combining characters (wcwidth decides)."""
@@ -678,46 +354,46 @@ class Terminal:
             self._draw_narrow(text[narrow_from:] if narrow_from else text)
 
     def _draw_wide(self, char: str) -> None:
-        columns = self._columns
-        if self._x + 2 > columns:
+        columns = self.columns
+        if self.x + 2 > columns:
             # xterm wraps a double-width character that does not fit on the line.
-            if self._autowrap:
-                self._x = 0
+            if self.autowrap:
+                self.x = 0
                 self._index()
             else:
-                self._x = columns - 2
-        x = self._x
-        row = self._rows[self._y]
-        if self._insert:
+                self.x = columns - 2
+        x = self.x
+        row = self.rows[self.y]
+        if self.insert:
             self._fix_wide_edges(row, x, x)
             row[x:x] = [BLANK, BLANK]
             del row[columns:]
             if row[-1].flags & WIDE:
                 row[-1] = _unwide(row[-1])
         self._fix_wide_edges(row, x, x + 2)
-        glyphs = self._glyphs
+        glyphs = self.glyphs
         row.wide = True
         row[x] = Cell(char, glyphs.fg, glyphs.bg, glyphs.flags | WIDE)
         row[x + 1] = Cell("", glyphs.fg, glyphs.bg, glyphs.flags | WIDE_CONT)
         row.dirty = True
-        self._x = x + 2
+        self.x = x + 2
 
     def _combine(self, char: str) -> None:
         """Attach a zero-width character to the cell before the cursor, as written: the
         cell keeps the sequence the program sent (pyte composes it to NFC, so that
         ``screen`` would not hold the bytes written; the renderer's font composes)."""
-        x, y = self._x, self._y
+        x, y = self.x, self.y
         if x == 0:
             if y == 0:
                 return
             y -= 1
-            x = self._columns
-        row = self._rows[y]
+            x = self.columns
+        row = self.rows[y]
         x -= 1
         if row[x].flags & WIDE_CONT and x > 0:
             x -= 1
         cell = row[x]
-        if len(cell.char) >= _MAX_COMBINING or not cell.char:
+        if len(cell.char) >= MAX_COMBINING or not cell.char:
             return
         row[x] = cell._replace(char=cell.char + char)
         row.dirty = True
@@ -726,87 +402,40 @@ class Terminal:
         """Blank the surviving half of wide characters cut by overwriting start..end-1."""
         if start > 0 and row[start].flags & WIDE_CONT:
             row[start - 1] = _unwide(row[start - 1])
-        if end < self._columns and row[end].flags & WIDE_CONT:
+        if end < self.columns and row[end].flags & WIDE_CONT:
             row[end] = _unwide(row[end])
 
-    # --------------------------------------------------------------------- parsing
+    # ------------------------------------------------------------------ shortcuts
 
-    def _run(self, text: str, position: int, end: int, batch: bool = True) -> int:
-        """Process text[position:end]; return where an unfinished sequence starts (or end)."""
-        match = _TOKEN.match
-        draw = self._draw
-        # Tokens before this position are known not to open a stretch worth a batch.
-        no_batch_before = position if batch else end
-        while position < end:
-            token = match(text, position, end)
-            assert token is not None
-            kind = token.lastindex
-            # Text, CR LF and SGR (the first three kinds) may open a simple stretch.
-            if (position >= no_batch_before and kind is not None and kind <= _T_SGR
-                    and self._translate is None and not self._insert):
-                stop = _simple_end(text, position, end)
-                if stop - position >= _BATCH_MIN:
-                    self._batch(text[position:stop])
-                    position = stop
-                    continue
-                no_batch_before = stop
-            if kind == _T_TEXT:
-                draw(token.group())
-            elif kind == _T_CRLF:
-                self._x = 0
-                if self._y == self._bottom:
-                    self._scroll_up(self._top, self._bottom, 1)
-                elif self._y < self._lines - 1:
-                    self._y += 1
-            elif kind == _T_SGR:
-                self._sgr(token.group(_T_SGR + 1))
-            elif kind == _T_CUP:
-                # CUP alone is most of what full-screen programs send (top, vim, less).
-                line = token.group(_T_CUP + 1)
-                column = token.group(_T_CUP + 2)
-                self._cursor_position([_number(line), _number(column)])
-            elif kind == _T_CSI:
-                self._csi(token.group(_T_CSI + 1), token.group(_T_CSI + 2), token.group(_T_CSI + 3))
-            elif kind == _T_CTL:
-                self._control(token.group())
-            elif kind == _T_STR:
-                self._control_string(
-                    token.group(_T_STR + 1), token.group(_T_STR + 2), token.group(_T_STR + 3)
-                )
-            elif kind == _T_PAL:
-                self._palette_sequence(token.group())
-            elif kind == _T_ESC:
-                self._escape(token.group(_T_ESC + 1), token.group(_T_ESC + 2))
-            else:
-                following = self._lone(text, position, end)
-                if following < 0:
-                    return position
-                position = following
-                continue
-            position = token.end()
-        return end
+    def stretch_end(self, text: str, position: int, end: int) -> int:
+        """Where the simple stretch at `position` ends; none is drawn as a batch through a
+        charset or in insert mode."""
+        if self.translate is not None or self.insert:
+            return position
+        return simple_end(text, position, end)
 
-    def _batch(self, stretch: str) -> None:
-        """Draw a simple stretch: split at CR LF and at SGR, write each piece as a slice."""
-        columns = self._columns
-        rows = self._rows
+    def draw_stretch(self, stretch: str, run: Run) -> None:
+        """Draw a simple stretch: split at CR LF and at SGR, write each piece as a slice;
+        a line with a lone CR or LF goes through the tokenizer (`run`)."""
+        columns = self.columns
+        rows = self.rows
         transition = self._transition
-        x, y = self._x, self._y
-        pen = self._pen
+        x, y = self.x, self.y
+        pen = self.pen
         get = pen.get
         drawn = ""
         lines = stretch.split("\r\n")
         last = len(lines) - 1
-        for number, line in enumerate(lines):
+        for at, line in enumerate(lines):
             if "\r" in line or "\n" in line:
-                self._x, self._y = x, y
+                self.x, self.y = x, y
                 self._set_pen(pen)
                 if drawn:
-                    self._last_char = drawn[-1]
+                    self.last_char = drawn[-1]
                     drawn = ""
-                self._run(line, 0, len(line), batch=False)
-                x, y = self._x, self._y
-                pen = self._pen
+                run(line, 0, len(line), False)
+                x, y = self.x, self.y
+                pen = self.pen
                 get = pen.get
             elif line:
                 row = rows[y]
@@ -822,10 +451,10 @@ class Terminal:
                     count = len(piece)
                     if careful or x + count > columns:
                         row.dirty = True
-                        self._x, self._y = x, y
+                        self.x, self.y = x, y
                         self._set_pen(pen)
                         self._draw_narrow(piece)
-                        x, y = self._x, self._y
+                        x, y = self.x, self.y
                         row = rows[y]
                         careful = row.wide
                     else:
@@ -833,609 +462,376 @@ class Terminal:
                         x += count
                     drawn = piece
                 row.dirty = True
-            if number < last:
+            if at < last:
                 x = 0
-                if y == self._bottom:
-                    self._scroll_up(self._top, self._bottom, 1)
-                elif y < self._lines - 1:
+                if y == self.bottom:
+                    self._scroll_up(self.top, self.bottom, 1)
+                elif y < self.lines - 1:
                     y += 1
-        self._x, self._y = x, y
+        self.x, self.y = x, y
         self._set_pen(pen)
         if drawn:
-            self._last_char = drawn[-1]
+            self.last_char = drawn[-1]
 
-    @staticmethod
-    def _lone(text: str, position: int, end: int) -> int:
-        """An ESC or C1 byte that starts no complete sequence: the next position, or -1
-        when the sequence may still be completed by the next feed."""
-        char = text[position]
-        if char in _STRING_INTRO:
-            return -1
-        if char == "\x1b" or char == "\x9b":
-            if char == "\x1b" and position + 1 < end and text[position + 1] in "P]X^_":
-                return -1
-            prefix = _CSI_PREFIX.match(text, position, end)
-            if prefix is not None:
-                if prefix.end() == end:
-                    return -1
-                # A malformed CSI is dropped; CAN or SUB that cancelled it goes too.
-                following = prefix.end()
-                return following + 1 if text[following] in "\x18\x1a" else following
-            if char == "\x1b":
-                escape = _ESC_PREFIX.match(text, position, end)
-                assert escape is not None
-                if escape.end() == end:
-                    return -1
-                return escape.end()
-        # Other C1 controls (NEL, IND, … in 8-bit form) are not used by UTF-8 programs.
-        return position + 1
+    # --------------------------------------------------------------- controls
 
-    def _control(self, char: str) -> None:
-        if char == "\r":
-            self._x = 0
-        elif char == "\n" or char == "\x0b" or char == "\x0c":
-            self._linefeed()
-        elif char == "\x08":
-            # BS from a pending wrap lands on the second-last column (xterm, pyte).
-            if self._x >= self._columns:
-                self._x = self._columns - 2
-            elif self._x > 0:
-                self._x -= 1
-        elif char == "\t":
-            self._tab(1)
-        elif char == "\x07":
-            self._bell = True
-        elif char == "\x0e":
-            self._gl = 1
-            self._update_charset()
-        elif char == "\x0f":
-            self._gl = 0
-            self._update_charset()
+    def carriage_return(self) -> None:
+        self.x = 0
 
-    def _tab(self, count: int) -> None:
-        x = min(self._x, self._columns - 1)
+    def backspace(self) -> None:
+        # BS from a pending wrap lands on the second-last column (xterm, pyte).
+        if self.x >= self.columns:
+            self.x = self.columns - 2
+        elif self.x > 0:
+            self.x -= 1
+
+    def bell(self) -> None:
+        self.bell_rung = True
+
+    def shift_out(self) -> None:
+        self.gl = 1
+        self.update_charset()
+
+    def shift_in(self) -> None:
+        self.gl = 0
+        self.update_charset()
+
+    def define_charset(self, code: str, mode: str) -> None:
+        self.g[0 if mode == "(" else 1] = code
+        self.update_charset()
+
+    def set_app_keypad(self, on: bool) -> None:
+        self.app_keypad = on
+
+    def set_tab_stop(self) -> None:
+        if self.x < self.columns and self.x not in self.tabstops:
+            self.tabstops.append(self.x)
+            self.tabstops.sort()
+
+    def tab(self, count: int) -> None:
+        x = min(self.x, self.columns - 1)
         for _ in range(count):
-            x = next((stop for stop in self._tabstops if stop > x), self._columns - 1)
-        self._x = x
+            x = next((stop for stop in self.tabstops if stop > x), self.columns - 1)
+        self.x = x
 
-    def _back_tab(self, count: int) -> None:
-        x = min(self._x, self._columns - 1)
+    def back_tab(self, count: int) -> None:
+        x = min(self.x, self.columns - 1)
         for _ in range(count):
-            x = next((stop for stop in reversed(self._tabstops) if stop < x), 0)
-        self._x = x
+            x = next((stop for stop in reversed(self.tabstops) if stop < x), 0)
+        self.x = x
 
-    def _control_string(self, intro: str, body: str, terminator: str) -> None:
-        """DCS, OSC, SOS, PM, APC: swallowed; OSC 0 and 2 set the title (xterm ctlseqs)."""
-        kind = _C1_STRING_KIND.get(intro, intro[-1])
-        if kind != "]" or terminator in ("\x18", "\x1a", ""):
-            return
-        command, _, value = body.partition(";")
-        if command in ("0", "2"):
-            title = "".join(char for char in value if char.isprintable())[:_MAX_TITLE]
-            if title != self._title:
-                self._title = title
-                self._title_changed = True
+    def set_title(self, title: str) -> None:
+        if title != self.title:
+            self.title = title
+            self.title_changed = True
 
-    def _palette_sequence(self, sequence: str) -> None:
+    def set_palette(self, sequence: str) -> None:
         """ESC ] R, ESC ] P nrrggbb: the Linux console's palette. Every row is dirty after
         a change, as after DECSCNM: the renderer draws them all anew."""
-        for char in sequence[3:]:
-            if char < " " or char == "\x7f":
-                self._control(char)
-        if apply_palette_sequence(self._palette, sequence):
-            self._all_dirty = True
+        if apply_palette_sequence(self.palette, sequence):
+            self.all_dirty = True
 
-    def _escape(self, intermediates: str, final: str) -> None:
-        if intermediates:
-            if intermediates in ("(", ")") and final in "0AB":
-                self._g[0 if intermediates == "(" else 1] = _DEC_GRAPHICS if final == "0" else "B"
-                self._update_charset()
-            elif intermediates == "#" and final == "8":
-                self._alignment_display()
-            return
-        if final == "7":
-            self._save_cursor()
-        elif final == "8":
-            self._restore_cursor()
-        elif final == "D":
-            self._linefeed_no_lnm()
-        elif final == "E":
-            self._x = 0
-            self._linefeed_no_lnm()
-        elif final == "M":
-            if self._x >= self._columns:
-                self._x = self._columns - 1
-            self._reverse_index()
-        elif final == "H":
-            if self._x < self._columns and self._x not in self._tabstops:
-                self._tabstops.append(self._x)
-                self._tabstops.sort()
-        elif final == "c":
-            self._reset()
-        elif final == "=":
-            self._app_keypad = True
-        elif final == ">":
-            self._app_keypad = False
-
-    def _linefeed_no_lnm(self) -> None:
-        if self._x >= self._columns:
-            self._x = self._columns - 1
-        self._index()
-
-    def _alignment_display(self) -> None:
+    def alignment_display(self) -> None:
         """DECALN (ESC # 8): fill the screen with E, reset the margins, home the cursor."""
-        rows = self._rows
+        rows = self.rows
         filled = Cell("E", BLANK.fg, BLANK.bg, 0)
-        for y in range(self._lines):
-            row = _Row([filled] * self._columns)
+        for y in range(self.lines):
+            row = _Row([filled] * self.columns)
             row.dirty = True
             rows[y] = row
-        self._all_dirty = True
-        self._top, self._bottom = 0, self._lines - 1
-        self._x = self._y = 0
+        self.all_dirty = True
+        self.top, self.bottom = 0, self.lines - 1
+        self.x = self.y = 0
 
     # ----------------------------------------------------------------------- SGR
 
-    def _sgr(self, params: str) -> None:
+    def select_graphic_rendition(self, params: str) -> None:
         """SGR (ECMA-48 §8.3.117): set the pen, through a cache of (params, pen) → pen."""
-        pen = self._pen
+        pen = self.pen
         self._set_pen(pen.after.get(params) or self._transition(pen, params))
 
     def _transition(self, pen: _Pen, params: str) -> _Pen:
-        following = self._pen_for(*self._sgr_compute(params, pen.fg, pen.bg, pen.flags))
+        following = self._pen_for(*apply_sgr(params, pen.fg, pen.bg, pen.flags))
         if len(pen.after) < _MAX_TRANSITIONS:
             pen.after[params] = following
         return following
 
-    @classmethod
-    def _sgr_compute(cls, params: str, fg: int, bg: int, flags: int) -> tuple[int, int, int]:
-        """The pen after SGR `params`, with xterm's 256 and direct colours in both the
-        semicolon form and the ITU T.416 colon form (``38:2::R:G:B``, ``4:3``)."""
-        if not params or params == "0":
-            return DEFAULT, DEFAULT, 0
-        parts = params.split(";")
-        count = len(parts)
-        index = 0
-        while index < count:
-            part = parts[index]
-            index += 1
-            if ":" in part:
-                fg, bg, flags = cls._sgr_colon(part.split(":"), fg, bg, flags)
-                continue
-            code = _number(part)
-            if code == 0:
-                fg = bg = DEFAULT
-                flags = 0
-            elif 30 <= code <= 37:
-                fg = code - 30
-            elif 40 <= code <= 47:
-                bg = code - 40
-            elif code in _FLAG_ON:
-                flags |= _FLAG_ON[code]
-            elif code in _FLAG_OFF:
-                flags &= ~_FLAG_OFF[code]
-            elif code == 39:
-                fg = DEFAULT
-            elif code == 49:
-                bg = DEFAULT
-            elif 90 <= code <= 97:
-                fg = code - 82
-            elif 100 <= code <= 107:
-                bg = code - 92
-            elif code == 38 or code == 48:
-                colour, index = cls._extended_colour(parts, index)
-                if colour is not None:
-                    if code == 38:
-                        fg = colour
-                    else:
-                        bg = colour
-        return fg, bg, flags
+    # ------------------------------------------------------------ cursor, edits
 
-    @staticmethod
-    def _extended_colour(parts: list[str], index: int) -> tuple[int | None, int]:
-        """``5;N`` or ``2;R;G;B`` after 38/48: the colour spec and the next index."""
-        if index >= len(parts):
-            return None, index
-        kind = parts[index]
-        if kind == "5" and index + 1 < len(parts):
-            value = _number(parts[index + 1])
-            return (value if value < 256 else None), index + 2
-        if kind == "2" and index + 3 < len(parts):
-            rgb = [_number(part) for part in parts[index + 1:index + 4]]
-            if max(rgb) > 255:
-                return None, index + 4
-            return TRUECOLOR | (rgb[0] << 16) | (rgb[1] << 8) | rgb[2], index + 4
-        return None, index + 1
+    def cursor_up(self, count: int) -> None:
+        top = self.top if self.y >= self.top else 0
+        self.x = min(self.x, self.columns - 1)
+        self.y = max(top, self.y - count)
 
-    @staticmethod
-    def _sgr_colon(sub: list[str], fg: int, bg: int, flags: int) -> tuple[int, int, int]:
-        head = sub[0]
-        if head == "4":
-            # 4:0 is "no underline"; 4:1..4:5 are underline styles (kitty, VTE, xterm).
-            if len(sub) > 1 and sub[1] in ("", "0"):
-                return fg, bg, flags & ~UNDERLINE
-            return fg, bg, flags | UNDERLINE
-        if head not in ("38", "48") or len(sub) < 3:
-            return fg, bg, flags
-        colour: int | None = None
-        try:
-            if sub[1] == "5":
-                value = _number(sub[2])
-                colour = value if value < 256 else None
-            elif sub[1] == "2":
-                # 38:2:CS:R:G:B carries a colour-space id before R (T.416); 38:2:R:G:B not.
-                values = sub[2:]
-                if len(values) >= 4:
-                    values = values[1:4]
-                if len(values) == 3:
-                    rgb = [_number(value) for value in values]
-                    if max(rgb) <= 255:
-                        colour = TRUECOLOR | (rgb[0] << 16) | (rgb[1] << 8) | rgb[2]
-        except ValueError:
-            colour = None
-        if colour is None:
-            return fg, bg, flags
-        return (colour, bg, flags) if head == "38" else (fg, colour, flags)
+    def cursor_down(self, count: int) -> None:
+        bottom = self.bottom if self.y <= self.bottom else self.lines - 1
+        self.x = min(self.x, self.columns - 1)
+        self.y = min(bottom, self.y + count)
 
-    # ----------------------------------------------------------------------- CSI
+    def cursor_forward(self, count: int) -> None:
+        self.x = min(self.columns - 1, min(self.x, self.columns - 1) + count)
 
-    def _csi(self, params: str, intermediates: str, final: str) -> None:
-        if params and not params.isprintable():
-            for char in params:
-                if char < " " or char == "\x7f":
-                    self._control(char)
-            params = "".join(char for char in params if " " <= char < "\x7f")
-        private = ""
-        if params and params[0] in "<=>?":
-            private, params = params[0], params[1:]
-        if intermediates:
-            if intermediates == "!" and final == "p" and not private:
-                self._soft_reset()
-            elif intermediates == " " and final == "q" and not private:
-                self._set_cursor_style(params)
-            return
-        if final == "m" and not private:
-            if not params or set(params) <= set("0123456789;:"):
-                self._sgr(params)
-            return
-        parts = params.split(";") if params else []
-        if ":" in params:
-            parts = [part.split(":", 1)[0] for part in parts]
-        try:
-            args = [_number(part) for part in parts]
-        except ValueError:
-            return
-        if not private:
-            handler = _CSI_HANDLERS.get(final)
-            if handler is not None:
-                handler(self, args)
-        elif private == "?":
-            if final == "h" or final == "l":
-                for mode in args:
-                    self._dec_mode(mode, final == "h")
-            elif final == "J":
-                self._erase_in_display(args)
-            elif final == "K":
-                self._erase_in_line(args)
-        elif private == ">":
-            # CSI > c is secondary DA; CSI > Ps ; Ps m is xterm's modifyOtherKeys and
-            # everything else with ">" is an xterm resource setting: never SGR.
-            if final == "c" and _arg(args, 0, 0) == 0:
-                self._replies.append(DA2_REPLY)
+    def cursor_back(self, count: int) -> None:
+        self.x = max(0, min(self.x, self.columns - 1) - count)
 
-    def _cursor_up(self, args: list[int]) -> None:
-        count = _arg(args, 0, 1)
-        top = self._top if self._y >= self._top else 0
-        self._x = min(self._x, self._columns - 1)
-        self._y = max(top, self._y - count)
+    def cursor_down1(self, count: int) -> None:
+        self.cursor_down(count)
+        self.x = 0
 
-    def _cursor_down(self, args: list[int]) -> None:
-        count = _arg(args, 0, 1)
-        bottom = self._bottom if self._y <= self._bottom else self._lines - 1
-        self._x = min(self._x, self._columns - 1)
-        self._y = min(bottom, self._y + count)
+    def cursor_up1(self, count: int) -> None:
+        self.cursor_up(count)
+        self.x = 0
 
-    def _cursor_forward(self, args: list[int]) -> None:
-        self._x = min(self._columns - 1, min(self._x, self._columns - 1) + _arg(args, 0, 1))
+    def cursor_to_column(self, column: int) -> None:
+        self.x = min(self.columns, column) - 1
 
-    def _cursor_back(self, args: list[int]) -> None:
-        self._x = max(0, min(self._x, self._columns - 1) - _arg(args, 0, 1))
-
-    def _cursor_next_line(self, args: list[int]) -> None:
-        self._cursor_down(args)
-        self._x = 0
-
-    def _cursor_previous_line(self, args: list[int]) -> None:
-        self._cursor_up(args)
-        self._x = 0
-
-    def _cursor_to_column(self, args: list[int]) -> None:
-        self._x = min(self._columns, _arg(args, 0, 1)) - 1
-
-    def _cursor_position(self, args: list[int]) -> None:
-        count = len(args)
-        line = args[0] - 1 if count and args[0] else 0
-        column = args[1] - 1 if count > 1 and args[1] else 0
-        if self._origin:
-            self._y = min(self._top + line, self._bottom)
+    def cursor_position(self, line: int, column: int) -> None:
+        line -= 1
+        if self.origin:
+            self.y = min(self.top + line, self.bottom)
         else:
-            self._y = min(line, self._lines - 1)
-        self._x = min(column, self._columns - 1)
+            self.y = min(line, self.lines - 1)
+        self.x = min(column - 1, self.columns - 1)
 
-    def _cursor_to_line(self, args: list[int]) -> None:
-        line = _arg(args, 0, 1) - 1
-        if self._origin:
-            self._y = min(self._top + line, self._bottom)
+    def cursor_to_line(self, line: int) -> None:
+        line -= 1
+        if self.origin:
+            self.y = min(self.top + line, self.bottom)
         else:
-            self._y = min(line, self._lines - 1)
-        self._x = min(self._x, self._columns - 1)
+            self.y = min(line, self.lines - 1)
+        self.x = min(self.x, self.columns - 1)
 
     def _erase_cells(self, row: _Row, start: int, end: int) -> None:
         if start >= end:
             return
         self._fix_wide_edges(row, start, end)
-        row[start:end] = [self._erase] * (end - start)
+        row[start:end] = [self.erase] * (end - start)
         row.dirty = True
 
     def _clear_wrap(self) -> int:
         """Cancel a pending wrap, as xterm's ResetWrap does for edits within the line
         (InsertChar, DeleteChar, ClearInLine in xterm's util.c); return the column."""
-        if self._x >= self._columns:
-            self._x = self._columns - 1
-        return self._x
+        if self.x >= self.columns:
+            self.x = self.columns - 1
+        return self.x
 
-    def _erase_in_line(self, args: list[int]) -> None:
-        how = _arg(args, 0, 0)
-        row = self._rows[self._y]
+    def erase_in_line(self, how: int) -> None:
+        row = self.rows[self.y]
         x = self._clear_wrap()
         if how == 0:
-            self._erase_cells(row, x, self._columns)
+            self._erase_cells(row, x, self.columns)
         elif how == 1:
             self._erase_cells(row, 0, x + 1)
         elif how == 2:
-            self._erase_cells(row, 0, self._columns)
+            self._erase_cells(row, 0, self.columns)
 
-    def _erase_in_display(self, args: list[int]) -> None:
-        how = _arg(args, 0, 0)
+    def erase_in_display(self, how: int) -> None:
         if how == 0:
-            below = range(self._y + 1, self._lines)
+            below = range(self.y + 1, self.lines)
         elif how == 1:
-            below = range(self._y)
+            below = range(self.y)
         elif how == 2:
-            below = range(self._lines)
+            below = range(self.lines)
         else:
             return  # ED 3 erases saved lines (xterm); there is no scrollback here.
-        full = [self._erase] * self._columns
+        full = [self.erase] * self.columns
         for y in below:
             row = _Row(full)
             row.dirty = True
-            self._rows[y] = row
+            self.rows[y] = row
         if how != 2:
-            self._erase_in_line(args)
+            self.erase_in_line(how)
         if how == 2:
-            self._all_dirty = True
+            self.all_dirty = True
 
-    def _insert_lines(self, args: list[int]) -> None:
-        if self._top <= self._y <= self._bottom:
-            self._scroll_down(self._y, self._bottom, _arg(args, 0, 1))
-            self._x = 0
+    def insert_lines(self, count: int) -> None:
+        if self.top <= self.y <= self.bottom:
+            self._scroll_down(self.y, self.bottom, count)
+            self.x = 0
 
-    def _delete_lines(self, args: list[int]) -> None:
-        if self._top <= self._y <= self._bottom:
-            self._scroll_up(self._y, self._bottom, _arg(args, 0, 1))
-            self._x = 0
+    def delete_lines(self, count: int) -> None:
+        if self.top <= self.y <= self.bottom:
+            self._scroll_up(self.y, self.bottom, count)
+            self.x = 0
 
-    def _scroll_up_csi(self, args: list[int]) -> None:
-        self._scroll_up(self._top, self._bottom, _arg(args, 0, 1))
+    def scroll_up(self, count: int) -> None:
+        self._scroll_up(self.top, self.bottom, count)
 
-    def _scroll_down_csi(self, args: list[int]) -> None:
-        # CSI Ps ; Ps ; Ps ; Ps ; Ps T with five parameters is mouse highlight tracking.
-        if len(args) <= 1:
-            self._scroll_down(self._top, self._bottom, _arg(args, 0, 1))
+    def scroll_down(self, count: int) -> None:
+        self._scroll_down(self.top, self.bottom, count)
 
-    def _insert_characters(self, args: list[int]) -> None:
+    def insert_characters(self, count: int) -> None:
         x = self._clear_wrap()
-        count = min(_arg(args, 0, 1), self._columns - x)
-        row = self._rows[self._y]
+        count = min(count, self.columns - x)
+        row = self.rows[self.y]
         self._fix_wide_edges(row, x, x)
         row[x:x] = [BLANK] * count
-        del row[self._columns:]
+        del row[self.columns:]
         if row[-1].flags & WIDE:
             row[-1] = _unwide(row[-1])
         row.dirty = True
 
-    def _delete_characters(self, args: list[int]) -> None:
+    def delete_characters(self, count: int) -> None:
         x = self._clear_wrap()
-        count = min(_arg(args, 0, 1), self._columns - x)
-        row = self._rows[self._y]
+        count = min(count, self.columns - x)
+        row = self.rows[self.y]
         self._fix_wide_edges(row, x, x + count)
         del row[x:x + count]
         row.extend([BLANK] * count)
         row.dirty = True
 
-    def _erase_characters(self, args: list[int]) -> None:
+    def erase_characters(self, count: int) -> None:
         x = self._clear_wrap()
-        self._erase_cells(self._rows[self._y], x, min(self._columns, x + _arg(args, 0, 1)))
+        self._erase_cells(self.rows[self.y], x, min(self.columns, x + count))
 
-    def _repeat(self, args: list[int]) -> None:
+    def repeat(self, count: int) -> None:
         """REP (ECMA-48 §8.3.103): repeat the last graphic character."""
-        self._draw(self._last_char * min(_arg(args, 0, 1), self._columns * self._lines))
+        self.draw(self.last_char * min(count, self.columns * self.lines))
 
-    def _device_attributes(self, args: list[int]) -> None:
-        if _arg(args, 0, 0) == 0:
-            self._replies.append(DA1_REPLY)
+    def reply(self, data: bytes) -> None:
+        self.replies.append(data)
 
-    def _device_status(self, args: list[int]) -> None:
-        what = _arg(args, 0, 0)
-        if what == 5:
-            self._replies.append(DSR_OK_REPLY)
-        elif what == 6:
-            line = self._y - (self._top if self._origin else 0) + 1
-            column = min(self._x, self._columns - 1) + 1
-            self._replies.append(b"\x1b[%d;%dR" % (line, column))
+    def report_cursor_position(self) -> None:
+        # A pending wrap reports the last column; origin mode reports relative rows.
+        line = self.y - (self.top if self.origin else 0) + 1
+        column = min(self.x, self.columns - 1) + 1
+        self.replies.append(b"\x1b[%d;%dR" % (line, column))
 
-    def _tab_clear(self, args: list[int]) -> None:
-        how = _arg(args, 0, 0)
+    def clear_tab_stop(self, how: int) -> None:
         if how == 0:
-            if self._x in self._tabstops:
-                self._tabstops.remove(self._x)
+            if self.x in self.tabstops:
+                self.tabstops.remove(self.x)
         elif how == 3:
-            self._tabstops = []
+            self.tabstops = []
 
-    def _set_margins(self, args: list[int]) -> None:
+    def set_margins(self, top: int, bottom: int) -> None:
         """DECSTBM; a valid region (top < bottom) also homes the cursor (VT510 manual)."""
-        top = _arg(args, 0, 1) - 1
-        bottom = min(_arg(args, 1, self._lines), self._lines) - 1
+        top -= 1
+        bottom = min(bottom or self.lines, self.lines) - 1
         if top < bottom:
-            self._top, self._bottom = top, bottom
-            self._x = 0
-            self._y = top if self._origin else 0
+            self.top, self.bottom = top, bottom
+            self.x = 0
+            self.y = top if self.origin else 0
 
-    def _set_ansi_mode(self, args: list[int]) -> None:
-        self._ansi_modes(args, True)
-
-    def _reset_ansi_mode(self, args: list[int]) -> None:
-        self._ansi_modes(args, False)
-
-    def _ansi_modes(self, args: list[int], on: bool) -> None:
-        for mode in args:
-            if mode == 4:
-                self._insert = on
-            elif mode == 20:
-                self._newline = on
-
-    def _save_cursor_csi(self, args: list[int]) -> None:
-        if not args:
-            self._save_cursor()
-
-    def _restore_cursor_csi(self, args: list[int]) -> None:
-        if not args:
-            self._restore_cursor()
-
-    def _back_tab_csi(self, args: list[int]) -> None:
-        self._back_tab(_arg(args, 0, 1))
-
-    def _tab_csi(self, args: list[int]) -> None:
-        self._tab(_arg(args, 0, 1))
+    def ansi_mode(self, mode: int, on: bool) -> None:
+        if mode == 4:
+            self.insert = on
+        elif mode == 20:
+            self.newline = on
 
     # ------------------------------------------------------------- modes, cursor
 
-    def _dec_mode(self, mode: int, on: bool) -> None:
+    def dec_mode(self, mode: int, on: bool) -> None:
         """DECSET / DECRST (xterm ctlseqs "CSI ? Pm h")."""
         if mode == 1:
-            self._app_cursor = on
+            self.app_cursor = on
         elif mode == 5:
-            if self._reverse_video != on:
-                self._all_dirty = True
-            self._reverse_video = on
+            if self.reverse_video != on:
+                self.all_dirty = True
+            self.reverse_video = on
         elif mode == 6:
-            self._origin = on
-            self._x = 0
-            self._y = self._top if on else 0
+            self.origin = on
+            self.x = 0
+            self.y = self.top if on else 0
         elif mode == 7:
-            self._autowrap = on
+            self.autowrap = on
         elif mode == 25:
-            self._cursor_visible = on
+            self.cursor_visible = on
         elif mode == 2004:
-            self._bracketed_paste = on
+            self.bracketed_paste = on
         elif mode in (9, 1000, 1002, 1003):
             if on:
-                self._mouse = mode
-            elif self._mouse == mode:
-                self._mouse = 0
+                self.mouse = mode
+            elif self.mouse == mode:
+                self.mouse = 0
         elif mode == 1006:
-            self._mouse_sgr = on
+            self.mouse_sgr = on
         elif mode == 47:
             self._switch_screen(on)
         elif mode == 1047:
-            if not on and self._alt_active:
-                self._clear_rows(self._alt)
+            if not on and self.alt_active:
+                self._clear_rows(self.alt)
             self._switch_screen(on)
         elif mode == 1048:
             if on:
-                self._save_cursor()
+                self.save_cursor()
             else:
-                self._restore_cursor()
+                self.restore_cursor()
         elif mode == 1049:
             # Save the cursor, switch, clear the alternate screen; back: restore it,
             # even when already on the main screen (xterm's CursorRestore, as tmux).
             if on:
-                if not self._alt_active:
-                    self._save_cursor()
+                if not self.alt_active:
+                    self.save_cursor()
                     self._switch_screen(True)
-                    self._clear_rows(self._alt)
+                    self._clear_rows(self.alt)
             else:
                 self._switch_screen(False)
-                self._restore_cursor()
+                self.restore_cursor()
 
-    def _set_cursor_style(self, params: str) -> None:
+    def set_cursor_style(self, style: int) -> None:
         """DECSCUSR (xterm ctlseqs "CSI Ps SP q"): 0 and 1 a blinking block, 2 a steady
-        block, 3 and 4 an underline, 5 and 6 a bar (odd blinking); xterm ignores others."""
-        try:
-            style = _number(params) if params else 0
-        except ValueError:
-            return
-        if style <= 6:
-            self._cursor_style = style
+        block, 3 and 4 an underline, 5 and 6 a bar (odd blinking)."""
+        self.cursor_style = style
 
     def _switch_screen(self, alternate: bool) -> None:
-        if alternate == self._alt_active:
+        if alternate == self.alt_active:
             return
-        self._alt_active = alternate
-        self._rows = self._alt if alternate else self._main
-        self._all_dirty = True
+        self.alt_active = alternate
+        self.rows = self.alt if alternate else self.main
+        self.all_dirty = True
 
     def _clear_rows(self, rows: list[_Row]) -> None:
-        full = [self._erase] * self._columns
+        full = [self.erase] * self.columns
         for y in range(len(rows)):
             row = _Row(full)
             row.dirty = True
             rows[y] = row
-        if rows is self._rows:
-            self._all_dirty = True
+        if rows is self.rows:
+            self.all_dirty = True
 
-    def _save_cursor(self) -> None:
+    def save_cursor(self) -> None:
         """DECSC: one slot per screen buffer, as in xterm."""
-        self._saved[self._alt_active] = (
-            self._x, self._y, self._fg, self._bg, self._flags,
-            self._g[0], self._g[1], self._gl, self._origin, self._autowrap,
+        self.saved[self.alt_active] = (
+            self.x, self.y, self.fg, self.bg, self.flags,
+            self.g[0], self.g[1], self.gl, self.origin, self.autowrap,
         )
 
-    def _restore_cursor(self) -> None:
+    def restore_cursor(self) -> None:
         """DECRC; with nothing saved: home, default pen, origin mode off (xterm)."""
-        saved = self._saved[self._alt_active]
+        saved = self.saved[self.alt_active]
         if saved is None:
-            self._x = self._y = 0
-            self._fg = self._bg = DEFAULT
-            self._flags = 0
-            self._origin = False
+            self.x = self.y = 0
+            self.fg = self.bg = DEFAULT
+            self.flags = 0
+            self.origin = False
         else:
-            x, y, self._fg, self._bg, self._flags, g0, g1, self._gl, self._origin, self._autowrap = saved
-            self._g = [g0, g1]
-            self._x = min(x, self._columns - 1)
-            self._y = min(y, self._lines - 1)
-        self._update_charset()
-        self._apply_pen()
+            x, y, self.fg, self.bg, self.flags, g0, g1, self.gl, self.origin, self.autowrap = saved
+            self.g = [g0, g1]
+            self.x = min(x, self.columns - 1)
+            self.y = min(y, self.lines - 1)
+        self.update_charset()
+        self.apply_pen()
 
-    def _soft_reset(self) -> None:
+    def soft_reset(self) -> None:
         """DECSTR (CSI ! p): modes, margins, pen and charsets to defaults; screen kept."""
-        self._insert = False
-        self._origin = False
-        self._app_cursor = False
-        self._app_keypad = False
-        self._cursor_visible = True
-        self._top, self._bottom = 0, self._lines - 1
-        self._fg = self._bg = DEFAULT
-        self._flags = 0
-        self._g = ["B", "B"]
-        self._gl = 0
-        self._saved[self._alt_active] = None
-        self._update_charset()
-        self._apply_pen()
+        self.insert = False
+        self.origin = False
+        self.app_cursor = False
+        self.app_keypad = False
+        self.cursor_visible = True
+        self.top, self.bottom = 0, self.lines - 1
+        self.fg = self.bg = DEFAULT
+        self.flags = 0
+        self.g = ["B", "B"]
+        self.gl = 0
+        self.saved[self.alt_active] = None
+        self.update_charset()
+        self.apply_pen()
 
     # ------------------------------------------------------------------ skipping
 
-    def _skip_ahead(self, text: str) -> int:
+    def skip_ahead(self, text: str, run: Run) -> int:
         """Skip the lines that can only scroll off the screen; return where exact
         processing must resume.
 
@@ -1445,18 +841,20 @@ class Terminal:
         the stretch are drawn exactly from the bottom row, they scroll every earlier row
         off a full-screen region, so the part before them is reduced to its SGRs.
         """
-        lines = self._lines
+        if len(text) <= _SKIP_MIN:
+            return 0
+        lines = self.lines
         head = text.find("\n") + 1
         if head == 0 or text.count("\n", head) <= 2 * lines:
             return 0
-        stop = self._run(text, 0, head)
-        if stop != head or self._top != 0 or self._bottom != lines - 1:
+        stop = run(text, 0, head, True)
+        if stop != head or self.top != 0 or self.bottom != lines - 1:
             return stop
-        end = _simple_end(text, head, len(text), _NOT_SKIPPABLE)
+        end = simple_end(text, head, len(text), _NOT_SKIPPABLE)
         last_newline = text.rfind("\n", head, end)
         newlines = text.count("\n", head, last_newline + 1)
         # The skipped part holds newlines - lines line feeds: enough to reach the bottom.
-        if newlines <= lines or self._y + newlines - lines < self._bottom:
+        if newlines <= lines or self.y + newlines - lines < self.bottom:
             return head
         resume = last_newline
         for _ in range(lines):
@@ -1466,111 +864,209 @@ class Terminal:
         resume += 1
         drawn = text[resume:end]
         if "\x1b" in drawn:
-            drawn = _SGR_ONLY.sub("", drawn)
+            drawn = SGR_ONLY.sub("", drawn)
         if not drawn.strip("\r\n\b\t"):
             # REP repeats the last character drawn, which would then be in the skipped part.
             return head
         # Only the SGRs after the last full reset decide the pen.
         reset = max(text.rfind("\x1b[0m", head, resume), text.rfind("\x1b[m", head, resume))
-        for sgr in _SGR_ONLY.finditer(text, max(head, reset), resume):
-            self._sgr(sgr.group(1))
-        self._rows[:] = [self._new_row(self._columns) for _ in range(lines)]
-        self._all_dirty = True
-        self._events.clear()
-        self._x = 0
-        self._y = self._bottom
+        for sgr in SGR_ONLY.finditer(text, max(head, reset), resume):
+            self.select_graphic_rendition(sgr.group(1))
+        self.rows[:] = [self._new_row(self.columns) for _ in range(lines)]
+        self.all_dirty = True
+        self.events.clear()
+        self.x = 0
+        self.y = self.bottom
         return resume
 
 
-def pending_part(rest: str) -> str:
-    """What to keep of an unfinished sequence for the next feed, within a bound."""
-    if len(rest) <= _MAX_PENDING:
-        return rest
-    if rest[0] in _STRING_INTRO or (rest[0] == "\x1b" and rest[1] in "P]X^_"):
-        # A control string longer than any we act on: keep its start (an OSC title
-        # is cut there) and a final ESC that may begin its ST.
-        return rest[:_MAX_PENDING] + ("\x1b" if rest[-1] == "\x1b" else "")
-    return ""
+class Terminal:
+    """An 80x25 (by default) terminal screen fed with the bytes a pty master reads."""
 
+    def __init__(self, columns: int = 80, lines: int = 25) -> None:
+        if columns < 2 or lines < 2:
+            raise ValueError(f"cannot make a {columns}x{lines} terminal: it needs at least 2x2 cells")
+        self._screen = _Screen(columns, lines)
+        self._parser = Parser(self._screen, self._screen)
 
-def _simple_end(text: str, position: int, end: int, others: re.Pattern[str] = _NOT_SIMPLE) -> int:
-    """Where the stretch that starts at `position` ends: at the first escape that is
-    not SGR or the first character `others` finds.
+    @property
+    def columns(self) -> int:
+        return self._screen.columns
 
-    The scan goes through windows that double in size, and looks for the next escape
-    that is not SGR before looking for other characters, so that finding a short
-    stretch (cursor-addressed output) costs little and a long one stays linear.
-    """
-    start = position
-    window = 256
-    while True:
-        stop = min(end, start + window)
-        escape = _NOT_SGR.search(text, start, stop)
-        bound = stop if escape is None else escape.start()
-        other = others.search(text, start, bound)
-        if other is not None:
-            return other.start()
-        if escape is not None:
-            # The window's end may cut an SGR, which the look-ahead could not see.
-            sgr = _SGR_ONLY.match(text, bound, end)
-            if sgr is None:
-                return bound
-            start = sgr.end()
-            continue
-        if stop == end:
-            return end
-        start = stop
-        window *= 2
+    @property
+    def lines(self) -> int:
+        return self._screen.lines
 
+    @property
+    def title(self) -> str:
+        return self._screen.title
 
-def _number(digits: str) -> int:
-    """A decimal parameter saturated at _MAX_PARAM (ValueError if not decimal): int()
-    refuses more than sys.get_int_max_str_digits() digits, 4300 by default."""
-    digits = digits.lstrip("0")
-    if len(digits) > 5 and digits.isdigit():
-        return _MAX_PARAM
-    return min(int(digits), _MAX_PARAM) if digits else 0
+    @property
+    def palette(self) -> tuple[int, ...]:
+        """The sixteen colours (0xRRGGBB) the renderer draws the basic colours and the
+        default ones with: the Linux console's, or what ``ESC ] P`` made them."""
+        return tuple(self._screen.palette)
 
+    @property
+    def cursor(self) -> Cursor:
+        # x == columns means "a wrap is pending"; the cursor is shown in the last column.
+        screen = self._screen
+        return Cursor(min(screen.x, screen.columns - 1), screen.y, screen.cursor_visible)
 
-def _arg(args: list[int], index: int, default: int) -> int:
-    """Parameter `index`, with 0 and absence meaning `default` (ECMA-48 §5.4.2)."""
-    if index < len(args) and args[index]:
-        return args[index]
-    return default
+    @property
+    def modes(self) -> Modes:
+        screen = self._screen
+        return Modes(
+            app_cursor=screen.app_cursor,
+            app_keypad=screen.app_keypad,
+            bracketed_paste=screen.bracketed_paste,
+            alt_screen=screen.alt_active,
+            cursor_visible=screen.cursor_visible,
+            autowrap=screen.autowrap,
+            insert=screen.insert,
+            origin=screen.origin,
+            newline=screen.newline,
+            reverse_video=screen.reverse_video,
+            mouse=screen.mouse,
+            mouse_sgr=screen.mouse_sgr,
+            cursor_style=screen.cursor_style,
+        )
 
+    def cells(self, row: int) -> Sequence[Cell]:
+        """The cells of one row, left to right."""
+        return tuple(self._screen.rows[row])
 
-_CSI_HANDLERS: Final[dict[str, Callable[[Terminal, list[int]], None]]] = {
-    "@": Terminal._insert_characters,
-    "A": Terminal._cursor_up,
-    "B": Terminal._cursor_down,
-    "C": Terminal._cursor_forward,
-    "D": Terminal._cursor_back,
-    "E": Terminal._cursor_next_line,
-    "F": Terminal._cursor_previous_line,
-    "G": Terminal._cursor_to_column,
-    "H": Terminal._cursor_position,
-    "I": Terminal._tab_csi,
-    "J": Terminal._erase_in_display,
-    "K": Terminal._erase_in_line,
-    "L": Terminal._insert_lines,
-    "M": Terminal._delete_lines,
-    "P": Terminal._delete_characters,
-    "S": Terminal._scroll_up_csi,
-    "T": Terminal._scroll_down_csi,
-    "X": Terminal._erase_characters,
-    "Z": Terminal._back_tab_csi,
-    "`": Terminal._cursor_to_column,
-    "a": Terminal._cursor_forward,
-    "b": Terminal._repeat,
-    "c": Terminal._device_attributes,
-    "d": Terminal._cursor_to_line,
-    "e": Terminal._cursor_down,
-    "f": Terminal._cursor_position,
-    "g": Terminal._tab_clear,
-    "h": Terminal._set_ansi_mode,
-    "l": Terminal._reset_ansi_mode,
-    "n": Terminal._device_status,
-    "r": Terminal._set_margins,
-    "s": Terminal._save_cursor_csi,
-    "u": Terminal._restore_cursor_csi,
-}
+    def text(self) -> str:
+        """The screen as text: one line per row, trailing spaces trimmed, each ending in "\\n"."""
+        return "".join(
+            "".join([cell[0] for cell in row]).rstrip(" ") + "\n" for row in self._screen.rows
+        )
+
+    def feed(self, data: bytes) -> Update:
+        """Process bytes read from the pty master and tell what changed."""
+        self._parser.feed(data)
+        return self._take_update()
+
+    def resize(self, columns: int, lines: int) -> Update:
+        """Change the size; rows are cut at the top only as far as the cursor row needs."""
+        if columns < 2 or lines < 2:
+            raise ValueError(f"cannot resize the terminal to {columns}x{lines}: it needs at least 2x2 cells")
+        self._screen.resize_to(columns, lines)
+        return self._take_update()
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON-serialisable data; ``restore`` rebuilds it exactly."""
+        screen = self._screen
+        return {
+            "version": SNAPSHOT_VERSION,
+            "columns": screen.columns,
+            "lines": screen.lines,
+            "main": [[list(cell) for cell in row] for row in screen.main],
+            "alt": [[list(cell) for cell in row] for row in screen.alt],
+            "alt_active": screen.alt_active,
+            "cursor": [screen.x, screen.y],
+            "pen": [screen.fg, screen.bg, screen.flags],
+            "margins": [screen.top, screen.bottom],
+            "modes": {
+                "app_cursor": screen.app_cursor,
+                "app_keypad": screen.app_keypad,
+                "bracketed_paste": screen.bracketed_paste,
+                "cursor_visible": screen.cursor_visible,
+                "autowrap": screen.autowrap,
+                "insert": screen.insert,
+                "origin": screen.origin,
+                "newline": screen.newline,
+                "reverse_video": screen.reverse_video,
+                "mouse": screen.mouse,
+                "mouse_sgr": screen.mouse_sgr,
+                "cursor_style": screen.cursor_style,
+            },
+            "saved": [None if saved is None else list(saved) for saved in screen.saved],
+            "charsets": [screen.g[0], screen.g[1], screen.gl],
+            "tabstops": list(screen.tabstops),
+            "title": screen.title,
+            "palette": list(screen.palette),
+            "last_char": screen.last_char,
+            **self._parser.snapshot(),
+        }
+
+    @classmethod
+    def restore(cls, snapshot: dict[str, Any]) -> Terminal:
+        """A terminal in exactly the state ``snapshot`` recorded."""
+        if snapshot.get("version") != SNAPSHOT_VERSION:
+            raise ValueError(f"cannot restore terminal snapshot version {snapshot.get('version')!r}")
+        terminal = cls(snapshot["columns"], snapshot["lines"])
+        screen = terminal._screen
+
+        def rows(data: list[list[list[Any]]]) -> list[_Row]:
+            made = []
+            for cells in data:
+                row = _Row(Cell(char, fg, bg, flags) for char, fg, bg, flags in cells)
+                row.dirty = True
+                row.wide = any(cell.flags & (WIDE | WIDE_CONT) for cell in row)
+                made.append(row)
+            return made
+
+        screen.main = rows(snapshot["main"])
+        screen.alt = rows(snapshot["alt"])
+        screen.alt_active = snapshot["alt_active"]
+        screen.rows = screen.alt if screen.alt_active else screen.main
+        screen.x, screen.y = snapshot["cursor"]
+        screen.fg, screen.bg, screen.flags = snapshot["pen"]
+        screen.top, screen.bottom = snapshot["margins"]
+        modes = snapshot["modes"]
+        screen.app_cursor = modes["app_cursor"]
+        screen.app_keypad = modes["app_keypad"]
+        screen.bracketed_paste = modes["bracketed_paste"]
+        screen.cursor_visible = modes["cursor_visible"]
+        screen.autowrap = modes["autowrap"]
+        screen.insert = modes["insert"]
+        screen.origin = modes["origin"]
+        screen.newline = modes["newline"]
+        screen.reverse_video = modes["reverse_video"]
+        screen.mouse = modes["mouse"]
+        screen.mouse_sgr = modes["mouse_sgr"]
+        screen.cursor_style = modes.get("cursor_style", 0)  # absent before DECSCUSR
+        screen.saved = [
+            None if saved is None else (
+                saved[0], saved[1], saved[2], saved[3], saved[4],
+                saved[5], saved[6], saved[7], saved[8], saved[9],
+            )
+            for saved in snapshot["saved"]
+        ]
+        g0, g1, gl = snapshot["charsets"]
+        screen.g = [g0, g1]
+        screen.gl = gl
+        screen.update_charset()
+        screen.tabstops = list(snapshot["tabstops"])
+        screen.title = snapshot["title"]
+        screen.palette = list(snapshot.get("palette", LINUX_COLOURS))  # absent before ESC ] P
+        screen.last_char = snapshot["last_char"]
+        terminal._parser.restore(snapshot)
+        screen.apply_pen()
+        screen.all_dirty = True
+        return terminal
+
+    def _take_update(self) -> Update:
+        screen = self._screen
+        rows = screen.rows
+        if screen.all_dirty:
+            dirty = frozenset(range(screen.lines))
+        else:
+            dirty = frozenset([index for index, row in enumerate(rows) if row.dirty])
+        scrolls = () if len(dirty) == screen.lines else tuple(screen.events)
+        for row in rows:
+            row.dirty = False
+        update = Update(
+            dirty=dirty,
+            scrolls=scrolls,
+            replies=b"".join(screen.replies),
+            bell=screen.bell_rung,
+            title=screen.title if screen.title_changed else None,
+        )
+        screen.events = []
+        screen.replies = []
+        screen.bell_rung = False
+        screen.title_changed = False
+        screen.all_dirty = False
+        return update

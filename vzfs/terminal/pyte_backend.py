@@ -2,11 +2,12 @@
 
 Theory of operation
 -------------------
-``PyteTerminal.feed`` cuts the bytes into tokens with the same lexer as
-``emulator.Terminal`` — pyte's own ``Stream`` parser is where most of its verified gaps
+``PyteTerminal.feed`` hands the bytes to the lexer and dispatcher the fast engine
+uses too (parser.py) — pyte's own ``Stream`` parser is where most of its verified gaps
 live (FACTS.md: colon SGR and DCS leak as text, ``CSI > m`` becomes SGR, a C0 byte
-inside a text run drops the rest of the run) — and turns each token into a call on
-``_Screen``, a ``pyte.Screen`` subclass. The screen is held in pyte's model: ``buffer``
+inside a text run drops the rest of the run) — which turns each token into a call on
+``_Screen``, a ``pyte.Screen`` subclass and this backend's screen model (pyte's
+mnemonics are the parser's). The screen is held in pyte's model: ``buffer``
 (rows of ``Char`` by column), ``cursor`` (``x == columns`` is a pending wrap),
 ``margins``, ``mode``, ``tabstops``, ``title``, ``dirty``. The subclass closes the rest
 of pyte's gaps and follows xterm where pyte departs from it, as the fast engine does,
@@ -19,8 +20,8 @@ so that both backends give the same cells:
 - scrolls (IND at the bottom margin, RI, IL, DL, ``CSI S``, ``CSI T``) move rows of
   ``buffer`` instead of marking every row dirty: each is recorded as a scroll event and
   ``dirty`` is shifted with the rows, so an ``Update`` is exact (what CopyRect needs);
-- DA, DSR and CPR replies go through pyte's ``write_process_input`` hook, collected
-  for the pty;
+- DA, DSR and CPR replies are collected for the pty (``reply``), where pyte would
+  need a ``write_process_input`` hook;
 - a double-width character wraps at the margin and a half cut off is blanked;
 - a combining character joins its base as written, where pyte composes it (NFC).
 
@@ -30,10 +31,9 @@ other's. pyte's speed is kept: ``draw`` costs a ``Char._replace`` per character.
 
 from __future__ import annotations
 
-import codecs
 from collections import defaultdict
 from functools import lru_cache
-from typing import Any, Callable, Final, NamedTuple, Sequence
+from typing import Any, Final, NamedTuple, Sequence
 
 import pyte
 from pyte import modes as mo
@@ -41,40 +41,13 @@ from pyte.charsets import VT100_MAP
 from pyte.screens import Margins, StaticDefaultDict
 
 from .cell import (
-    BLINK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, ITALIC, REVERSE, STRIKETHROUGH, UNDERLINE, WIDE,
-    WIDE_CONT, Cell,
+    BLINK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, ITALIC, MAX_COMBINING, REVERSE, STRIKETHROUGH,
+    UNDERLINE, WIDE, WIDE_CONT, Cell, wcwidth,
 )
-from .emulator import (
-    _C1_STRING_KIND,
-    _MAX_COMBINING,
-    _MAX_EVENTS,
-    _MAX_TITLE,
-    _T_CRLF,
-    _T_CSI,
-    _T_CTL,
-    _T_CUP,
-    _T_ESC,
-    _T_PAL,
-    _T_SGR,
-    _T_STR,
-    _T_TEXT,
-    _TOKEN,
-    DA2_REPLY,
-    DSR_OK_REPLY,
-    SNAPSHOT_VERSION,
-    Cursor,
-    Modes,
-    Scroll,
-    Terminal,
-    Update,
-    _arg,
-    _number,
-    pending_part,
-    wcwidth,
-)
+from .interface import SNAPSHOT_VERSION, Cursor, Modes, SavedCursor, Scroll, Update, add_scroll
 from .palette import DEFAULT, LINUX_COLOURS, apply_palette_sequence, resolve_bg, resolve_fg
-
-_DEC_GRAPHICS: Final = "0"
+from .parser import DEC_GRAPHICS, Parser
+from .sgr import apply_sgr
 
 
 class Char(NamedTuple):
@@ -99,8 +72,6 @@ _BLANK_CHAR: Final = Char(" ", DEFAULT_FG, DEFAULT_BG)
 _E_CHAR: Final = Char("E", DEFAULT_FG, DEFAULT_BG)
 
 _Line = StaticDefaultDict[int, Char]
-_SavedCursor = tuple[int, int, int, int, int, str, str, int, bool, bool]
-"""x, y, fg spec, bg spec, flags, G0, G1, GL, DECOM, DECAWM — as emulator.py saves them."""
 
 
 def _new_buffer() -> defaultdict[int, _Line]:
@@ -155,6 +126,7 @@ class _Screen(pyte.Screen):
         self.replies: list[bytes] = []
         self.bell_rung = False
         self.title = ""
+        self.title_changed = False
         # The Linux console's palette; RIS keeps it, as vt.c reset_terminal does.
         self.palette = list(LINUX_COLOURS)
         super().__init__(columns, lines)
@@ -187,7 +159,7 @@ class _Screen(pyte.Screen):
         self.mouse = 0
         self.mouse_sgr = False
         self.cursor_style = 0
-        self.saved: list[_SavedCursor | None] = [None, None]
+        self.saved: list[SavedCursor | None] = [None, None]
         self.g = ["B", "B"]
         self.gl = 0
         self.last_char = " "
@@ -199,13 +171,36 @@ class _Screen(pyte.Screen):
 
     def select_graphic_rendition(self, params: str) -> None:  # type: ignore[override]
         """SGR from its raw parameter string: colon sub-parameters parsed, not shown."""
-        self.set_pen(*Terminal._sgr_compute(params, *self.pen))
+        self.set_pen(*apply_sgr(params, *self.pen))
 
-    def write_process_input(self, data: str) -> None:
-        self.replies.append(data.encode())
+    def reply(self, data: bytes) -> None:
+        self.replies.append(data)
 
     def bell(self, *args: Any) -> None:
         self.bell_rung = True
+
+    def set_title(self, title: str) -> None:
+        if title != self.title:
+            self.title = title
+            self.title_changed = True
+
+    def set_palette(self, sequence: str) -> None:
+        """ESC ] R, ESC ] P nrrggbb: the Linux console's palette; every row is dirty
+        after a change, as in the fast engine."""
+        if apply_palette_sequence(self.palette, sequence):
+            self.all_dirty = True
+
+    def shift_out(self) -> None:
+        self.gl = 1
+
+    def shift_in(self) -> None:
+        self.gl = 0
+
+    def define_charset(self, code: str, mode: str) -> None:
+        self.g[0 if mode == "(" else 1] = code
+
+    def set_app_keypad(self, on: bool) -> None:
+        self.app_keypad = on
 
     @property
     def autowrap(self) -> bool:
@@ -229,7 +224,7 @@ class _Screen(pyte.Screen):
 
     def translate(self, text: str) -> str:
         # DEC Special Graphics (xterm ctlseqs "ESC ( C", C = 0) maps ASCII to line drawing.
-        if self.g[self.gl] == _DEC_GRAPHICS:
+        if self.g[self.gl] == DEC_GRAPHICS:
             return text.translate(VT100_MAP)
         return text
 
@@ -249,22 +244,10 @@ class _Screen(pyte.Screen):
         else:
             shifted.update(range(top, top - count))
         self.dirty = shifted
-        if self.all_dirty:
-            return
-        events = self.events
-        if events:
-            last_top, last_bottom, last_count = events[-1]
-            if last_top == top and last_bottom == bottom and (last_count > 0) == (count > 0):
-                height = bottom - top + 1
-                events[-1] = (top, bottom, max(-height, min(height, last_count + count)))
-                return
-        if len(events) >= _MAX_EVENTS:
+        if not self.all_dirty and not add_scroll(self.events, top, bottom, count):
             self.all_dirty = True
-            events.clear()
-            return
-        events.append((top, bottom, count))
 
-    def scroll_up(self, top: int, bottom: int, count: int) -> None:
+    def _scroll_up(self, top: int, bottom: int, count: int) -> None:
         count = min(count, bottom - top + 1)
         buffer = self.buffer
         for y in range(top, bottom + 1):
@@ -275,7 +258,7 @@ class _Screen(pyte.Screen):
                 buffer.pop(y, None)
         self._record_scroll(top, bottom, count)
 
-    def scroll_down(self, top: int, bottom: int, count: int) -> None:
+    def _scroll_down(self, top: int, bottom: int, count: int) -> None:
         count = min(count, bottom - top + 1)
         buffer = self.buffer
         for y in range(bottom, top - 1, -1):
@@ -287,24 +270,26 @@ class _Screen(pyte.Screen):
         self._record_scroll(top, bottom, -count)
 
     def index(self) -> None:
-        """IND; below the region the cursor moves down to the last line without
-        scrolling (xterm; pyte jumps back to the bottom margin)."""
+        """IND; it leaves a pending wrap in the last column, and below the region the
+        cursor moves down to the last line without scrolling (xterm; pyte jumps back
+        to the bottom margin)."""
+        self.clear_wrap()
         top, bottom = self.margins
         if self.cursor.y == bottom:
-            self.scroll_up(top, bottom, 1)
+            self._scroll_up(top, bottom, 1)
         elif self.cursor.y < self.lines - 1:
             self.cursor.y += 1
 
     def reverse_index(self) -> None:
+        self.clear_wrap()
         top, bottom = self.margins
         if self.cursor.y == top:
-            self.scroll_down(top, bottom, 1)
+            self._scroll_down(top, bottom, 1)
         elif self.cursor.y > 0:
             self.cursor.y -= 1
 
     def linefeed(self) -> None:
-        # LF leaves a pending wrap in the last column (xterm clears its wrap flag).
-        self.clear_wrap()
+        # LF, as IND, leaves a pending wrap in the last column (xterm clears its wrap flag).
         self.index()
         if mo.LNM in self.mode:
             self.cursor.x = 0
@@ -312,22 +297,22 @@ class _Screen(pyte.Screen):
     def insert_lines(self, count: int | None = None) -> None:
         top, bottom = self.margins
         if top <= self.cursor.y <= bottom:
-            self.scroll_down(self.cursor.y, bottom, count or 1)
+            self._scroll_down(self.cursor.y, bottom, count or 1)
             self.cursor.x = 0
 
     def delete_lines(self, count: int | None = None) -> None:
         top, bottom = self.margins
         if top <= self.cursor.y <= bottom:
-            self.scroll_up(self.cursor.y, bottom, count or 1)
+            self._scroll_up(self.cursor.y, bottom, count or 1)
             self.cursor.x = 0
 
-    def scroll_up_csi(self, count: int) -> None:
+    def scroll_up(self, count: int) -> None:
         """SU (``CSI S``), which pyte 0.8.2 ignores."""
-        self.scroll_up(self.margins.top, self.margins.bottom, count)
+        self._scroll_up(self.margins.top, self.margins.bottom, count)
 
-    def scroll_down_csi(self, count: int) -> None:
+    def scroll_down(self, count: int) -> None:
         """SD (``CSI T``)."""
-        self.scroll_down(self.margins.top, self.margins.bottom, count)
+        self._scroll_down(self.margins.top, self.margins.bottom, count)
 
     # ---------------------------------------------------------------- drawing
 
@@ -410,7 +395,7 @@ class _Screen(pyte.Screen):
         if not line[x].data and x > 0:
             x -= 1
         last = line[x]
-        if len(last.data) >= _MAX_COMBINING or not last.data:
+        if len(last.data) >= MAX_COMBINING or not last.data:
             return
         line[x] = last._replace(data=last.data + char)
         self.dirty.add(y)
@@ -626,14 +611,9 @@ class _Screen(pyte.Screen):
                 self.switch_buffer(False)
                 self.restore_cursor()
 
-    def set_cursor_style(self, params: str) -> None:
-        """DECSCUSR (xterm ctlseqs "CSI Ps SP q"), 0..6; xterm ignores others."""
-        try:
-            style = _number(params) if params else 0
-        except ValueError:
-            return
-        if style <= 6:
-            self.cursor_style = style
+    def set_cursor_style(self, style: int) -> None:
+        """DECSCUSR (xterm ctlseqs "CSI Ps SP q"), 0..6."""
+        self.cursor_style = style
 
     def ansi_mode(self, mode: int, on: bool) -> None:
         if mode == 4:
@@ -686,14 +666,11 @@ class _Screen(pyte.Screen):
         self.gl = 0
         self.saved[self.alt_active] = None
 
-    def report_device_status(self, mode: int) -> None:
-        if mode == 5:
-            self.replies.append(DSR_OK_REPLY)
-        elif mode == 6:
-            # A pending wrap reports the last column; origin mode reports relative rows.
-            line = self.cursor.y - (self.margins.top if self.origin else 0) + 1
-            column = min(self.cursor.x, self.columns - 1) + 1
-            self.replies.append(b"\x1b[%d;%dR" % (line, column))
+    def report_cursor_position(self) -> None:
+        # A pending wrap reports the last column; origin mode reports relative rows.
+        line = self.cursor.y - (self.margins.top if self.origin else 0) + 1
+        column = min(self.cursor.x, self.columns - 1) + 1
+        self.replies.append(b"\x1b[%d;%dR" % (line, column))
 
     def resize_to(self, columns: int, lines: int) -> None:
         """Change the size; rows are cut at the top only as far as the cursor row needs."""
@@ -723,41 +700,6 @@ class _Screen(pyte.Screen):
         self.all_dirty = True
 
 
-# CSI finals whose one parameter is a count or a selector: (handler, its default).
-# ECMA-48 §5.4.2: a parameter of 0 means the default.
-_CSI_ONE_PARAMETER: Final[dict[str, tuple[Callable[[_Screen, int], None], int]]] = {
-    "@": (_Screen.insert_characters, 1),
-    "A": (_Screen.cursor_up, 1),
-    "B": (_Screen.cursor_down, 1),
-    "C": (_Screen.cursor_forward, 1),
-    "D": (_Screen.cursor_back, 1),
-    "E": (_Screen.cursor_down1, 1),
-    "F": (_Screen.cursor_up1, 1),
-    "G": (_Screen.cursor_to_column, 1),
-    "I": (_Screen.tab, 1),
-    "J": (_Screen.erase_in_display, 0),
-    "K": (_Screen.erase_in_line, 0),
-    "L": (_Screen.insert_lines, 1),
-    "M": (_Screen.delete_lines, 1),
-    "P": (_Screen.delete_characters, 1),
-    "S": (_Screen.scroll_up_csi, 1),
-    "X": (_Screen.erase_characters, 1),
-    "Z": (_Screen.back_tab, 1),
-    "`": (_Screen.cursor_to_column, 1),
-    "a": (_Screen.cursor_forward, 1),
-    "b": (_Screen.repeat, 1),
-    "c": (_Screen.report_device_attributes, 0),   # pyte's own DA1 reply: CSI ? 6 c
-    "d": (_Screen.cursor_to_line, 1),
-    "e": (_Screen.cursor_down, 1),
-    "g": (_Screen.clear_tab_stop, 0),
-    "n": (_Screen.report_device_status, 0),
-}
-
-
-def _new_decoder() -> codecs.IncrementalDecoder:
-    return codecs.getincrementaldecoder("utf-8")("replace")
-
-
 class PyteTerminal:
     """A terminal screen kept by pyte, fed with the bytes a pty master reads."""
 
@@ -765,9 +707,7 @@ class PyteTerminal:
         if columns < 2 or lines < 2:
             raise ValueError(f"cannot make a {columns}x{lines} terminal: it needs at least 2x2 cells")
         self._screen = _Screen(columns, lines)
-        self._decoder = _new_decoder()
-        self._pending = ""
-        self._title_changed = False
+        self._parser = Parser(self._screen)
 
     # ----------------------------------------------------------------- public API
 
@@ -829,11 +769,7 @@ class PyteTerminal:
 
     def feed(self, data: bytes) -> Update:
         """Process bytes read from the pty master and tell what changed."""
-        text = self._pending + self._decoder.decode(data)
-        self._pending = ""
-        stop = self._run(text)
-        if stop < len(text):
-            self._pending = pending_part(text[stop:])
+        self._parser.feed(data)
         return self._take_update()
 
     def resize(self, columns: int, lines: int) -> Update:
@@ -846,7 +782,6 @@ class PyteTerminal:
     def snapshot(self) -> dict[str, Any]:
         """The whole state as plain JSON-serialisable data, in the fast engine's format."""
         screen = self._screen
-        buffered, flag = self._decoder.getstate()
 
         def rows(buffer: defaultdict[int, _Line]) -> list[list[list[Any]]]:
             blank = StaticDefaultDict(_BLANK_CHAR)
@@ -885,8 +820,7 @@ class PyteTerminal:
             "title": screen.title,
             "palette": list(screen.palette),
             "last_char": screen.last_char,
-            "pending": self._pending,
-            "utf8": [list(buffered), flag],
+            **self._parser.snapshot(),
         }
 
     @classmethod
@@ -941,13 +875,9 @@ class PyteTerminal:
         screen.title = snapshot["title"]
         screen.palette = list(snapshot.get("palette", LINUX_COLOURS))  # absent before ESC ] P
         screen.last_char = snapshot["last_char"]
-        terminal._pending = snapshot["pending"]
-        buffered, flag = snapshot["utf8"]
-        terminal._decoder.setstate((bytes(buffered), flag))
+        terminal._parser.restore(snapshot)
         screen.all_dirty = True
         return terminal
-
-    # ------------------------------------------------------------------ parsing
 
     def _take_update(self) -> Update:
         screen = self._screen
@@ -962,184 +892,12 @@ class PyteTerminal:
             scrolls=scrolls,
             replies=b"".join(screen.replies),
             bell=screen.bell_rung,
-            title=screen.title if self._title_changed else None,
+            title=screen.title if screen.title_changed else None,
         )
         screen.dirty = set()
         screen.events = []
         screen.replies = []
         screen.bell_rung = False
         screen.all_dirty = False
-        self._title_changed = False
+        screen.title_changed = False
         return update
-
-    def _run(self, text: str) -> int:
-        """Process text; return where an unfinished sequence starts (or its end)."""
-        screen = self._screen
-        match = _TOKEN.match
-        position = 0
-        end = len(text)
-        while position < end:
-            token = match(text, position, end)
-            assert token is not None
-            kind = token.lastindex
-            if kind == _T_TEXT:
-                screen.draw(token.group())
-            elif kind == _T_CRLF:
-                screen.cursor.x = 0
-                screen.index()
-            elif kind == _T_SGR:
-                screen.select_graphic_rendition(token.group(_T_SGR + 1))
-            elif kind == _T_CUP:
-                screen.cursor_position(
-                    _number(token.group(_T_CUP + 1)), _number(token.group(_T_CUP + 2))
-                )
-            elif kind == _T_CSI:
-                self._csi(token.group(_T_CSI + 1), token.group(_T_CSI + 2), token.group(_T_CSI + 3))
-            elif kind == _T_CTL:
-                self._control(token.group())
-            elif kind == _T_STR:
-                self._control_string(
-                    token.group(_T_STR + 1), token.group(_T_STR + 2), token.group(_T_STR + 3)
-                )
-            elif kind == _T_PAL:
-                self._palette_sequence(token.group())
-            elif kind == _T_ESC:
-                self._escape(token.group(_T_ESC + 1), token.group(_T_ESC + 2))
-            else:
-                following = Terminal._lone(text, position, end)
-                if following < 0:
-                    return position
-                position = following
-                continue
-            position = token.end()
-        return end
-
-    def _control(self, char: str) -> None:
-        screen = self._screen
-        if char == "\r":
-            screen.carriage_return()
-        elif char == "\n" or char == "\x0b" or char == "\x0c":
-            screen.linefeed()
-        elif char == "\x08":
-            screen.backspace()
-        elif char == "\t":
-            screen.tab()
-        elif char == "\x07":
-            screen.bell()
-        elif char == "\x0e":
-            screen.gl = 1
-        elif char == "\x0f":
-            screen.gl = 0
-
-    def _control_string(self, intro: str, body: str, terminator: str) -> None:
-        """DCS, OSC, SOS, PM, APC: swallowed; OSC 0 and 2 set the title (xterm ctlseqs)."""
-        kind = _C1_STRING_KIND.get(intro, intro[-1])
-        if kind != "]" or terminator in ("\x18", "\x1a", ""):
-            return
-        command, _, value = body.partition(";")
-        if command in ("0", "2"):
-            title = "".join(char for char in value if char.isprintable())[:_MAX_TITLE]
-            if title != self._screen.title:
-                self._screen.set_title(title)
-                self._title_changed = True
-
-    def _palette_sequence(self, sequence: str) -> None:
-        """ESC ] R, ESC ] P nrrggbb: the Linux console's palette; every row is dirty
-        after a change, as in the fast engine."""
-        for char in sequence[3:]:
-            if char < " " or char == "\x7f":
-                self._control(char)
-        if apply_palette_sequence(self._screen.palette, sequence):
-            self._screen.all_dirty = True
-
-    def _escape(self, intermediates: str, final: str) -> None:
-        screen = self._screen
-        if intermediates:
-            if intermediates in ("(", ")") and final in "0AB":
-                screen.g[0 if intermediates == "(" else 1] = _DEC_GRAPHICS if final == "0" else "B"
-            elif intermediates == "#" and final == "8":
-                screen.alignment_display()
-            return
-        if final == "7":
-            screen.save_cursor()
-        elif final == "8":
-            screen.restore_cursor()
-        elif final == "D":
-            screen.clear_wrap()
-            screen.index()
-        elif final == "E":
-            screen.cursor.x = 0
-            screen.index()
-        elif final == "M":
-            screen.clear_wrap()
-            screen.reverse_index()
-        elif final == "H":
-            screen.set_tab_stop()
-        elif final == "c":
-            screen.reset()
-        elif final == "=":
-            screen.app_keypad = True
-        elif final == ">":
-            screen.app_keypad = False
-
-    def _csi(self, params: str, intermediates: str, final: str) -> None:
-        screen = self._screen
-        if params and not params.isprintable():
-            # C0 controls inside a CSI are executed in place (VT100 User Guide).
-            for char in params:
-                if char < " " or char == "\x7f":
-                    self._control(char)
-            params = "".join(char for char in params if " " <= char < "\x7f")
-        private = ""
-        if params and params[0] in "<=>?":
-            private, params = params[0], params[1:]
-        if intermediates:
-            if intermediates == "!" and final == "p" and not private:
-                screen.soft_reset()
-            elif intermediates == " " and final == "q" and not private:
-                screen.set_cursor_style(params)
-            return
-        if final == "m" and not private:
-            if not params or set(params) <= set("0123456789;:"):
-                screen.select_graphic_rendition(params)
-            return
-        parts = params.split(";") if params else []
-        if ":" in params:
-            parts = [part.split(":", 1)[0] for part in parts]
-        try:
-            args = [_number(part) for part in parts]
-        except ValueError:
-            return
-        if not private:
-            one = _CSI_ONE_PARAMETER.get(final)
-            if one is not None:
-                handler, default = one
-                handler(screen, _arg(args, 0, default))
-            elif final == "H" or final == "f":
-                screen.cursor_position(_arg(args, 0, 1), _arg(args, 1, 1))
-            elif final == "T":
-                # CSI Ps ; Ps ; Ps ; Ps ; Ps T with five parameters is mouse highlight tracking.
-                if len(args) <= 1:
-                    screen.scroll_down_csi(_arg(args, 0, 1))
-            elif final == "h" or final == "l":
-                for mode in args:
-                    screen.ansi_mode(mode, final == "h")
-            elif final == "r":
-                screen.set_margins(_arg(args, 0, 1), _arg(args, 1, 0) or None)
-            elif final == "s" and not args:
-                screen.save_cursor()
-            elif final == "u" and not args:
-                screen.restore_cursor()
-        elif private == "?":
-            if final == "h" or final == "l":
-                for mode in args:
-                    screen.dec_mode(mode, final == "h")
-            elif final == "J":
-                screen.erase_in_display(_arg(args, 0, 0))
-            elif final == "K":
-                screen.erase_in_line(_arg(args, 0, 0))
-        elif private == ">":
-            # CSI > c is secondary DA; CSI > Ps ; Ps m is xterm's modifyOtherKeys and
-            # everything else with ">" is an xterm resource setting: never SGR.
-            if final == "c" and _arg(args, 0, 0) == 0:
-                screen.replies.append(DA2_REPLY)

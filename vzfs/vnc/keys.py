@@ -18,7 +18,7 @@ from __future__ import annotations
 import enum
 from typing import Final
 
-from vzfs.terminal.emulator import Modes
+from vzfs.terminal.interface import Modes
 
 __all__ = ["KeyboardState", "Paste", "PASTE", "paste_bytes", "is_paste_click",
            "SHIFT", "ALT", "CTRL", "META"]

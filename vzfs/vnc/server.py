@@ -22,7 +22,8 @@ from typing import Any, Final
 
 import trio
 
-from vzfs.terminal.emulator import Terminal, Update
+from vzfs.terminal.emulator import Terminal
+from vzfs.terminal.interface import TerminalBackend, Update
 from vzfs.vnc import keys
 from vzfs.vnc.encodings import (
     REASON_OTHER_CLIENT, REASON_SERVER, STATUS_INVALID_LAYOUT, STATUS_OK, STATUS_PROHIBITED,
@@ -147,7 +148,7 @@ def _peer_name(stream: trio.abc.Stream) -> str:
 class TerminalDisplay:
     """One terminal's screen, drawn once and served to every client of it."""
 
-    def __init__(self, terminal: Terminal | None = None, renderer: Renderer | None = None,
+    def __init__(self, terminal: TerminalBackend | None = None, renderer: Renderer | None = None,
                  *, throttle: AuthThrottle | None = None,
                  on_resize: ResizeCallback | None = None, name: str = "") -> None:
         self.terminal = terminal or Terminal()
