@@ -6,6 +6,8 @@ malformed one is refused with EINVAL and a sentence naming the field."""
 import errno
 import json
 
+from typing import get_args
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -135,6 +137,14 @@ def test_integers_in_number_fields_stay_as_they_came() -> None:
 
 def test_mount_add_gives_its_spec() -> None:
     assert m.MountAdd("/s", "/t", "ro,,nodev").spec() == MountSpec("/s", "/t", ("ro", "nodev"))
+    spec = MountSpec("/s", "/t", ("ro", "nodev"))
+    assert m.MountAdd.of(spec) == m.MountAdd("/s", "/t", "ro,nodev")
+    assert m.MountAdd.of(spec).spec() == spec
+
+
+def test_every_request_says_what_answers_it() -> None:
+    assert set(m.ANSWERS) == set(m.REQUESTS.values()) - {m.Console}
+    assert set(m.ANSWERS.values()) - {None} <= set(get_args(m.Reply))
 
 
 def test_unknown_fields_are_ignored() -> None:

@@ -10,10 +10,11 @@ controller outlives the daemon. The daemon reaches it in three ways:
   on that pair is the controller's report (its status, or `start_failed`). A zygote
   that died under the request is replaced by the daemon (main._keep_zygote), and the
   request is tried once more on the new one.
-* **the connection** — `ControllerClient`: requests with ids and their replies
-  (wire.requests), and the controller's unsolicited events, which go to the
-  `Listener` (the registry) with the client they came on: a domain may have a newer
-  controller by then. A second connection carries the console (`DomainConsole`).
+* **the connection** — `ControllerClient`: typed requests (wire.messages) with ids
+  and their replies read as the type `messages.ANSWERS` names (wire.requests), and the
+  controller's unsolicited events, decoded, which go to the `Listener` (the registry)
+  with the client they came on: a domain may have a newer controller by then. A
+  second connection carries the console (`DomainConsole`).
 * **re-attach** — each controller listens on STATE_DIR/domains/NAME/ctl.sock. A daemon
   that starts connects to every domain's (`attach`). A connection that ends without
   the domain's end having been told means its controller died: its keeper
@@ -32,8 +33,9 @@ import json
 import os
 import select
 import socket
+import logging
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
@@ -41,12 +43,15 @@ from ..base.errors import VzfsError, from_oserror
 from ..controller import paths
 from ..model import lifecycle
 from ..wire.consolestream import FrameDecoder, FrameError, Ring, input_frame
-from ..wire.framing import Decoder, Message, ProtocolError, encode
-from ..wire.requests import Requests
+from ..wire import messages as m
+from ..wire.framing import Decoder, Message, encode
+from ..wire.requests import Connection
 
 if TYPE_CHECKING:
     from .domain import Domain
 
+log = logging.getLogger("vzfs.registry")
+R = TypeVar("R")
 START_TIMEOUT = 30.0
 ZYGOTE_WAIT = 10.0             # for a new zygote, when the last died under a start
 CHECKPOINT_TIMEOUT = 900.0     # a dump or restore of many gigabytes takes minutes
@@ -67,46 +72,54 @@ ENDED = frozenset({state.value for state in lifecycle.DOWN} | {"migrated"})
 
 
 class ControllerClient:
-    """The daemon's connection to one controller: requests with ids, events to a callback
-    (which is told which client it came from: a domain may have a newer one by then)."""
+    """The daemon's connection to one controller: typed requests with ids, events to a
+    callback (which is told which client it came from: a domain may have a newer one
+    by then)."""
 
     def __init__(self, stream: trio.SocketStream, decoder: Decoder,
-                 on_event: Callable[[ControllerClient, Message], None]) -> None:
-        self.stream = stream
-        self.decoder = decoder
+                 on_event: Callable[[ControllerClient, m.Event], None]) -> None:
         self.on_event = on_event
-        self.requests = Requests(lost="lost the connection to its controller",
-                                 gone="its controller went away",
-                                 silent="its controller did not answer")
-        self.closed = trio.Event()
-        self.send_lock = trio.Lock()     # concurrent requests take turns on the stream
+        self.connection = Connection(stream, decoder, self._event,
+                                     lost="lost the connection to its controller",
+                                     gone="its controller went away",
+                                     silent="its controller did not answer")
+        self.closed = self.connection.closed
 
     async def run(self) -> None:
+        await self.connection.run()
+
+    def _event(self, msg: Message) -> None:
         try:
-            for msg in self.decoder.feed(b""):
-                self._dispatch(msg)
-            async for data in self.stream:
-                for msg in self.decoder.feed(data):
-                    self._dispatch(msg)
-        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
-            pass
-        finally:
-            self.closed.set()
-            self.requests.end()
-            with trio.CancelScope(shield=True):
-                await self.stream.aclose()
+            event = m.decode_event(msg)
+        except m.Malformed as exc:
+            # One event the daemon cannot read costs that event, never the connection.
+            log.warning("an event of a controller was dropped: %s", exc.sentence)
+            return
+        self.on_event(self, event)
 
-    def _dispatch(self, msg: Message) -> None:
-        if not self.requests.take(msg) and msg.get("id") is None:
-            self.on_event(self, msg)
+    async def ask(self, what: str, req: m.Request, answer: type[R],
+                  timeout: float = REQUEST_TIMEOUT) -> R:
+        """Send *req*; its reply as *answer* (the type messages.ANSWERS names for it), or
+        VzfsError: the controller's errno and sentence after *what*, or ours."""
+        if m.ANSWERS[type(req)] is not answer:
+            raise TypeError(f"a {req.NAME} request is answered with {m.ANSWERS[type(req)]}")
+        reply = await self._call(what, req, timeout)
+        try:
+            return m.from_wire(answer, reply, f"the reply to {req.NAME}")
+        except m.Malformed as exc:
+            raise VzfsError(errno.EIO, f"{what}: its controller answered with a malformed "
+                                       f"reply ({exc.sentence})") from None
 
-    async def _send(self, data: bytes) -> None:
-        async with self.send_lock:
-            await self.stream.send_all(data)
+    async def tell(self, what: str, req: m.Request, timeout: float = REQUEST_TIMEOUT) -> None:
+        """Send *req*, one answered with a bare success (messages.ANSWERS), and wait for it."""
+        if m.ANSWERS[type(req)] is not None:
+            raise TypeError(f"a {req.NAME} request is answered with {m.ANSWERS[type(req)]}")
+        await self._call(what, req, timeout)
 
-    async def request(self, what: str, op: str, timeout: float = REQUEST_TIMEOUT,
-                      **fields: Any) -> Message:
-        return await self.requests.ask(self._send, what, op, timeout, fields)
+    async def _call(self, what: str, req: m.Request, timeout: float) -> Message:
+        fields = m.to_wire(req)
+        op = fields.pop(req.KEY)
+        return await self.connection.request(what, op, timeout, fields)
 
 
 class DomainConsole:
@@ -236,10 +249,11 @@ class Keeper:
 class Listener(Protocol):
     """What the registry makes of what controllers say (daemon/registry.py)."""
 
-    def controller_event(self, dom: Domain, client: ControllerClient, msg: Message) -> None:
+    def controller_event(self, dom: Domain, client: ControllerClient, event: m.Event) -> None:
         """An event from *client*, a controller of *dom* (maybe no longer its own)."""
 
-    def controller_status(self, dom: Domain, client: ControllerClient, status: Message) -> None:
+    def controller_status(self, dom: Domain, client: ControllerClient,
+                          status: m.StatusEvent) -> None:
         """A running controller was found again: its status is the domain's now."""
 
     def controller_gone(self, dom: Domain, lost: bool, why: str = "") -> None:
@@ -270,11 +284,11 @@ class Controllers:
 
     def _client(self, dom: Domain, stream: trio.SocketStream, decoder: Decoder) -> ControllerClient:
         return ControllerClient(stream, decoder,
-                                lambda client, msg: self.listener.controller_event(dom, client, msg))
+                                lambda client, event: self.listener.controller_event(dom, client, event))
 
     # -- spawn ------------------------------------------------------------------------
     async def spawn(self, dom: Domain, request: dict[str, Any], what: str, restore: bool
-                    ) -> tuple[ControllerClient, Message]:
+                    ) -> tuple[ControllerClient, m.StatusEvent]:
         """A new controller for *dom*, carrying out *request* (a start or a restore):
         its client and its report."""
         for attempt in (1, 2):
@@ -296,7 +310,7 @@ class Controllers:
         raise AssertionError("unreachable")
 
     async def _ask_zygote(self, dom: Domain, zygote: socket.socket, request: dict[str, Any],
-                          what: str, restore: bool) -> tuple[ControllerClient, Message]:
+                          what: str, restore: bool) -> tuple[ControllerClient, m.StatusEvent]:
         ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             # A SOCK_SEQPACKET send of a small message does not block.
@@ -331,8 +345,19 @@ class Controllers:
             if hello is None:
                 raise VzfsError(errno.EIO, f"{what}: its controller did not report in "
                                            f"{timeout:g} s")
-            raise VzfsError(int(hello.get("errno", errno.EIO)), f"{what}: {hello.get('error')}")
-        return self._client(dom, stream, decoder), hello
+            try:
+                failed = m.from_wire(m.StartFailed, hello)
+            except m.Malformed as exc:
+                raise VzfsError(errno.EIO, f"{what}: its controller failed, and its report is "
+                                           f"malformed ({exc.sentence})") from None
+            raise VzfsError(failed.errno, f"{what}: {failed.error}")
+        try:
+            status = m.from_wire(m.StatusEvent, hello, "its start's report")
+        except m.Malformed as exc:
+            await stream.aclose()
+            raise VzfsError(errno.EIO, f"{what}: its controller's report is malformed "
+                                       f"({exc.sentence})") from None
+        return self._client(dom, stream, decoder), status
 
     # -- the connections --------------------------------------------------------------
     def connect(self, dom: Domain) -> socket.socket:
@@ -429,11 +454,12 @@ class Controllers:
         assert self.nursery is not None
         self.nursery.start_soon(client.run)
         try:
-            status = await client.request(f"cannot re-attach domain {dom.name}", "status")
+            status = await client.ask(f"cannot re-attach domain {dom.name}", m.Status(),
+                                      m.StatusEvent)
         except VzfsError as exc:
             await stream.aclose()
             return exc.sentence
-        if str(status.get("state")) in ENDED:
+        if status.state in ENDED:
             # Reached in the moment between its end's record and its exit: the record
             # (last_exit.json) says how it ended, with the reason.
             await stream.aclose()

@@ -37,7 +37,7 @@ from ..model import idmap as idmapmod
 from ..model import lifecycle, mountspec
 from ..model.config import DomainConfig
 from ..model.lifecycle import Busy, State
-from ..wire.framing import Message
+from ..wire import messages as m
 from . import hooks as hooksmod
 from . import idclaims, templates
 from .controllers import (CHECKPOINT_TIMEOUT, REQUEST_TIMEOUT, ControllerClient, Controllers,
@@ -68,6 +68,12 @@ class Registry:
         self.events = EventLog()
         self.events_changed = trio.Event()
         self.events_at = 0.0             # when the last event came (the file's mtime)
+        # What each event of a controller does to its domain (controller_event).
+        self._event_handlers: dict[type, Callable[[Domain, Any], None]] = {
+            m.Exited: self._on_exited, m.VncChanged: self._vnc_from,
+            m.VncRestarted: self._on_vnc_restarted, m.MigrateProgress: self._on_migrate,
+            m.MigrateFailed: self._on_migrate_failed, m.Rebooted: self._on_rebooted,
+        }
 
     @property
     def nursery(self) -> trio.Nursery | None:
@@ -412,7 +418,7 @@ class Registry:
         # Queued before the next await: an init that ends at once is `stopped` after it.
         self.hooks_tell(dom, "started", reason)
         await self.controllers.open_console(dom)
-        if hello.get("vnc") or hello.get("vnc_error"):
+        if hello.vnc or hello.vnc_error:
             # The controller binds the VNC sockets before it reports the start (a port it
             # could not have failed the start unless [vnc] required = false).
             self._vnc_from(dom, hello)
@@ -428,25 +434,24 @@ class Registry:
         `vnc_websocket` hold their values when the write returns. One that cannot listen
         fails the start (the domain is killed), unless `[vnc] required = false`."""
         try:
-            reply = await client.request(what, "vnc_wait", timeout=REQUEST_TIMEOUT + 5,
-                                         timeout_s=REQUEST_TIMEOUT)
+            reply = await client.ask(what, m.VncWait(timeout_s=REQUEST_TIMEOUT), m.StatusEvent,
+                                     timeout=REQUEST_TIMEOUT + 5)
         except VzfsError:
             return               # the controller went: its end is told as an event
         self._vnc_from(dom, reply)
-        error = str(reply.get("vnc_error") or "")
+        error = reply.vnc_error
         if not error or not dom.config.vnc.required or dom.client is not client:
             return
-        code = int(reply.get("vnc_errno") or errno.EIO)
+        code = reply.vnc_errno or errno.EIO
         await self.stop(dom, "kill", State.STOPPING)
         raise VzfsError(code, f"{what}: its VNC server cannot listen: {error} "
                               "(with [vnc] required = false it starts without one)")
 
-    def _vnc_from(self, dom: Domain, msg: Message) -> None:
+    def _vnc_from(self, dom: Domain, said: m.StatusEvent | m.VncChanged) -> None:
         """Where the domain's VNC server listens, from its controller's status or event;
         while it cannot listen (required = false), `error` says why."""
-        self.update(dom, vnc_address=str(msg.get("vnc") or ""),
-                    vnc_websocket=str(msg.get("vnc_websocket") or ""))
-        error = str(msg.get("vnc_error") or "")
+        self.update(dom, vnc_address=said.vnc, vnc_websocket=said.vnc_websocket)
+        error = said.vnc_error
         prefix = f"domain {dom.name} runs without its VNC server: "
         if error and not dom.config.vnc.required:
             self.update(dom, error=prefix + error, condition=prefix + error)
@@ -478,7 +483,7 @@ class Registry:
 
     async def spawn_controller(self, dom: Domain, restore: bool = False,
                                extra: dict[str, Any] | None = None, rootfs: str | None = None
-                               ) -> tuple[ControllerClient, Message]:
+                               ) -> tuple[ControllerClient, m.StatusEvent]:
         """A new controller for *dom*, started (or restoring it, with *extra* to its
         request): its client and its report."""
         what = f"cannot {'resume' if restore else 'start'} domain {dom.name}"
@@ -506,22 +511,20 @@ class Registry:
         }
         return await self.controllers.spawn(dom, request, what, restore)
 
-    def take_controller(self, dom: Domain, client: ControllerClient, status: Message,
+    def take_controller(self, dom: Domain, client: ControllerClient, status: m.StatusEvent,
                         state: State | None = None) -> None:
         """Take a controller that reported in; the state is its (or *state*)."""
         self._take_status(dom, client, status)
         self.set_state(dom, state or _state_of(status))
         self.controllers.watch(dom, client)
 
-    def _take_status(self, dom: Domain, client: ControllerClient, status: Message) -> None:
+    def _take_status(self, dom: Domain, client: ControllerClient, status: m.StatusEvent) -> None:
         """What a controller's status tells of the running domain, and the controller
         as the domain's (its start's report, or a re-attach's answer)."""
-        self.update(dom, client=client, pid=int(status["pid"]),
-                    started_at=float(status["started_at"]),
-                    vnc_restarts=int(status.get("vnc_restarts", 0)),
-                    rootfs_shifted=bool(status.get("rootfs_shifted")))
+        self.update(dom, client=client, pid=status.pid, started_at=float(status.started_at),
+                    vnc_restarts=status.vnc_restarts, rootfs_shifted=status.rootfs_shifted)
         self._let_go_keeper(dom)
-        dom.keeper = Keeper.of(int(status.get("keeper_pid") or 0))
+        dom.keeper = Keeper.of(status.keeper_pid)
 
     @staticmethod
     def _let_go_keeper(dom: Domain) -> None:
@@ -530,48 +533,53 @@ class Registry:
             dom.keeper = None
 
     # -- what controllers say (controllers.Listener) --------------------------
-    def controller_event(self, dom: Domain, client: ControllerClient, msg: Message) -> None:
+    def controller_event(self, dom: Domain, client: ControllerClient, event: m.Event) -> None:
         if dom.client is not client:
             # A controller whose end was already taken from its reply (stop, suspend):
             # its "exited" must not undo a verb that came after.
             return
-        event = msg.get("event")
-        if event == "exited":
-            if isinstance(msg.get("screen"), str):
-                dom.last_screen = msg["screen"]
-            self._exited(dom, str(msg.get("state")), str(msg.get("reason", "")))
-        elif event == "vnc":
-            self._vnc_from(dom, msg)
-        elif event == "vnc_restarted":
-            self.update(dom, vnc_restarts=int(msg.get("restarts", dom.vnc_restarts + 1)))
-            dom.changed_at = time.time()
-        elif event == "migrate":
-            record = dict(msg.get("record") or {})
-            target = record.get("target", "")
-            if record.get("status") == "done" and dom.migration.get("status") != "done":
-                self.emit(dom.name, "migrate", f"done {target} downtime_ms "
-                                               f"{record.get('downtime_ms')} total_ms "
-                                               f"{record.get('total_ms')}")
-            elif record.get("status") == "migrating" and record.get("phase") != "done" and \
-                    (record.get("phase"), record.get("started_at")) != \
-                    (dom.migration.get("phase"), dom.migration.get("started_at")):
-                phase = record.get("phase")
-                outcome = "passed " if phase == "preflight" else ""
-                self.emit(dom.name, "migrate", f"{phase} {outcome}{target}")
-            self.update(dom, migration=record)
-            dom.changed_at = time.time()
-        elif event == "migrate_failed":
-            self.emit(dom.name, "migrate", f"failed {msg.get('error')}")
-            self.update(dom, migration=dict(msg.get("record") or {}),
-                        error=f"domain {dom.name} was not migrated: {msg.get('error')}")
-            dom.busy = None
-            if dom.state == State.MIGRATING:
-                self.set_state(dom, State.RUNNING)
-        elif event == "rebooted":
-            self.update(dom, pid=int(msg["pid"]), started_at=float(msg["started_at"]))
-            dom.changed_at = time.time()
+        handler = self._event_handlers.get(type(event))
+        if handler is not None:        # (a status or start_failed comes only as a reply)
+            handler(dom, event)
 
-    def controller_status(self, dom: Domain, client: ControllerClient, status: Message) -> None:
+    def _on_exited(self, dom: Domain, event: m.Exited) -> None:
+        dom.last_screen = event.screen
+        self._exited(dom, event.state, event.reason)
+
+    def _on_vnc_restarted(self, dom: Domain, event: m.VncRestarted) -> None:
+        self.update(dom, vnc_restarts=event.restarts)
+        dom.changed_at = time.time()
+
+    def _on_migrate(self, dom: Domain, event: m.MigrateProgress) -> None:
+        record = dict(event.record)
+        target = record.get("target", "")
+        if record.get("status") == "done" and dom.migration.get("status") != "done":
+            self.emit(dom.name, "migrate", f"done {target} downtime_ms "
+                                           f"{record.get('downtime_ms')} total_ms "
+                                           f"{record.get('total_ms')}")
+        elif record.get("status") == "migrating" and record.get("phase") != "done" and \
+                (record.get("phase"), record.get("started_at")) != \
+                (dom.migration.get("phase"), dom.migration.get("started_at")):
+            phase = record.get("phase")
+            outcome = "passed " if phase == "preflight" else ""
+            self.emit(dom.name, "migrate", f"{phase} {outcome}{target}")
+        self.update(dom, migration=record)
+        dom.changed_at = time.time()
+
+    def _on_migrate_failed(self, dom: Domain, event: m.MigrateFailed) -> None:
+        self.emit(dom.name, "migrate", f"failed {event.error}")
+        self.update(dom, migration=dict(event.record),
+                    error=f"domain {dom.name} was not migrated: {event.error}")
+        dom.busy = None
+        if dom.state == State.MIGRATING:
+            self.set_state(dom, State.RUNNING)
+
+    def _on_rebooted(self, dom: Domain, event: m.Rebooted) -> None:
+        self.update(dom, pid=event.pid, started_at=float(event.started_at))
+        dom.changed_at = time.time()
+
+    def controller_status(self, dom: Domain, client: ControllerClient,
+                          status: m.StatusEvent) -> None:
         self._take_status(dom, client, status)
         self._vnc_from(dom, status)
         self.set_state(dom, _state_of(status))
@@ -666,12 +674,11 @@ class Registry:
             raise VzfsError(errno.EIO, f"cannot {verb} domain {dom.name}: no controller is attached")
         return dom.client
 
-    def _ended(self, dom: Domain, client: ControllerClient, reply: Message) -> None:
+    def _ended(self, dom: Domain, client: ControllerClient, reply: m.Ended | m.Suspended) -> None:
         """A stop's or suspend's reply: the domain's end, unless an event told it first."""
         if dom.client is client:
-            if isinstance(reply.get("screen"), str):
-                dom.last_screen = reply["screen"]
-            self._exited(dom, str(reply.get("state")), str(reply.get("reason", "")))
+            dom.last_screen = reply.screen
+            self._exited(dom, reply.state, reply.reason)
 
     async def kill(self, dom: Domain, stopping: State) -> None:
         """`kill`: every process of the domain, now, whatever is under way — a start or
@@ -698,8 +705,8 @@ class Registry:
         keeps nothing of it (MIGRATE_PREFLIGHT_TIMEOUT: the cancel waits for the move to
         let go). One that had not begun, or has ended, needs none."""
         try:
-            await client.request(f"cannot kill domain {dom.name}: its migration cannot be "
-                                 "cancelled", "migrate_cancel", timeout=MIGRATE_PREFLIGHT_TIMEOUT)
+            await client.tell(f"cannot kill domain {dom.name}: its migration cannot be "
+                              "cancelled", m.MigrateCancel(), timeout=MIGRATE_PREFLIGHT_TIMEOUT)
         except VzfsError as exc:
             if exc.errno != errno.EINVAL:      # EINVAL: none under way
                 raise
@@ -715,9 +722,12 @@ class Registry:
         self.hooks_tell(dom, "stop", verb)
         timeout = dom.config.stop_timeout + REQUEST_TIMEOUT
         try:
-            reply = await client.request(f"cannot {verb} domain {dom.name}", verb, timeout=timeout,
-                                         signal=dom.config.stop_signal,
-                                         timeout_s=dom.config.stop_timeout)
+            # (a kill is sent the stop's fields: a controller may be older than its daemon)
+            ask = m.Stop if verb == "stop" else m.Kill
+            reply = await client.ask(f"cannot {verb} domain {dom.name}",
+                                     ask(signal=dom.config.stop_signal,
+                                         timeout_s=dom.config.stop_timeout),
+                                     m.Ended, timeout=timeout)
         except VzfsError as exc:
             if dom.client is client and previous != State.STOPPING:
                 self.set_state(dom, previous)
@@ -737,7 +747,8 @@ class Registry:
         previous = dom.state
         self.set_state(dom, nxt)
         try:
-            await client.request(f"cannot {verb} domain {dom.name}", verb)
+            await client.ask(f"cannot {verb} domain {dom.name}",
+                             m.Pause() if verb == "pause" else m.Resume(), m.FreezerState)
         except BaseException:
             if dom.client is client and dom.state == nxt:
                 self.set_state(dom, previous)
@@ -748,8 +759,8 @@ class Registry:
         client = self._client(dom, "suspend")
         dom.busy = Busy.SUSPEND
         try:
-            reply = await client.request(f"cannot suspend domain {dom.name}", "suspend",
-                                         timeout=CHECKPOINT_TIMEOUT)
+            reply = await client.ask(f"cannot suspend domain {dom.name}", m.Suspend(),
+                                     m.Suspended, timeout=CHECKPOINT_TIMEOUT)
         finally:
             dom.busy = None
         self._ended(dom, client, reply)
@@ -769,8 +780,8 @@ class Registry:
             if dom.state != State.MIGRATING or dom.client is None:
                 raise VzfsError(errno.EINVAL, f"cannot cancel the migration of domain {dom.name}: "
                                               "none is under way")
-            await dom.client.request(f"cannot cancel the migration of domain {dom.name}",
-                                     "migrate_cancel", timeout=MIGRATE_PREFLIGHT_TIMEOUT)
+            await dom.client.tell(f"cannot cancel the migration of domain {dom.name}",
+                                  m.MigrateCancel(), timeout=MIGRATE_PREFLIGHT_TIMEOUT)
             return
         dry_run = len(words) == 2 and words[0] == "check"
         if dry_run:
@@ -794,9 +805,9 @@ class Registry:
             await self.hooks_allow(dom, "migrate", "check" if dry_run else "out", what,
                                    VZFS_TARGET=str(target))
             # The daemon's ssh command: a controller may be older than its daemon.
-            reply = await client.request(what, "migrate", timeout=MIGRATE_PREFLIGHT_TIMEOUT,
-                                         target=str(target), dry_run=dry_run,
-                                         ssh=targetmod.ssh_base())
+            reply = await client.ask(what, m.Migrate(target=str(target), dry_run=dry_run,
+                                                     ssh=tuple(targetmod.ssh_base())),
+                                     m.MigrateRecord, timeout=MIGRATE_PREFLIGHT_TIMEOUT)
         except VzfsError as exc:
             dom.busy = None
             self.update(dom, migration={"target": str(target), "status": "refused",
@@ -806,7 +817,7 @@ class Registry:
             raise
         if dry_run:
             self.emit(dom.name, "migrate", f"preflight checked {target}")
-        record = dict(reply.get("record") or {})
+        record = dict(reply.record)
         if dom.migration.get("started_at") != record.get("started_at"):
             # Events of this migration may have come in before the reply was taken:
             # theirs is the newer record.
@@ -864,12 +875,12 @@ class Registry:
                 except VzfsError as exc:
                     self.update(dom, error=f"autostart: {exc.sentence}")
 
-    async def control(self, dom: Domain, what: str, op: str, **fields: Any) -> Message:
-        """A request to a running domain's controller (resize, screen…)."""
+    def running_client(self, dom: Domain, what: str) -> ControllerClient:
+        """The controller of a running domain, to ask (the views: screen, mounts)."""
         client = dom.client
         if client is None or not lifecycle.is_up(dom.state):
             raise VzfsError(errno.EBUSY, f"{what}: domain {dom.name} is not running")
-        return await client.request(what, op, **fields)
+        return client
 
     # -- mounts ---------------------------------------------------------------
     async def change_mounts(self, dom: Domain, data: bytes) -> None:
@@ -901,14 +912,13 @@ class Registry:
                 if not spec.is_tmpfs and not os.path.exists(spec.source):
                     raise VzfsError(errno.ENOENT, f"{what}: the source {spec.source} does not exist")
                 new = current + [spec]
-                op, fields = "mount_add", {"source": spec.source, "target": spec.target,
-                                           "options": ",".join(spec.options)}
+                request: m.Request = m.MountAdd.of(spec)
             else:
                 target = str(arg)
                 if not any(m.target == target for m in current):
                     raise VzfsError(errno.ENOENT, f"{what}: {target} is not one of its mounts")
                 new = [m for m in current if m.target != target]
-                op, fields = "mount_del", {"target": target}
+                request = m.MountDel(target)
             if not (dom.state == State.RUNNING or lifecycle.is_off(dom.state)):
                 raise VzfsError(errno.EBUSY, f"{what}: it is {dom.state.value}")
             old = dom.config
@@ -918,7 +928,7 @@ class Registry:
             dom.config = cfg
             if dom.state == State.RUNNING:
                 try:
-                    await self.control(dom, what, op, **fields)
+                    await self.running_client(dom, what).tell(what, request)
                 except BaseException:
                     atomic_write(paths.config_file(self.state_dir, dom.name), configmod.dumps(old))
                     dom.config = old
@@ -943,9 +953,9 @@ def host_subid_ranges() -> tuple[tuple[tuple[int, int], ...], tuple[tuple[int, i
     return found[0], found[1]
 
 
-def _state_of(status: Message) -> State:
+def _state_of(status: m.StatusEvent) -> State:
     try:
-        return State(status.get("state", "running"))
+        return State(status.state)
     except ValueError:
         return State.RUNNING
 

@@ -17,6 +17,7 @@ from ..daemon.domain import Domain
 from ..daemon.registry import Registry
 from ..model import lifecycle
 from ..model.lifecycle import State
+from ..wire import messages
 
 
 async def screen(reg: Registry, dom: Domain) -> str:
@@ -28,10 +29,11 @@ async def screen(reg: Registry, dom: Domain) -> str:
     if dom.client is None or lifecycle.is_down(dom.state) or dom.state == State.STARTING:
         return dom.last_screen
     try:
-        reply = await dom.client.request(f"cannot read the screen of domain {dom.name}", "screen")
+        reply = await dom.client.ask(f"cannot read the screen of domain {dom.name}",
+                                     messages.Screen(), messages.ScreenText)
     except VzfsError:
         return dom.last_screen
-    dom.last_screen = str(reply.get("text", ""))
+    dom.last_screen = reply.text
     return dom.last_screen
 
 
@@ -53,12 +55,12 @@ async def mounts(reg: Registry, dom: Domain) -> str:
     """The `mounts` file: what is mounted now when running, the configured table otherwise."""
     if dom.client is not None and lifecycle.is_up(dom.state):
         try:
-            reply = await dom.client.request(f"cannot list the mounts of domain {dom.name}",
-                                             "mounts")
+            reply = await dom.client.ask(f"cannot list the mounts of domain {dom.name}",
+                                         messages.Mounts(), messages.MountLines)
         except VzfsError:
             pass
         else:
-            return "".join(f"{line}\n" for line in reply.get("lines", []))
+            return "".join(f"{line}\n" for line in reply.lines)
     return "".join(f"{m.line()}\n" for m in dom.config.mounts)
 
 

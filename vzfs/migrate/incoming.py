@@ -44,6 +44,7 @@ from ..kernel import criu as criumod
 from ..model import config as configmod
 from ..model.config import DomainConfig
 from ..model.lifecycle import Busy, State
+from ..wire import messages
 from ..wire.framing import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
 
 log = logging.getLogger(__name__)
@@ -322,8 +323,8 @@ class Incoming:
         client = dom.client
         if client is not None:
             try:
-                await client.request(f"cannot undo the reception of {dom.name}", "kill",
-                                     timeout=REQUEST_TIMEOUT)
+                await client.ask(f"cannot undo the reception of {dom.name}", messages.Kill(),
+                                 messages.Ended, timeout=REQUEST_TIMEOUT)
             except VzfsError:
                 pass
         try:

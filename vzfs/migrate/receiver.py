@@ -26,6 +26,7 @@ from ..base.errors import VzfsError
 from ..controller import checkpoint
 from ..kernel import criu as criumod
 from ..wire.framing import Decoder, Message
+from ..wire.requests import Connection
 from . import incoming
 from .mux import Mux
 
@@ -66,14 +67,15 @@ class Receiver:
         self.rsyncs: dict[int, tuple[trio.Process, trio.Event, list[str]]] = {}
 
     async def main(self) -> None:
-        from ..daemon.controllers import ControllerClient
         sock = trio.socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             await sock.connect(incoming.socket_path(self.state_dir))
         except OSError as exc:
             raise VzfsError(errno.ECONNREFUSED, f"the vzfs daemon of {self.state_dir} does not "
                                                 f"answer ({exc.strerror})") from exc
-        self.daemon = ControllerClient(trio.SocketStream(sock), Decoder(), lambda c, m: None)
+        self.daemon = Connection(trio.SocketStream(sock), Decoder(), lambda msg: None,
+                                 lost="lost the connection to the daemon",
+                                 gone="the daemon went away", silent="the daemon did not answer")
         # The session is our stdin and stdout; nothing else may write to fd 1. sshd
         # gives pipes: larger ones carry the page stream in fewer, bigger reads.
         for fd in (0, 1):
@@ -94,7 +96,7 @@ class Receiver:
             nursery.cancel_scope.cancel()
 
     async def ask(self, what: str, op: str, timeout: float = 60.0, **fields: Any) -> dict[str, Any]:
-        reply = await self.daemon.request(what, op, timeout=timeout, **fields)
+        reply = await self.daemon.request(what, op, timeout, fields)
         return {k: v for k, v in reply.items() if k not in ("id", "ok")}
 
     async def handle(self, msg: Message) -> dict[str, Any]:

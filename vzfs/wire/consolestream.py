@@ -107,7 +107,7 @@ class FrameDecoder:
     def __init__(self) -> None:
         self.buf = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[tuple[str, int, bytes]]:
+    def feed(self, data: bytes | bytearray) -> Iterator[tuple[str, int, bytes]]:
         self.buf += data
         while self.buf:
             kind = bytes(self.buf[:1])

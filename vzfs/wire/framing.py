@@ -29,7 +29,7 @@ class Decoder:
     def __init__(self) -> None:
         self._buf = bytearray()
 
-    def feed(self, data: bytes) -> Iterator[Message]:
+    def feed(self, data: bytes | bytearray) -> Iterator[Message]:
         self._buf += data
         while True:
             nl = self._buf.find(b"\n")

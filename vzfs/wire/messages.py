@@ -124,6 +124,10 @@ class MountAdd(_Request):
     def spec(self) -> MountSpec:
         return MountSpec(self.source, self.target, tuple(o for o in self.options.split(",") if o))
 
+    @classmethod
+    def of(cls, spec: MountSpec) -> "MountAdd":
+        return cls(spec.source, spec.target, ",".join(spec.options))
+
 
 @dataclasses.dataclass(frozen=True)
 class MountDel(_Request):
@@ -337,6 +341,16 @@ class Resized(_Reply):
 
 Reply = Union[StatusEvent, Ended, Suspended, Counters, ScreenText, MountLines, FreezerState,
               MigrateRecord, ScreenSaved, Resized]
+
+# What each request is answered with: a reply's payload, or None for a bare
+# {"id": …, "ok": true}. The controller's handlers return it (controller/server.py, whose
+# table a test holds to this one) and the daemon reads the reply as it (daemon/controllers.py).
+ANSWERS: dict[type[Request], type[Reply] | None] = {
+    Status: StatusEvent, VncWait: StatusEvent, Stop: Ended, Kill: Ended, Stats: Counters,
+    Screen: ScreenText, Mounts: MountLines, MountAdd: None, MountDel: None,
+    Pause: FreezerState, Resume: FreezerState, Suspend: Suspended, Migrate: MigrateRecord,
+    MigrateCancel: None, SaveScreen: ScreenSaved, Resize: Resized,
+}
 
 
 # -- the codec --------------------------------------------------------------------

@@ -1,6 +1,7 @@
 """Requests with ids over a stream that also carries other messages (events, the
 other side's requests), and the wait for their replies: the daemon's connection to
-a controller and a migration's SSH session both speak `protocol` this way."""
+a controller, the receiver's to its daemon and a migration's SSH session all speak
+framing's JSON lines this way (`Requests`; `Connection` for a plain stream)."""
 
 import errno
 from collections.abc import Awaitable, Callable
@@ -9,7 +10,7 @@ from typing import Any
 import trio
 
 from ..base.errors import VzfsError
-from .framing import Message, encode
+from .framing import Decoder, Message, ProtocolError, encode
 
 
 class Requests:
@@ -66,3 +67,46 @@ class Requests:
         if not reply.get("ok"):
             raise VzfsError(int(reply.get("errno", errno.EIO)), f"{what}: {reply.get('error')}")
         return reply
+
+
+class Connection:
+    """A stream of framing's JSON lines on which this side asks with ids: replies go to
+    the request they answer, every other message to *on_message*. `run` reads until
+    the stream ends, then fails what still waits (the sentences are Requests')."""
+
+    def __init__(self, stream: trio.SocketStream, decoder: Decoder,
+                 on_message: Callable[[Message], None], lost: str, gone: str,
+                 silent: str) -> None:
+        self.stream = stream
+        self.decoder = decoder
+        self.on_message = on_message
+        self.requests = Requests(lost=lost, gone=gone, silent=silent)
+        self.closed = trio.Event()
+        self.send_lock = trio.Lock()     # concurrent requests take turns on the stream
+
+    async def run(self) -> None:
+        try:
+            for msg in self.decoder.feed(b""):
+                self._dispatch(msg)
+            async for data in self.stream:
+                for msg in self.decoder.feed(data):
+                    self._dispatch(msg)
+        except (trio.BrokenResourceError, trio.ClosedResourceError, ProtocolError):
+            pass
+        finally:
+            self.closed.set()
+            self.requests.end()
+            with trio.CancelScope(shield=True):
+                await self.stream.aclose()
+
+    def _dispatch(self, msg: Message) -> None:
+        if not self.requests.take(msg) and msg.get("id") is None:
+            self.on_message(msg)
+
+    async def _send(self, data: bytes) -> None:
+        async with self.send_lock:
+            await self.stream.send_all(data)
+
+    async def request(self, what: str, op: str, timeout: float, fields: dict[str, Any]) -> Message:
+        """Ask *op* with *fields*; the reply, or VzfsError (Requests.ask)."""
+        return await self.requests.ask(self._send, what, op, timeout, fields)
