@@ -113,3 +113,49 @@ def test_the_rule_has_teeth() -> None:
                  "from ..controller import controller", "import vzfs.daemon.main"]:
         assert vzfs_modules(imported(here, line)) - PURE_NAMES, line
     assert not vzfs_modules(imported(here, "from ..base.errors import VzfsError")) - PURE_NAMES
+
+
+# The layers (docs/design.md, "Who may import whom"): a package may import the ones
+# it stands on, never one that stands on it. The controller side never imports the
+# daemon side; the daemon side reads what controllers leave on disk through the
+# controller's own modules (paths, checkpoint, screenstate) and starts the zygote.
+BELOW = {
+    "base": set(),
+    "model": {"base"},
+    "wire": {"base", "model"},
+    "kernel": {"base", "model"},
+    "terminal": {"base"},
+    "vnc": {"base", "model", "wire", "kernel", "terminal"},
+    "controller": {"base", "model", "wire", "kernel", "terminal", "vnc", "migrate"},
+    "daemon": {"base", "model", "wire", "kernel", "controller", "fs", "migrate"},
+    "fs": {"base", "model", "wire", "kernel", "controller", "daemon", "terminal"},
+    "migrate": {"base", "model", "wire", "kernel", "controller", "daemon"},
+    "cli": {"base", "model", "wire", "kernel", "controller", "daemon", "migrate"},
+}
+# The controller side runs migrations out (migrate/source, target, mux); the arrival
+# (incoming, receiver) is the daemon side's, and the controller side never imports it.
+DAEMON_SIDE = {"vzfs.daemon", "vzfs.fs", "vzfs.migrate.incoming", "vzfs.migrate.receiver"}
+CONTROLLER_SIDE = {"controller", "vnc", "terminal", "wire", "model", "base", "kernel"}
+
+
+def _layer_imports(path: Path) -> set[str]:
+    return {name for name in vzfs_modules(imported(path)) if name != "vzfs"}
+
+
+@pytest.mark.parametrize("package", sorted(BELOW))
+def test_a_package_imports_only_what_it_stands_on(package: str) -> None:
+    for path in sorted((ROOT / package).rglob("*.py")):
+        for name in _layer_imports(path):
+            other = name.split(".")[1]
+            assert other == package or other in BELOW[package], \
+                f"{path.relative_to(ROOT)} imports {name}: {package} does not stand on {other}"
+            if package in CONTROLLER_SIDE:
+                assert not any(name == d or name.startswith(d + ".") for d in DAEMON_SIDE), \
+                    f"{path.relative_to(ROOT)} (the controller side) imports {name}"
+
+
+def test_every_package_has_its_layer() -> None:
+    packages_here = {p.parent.name for p in ROOT.glob("*/__init__.py")}
+    assert packages_here == set(BELOW)
+    # The top level holds packages and the entry point only.
+    assert {p.name for p in ROOT.glob("*.py")} == {"__init__.py", "__main__.py"}

@@ -1,1 +1,1 @@
-"""What every package stands on: the error type, atomic file replacement, process titles."""
+"""What every package stands on: the error type and atomic file replacement."""

@@ -34,9 +34,8 @@ from typing import Any, NoReturn
 
 import trio
 
-from ..base import proctitle
 from ..base.atomicfile import atomic_write
-from ..kernel import cgroups, idshift
+from ..kernel import cgroups, idshift, proctitle
 from ..model import config as configmod
 from ..model.idmap import IdMap
 from ..model.mountspec import MountSpec

@@ -54,7 +54,7 @@ def _serve(sock: socket.socket) -> NoReturn:
         os.closerange(keep + 1, os.sysconf("SC_OPEN_MAX"))
         signal.signal(signal.SIGCHLD, signal.SIG_IGN)    # exited servers are reaped by the kernel
         signal.signal(signal.SIGINT, signal.SIG_IGN)
-        from ..base import proctitle
+        from ..kernel import proctitle
         proctitle.name("vzfs: vnc spawner", "vzfs-vncspawn")
         while True:
             msg, fds, _, _ = socket.recv_fds(sock, MAX_REQUEST, 3)

@@ -63,7 +63,7 @@ def command(mountpoint: str, fd: int) -> list[str]:
 def _serve(sock: socket.socket, mountpoint: str) -> NoReturn:
     code = 0
     try:
-        from ..base import proctitle
+        from ..kernel import proctitle
         proctitle.name(f"vzfs: zygote {mountpoint}", "vzfs-zygote")
         from ..vnc import process  # the VNC server, forked by each controller's spawner
         from . import controller  # imported once here, shared by every fork

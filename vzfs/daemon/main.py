@@ -18,12 +18,11 @@ import sys
 import pyfuse3
 import trio
 
-from ..base import proctitle
 from ..base.errors import VzfsError
 from ..controller import paths, zygote
 from ..fs import files
 from ..fs.operations import Operations
-from ..kernel import cgroups, mountinfo
+from ..kernel import cgroups, mountinfo, proctitle
 from ..migrate import incoming
 from . import hooks
 from .registry import Registry

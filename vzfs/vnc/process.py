@@ -29,7 +29,7 @@ from typing import Any, NoReturn
 
 import trio
 
-from ..base import proctitle
+from ..kernel import proctitle
 from ..terminal import BACKENDS
 from ..wire.consolestream import FrameDecoder, input_frame, json_frame, parse_json_frame
 from . import websocket

@@ -7,7 +7,7 @@ it every vzfs process is `python -m vzfs mount /run/vzfs` — and the kernel's c
 
 import setproctitle
 
-from ..kernel.syscalls import set_comm
+from .syscalls import set_comm
 
 
 def name(title: str, comm: str) -> None:
