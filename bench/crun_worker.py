@@ -11,7 +11,7 @@ import sys
 import time
 
 from vzfs.kernel import rootfs, syscalls
-from vzfs.kernel._cdefs import CLONE_NEWNS, MNT_DETACH
+from vzfs.kernel.cdefs import CLONE_NEWNS, MNT_DETACH
 
 LINE_TIMEOUT = 5.0
 

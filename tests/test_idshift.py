@@ -15,7 +15,7 @@ import tomli_w
 
 from tests.system import VZFS, Instance, system_ready
 from vzfs.kernel import syscalls
-from vzfs.kernel._cdefs import MNT_DETACH
+from vzfs.kernel.cdefs import MNT_DETACH
 
 
 @pytest.fixture

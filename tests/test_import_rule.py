@@ -159,3 +159,29 @@ def test_every_package_has_its_layer() -> None:
     assert packages_here == set(BELOW)
     # The top level holds packages and the entry point only.
     assert {p.name for p in ROOT.glob("*.py")} == {"__init__.py", "__main__.py"}
+
+
+def _private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__"))
+
+
+def test_no_module_imports_another_modules_private_names() -> None:
+    # A name with a leading underscore is its module's own: no other module (nor a test)
+    # imports it, and no module outside a package imports the package's private modules.
+    tree = ROOT.parent
+    for path in sorted(list(ROOT.rglob("*.py")) + list((tree / "tests").rglob("*.py"))
+                       + list((tree / "bench").rglob("*.py"))):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.level or (node.module or "")
+                                                     .startswith("vzfs")):
+                module = node.module or ""
+                assert not any(_private(part) for part in module.split(".")), \
+                    f"{path.relative_to(tree)} imports the private module {module}"
+                for alias in node.names:
+                    assert not _private(alias.name), \
+                        f"{path.relative_to(tree)} imports {alias.name} from {module}"
+            elif isinstance(node, ast.Import):
+                for alias in node.names:
+                    if alias.name.startswith("vzfs"):
+                        assert not any(_private(p) for p in alias.name.split(".")), \
+                            f"{path.relative_to(tree)} imports {alias.name}"

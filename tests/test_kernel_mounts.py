@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from vzfs.kernel import mounts, rootfs, syscalls
-from vzfs.kernel._cdefs import CLONE_NEWNS
+from vzfs.kernel.cdefs import CLONE_NEWNS
 from vzfs.model.mountspec import MountSpec
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
@@ -194,7 +194,7 @@ def test_propagation_private_by_default_slave_on_request(container: tuple[int, P
                                                          tmp_path: Path) -> None:
     """A host mount made later under a shared source reaches a `slave` bind (the clone
     joined the source's peer group, mount_setattr made it its slave), never a private one."""
-    from vzfs.kernel._cdefs import MS_SHARED
+    from vzfs.kernel.cdefs import MS_SHARED
     pid, _ = container
     shared = tmp_path / "shared"
     shared.mkdir()

@@ -5,11 +5,20 @@ import os
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import given
+from hypothesis import strategies as st
 
 from vzfs.kernel import mountinfo, syscalls
-from vzfs.kernel._cdefs import (AT_FDCWD, CLONE_NEWNS, FSCONFIG_CMD_CREATE, FSMOUNT_CLOEXEC,
-                                FSOPEN_CLOEXEC, MOVE_MOUNT_F_EMPTY_PATH, MS_PRIVATE, MS_REC)
+from vzfs.kernel.cdefs import (
+    AT_FDCWD,
+    CLONE_NEWNS,
+    FSCONFIG_CMD_CREATE,
+    FSMOUNT_CLOEXEC,
+    FSOPEN_CLOEXEC,
+    MOVE_MOUNT_F_EMPTY_PATH,
+    MS_PRIVATE,
+    MS_REC,
+)
 from vzfs.kernel.mountinfo import MountInfo
 
 # proc(5)'s own example line.

@@ -60,7 +60,7 @@ from collections.abc import Callable, Sequence
 from ..base.atomicfile import atomic_write
 from ..kernel import idshift, mountinfo, namespaces, syscalls, userns
 from ..kernel import mounts as kmounts
-from ..kernel._cdefs import AT_FDCWD, CLONE_NEWNS, MOVE_MOUNT_F_EMPTY_PATH, MS_PRIVATE, MS_REC
+from ..kernel.cdefs import AT_FDCWD, CLONE_NEWNS, MOVE_MOUNT_F_EMPTY_PATH, MS_PRIVATE, MS_REC
 from ..model.idmap import IdMap
 from ..model.mountspec import MountSpec
 

@@ -54,7 +54,7 @@ from collections.abc import Callable
 from ..kernel import idshift, namespaces, rootfs, syscallfilter, syscalls
 from ..kernel import mounts as kmounts
 from ..kernel import userns as userns_mod
-from ..kernel._cdefs import (
+from ..kernel.cdefs import (
     AT_FDCWD,
     AT_RECURSIVE,
     CLONE_NEWCGROUP,

@@ -14,8 +14,9 @@ import os
 import time
 
 from . import syscalls
-from ._cdefs import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT
-from .mountinfo import parse as parse_mountinfo, read as read_mountinfo
+from .cdefs import MS_NODEV, MS_NOEXEC, MS_NOSUID, MS_RDONLY, MS_REMOUNT
+from .mountinfo import parse as parse_mountinfo
+from .mountinfo import read as read_mountinfo
 
 V1_CONTROLLERS = ("cpu", "cpuacct", "memory", "pids", "freezer", "devices")
 V2_CONTROLLERS = ("cpu", "memory", "pids")

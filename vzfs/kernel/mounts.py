@@ -37,7 +37,7 @@ from collections.abc import Callable, Sequence
 from ..model.idmap import IdMap
 from ..model.mountspec import MountSpec
 from . import mountinfo, syscalls, userns
-from ._cdefs import (
+from .cdefs import (
     AT_EMPTY_PATH,
     AT_FDCWD,
     AT_RECURSIVE,

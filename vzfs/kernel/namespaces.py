@@ -3,8 +3,15 @@
 import os
 
 from . import syscalls
-from ._cdefs import (CLONE_NEWCGROUP, CLONE_NEWIPC, CLONE_NEWNET, CLONE_NEWNS,
-                     CLONE_NEWPID, CLONE_NEWUSER, CLONE_NEWUTS)
+from .cdefs import (
+    CLONE_NEWCGROUP,
+    CLONE_NEWIPC,
+    CLONE_NEWNET,
+    CLONE_NEWNS,
+    CLONE_NEWPID,
+    CLONE_NEWUSER,
+    CLONE_NEWUTS,
+)
 
 # Everything but the pid namespace, which the controller unshares before it forks
 # init (a pid namespace only applies to children, pid_namespaces(7)).

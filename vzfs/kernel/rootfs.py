@@ -33,11 +33,29 @@ import stat
 import struct
 
 from . import mounts, syscalls
-from ._cdefs import (AT_FDCWD, AT_RECURSIVE, AT_SYMLINK_NOFOLLOW, MNT_DETACH, MOUNT_ATTR_NODEV,
-                     MOUNT_ATTR_NOEXEC, MOUNT_ATTR_NOSUID, MOUNT_ATTR_RDONLY,
-                     MOVE_MOUNT_F_EMPTY_PATH, MS_BIND, MS_NODEV,
-                     MS_NOEXEC, MS_NOSUID, MS_PRIVATE, MS_RDONLY, MS_REC, MS_REMOUNT,
-                     OPEN_TREE_CLOEXEC, OPEN_TREE_CLONE, RESOLVE_BENEATH, RESOLVE_NO_SYMLINKS)
+from .cdefs import (
+    AT_FDCWD,
+    AT_RECURSIVE,
+    AT_SYMLINK_NOFOLLOW,
+    MNT_DETACH,
+    MOUNT_ATTR_NODEV,
+    MOUNT_ATTR_NOEXEC,
+    MOUNT_ATTR_NOSUID,
+    MOUNT_ATTR_RDONLY,
+    MOVE_MOUNT_F_EMPTY_PATH,
+    MS_BIND,
+    MS_NODEV,
+    MS_NOEXEC,
+    MS_NOSUID,
+    MS_PRIVATE,
+    MS_RDONLY,
+    MS_REC,
+    MS_REMOUNT,
+    OPEN_TREE_CLOEXEC,
+    OPEN_TREE_CLONE,
+    RESOLVE_BENEATH,
+    RESOLVE_NO_SYMLINKS,
+)
 
 # The character devices every container gets (devices.txt), bound from the host's /dev.
 DEVICES = ("null", "zero", "full", "random", "urandom", "tty")

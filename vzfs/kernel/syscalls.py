@@ -1,6 +1,6 @@
 """Typed wrappers around the raw syscalls vzfs needs, each checked through one `check()`.
 
-Modelled on pyca/cryptography's binding: the declarations live in `_cdefs`, the
+Modelled on pyca/cryptography's binding: the declarations live in `cdefs`, the
 library is opened once, and every call that can fail goes through `check()`,
 which reads errno at once and raises `OSError(errno, "ACTION: strerror", path)`.
 Nothing here logs, and nothing returns -1.
@@ -11,11 +11,11 @@ from typing import NoReturn
 
 import cffi
 
-from . import _cdefs
-from ._cdefs import SYSCALLS
+from . import cdefs
+from .cdefs import SYSCALLS
 
 _ffi = cffi.FFI()
-_ffi.cdef(_cdefs.CDEFS)
+_ffi.cdef(cdefs.CDEFS)
 _libc = _ffi.dlopen(None)
 
 
@@ -70,13 +70,13 @@ def prctl(option: int, arg2: int = 0, arg3: int = 0, arg4: int = 0, arg5: int = 
 def drop_bounding_caps(caps: list[int]) -> None:
     """Remove capabilities from the bounding set (capabilities(7)); unknown ones are skipped."""
     for cap in caps:
-        if _libc.prctl(_cdefs.PR_CAPBSET_DROP, cap, 0, 0, 0) == -1:
+        if _libc.prctl(cdefs.PR_CAPBSET_DROP, cap, 0, 0, 0) == -1:
             if _ffi.errno != 22:   # EINVAL: the running kernel doesn't know this cap
                 _raise(f"drop capability {cap}", None)
 
 
 def set_controlling_tty(fd: int) -> None:
-    check(_libc.ioctl(fd, _cdefs.TIOCSCTTY, _ffi.cast("int", 0)), "TIOCSCTTY")
+    check(_libc.ioctl(fd, cdefs.TIOCSCTTY, _ffi.cast("int", 0)), "TIOCSCTTY")
 
 
 def set_comm(name: str) -> None:
@@ -178,8 +178,8 @@ def warm() -> None:
 def statx_mnt_id(dirfd: int, path: str, flags: int) -> tuple[int, int]:
     """(mount id, inode) of *path* relative to *dirfd* (statx(2) STATX_MNT_ID)."""
     buf = _ffi.new("struct statx *")
-    check(_libc.statx(dirfd, os.fsencode(path), flags, _cdefs.STATX_MNT_ID | _cdefs.STATX_INO,
+    check(_libc.statx(dirfd, os.fsencode(path), flags, cdefs.STATX_MNT_ID | cdefs.STATX_INO,
                       buf), "statx", path)
-    if not buf.stx_mask & _cdefs.STATX_MNT_ID:
+    if not buf.stx_mask & cdefs.STATX_MNT_ID:
         raise OSError(95, "statx: this kernel reports no mount ids (STATX_MNT_ID, Linux 5.8)", path)
     return int(buf.stx_mnt_id), int(buf.stx_ino)

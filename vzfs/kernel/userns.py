@@ -31,7 +31,7 @@ from collections.abc import Iterator
 
 from ..model.idmap import IdMap
 from . import syscalls
-from ._cdefs import (
+from .cdefs import (
     AT_EMPTY_PATH,
     AT_FDCWD,
     AT_RECURSIVE,

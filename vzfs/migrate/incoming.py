@@ -227,6 +227,7 @@ class Incoming:
         if os.path.lexists(rootfs):
             raise VzfsError(errno.EEXIST, f"{what}: {rootfs} exists here")
         for m in mounts:
+            # (MountSpec's JSON form; a source older than it sends source and target alone)
             source = str(m.get("source", ""))
             if source != "tmpfs" and not os.path.exists(source):
                 raise VzfsError(errno.ENOENT, f"{what}: the source {source} of its mount on "

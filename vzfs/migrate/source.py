@@ -274,7 +274,7 @@ class Migration:
                                            f"CRIU {criumod.version(ctl.criu)} dumps here")
         self.root_bytes = await trio.to_thread.run_sync(tree_bytes, ctl.rootfs)
         self.memory_bytes = ctl.cgroup.stats().get("memory_bytes", 0)
-        mounts = [{"source": m.source, "target": m.target} for m in ctl.mounts]
+        mounts = [m.to_json() for m in ctl.mounts]
         await self._ask("check", name=ctl.name, id_=ctl.cfg.id, mounts=mounts,
                         need_bytes=self.root_bytes + self.memory_bytes)
         self.record["kernel"] = info.get("kernel", "")

@@ -1,4 +1,6 @@
-"""The C declarations vzfs uses, kept as data for cffi (ABI mode, no compiler needed)."""
+"""The kernel ABI vzfs uses: its constants, and the C declarations kept as data for cffi
+(ABI mode, no compiler needed). The package's modules and their callers take the
+constants from here."""
 
 import platform
 
