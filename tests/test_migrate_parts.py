@@ -91,6 +91,8 @@ async def test_requests_channels_and_kept_channels() -> None:
     async def handler(msg: dict) -> dict:
         if msg["op"] == "add":
             return {"sum": msg["x"] + msg["y"]}
+        if msg["op"] == "bug":
+            raise RuntimeError("a bug")
         raise VzfsError(errno.ENOSPC, "no room")
 
     events: list[dict] = []
@@ -103,6 +105,11 @@ async def test_requests_channels_and_kept_channels() -> None:
         with pytest.raises(VzfsError) as info:
             await left.request("filling", "fill")
         assert info.value.errno == errno.ENOSPC and "filling: no room" in info.value.sentence
+        # The serving side's one boundary: a bug costs its request, not the session.
+        with pytest.raises(VzfsError) as info:
+            await left.request("asking", "bug")
+        assert info.value.errno == errno.EIO and "RuntimeError: a bug" in info.value.sentence
+        assert (await left.request("adding", "add", x=1, y=1))["sum"] == 2
         await left.event(event="hello", n=1)
 
         # A channel: bytes the right side sent before the left bound it are kept,

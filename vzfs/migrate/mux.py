@@ -12,6 +12,7 @@ OpenSSH's, authenticated by it.
 
 import errno
 import struct
+import traceback
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -147,6 +148,10 @@ class Mux:
         except (KeyError, TypeError, ValueError) as exc:
             reply = {"id": msg.get("id"), "ok": False, "errno": errno.EINVAL,
                      "error": f"bad request: {exc!r}"}
+        except Exception as exc:        # noqa: BLE001 - the boundary: a bug costs this request
+            traceback.print_exc()
+            reply = {"id": msg.get("id"), "ok": False, "errno": errno.EIO,
+                     "error": f"the request failed ({type(exc).__name__}: {exc})"[:400]}
         await self.send_control(reply)
 
     def _queue(self, channel: int) -> tuple[trio.MemorySendChannel[bytes],
