@@ -310,7 +310,8 @@ def _read_spec(fd: int) -> dict[str, object] | None:
         if not chunk:
             return None
         data += chunk
-    return json.loads(data.partition(b"\n")[0])
+    spec: dict[str, object] = json.loads(data.partition(b"\n")[0])
+    return spec
 
 
 def _builder(spec_r: int, report_w: int, go_r: int, userns: bool) -> None:

@@ -87,7 +87,8 @@ def load(root_fd: int, consume: bool = True) -> dict[str, Any] | None:
     if not isinstance(doc, dict) or doc.get("version") != VERSION or not isinstance(
             doc.get("terminal"), dict):
         raise OSError(errno.EINVAL, "the saved console state has an unknown format")
-    return doc["terminal"]
+    terminal: dict[str, Any] = doc["terminal"]
+    return terminal
 
 
 def remove(root_fd: int) -> None:

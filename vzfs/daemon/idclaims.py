@@ -101,5 +101,8 @@ def _configured(state_dir: str, name: str) -> IdMap | None:
     t = doc.get("idmap")
     if not isinstance(t, dict) or not isinstance(t.get("uid"), int):
         return None
-    uid = t["uid"]
-    return IdMap(uid, int(t.get("gid", uid)), int(t.get("size", 65536)))
+    uid: int = t["uid"]
+    gid, size = t.get("gid", uid), t.get("size", 65536)
+    if not isinstance(gid, int) or not isinstance(size, int):
+        return None
+    return IdMap(uid, gid, size)

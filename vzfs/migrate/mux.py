@@ -31,7 +31,7 @@ CONTROL = 0
 QUEUE_FRAMES = 64
 
 
-def frame(channel: int, payload: bytes) -> bytes:
+def frame(channel: int, payload: bytes | bytearray) -> bytes:
     return HEADER.pack(channel, len(payload)) + payload
 
 
@@ -45,7 +45,7 @@ class Deframer:
     def __init__(self) -> None:
         self._buf = b""
 
-    def feed(self, data: bytes) -> Iterator[tuple[int, bytes]]:
+    def feed(self, data: bytes | bytearray) -> Iterator[tuple[int, bytes]]:
         # Pages stream through here: slice whole frames out of what arrived (one copy
         # each) and keep only the unfinished tail, never shifting a big buffer.
         buf = self._buf + data if self._buf else data
@@ -189,7 +189,7 @@ class Mux:
         finally:
             receive.close()
 
-    async def _send_frame(self, channel: int, payload: bytes) -> None:
+    async def _send_frame(self, channel: int, payload: bytes | bytearray) -> None:
         async with self.send_lock:
             await self.send_stream.send_all(frame(channel, payload))
         self.sent[channel] += len(payload)

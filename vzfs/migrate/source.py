@@ -568,6 +568,7 @@ class Migration:
                                        f"{checkpoint.reasons(log)} (its log is {LOG})")
         self.record["dump_ms"] = round((time.monotonic() - self.dump_started) * 1000, 1)
         self.frozen.set()
+        assert self.pages_stream is not None        # made with the session (_connect)
         self.mux.bind(PAGES_CHANNEL, self.pages_stream, keep=True)
 
     async def _images_and_lazy(self) -> None:
@@ -613,6 +614,7 @@ class Migration:
                 nursery.cancel_scope.cancel()
 
             async def session_ended() -> None:
+                assert self.mux is not None
                 await self.mux.closed.wait()
                 # An event may still be on its way in: the receiver's last words.
                 await trio.sleep(0.05)

@@ -338,7 +338,7 @@ class RFBServerConnection:
         except KeyError:
             raise LocalProtocolError(f"{verb!r} is not possible while {self.state.value}") from None
 
-    def receive_data(self, data: bytes) -> None:
+    def receive_data(self, data: bytes | bytearray) -> None:
         """Feed bytes read from the socket; ``b""`` means the client closed its side."""
         if self.state is State.CLOSED:
             return
