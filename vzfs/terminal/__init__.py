@@ -2,7 +2,8 @@
 
 Two backends have one interface (interface.py's ``TerminalBackend``): ``"fast"``,
 vzfs's own engine (emulator.py), and ``"pyte"``, pyte's Screen with its verified gaps
-closed (pyte_backend.py). Each is the one lexer and dispatcher (parser.py) feeding a
+closed (pyte_backend.py). Each is the one frontend (frontend.py: the lexer and
+dispatcher of parser.py, the Update, the modes of modes.py, the snapshot) over a
 screen model of its own. Their snapshots have one format, so a screen saved by either
 is restored by either.
 """

@@ -2,8 +2,9 @@
 
 Theory of operation
 -------------------
-``Terminal`` is the shared lexer and dispatcher (parser.py's ``Parser``) feeding
-``_Screen``, this engine's screen model. Text runs are written into a row as one slice
+``Terminal`` is frontend.py's ``TerminalFrontend`` (the shared lexer and dispatcher,
+parser.py's ``Parser``, with the Update, the modes and the snapshot) over ``_Screen``,
+this engine's screen model; the DEC private modes are modes.py's. Text runs are written into a row as one slice
 of ``Cell`` objects taken from a per-pen cache, so printable text costs a few C-level
 operations per run rather than Python work per character.
 
@@ -39,9 +40,11 @@ from typing import Any, Final, Sequence
 from pyte.charsets import VT100_MAP
 
 from .cell import BLANK, BOLD, MAX_COMBINING, WIDE, WIDE_CONT, Cell, wcwidth
-from .interface import SNAPSHOT_VERSION, Cursor, Modes, SavedCursor, Scroll, Update, add_scroll
+from .frontend import BackendScreen, TerminalFrontend, cell_before, erased_span, retitle
+from .interface import SavedCursor, Scroll, add_scroll
+from .modes import dec_mode, reset_modes
 from .palette import DEFAULT, LINUX_COLOURS, apply_palette_sequence, resolve_bg, resolve_fg
-from .parser import DEC_GRAPHICS, SGR_ONLY, Parser, Run, simple_end
+from .parser import DEC_GRAPHICS, SGR_ONLY, Run, Shortcuts, simple_end
 from .sgr import apply_sgr
 
 # The skip-ahead only needs to know that nothing but cells, the pen and the column
@@ -106,11 +109,12 @@ def _unwide(cell: Cell) -> Cell:
     return Cell(" ", cell.fg, cell.bg, cell.flags & ~(WIDE | WIDE_CONT))
 
 
-class _Screen:
+class _Screen(BackendScreen):
     """This engine's screen model: rows of cells, the cursor, the pen, the modes; what
     each sequence does to them (parser.py's ScreenModel), and the parser's shortcuts.
 
-    ``Terminal`` reads and writes its state; x == columns means "a wrap is pending".
+    The frontend reads and writes it as a ``BackendScreen``; x == columns means "a wrap
+    is pending".
     """
 
     def __init__(self, columns: int, lines: int) -> None:
@@ -142,18 +146,7 @@ class _Screen:
         self.fg = DEFAULT
         self.bg = DEFAULT
         self.flags = 0
-        self.app_cursor = False
-        self.app_keypad = False
-        self.bracketed_paste = False
-        self.cursor_visible = True
-        self.autowrap = True
-        self.insert = False
-        self.origin = False
-        self.newline = False
-        self.reverse_video = False
-        self.mouse = 0
-        self.mouse_sgr = False
-        self.cursor_style = 0
+        reset_modes(self)
         self.saved: list[SavedCursor | None] = [None, None]
         self.g = ["B", "B"]
         self.gl = 0
@@ -382,14 +375,11 @@ class _Screen:
         """Attach a zero-width character to the cell before the cursor, as written: the
         cell keeps the sequence the program sent (pyte composes it to NFC, so that
         ``screen`` would not hold the bytes written; the renderer's font composes)."""
-        x, y = self.x, self.y
-        if x == 0:
-            if y == 0:
-                return
-            y -= 1
-            x = self.columns
+        before = cell_before(self.x, self.y, self.columns)
+        if before is None:
+            return
+        x, y = before
         row = self.rows[y]
-        x -= 1
         if row[x].flags & WIDE_CONT and x > 0:
             x -= 1
         cell = row[x]
@@ -521,9 +511,7 @@ class _Screen:
         self.x = x
 
     def set_title(self, title: str) -> None:
-        if title != self.title:
-            self.title = title
-            self.title_changed = True
+        retitle(self, title)
 
     def set_palette(self, sequence: str) -> None:
         """ESC ] R, ESC ] P nrrggbb: the Linux console's palette. Every row is dirty after
@@ -617,13 +605,9 @@ class _Screen:
 
     def erase_in_line(self, how: int) -> None:
         row = self.rows[self.y]
-        x = self._clear_wrap()
-        if how == 0:
-            self._erase_cells(row, x, self.columns)
-        elif how == 1:
-            self._erase_cells(row, 0, x + 1)
-        elif how == 2:
-            self._erase_cells(row, 0, self.columns)
+        span = erased_span(how, self._clear_wrap(), self.columns)
+        if span is not None:
+            self._erase_cells(row, *span)
 
     def erase_in_display(self, how: int) -> None:
         if how == 0:
@@ -722,67 +706,20 @@ class _Screen:
     # ------------------------------------------------------------- modes, cursor
 
     def dec_mode(self, mode: int, on: bool) -> None:
-        """DECSET / DECRST (xterm ctlseqs "CSI ? Pm h")."""
-        if mode == 1:
-            self.app_cursor = on
-        elif mode == 5:
-            if self.reverse_video != on:
-                self.all_dirty = True
-            self.reverse_video = on
-        elif mode == 6:
-            self.origin = on
-            self.x = 0
-            self.y = self.top if on else 0
-        elif mode == 7:
-            self.autowrap = on
-        elif mode == 25:
-            self.cursor_visible = on
-        elif mode == 2004:
-            self.bracketed_paste = on
-        elif mode in (9, 1000, 1002, 1003):
-            if on:
-                self.mouse = mode
-            elif self.mouse == mode:
-                self.mouse = 0
-        elif mode == 1006:
-            self.mouse_sgr = on
-        elif mode == 47:
-            self._switch_screen(on)
-        elif mode == 1047:
-            if not on and self.alt_active:
-                self._clear_rows(self.alt)
-            self._switch_screen(on)
-        elif mode == 1048:
-            if on:
-                self.save_cursor()
-            else:
-                self.restore_cursor()
-        elif mode == 1049:
-            # Save the cursor, switch, clear the alternate screen; back: restore it,
-            # even when already on the main screen (xterm's CursorRestore, as tmux).
-            if on:
-                if not self.alt_active:
-                    self.save_cursor()
-                    self._switch_screen(True)
-                    self._clear_rows(self.alt)
-            else:
-                self._switch_screen(False)
-                self.restore_cursor()
+        """DECSET / DECRST (xterm ctlseqs "CSI ? Pm h"): modes.py's, on this model."""
+        dec_mode(self, mode, on)
 
     def set_cursor_style(self, style: int) -> None:
         """DECSCUSR (xterm ctlseqs "CSI Ps SP q"): 0 and 1 a blinking block, 2 a steady
         block, 3 and 4 an underline, 5 and 6 a bar (odd blinking)."""
         self.cursor_style = style
 
-    def _switch_screen(self, alternate: bool) -> None:
-        if alternate == self.alt_active:
-            return
-        self.alt_active = alternate
+    def show_buffer(self, alternate: bool) -> None:
         self.rows = self.alt if alternate else self.main
-        self.all_dirty = True
 
-    def _clear_rows(self, rows: list[_Row]) -> None:
+    def clear_alternate(self) -> None:
         full = [self.erase] * self.columns
+        rows = self.alt
         for y in range(len(rows)):
             row = _Row(full)
             row.dirty = True
@@ -828,6 +765,59 @@ class _Screen:
         self.saved[self.alt_active] = None
         self.update_charset()
         self.apply_pen()
+
+    # -------------------------------------------------- what the frontend reads
+
+    @property
+    def position(self) -> tuple[int, int]:
+        return self.x, self.y
+
+    def cells(self, row: int) -> Sequence[Cell]:
+        return tuple(self.rows[row])
+
+    def text(self) -> str:
+        return "".join("".join([cell[0] for cell in row]).rstrip(" ") + "\n" for row in self.rows)
+
+    def take_dirty(self) -> frozenset[int]:
+        rows = self.rows
+        dirty = frozenset([index for index, row in enumerate(rows) if row.dirty])
+        for row in rows:
+            row.dirty = False
+        return dirty
+
+    def model_snapshot(self) -> dict[str, Any]:
+        return {
+            "main": [[list(cell) for cell in row] for row in self.main],
+            "alt": [[list(cell) for cell in row] for row in self.alt],
+            "cursor": [self.x, self.y],
+            "pen": [self.fg, self.bg, self.flags],
+            "margins": [self.top, self.bottom],
+            "tabstops": list(self.tabstops),
+        }
+
+    def restore_model(self, snapshot: dict[str, Any]) -> None:
+        def rows(data: list[list[list[Any]]]) -> list[_Row]:
+            made = []
+            for cells in data:
+                row = _Row(Cell(char, fg, bg, flags) for char, fg, bg, flags in cells)
+                row.dirty = True
+                row.wide = any(cell.flags & (WIDE | WIDE_CONT) for cell in row)
+                made.append(row)
+            return made
+
+        self.main = rows(snapshot["main"])
+        self.alt = rows(snapshot["alt"])
+        self.alt_active = snapshot["alt_active"]
+        self.rows = self.alt if self.alt_active else self.main
+        self.x, self.y = snapshot["cursor"]
+        self.fg, self.bg, self.flags = snapshot["pen"]
+        self.top, self.bottom = snapshot["margins"]
+        self.tabstops = list(snapshot["tabstops"])
+        self.update_charset()
+        self.apply_pen()
+
+    def parser_shortcuts(self) -> Shortcuts:
+        return self
 
     # ------------------------------------------------------------------ skipping
 
@@ -880,193 +870,7 @@ class _Screen:
         return resume
 
 
-class Terminal:
+class Terminal(TerminalFrontend):
     """An 80x25 (by default) terminal screen fed with the bytes a pty master reads."""
 
-    def __init__(self, columns: int = 80, lines: int = 25) -> None:
-        if columns < 2 or lines < 2:
-            raise ValueError(f"cannot make a {columns}x{lines} terminal: it needs at least 2x2 cells")
-        self._screen = _Screen(columns, lines)
-        self._parser = Parser(self._screen, self._screen)
-
-    @property
-    def columns(self) -> int:
-        return self._screen.columns
-
-    @property
-    def lines(self) -> int:
-        return self._screen.lines
-
-    @property
-    def title(self) -> str:
-        return self._screen.title
-
-    @property
-    def palette(self) -> tuple[int, ...]:
-        """The sixteen colours (0xRRGGBB) the renderer draws the basic colours and the
-        default ones with: the Linux console's, or what ``ESC ] P`` made them."""
-        return tuple(self._screen.palette)
-
-    @property
-    def cursor(self) -> Cursor:
-        # x == columns means "a wrap is pending"; the cursor is shown in the last column.
-        screen = self._screen
-        return Cursor(min(screen.x, screen.columns - 1), screen.y, screen.cursor_visible)
-
-    @property
-    def modes(self) -> Modes:
-        screen = self._screen
-        return Modes(
-            app_cursor=screen.app_cursor,
-            app_keypad=screen.app_keypad,
-            bracketed_paste=screen.bracketed_paste,
-            alt_screen=screen.alt_active,
-            cursor_visible=screen.cursor_visible,
-            autowrap=screen.autowrap,
-            insert=screen.insert,
-            origin=screen.origin,
-            newline=screen.newline,
-            reverse_video=screen.reverse_video,
-            mouse=screen.mouse,
-            mouse_sgr=screen.mouse_sgr,
-            cursor_style=screen.cursor_style,
-        )
-
-    def cells(self, row: int) -> Sequence[Cell]:
-        """The cells of one row, left to right."""
-        return tuple(self._screen.rows[row])
-
-    def text(self) -> str:
-        """The screen as text: one line per row, trailing spaces trimmed, each ending in "\\n"."""
-        return "".join(
-            "".join([cell[0] for cell in row]).rstrip(" ") + "\n" for row in self._screen.rows
-        )
-
-    def feed(self, data: bytes) -> Update:
-        """Process bytes read from the pty master and tell what changed."""
-        self._parser.feed(data)
-        return self._take_update()
-
-    def resize(self, columns: int, lines: int) -> Update:
-        """Change the size; rows are cut at the top only as far as the cursor row needs."""
-        if columns < 2 or lines < 2:
-            raise ValueError(f"cannot resize the terminal to {columns}x{lines}: it needs at least 2x2 cells")
-        self._screen.resize_to(columns, lines)
-        return self._take_update()
-
-    def snapshot(self) -> dict[str, Any]:
-        """The whole state as plain JSON-serialisable data; ``restore`` rebuilds it exactly."""
-        screen = self._screen
-        return {
-            "version": SNAPSHOT_VERSION,
-            "columns": screen.columns,
-            "lines": screen.lines,
-            "main": [[list(cell) for cell in row] for row in screen.main],
-            "alt": [[list(cell) for cell in row] for row in screen.alt],
-            "alt_active": screen.alt_active,
-            "cursor": [screen.x, screen.y],
-            "pen": [screen.fg, screen.bg, screen.flags],
-            "margins": [screen.top, screen.bottom],
-            "modes": {
-                "app_cursor": screen.app_cursor,
-                "app_keypad": screen.app_keypad,
-                "bracketed_paste": screen.bracketed_paste,
-                "cursor_visible": screen.cursor_visible,
-                "autowrap": screen.autowrap,
-                "insert": screen.insert,
-                "origin": screen.origin,
-                "newline": screen.newline,
-                "reverse_video": screen.reverse_video,
-                "mouse": screen.mouse,
-                "mouse_sgr": screen.mouse_sgr,
-                "cursor_style": screen.cursor_style,
-            },
-            "saved": [None if saved is None else list(saved) for saved in screen.saved],
-            "charsets": [screen.g[0], screen.g[1], screen.gl],
-            "tabstops": list(screen.tabstops),
-            "title": screen.title,
-            "palette": list(screen.palette),
-            "last_char": screen.last_char,
-            **self._parser.snapshot(),
-        }
-
-    @classmethod
-    def restore(cls, snapshot: dict[str, Any]) -> Terminal:
-        """A terminal in exactly the state ``snapshot`` recorded."""
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"cannot restore terminal snapshot version {snapshot.get('version')!r}")
-        terminal = cls(snapshot["columns"], snapshot["lines"])
-        screen = terminal._screen
-
-        def rows(data: list[list[list[Any]]]) -> list[_Row]:
-            made = []
-            for cells in data:
-                row = _Row(Cell(char, fg, bg, flags) for char, fg, bg, flags in cells)
-                row.dirty = True
-                row.wide = any(cell.flags & (WIDE | WIDE_CONT) for cell in row)
-                made.append(row)
-            return made
-
-        screen.main = rows(snapshot["main"])
-        screen.alt = rows(snapshot["alt"])
-        screen.alt_active = snapshot["alt_active"]
-        screen.rows = screen.alt if screen.alt_active else screen.main
-        screen.x, screen.y = snapshot["cursor"]
-        screen.fg, screen.bg, screen.flags = snapshot["pen"]
-        screen.top, screen.bottom = snapshot["margins"]
-        modes = snapshot["modes"]
-        screen.app_cursor = modes["app_cursor"]
-        screen.app_keypad = modes["app_keypad"]
-        screen.bracketed_paste = modes["bracketed_paste"]
-        screen.cursor_visible = modes["cursor_visible"]
-        screen.autowrap = modes["autowrap"]
-        screen.insert = modes["insert"]
-        screen.origin = modes["origin"]
-        screen.newline = modes["newline"]
-        screen.reverse_video = modes["reverse_video"]
-        screen.mouse = modes["mouse"]
-        screen.mouse_sgr = modes["mouse_sgr"]
-        screen.cursor_style = modes.get("cursor_style", 0)  # absent before DECSCUSR
-        screen.saved = [
-            None if saved is None else (
-                saved[0], saved[1], saved[2], saved[3], saved[4],
-                saved[5], saved[6], saved[7], saved[8], saved[9],
-            )
-            for saved in snapshot["saved"]
-        ]
-        g0, g1, gl = snapshot["charsets"]
-        screen.g = [g0, g1]
-        screen.gl = gl
-        screen.update_charset()
-        screen.tabstops = list(snapshot["tabstops"])
-        screen.title = snapshot["title"]
-        screen.palette = list(snapshot.get("palette", LINUX_COLOURS))  # absent before ESC ] P
-        screen.last_char = snapshot["last_char"]
-        terminal._parser.restore(snapshot)
-        screen.apply_pen()
-        screen.all_dirty = True
-        return terminal
-
-    def _take_update(self) -> Update:
-        screen = self._screen
-        rows = screen.rows
-        if screen.all_dirty:
-            dirty = frozenset(range(screen.lines))
-        else:
-            dirty = frozenset([index for index, row in enumerate(rows) if row.dirty])
-        scrolls = () if len(dirty) == screen.lines else tuple(screen.events)
-        for row in rows:
-            row.dirty = False
-        update = Update(
-            dirty=dirty,
-            scrolls=scrolls,
-            replies=b"".join(screen.replies),
-            bell=screen.bell_rung,
-            title=screen.title if screen.title_changed else None,
-        )
-        screen.events = []
-        screen.replies = []
-        screen.bell_rung = False
-        screen.title_changed = False
-        screen.all_dirty = False
-        return update
+    screen_class = _Screen

@@ -25,8 +25,10 @@ so that both backends give the same cells:
 - a double-width character wraps at the margin and a half cut off is blanked;
 - a combining character joins its base as written, where pyte composes it (NFC).
 
-Snapshots have the fast engine's format and version, so each backend restores the
-other's. pyte's speed is kept: ``draw`` costs a ``Char._replace`` per character.
+``PyteTerminal`` is frontend.py's ``TerminalFrontend`` over ``_Screen``, as the fast
+engine's ``Terminal`` is over its own: the Update, the modes (modes.py, with pyte's
+``mode`` flags as properties) and the snapshot are written once for both, so each
+backend restores the other's snapshots. pyte's speed is kept: ``draw`` costs a ``Char._replace`` per character.
 """
 
 from __future__ import annotations
@@ -44,9 +46,11 @@ from .cell import (
     BLINK, BOLD, CONCEAL, DEFAULT_BG, DEFAULT_FG, DIM, ITALIC, MAX_COMBINING, REVERSE, STRIKETHROUGH,
     UNDERLINE, WIDE, WIDE_CONT, Cell, wcwidth,
 )
-from .interface import SNAPSHOT_VERSION, Cursor, Modes, SavedCursor, Scroll, Update, add_scroll
+from .frontend import BackendScreen, TerminalFrontend, cell_before, erased_span, retitle
+from .interface import SavedCursor, Scroll, add_scroll
+from .modes import dec_mode, reset_modes
 from .palette import DEFAULT, LINUX_COLOURS, apply_palette_sequence, resolve_bg, resolve_fg
-from .parser import DEC_GRAPHICS, Parser
+from .parser import DEC_GRAPHICS
 from .sgr import apply_sgr
 
 
@@ -117,7 +121,19 @@ def _pen_char(fg: int, bg: int, flags: int) -> Char:
     return _char(Cell(" ", resolve_fg(fg, bool(flags & BOLD)), resolve_bg(bg), flags))
 
 
-class _Screen(pyte.Screen):
+def _mode_flag(mode: int) -> Any:
+    """A mode pyte keeps in its Screen's ``mode`` set, as a bool attribute (a property)."""
+
+    def get(screen: _Screen) -> bool:
+        return mode in screen.mode
+
+    def set_(screen: _Screen, on: bool) -> None:
+        screen.set_flag(mode, on)
+
+    return property(get, set_)
+
+
+class _Screen(pyte.Screen, BackendScreen):
     """pyte's Screen with its gaps closed and xterm's behaviour where pyte departs from it."""
 
     def __init__(self, columns: int, lines: int) -> None:
@@ -152,13 +168,7 @@ class _Screen(pyte.Screen):
         self.margins = Margins(0, self.lines - 1)
         self.pen = (DEFAULT, DEFAULT, 0)
         self.cursor.attrs = _BLANK_CHAR
-        self.app_cursor = False
-        self.app_keypad = False
-        self.bracketed_paste = False
-        self.reverse_video = False
-        self.mouse = 0
-        self.mouse_sgr = False
-        self.cursor_style = 0
+        reset_modes(self)
         self.saved: list[SavedCursor | None] = [None, None]
         self.g = ["B", "B"]
         self.gl = 0
@@ -180,9 +190,7 @@ class _Screen(pyte.Screen):
         self.bell_rung = True
 
     def set_title(self, title: str) -> None:
-        if title != self.title:
-            self.title = title
-            self.title_changed = True
+        retitle(self, title)
 
     def set_palette(self, sequence: str) -> None:
         """ESC ] R, ESC ] P nrrggbb: the Linux console's palette; every row is dirty
@@ -202,13 +210,20 @@ class _Screen(pyte.Screen):
     def set_app_keypad(self, on: bool) -> None:
         self.app_keypad = on
 
-    @property
-    def autowrap(self) -> bool:
-        return mo.DECAWM in self.mode
+    # The modes pyte keeps in its ``mode`` set, under the names of modes.py's ModeState.
+    autowrap = _mode_flag(mo.DECAWM)
+    origin = _mode_flag(mo.DECOM)
+    insert = _mode_flag(mo.IRM)
+    newline = _mode_flag(mo.LNM)
 
     @property
-    def origin(self) -> bool:
-        return mo.DECOM in self.mode
+    def cursor_visible(self) -> bool:
+        return not self.cursor.hidden
+
+    @cursor_visible.setter
+    def cursor_visible(self, on: bool) -> None:
+        self.set_flag(mo.DECTCEM, on)
+        self.cursor.hidden = not on
 
     def set_flag(self, mode: int, on: bool) -> None:
         if on:
@@ -365,12 +380,11 @@ class _Screen(pyte.Screen):
         cursor = self.cursor
         columns = self.columns
         if cursor.x + 2 > columns:
-            # xterm wraps a double-width character that does not fit on the line.
+            # xterm wraps a double-width character that does not fit on the line; without
+            # DECAWM it overwrites the last two columns.
+            cursor.x = 0 if self.autowrap else columns - 2
             if self.autowrap:
-                cursor.x = 0
                 self.index()
-            else:
-                cursor.x = columns - 2
         x = cursor.x
         line = self.buffer[cursor.y]
         if mo.IRM in self.mode:
@@ -384,14 +398,11 @@ class _Screen(pyte.Screen):
 
     def _combine(self, char: str) -> None:
         """Attach a zero-width character to the cell before the cursor, as written (no NFC)."""
-        x, y = self.cursor.x, self.cursor.y
-        if x == 0:
-            if y == 0:
-                return
-            y -= 1
-            x = self.columns
+        before = cell_before(self.cursor.x, self.cursor.y, self.columns)
+        if before is None:
+            return
+        x, y = before
         line = self.buffer[y]
-        x -= 1
         if not line[x].data and x > 0:
             x -= 1
         last = line[x]
@@ -424,14 +435,10 @@ class _Screen(pyte.Screen):
     def erase_in_line(self, how: int = 0, private: bool = False) -> None:
         x = self.clear_wrap()
         line = self.buffer[self.cursor.y]
-        if how == 0:
-            self.fix_wide_edges(line, x, self.columns)
-        elif how == 1:
-            self.fix_wide_edges(line, 0, x + 1)
-        elif how == 2:
-            self.fix_wide_edges(line, 0, self.columns)
-        else:
+        span = erased_span(how, x, self.columns)
+        if span is None:
             return
+        self.fix_wide_edges(line, *span)
         super().erase_in_line(how, private)
 
     def erase_in_display(self, how: int = 0, *args: Any, **kwargs: Any) -> None:
@@ -471,7 +478,8 @@ class _Screen(pyte.Screen):
         self.fix_wide_edges(self.buffer[self.cursor.y], x, x + count)
         super().delete_characters(count)
 
-    def clear_buffer(self, buffer: defaultdict[int, _Line]) -> None:
+    def clear_alternate(self) -> None:
+        buffer = self.alt_buffer
         for y in range(self.lines):
             buffer[y] = _filled_line(self.columns, self.cursor.attrs)
         if buffer is self.buffer:
@@ -562,54 +570,9 @@ class _Screen(pyte.Screen):
     # ------------------------------------------------------ modes and cursors
 
     def dec_mode(self, mode: int, on: bool) -> None:
-        """DECSET / DECRST (xterm ctlseqs "CSI ? Pm h"); pyte's DECCOLM resize and
-        DECSCNM cell rewriting are not used."""
-        if mode == 1:
-            self.app_cursor = on
-        elif mode == 5:
-            if self.reverse_video != on:
-                self.all_dirty = True
-            self.reverse_video = on
-        elif mode == 6:
-            self.set_flag(mo.DECOM, on)
-            self.cursor.x = 0
-            self.cursor.y = self.margins.top if on else 0
-        elif mode == 7:
-            self.set_flag(mo.DECAWM, on)
-        elif mode == 25:
-            self.set_flag(mo.DECTCEM, on)
-            self.cursor.hidden = not on
-        elif mode == 2004:
-            self.bracketed_paste = on
-        elif mode in (9, 1000, 1002, 1003):
-            if on:
-                self.mouse = mode
-            elif self.mouse == mode:
-                self.mouse = 0
-        elif mode == 1006:
-            self.mouse_sgr = on
-        elif mode == 47:
-            self.switch_buffer(on)
-        elif mode == 1047:
-            if not on and self.alt_active:
-                self.clear_buffer(self.alt_buffer)
-            self.switch_buffer(on)
-        elif mode == 1048:
-            if on:
-                self.save_cursor()
-            else:
-                self.restore_cursor()
-        elif mode == 1049:
-            # Save the cursor, switch, clear the alternate screen; back: restore it,
-            # even when already on the main screen (xterm's CursorRestore, as tmux).
-            if on:
-                if not self.alt_active:
-                    self.save_cursor()
-                    self.switch_buffer(True)
-                    self.clear_buffer(self.alt_buffer)
-            else:
-                self.switch_buffer(False)
-                self.restore_cursor()
+        """DECSET / DECRST (xterm ctlseqs "CSI ? Pm h"): modes.py's, on this model; pyte's
+        DECCOLM resize and DECSCNM cell rewriting are not used."""
+        dec_mode(self, mode, on)
 
     def set_cursor_style(self, style: int) -> None:
         """DECSCUSR (xterm ctlseqs "CSI Ps SP q"), 0..6."""
@@ -621,12 +584,8 @@ class _Screen(pyte.Screen):
         elif mode == 20:
             self.set_flag(mo.LNM, on)
 
-    def switch_buffer(self, alternate: bool) -> None:
-        if alternate == self.alt_active:
-            return
-        self.alt_active = alternate
+    def show_buffer(self, alternate: bool) -> None:
         self.buffer = self.alt_buffer if alternate else self.main_buffer
-        self.all_dirty = True
 
     def save_cursor(self) -> None:
         """DECSC: one slot per screen buffer, as in xterm."""
@@ -699,138 +658,47 @@ class _Screen(pyte.Screen):
         self.tabstops = kept | set(range(max(8, first_new), columns, 8))
         self.all_dirty = True
 
-
-class PyteTerminal:
-    """A terminal screen kept by pyte, fed with the bytes a pty master reads."""
-
-    def __init__(self, columns: int = 80, lines: int = 25) -> None:
-        if columns < 2 or lines < 2:
-            raise ValueError(f"cannot make a {columns}x{lines} terminal: it needs at least 2x2 cells")
-        self._screen = _Screen(columns, lines)
-        self._parser = Parser(self._screen)
-
-    # ----------------------------------------------------------------- public API
+    # -------------------------------------------------- what the frontend reads
 
     @property
-    def columns(self) -> int:
-        return int(self._screen.columns)
-
-    @property
-    def lines(self) -> int:
-        return int(self._screen.lines)
-
-    @property
-    def title(self) -> str:
-        return str(self._screen.title)
-
-    @property
-    def palette(self) -> tuple[int, ...]:
-        """The sixteen colours (0xRRGGBB) the renderer draws the basic colours and the
-        default ones with: the Linux console's, or what ``ESC ] P`` made them."""
-        return tuple(self._screen.palette)
-
-    @property
-    def cursor(self) -> Cursor:
-        screen = self._screen
-        return Cursor(min(screen.cursor.x, screen.columns - 1), screen.cursor.y, not screen.cursor.hidden)
-
-    @property
-    def modes(self) -> Modes:
-        screen = self._screen
-        return Modes(
-            app_cursor=screen.app_cursor,
-            app_keypad=screen.app_keypad,
-            bracketed_paste=screen.bracketed_paste,
-            alt_screen=screen.alt_active,
-            cursor_visible=not screen.cursor.hidden,
-            autowrap=screen.autowrap,
-            insert=mo.IRM in screen.mode,
-            origin=screen.origin,
-            newline=mo.LNM in screen.mode,
-            reverse_video=screen.reverse_video,
-            mouse=screen.mouse,
-            mouse_sgr=screen.mouse_sgr,
-            cursor_style=screen.cursor_style,
-        )
+    def position(self) -> tuple[int, int]:
+        return self.cursor.x, self.cursor.y
 
     def cells(self, row: int) -> Sequence[Cell]:
-        """The cells of one row, left to right."""
-        line = self._screen.buffer[range(self._screen.lines)[row]]
-        return tuple([_cell(line[x]) for x in range(self._screen.columns)])
+        line = self.buffer[range(self.lines)[row]]
+        return tuple([_cell(line[x]) for x in range(self.columns)])
 
     def text(self) -> str:
-        """The screen as text: one line per row, trailing spaces trimmed, each ending in "\\n"."""
-        screen = self._screen
-        buffer = screen.buffer
-        columns = range(screen.columns)
+        buffer = self.buffer
+        columns = range(self.columns)
         return "".join(
-            "".join([buffer[y][x].data for x in columns]).rstrip(" ") + "\n" for y in range(screen.lines)
+            "".join([buffer[y][x].data for x in columns]).rstrip(" ") + "\n" for y in range(self.lines)
         )
 
-    def feed(self, data: bytes) -> Update:
-        """Process bytes read from the pty master and tell what changed."""
-        self._parser.feed(data)
-        return self._take_update()
+    def take_dirty(self) -> frozenset[int]:
+        lines = self.lines
+        dirty = frozenset(y for y in self.dirty if 0 <= y < lines)
+        self.dirty = set()
+        return dirty
 
-    def resize(self, columns: int, lines: int) -> Update:
-        """Change the size; rows are cut at the top only as far as the cursor row needs."""
-        if columns < 2 or lines < 2:
-            raise ValueError(f"cannot resize the terminal to {columns}x{lines}: it needs at least 2x2 cells")
-        self._screen.resize_to(columns, lines)
-        return self._take_update()
-
-    def snapshot(self) -> dict[str, Any]:
-        """The whole state as plain JSON-serialisable data, in the fast engine's format."""
-        screen = self._screen
-
+    def model_snapshot(self) -> dict[str, Any]:
         def rows(buffer: defaultdict[int, _Line]) -> list[list[list[Any]]]:
             blank = StaticDefaultDict(_BLANK_CHAR)
             return [
-                [list(_cell(line[x])) for x in range(screen.columns)]
-                for line in (buffer[y] if y in buffer else blank for y in range(screen.lines))
+                [list(_cell(line[x])) for x in range(self.columns)]
+                for line in (buffer[y] if y in buffer else blank for y in range(self.lines))
             ]
 
         return {
-            "version": SNAPSHOT_VERSION,
-            "columns": screen.columns,
-            "lines": screen.lines,
-            "main": rows(screen.main_buffer),
-            "alt": rows(screen.alt_buffer),
-            "alt_active": screen.alt_active,
-            "cursor": [screen.cursor.x, screen.cursor.y],
-            "pen": list(screen.pen),
-            "margins": list(screen.margins),
-            "modes": {
-                "app_cursor": screen.app_cursor,
-                "app_keypad": screen.app_keypad,
-                "bracketed_paste": screen.bracketed_paste,
-                "cursor_visible": not screen.cursor.hidden,
-                "autowrap": screen.autowrap,
-                "insert": mo.IRM in screen.mode,
-                "origin": screen.origin,
-                "newline": mo.LNM in screen.mode,
-                "reverse_video": screen.reverse_video,
-                "mouse": screen.mouse,
-                "mouse_sgr": screen.mouse_sgr,
-                "cursor_style": screen.cursor_style,
-            },
-            "saved": [None if saved is None else list(saved) for saved in screen.saved],
-            "charsets": [screen.g[0], screen.g[1], screen.gl],
-            "tabstops": sorted(screen.tabstops),
-            "title": screen.title,
-            "palette": list(screen.palette),
-            "last_char": screen.last_char,
-            **self._parser.snapshot(),
+            "main": rows(self.main_buffer),
+            "alt": rows(self.alt_buffer),
+            "cursor": [self.cursor.x, self.cursor.y],
+            "pen": list(self.pen),
+            "margins": list(self.margins),
+            "tabstops": sorted(self.tabstops),
         }
 
-    @classmethod
-    def restore(cls, snapshot: dict[str, Any]) -> PyteTerminal:
-        """A terminal in exactly the state ``snapshot`` recorded (from either backend)."""
-        if snapshot.get("version") != SNAPSHOT_VERSION:
-            raise ValueError(f"cannot restore terminal snapshot version {snapshot.get('version')!r}")
-        terminal = cls(snapshot["columns"], snapshot["lines"])
-        screen = terminal._screen
-
+    def restore_model(self, snapshot: dict[str, Any]) -> None:
         def fill(buffer: defaultdict[int, _Line], data: list[list[list[Any]]]) -> None:
             for y, cells in enumerate(data):
                 line: _Line = StaticDefaultDict(_BLANK_CHAR)
@@ -841,63 +709,20 @@ class PyteTerminal:
                 if line:
                     buffer[y] = line
 
-        fill(screen.main_buffer, snapshot["main"])
-        fill(screen.alt_buffer, snapshot["alt"])
-        screen.alt_active = snapshot["alt_active"]
-        screen.buffer = screen.alt_buffer if screen.alt_active else screen.main_buffer
-        screen.cursor.x, screen.cursor.y = snapshot["cursor"]
-        screen.set_pen(*snapshot["pen"])
-        screen.margins = Margins(*snapshot["margins"])
-        modes = snapshot["modes"]
-        screen.app_cursor = modes["app_cursor"]
-        screen.app_keypad = modes["app_keypad"]
-        screen.bracketed_paste = modes["bracketed_paste"]
-        screen.set_flag(mo.DECTCEM, modes["cursor_visible"])
-        screen.cursor.hidden = not modes["cursor_visible"]
-        screen.set_flag(mo.DECAWM, modes["autowrap"])
-        screen.set_flag(mo.IRM, modes["insert"])
-        screen.set_flag(mo.DECOM, modes["origin"])
-        screen.set_flag(mo.LNM, modes["newline"])
-        screen.reverse_video = modes["reverse_video"]
-        screen.mouse = modes["mouse"]
-        screen.mouse_sgr = modes["mouse_sgr"]
-        screen.cursor_style = modes.get("cursor_style", 0)  # absent before DECSCUSR
-        screen.saved = [
-            None if saved is None else (
-                saved[0], saved[1], saved[2], saved[3], saved[4],
-                saved[5], saved[6], saved[7], saved[8], saved[9],
-            )
-            for saved in snapshot["saved"]
-        ]
-        g0, g1, screen.gl = snapshot["charsets"]
-        screen.g = [g0, g1]
-        screen.tabstops = set(snapshot["tabstops"])
-        screen.title = snapshot["title"]
-        screen.palette = list(snapshot.get("palette", LINUX_COLOURS))  # absent before ESC ] P
-        screen.last_char = snapshot["last_char"]
-        terminal._parser.restore(snapshot)
-        screen.all_dirty = True
-        return terminal
+        fill(self.main_buffer, snapshot["main"])
+        fill(self.alt_buffer, snapshot["alt"])
+        self.alt_active = snapshot["alt_active"]
+        self.buffer = self.alt_buffer if self.alt_active else self.main_buffer
+        self.cursor.x, self.cursor.y = snapshot["cursor"]
+        self.set_pen(*snapshot["pen"])
+        self.margins = Margins(*snapshot["margins"])
+        self.tabstops = set(snapshot["tabstops"])
 
-    def _take_update(self) -> Update:
-        screen = self._screen
-        lines = screen.lines
-        if screen.all_dirty:
-            dirty = frozenset(range(lines))
-        else:
-            dirty = frozenset(y for y in screen.dirty if 0 <= y < lines)
-        scrolls = () if len(dirty) == lines else tuple(screen.events)
-        update = Update(
-            dirty=dirty,
-            scrolls=scrolls,
-            replies=b"".join(screen.replies),
-            bell=screen.bell_rung,
-            title=screen.title if screen.title_changed else None,
-        )
-        screen.dirty = set()
-        screen.events = []
-        screen.replies = []
-        screen.bell_rung = False
-        screen.all_dirty = False
-        screen.title_changed = False
-        return update
+    def parser_shortcuts(self) -> None:
+        return None
+
+
+class PyteTerminal(TerminalFrontend):
+    """A terminal screen kept by pyte, fed with the bytes a pty master reads."""
+
+    screen_class = _Screen
