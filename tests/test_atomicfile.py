@@ -23,7 +23,7 @@ CONTENTS = [bytes([b"A"[0] + i]) * SIZE for i in range(4)]
 
 WRITER = """
 import sys
-from vzfs.atomicfile import atomic_write
+from vzfs.base.atomicfile import atomic_write
 path = sys.argv[1]
 contents = [bytes([65 + i]) * (1 << 20) for i in range(4)]
 i = 0

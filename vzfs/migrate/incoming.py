@@ -3,7 +3,7 @@
 The receiving end (`vzfs migrate-receive`, started over SSH by the source) asks
 the daemon serving the target mountpoint for each step through the daemon's
 socket, STATE_DIR/daemon.sock (root only, like the state dir; never on the
-network). Requests are `protocol` messages:
+network). Requests are `wire.framing` messages:
 
   info                      CRIU, kernel, free space: what the source's preflight compares
   check   NAME ID MOUNTS…   could NAME (id ID) come here? (EEXIST, ENOSPC, ENOENT…)

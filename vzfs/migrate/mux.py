@@ -6,7 +6,7 @@ again for the migration issue), so a migration opens one session to the target
 before the domain is frozen and runs everything through it. A frame is one byte
 of channel, four of length (big-endian), then the payload; a frame of length 0
 is the end of that channel's bytes in this direction (a half-close). Channel 0
-carries `protocol` messages. Nothing here listens anywhere: the session is
+carries `wire.framing` messages. Nothing here listens anywhere: the session is
 OpenSSH's, authenticated by it.
 """
 

@@ -80,7 +80,7 @@ class DomainConfig:
     console: Console = Console()
     memory_text: str | None = None        # memory as the user wrote it, for dumps()
     # A user namespace unless privileged; its block of host ids, None until the
-    # registry assigns one (vzfs.idmap).
+    # registry assigns one (vzfs.model.idmap).
     privileged: bool = False
     idmap: IdMap | None = None
 

@@ -1,7 +1,7 @@
 """The VNC tty server process: one per running domain, started and restarted by its controller.
 
 Theory of operation. The controller's spawner forks this process with one end of a
-socketpair, the *link*, framed as in `controller.consolestream`. Over the link the
+socketpair, the *link*, framed as in `wire.consolestream`. Over the link the
 controller sends first ``J {"op": "init", …}`` — the emulator's snapshot, the
 domain's ``[vnc]`` settings and the ports to prefer — then the console's bytes as
 ``D`` frames from the snapshot's offset, and ``J {"op": "snapshot"}`` whenever our
