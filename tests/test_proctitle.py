@@ -61,12 +61,14 @@ def test_daemon_zygote_controller_and_vnc_are_named(instance: Instance) -> None:
     controllers = [p for p in children(keeper) if title(p) == "vzfs: controller web1"]
     assert len(controllers) == 1
     assert comm(controllers[0]) == "vzfs:web1"
-    wait_for(lambda: len(by_title("vzfs: vnc web1")) == 1, what="the VNC server")
-    vnc = by_title("vzfs: vnc web1")[0]
-    assert comm(vnc) == "vzfs-vnc:web1"
-    # (forked by the spare before the request, so the keeper's child)
+    # The spawner was forked by the spare before the request, so it is the keeper's
+    # child; the VNC server is the spawner's.
     spawners = [p for p in children(keeper) if title(p) == "vzfs: vnc spawner"]
     assert spawners and comm(spawners[0]) == "vzfs-vncspawn"
+    wait_for(lambda: [p for p in children(spawners[0]) if title(p) == "vzfs: vnc web1"],
+             what="the VNC server")
+    [vnc] = [p for p in children(spawners[0]) if title(p) == "vzfs: vnc web1"]
+    assert comm(vnc) == "vzfs-vnc:web1"
     # a long name: the comm is cut to the kernel's 15 bytes, the title is whole
     instance.quick("a-rather-long-domain-name")
     instance.write("a-rather-long-domain-name", "state", "start")
