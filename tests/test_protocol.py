@@ -41,3 +41,16 @@ def test_garbage_is_a_protocol_error(bad: bytes) -> None:
 def test_lines_are_bounded() -> None:
     with pytest.raises(ProtocolError):
         list(Decoder().feed(b"x" * (MAX_LINE + 1)))
+
+
+def test_a_failed_request_is_replied_to_by_its_kind() -> None:
+    from errno import EBUSY, EINVAL, EIO, ENOENT
+
+    from vzfs.base.errors import VzfsError
+    from vzfs.wire.framing import reply_failure
+    assert reply_failure(3, VzfsError(EBUSY, "cannot x: busy")) == \
+        {"id": 3, "ok": False, "errno": EBUSY, "error": "cannot x: busy"}
+    assert reply_failure(3, FileNotFoundError(ENOENT, "No such file"))["errno"] == ENOENT
+    assert reply_failure(3, KeyError("name"))["errno"] == EINVAL
+    bug = reply_failure(3, RuntimeError("a bug"))
+    assert bug["errno"] == EIO and "RuntimeError: a bug" in bug["error"]

@@ -45,7 +45,8 @@ from ..model import config as configmod
 from ..model.config import DomainConfig
 from ..model.lifecycle import Busy, State
 from ..wire import messages
-from ..wire.framing import Decoder, Message, ProtocolError, encode, reply_error, reply_ok
+from ..wire.framing import (EXPECTED_FAILURES, Decoder, Message, ProtocolError, encode,
+                            reply_failure, reply_ok)
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +135,12 @@ class Incoming:
         async def handle(msg: Message) -> None:
             req_id = msg.get("id")
             try:
-                fields = await self.handle(msg, reserved, received)
-                reply = reply_ok(req_id, **fields)
-            except VzfsError as exc:
-                reply = reply_error(req_id, exc.errno, exc.sentence)
-            except OSError as exc:
-                reply = reply_error(req_id, exc.errno or errno.EIO, exc.strerror or str(exc))
-            except (KeyError, TypeError, ValueError) as exc:
-                reply = reply_error(req_id, errno.EINVAL, f"bad request: {exc!r}")
+                reply = reply_ok(req_id, **await self.handle(msg, reserved, received))
+            except EXPECTED_FAILURES as exc:
+                reply = reply_failure(req_id, exc)
             except Exception as exc:      # a bug costs this request, never the daemon
                 log.exception("migration request %r failed", msg.get("op"))
-                reply = reply_error(req_id, errno.EIO, f"internal error: {exc!r}")
+                reply = reply_failure(req_id, exc)
             async with lock:
                 try:
                     await stream.send_all(encode(reply))

@@ -19,8 +19,8 @@ from typing import Any
 
 import trio
 
-from ..base.errors import VzfsError
-from ..wire.framing import Decoder, Message, ProtocolError, encode
+from ..wire.framing import (EXPECTED_FAILURES, Decoder, Message, ProtocolError, encode,
+                            reply_failure, reply_ok)
 from ..wire.requests import Requests
 
 HEADER = struct.Struct(">BI")
@@ -138,20 +138,12 @@ class Mux:
     async def _serve(self, msg: Message) -> None:
         assert self.handler is not None
         try:
-            fields = await self.handler(msg)
-            reply: Message = {"id": msg.get("id"), "ok": True, **fields}
-        except VzfsError as exc:
-            reply = {"id": msg.get("id"), "ok": False, "errno": exc.errno, "error": exc.sentence}
-        except OSError as exc:
-            reply = {"id": msg.get("id"), "ok": False, "errno": exc.errno or errno.EIO,
-                     "error": exc.strerror or str(exc)}
-        except (KeyError, TypeError, ValueError) as exc:
-            reply = {"id": msg.get("id"), "ok": False, "errno": errno.EINVAL,
-                     "error": f"bad request: {exc!r}"}
+            reply = reply_ok(msg.get("id"), **await self.handler(msg))
+        except EXPECTED_FAILURES as exc:
+            reply = reply_failure(msg.get("id"), exc)
         except Exception as exc:        # noqa: BLE001 - the boundary: a bug costs this request
             traceback.print_exc()
-            reply = {"id": msg.get("id"), "ok": False, "errno": errno.EIO,
-                     "error": f"the request failed ({type(exc).__name__}: {exc})"[:400]}
+            reply = reply_failure(msg.get("id"), exc)
         await self.send_control(reply)
 
     def _queue(self, channel: int) -> tuple[trio.MemorySendChannel[bytes],

@@ -8,7 +8,10 @@ are bounded so a confused peer cannot make the other side buffer without end.
 
 import json
 from collections.abc import Iterator
+from errno import EINVAL, EIO
 from typing import Any
+
+from ..base.errors import VzfsError
 
 MAX_LINE = 1 << 20
 
@@ -62,3 +65,21 @@ def reply_ok(req_id: Any, **fields: Any) -> Message:
 
 def reply_error(req_id: Any, errno: int, sentence: str) -> Message:
     return {"id": req_id, "ok": False, "errno": errno, "error": sentence}
+
+
+# What a request may fail with that is no bug: a refusal, the kernel's, a malformed request.
+EXPECTED_FAILURES = (VzfsError, OSError, KeyError, TypeError, ValueError)
+
+
+def reply_failure(req_id: Any, exc: Exception) -> Message:
+    """The error reply to a request whose handler raised *exc*: a serving loop's one
+    boundary (the daemon's migration socket, a migration session's requests). A
+    refusal in its own words, a kernel error with its errno, a malformed request
+    EINVAL, anything else (a bug) EIO: it costs that request, never the server."""
+    if isinstance(exc, VzfsError):
+        return reply_error(req_id, exc.errno, exc.sentence)
+    if isinstance(exc, OSError):
+        return reply_error(req_id, exc.errno or EIO, exc.strerror or str(exc))
+    if isinstance(exc, (KeyError, TypeError, ValueError)):
+        return reply_error(req_id, EINVAL, f"bad request: {exc!r}")
+    return reply_error(req_id, EIO, f"the request failed ({type(exc).__name__}: {exc})"[:400])
