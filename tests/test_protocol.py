@@ -1,8 +1,11 @@
 """The controller protocol decoder, fed real bytes whole, split and with trailing bytes."""
 
+from errno import EBUSY, EINVAL, EIO, ENOENT
+
 import pytest
 
-from vzfs.wire.framing import MAX_LINE, Decoder, ProtocolError, encode
+from vzfs.base.errors import VzfsError
+from vzfs.wire.framing import MAX_LINE, Decoder, ProtocolError, encode, reply_failure
 
 MESSAGES = [{"id": 1, "op": "status"}, {"event": "exited", "state": "stopped", "reason": "x\ny"},
             {"id": 2, "ok": False, "errno": 16, "error": "busy ü"}]
@@ -44,10 +47,6 @@ def test_lines_are_bounded() -> None:
 
 
 def test_a_failed_request_is_replied_to_by_its_kind() -> None:
-    from errno import EBUSY, EINVAL, EIO, ENOENT
-
-    from vzfs.base.errors import VzfsError
-    from vzfs.wire.framing import reply_failure
     assert reply_failure(3, VzfsError(EBUSY, "cannot x: busy")) == \
         {"id": 3, "ok": False, "errno": EBUSY, "error": "cannot x: busy"}
     assert reply_failure(3, FileNotFoundError(ENOENT, "No such file"))["errno"] == ENOENT
