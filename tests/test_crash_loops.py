@@ -98,6 +98,16 @@ def settle(inst: Instance) -> None:
     wait_for(resting, timeout=30, what="every domain resting")
 
 
+def _killed(inst: Instance, name: str) -> bool:
+    try:
+        inst.write(name, "state", "kill")
+    except OSError as exc:
+        if exc.errno != errno.EIO:
+            raise
+        return False
+    return True
+
+
 def _daemon_alive(inst: Instance) -> bool:
     try:
         return not gone(inst.daemon_pid())
@@ -188,7 +198,10 @@ def test_random_sigkills_lose_nothing_and_leave_nothing(instance: Instance,
     # And at the end, nothing of any domain once all are stopped.
     for name in NAMES:
         if instance.read(name, "state").strip() == "running":
-            instance.write(name, "state", "kill")
+            # The last round may have just killed this domain's controller: until the
+            # daemon has re-attached to its replacement (REATTACH_TIMEOUT), a kill fails
+            # with EIO (a known gap, in the session note), so the kill is asked again.
+            wait_for(lambda: _killed(instance, name), timeout=15, what=f"{name} killed")
     for name in NAMES:
         assert not cgroup_of(instance, name).exists()
         # (a controller leaves a moment after it replied to the kill)
